@@ -1,0 +1,1 @@
+"""Cerise on Kubernetes: run CWL workflows on remote compute resources."""

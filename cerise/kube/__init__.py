@@ -1,0 +1,1 @@
+"""Access to the Kubernetes API: client configuration and status transitions."""

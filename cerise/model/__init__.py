@@ -1,0 +1,1 @@
+"""Pure domain logic: job states, CWL checks, resource specifications."""
