@@ -1,5 +1,5 @@
 """Shared pytest configuration: the session fixtures of the real test environment."""
 
 pytest_plugins = [
-    "tests.integration.remote_fixtures",
+    "tests.integration.kube_fixtures",
 ]

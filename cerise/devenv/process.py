@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 class StartupError(RuntimeError):
-    """A component of the local environment did not start; the message names it and shows its log."""
+    """A component of the local environment did not start; the message names it, shows its log."""
 
 
 def free_port() -> int:

@@ -1,0 +1,129 @@
+"""Cerise's custom resources on the Kubernetes API, and atomic job phase transitions.
+
+A transition is one JSON Patch on the status subresource whose first operation is a
+`test` of the current phase: the API server applies the whole patch or none of it, so
+of several writers that start from the same phase exactly one wins. The losers get
+`TransitionConflict` and must re-read the job and decide again.
+
+A job without a status yet (just created) has no phase to test; its first transition
+is guarded by `metadata.resourceVersion` instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import GenericNamespacedResource, create_namespaced_resource
+from lightkube.types import PatchType
+
+from cerise.model import states
+from cerise.model.states import Phase
+
+GROUP = "cerise.dev"
+VERSION = "v1alpha1"
+
+WorkflowJob = create_namespaced_resource(GROUP, VERSION, "WorkflowJob", "workflowjobs")
+ComputeResource = create_namespaced_resource(GROUP, VERSION, "ComputeResource", "computeresources")
+Specialisation = create_namespaced_resource(GROUP, VERSION, "Specialisation", "specialisations")
+
+INITIAL = Phase.SUBMITTED
+"""The phase a new job is given by its first transition."""
+
+# 422: a JSON Patch `test` failed; 409: the resourceVersion precondition failed.
+_CONFLICT_CODES = frozenset({409, 422})
+
+
+class TransitionConflict(Exception):
+    """The job was not in the expected phase: another writer moved it first."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def transition_patch(
+    source: Phase | None,
+    target: Phase,
+    *,
+    resource_version: str | None = None,
+    message: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The JSON Patch that moves a job from `source` to `target`, or raises IllegalTransition.
+
+    `fields` are further status fields (e.g. remoteJobId, output) set in the same write.
+    """
+    if source is None:
+        if target is not INITIAL:
+            raise states.IllegalTransition(Phase.SUBMITTED, target)
+        if resource_version is None:
+            raise ValueError("the first transition needs the job's resourceVersion")
+    else:
+        states.check_transition(source, target)
+    status: dict[str, Any] = dict(fields or {})
+    status["phase"] = target.value
+    status["state"] = states.rest_state(target).value
+    if message is not None:
+        status["message"] = message
+    if target in states.FINAL:
+        status["finishedAt"] = _now()
+    if source is None:
+        return [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+    return [
+        {"op": "test", "path": "/status/phase", "value": source.value},
+        *({"op": "add", "path": f"/status/{_escape(key)}", "value": value}
+          for key, value in status.items()),
+    ]
+
+
+def _escape(key: str) -> str:
+    """A status key as a JSON Pointer segment (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+async def transition(
+    client: AsyncClient,
+    *,
+    namespace: str,
+    name: str,
+    source: Phase | None,
+    target: Phase,
+    resource_version: str | None = None,
+    message: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+) -> GenericNamespacedResource:
+    """Atomically move job `namespace/name` from `source` to `target`; return the new object.
+
+    Raises TransitionConflict if the job is no longer in `source` (or, for the first
+    transition, was changed since `resource_version`), and IllegalTransition if the state
+    machine forbids the move.
+    """
+    patch = transition_patch(
+        source, target, resource_version=resource_version, message=message, fields=fields
+    )
+    try:
+        # lightkube's type overloads omit subresources; the call itself supports them.
+        job: GenericNamespacedResource = await client.patch(
+            WorkflowJob.Status,  # type: ignore[arg-type]
+            name, patch, namespace=namespace, patch_type=PatchType.JSON,
+        )
+    except ApiError as error:
+        if error.status.code in _CONFLICT_CODES:
+            raise TransitionConflict(
+                f"{namespace}/{name} is no longer in {source or 'its initial state'}"
+            ) from error
+        raise
+    return job
+
+
+def phase_of(job: GenericNamespacedResource) -> Phase | None:
+    """The job's current phase, or None before its first transition."""
+    status = job.get("status") or {}
+    phase = status.get("phase")
+    return Phase(phase) if phase else None

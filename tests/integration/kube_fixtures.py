@@ -1,0 +1,64 @@
+"""Session fixtures for the real Kubernetes control plane, and a namespace per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+
+from cerise.devenv import controlplane
+from cerise.devenv.controlplane import ControlPlane
+
+TENANTS = {"alice": ("team-a", "cerise:team-a"), "bob": ("team-b", "cerise:team-b")}
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager with the CRDs and two tenants."""
+    plane = controlplane.start(
+        tmp_path_factory.mktemp("control-plane"),
+        identities=[(user, (group,)) for user, (_, group) in TENANTS.items()],
+        namespaces={user: namespace for user, (namespace, _) in TENANTS.items()},
+    )
+    try:
+        for namespace, group in TENANTS.values():
+            controlplane.create_tenant(plane, namespace, group)
+        previous = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+        yield plane
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        plane.stop()
+
+
+def kube_config(plane: ControlPlane, user: str = "admin") -> SingleConfig:
+    """The lightkube configuration of one kubeconfig context."""
+    config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name=user)
+    assert config is not None, f"no context {user} in {plane.kubeconfig}"
+    return config
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
+    """An admin API client."""
+    client = AsyncClient(config=kube_config(control_plane))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
