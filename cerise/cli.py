@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev" and args.dev_command == "up":
         return dev_up(args.state)
     parser.error("unknown command")
-    return 2
 
 
 if __name__ == "__main__":

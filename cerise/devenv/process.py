@@ -56,7 +56,7 @@ def wait_until(
         if alive is not None and not alive():
             raise StartupError(_failure(f"{what} exited during start-up", log))
         if time.monotonic() > deadline:
-            raise StartupError(_failure(f"{what} not ready after {timeout:.0f} s", log))
+            raise StartupError(_failure(f"{what} not ready after {timeout:g} s", log))
         time.sleep(interval)
 
 

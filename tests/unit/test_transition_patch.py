@@ -1,0 +1,50 @@
+"""The JSON Patch of a phase transition: guarded, complete, and refused when illegal."""
+
+from __future__ import annotations
+
+import pytest
+
+from cerise.kube.jobs import transition_patch
+from cerise.model.states import IllegalTransition, Phase
+
+
+def test_first_transition_is_guarded_by_resource_version() -> None:
+    patch = transition_patch(None, Phase.SUBMITTED, resource_version="42")
+    assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
+    assert patch[1]["path"] == "/status"
+    assert patch[1]["value"] == {"phase": "Submitted", "state": "Waiting"}
+
+
+def test_first_transition_needs_a_resource_version() -> None:
+    with pytest.raises(ValueError, match="resourceVersion"):
+        transition_patch(None, Phase.SUBMITTED)
+
+
+def test_first_transition_must_be_to_submitted() -> None:
+    with pytest.raises(IllegalTransition):
+        transition_patch(None, Phase.RUNNING, resource_version="1")
+
+
+def test_later_transition_tests_the_phase_first() -> None:
+    patch = transition_patch(Phase.WAITING, Phase.RUNNING, fields={"remoteJobId": "17"})
+    assert patch[0] == {"op": "test", "path": "/status/phase", "value": "Waiting"}
+    assert {(op["op"], op["path"], op["value"]) for op in patch[1:]} == {
+        ("add", "/status/phase", "Running"),
+        ("add", "/status/state", "Running"),
+        ("add", "/status/remoteJobId", "17"),
+    }
+
+
+def test_final_transition_records_when() -> None:
+    patch = transition_patch(Phase.STAGING_OUT, Phase.SUCCESS)
+    assert any(op["path"] == "/status/finishedAt" for op in patch)
+
+
+def test_field_names_are_escaped_as_json_pointers() -> None:
+    patch = transition_patch(Phase.WAITING, Phase.RUNNING, fields={"a/b~c": 1})
+    assert any(op["path"] == "/status/a~1b~0c" for op in patch)
+
+
+def test_illegal_transition_builds_no_patch() -> None:
+    with pytest.raises(IllegalTransition, match="from Running to Success"):
+        transition_patch(Phase.RUNNING, Phase.SUCCESS)
