@@ -1,0 +1,1 @@
+"""Everything that happens on a compute resource: connections, scripts, schedulers, staging."""

@@ -1,0 +1,152 @@
+"""The job script and the exactly-once submit script, run by a real bash on local files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cerise.devenv.process import wait_until
+from cerise.remote import jobscript
+from cerise.remote.jobscript import JobFiles, SubmitOutcome
+
+HOSTILE = "job dir with 'quotes' $(touch pwned) ; `x` \"y\""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> JobFiles:
+    job = tmp_path / HOSTILE
+    (job / "work").mkdir(parents=True)
+    (job / "workflow.json").write_text("{}")
+    (job / "input.json").write_text("{}")
+    return JobFiles(str(job))
+
+
+def run_job(files: JobFiles, runner: list[str]) -> subprocess.CompletedProcess[str]:
+    script = Path(files.script)
+    script.write_text(jobscript.job_script(files, runner))
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30)
+
+
+def test_job_script_runs_the_runner_in_work_and_records_markers(files: JobFiles) -> None:
+    runner = ["bash", "-c", 'pwd; echo "args: $1 $2" >&2; exit 0', "runner"]
+    result = run_job(files, runner)
+    assert result.returncode == 0
+    assert Path(files.stdout).read_text().strip() == files.work
+    assert Path(files.stderr).read_text().strip() == f"args: {files.workflow} {files.input}"
+    assert Path(files.exit_code).read_text() == "0\n"
+    assert abs(int(Path(files.started).read_text()) - time.time()) < 60
+    assert not list(Path(files.job_dir).parent.rglob("pwned"))
+
+
+def test_job_script_records_the_runners_exit_code(files: JobFiles) -> None:
+    result = run_job(files, ["bash", "-c", "exit 7"])
+    assert result.returncode == 7
+    assert Path(files.exit_code).read_text() == "7\n"
+
+
+def test_terminated_job_records_143_and_stops_the_runner(files: JobFiles) -> None:
+    runner = ["bash", "-c", "sleep 300", "runner"]
+    Path(files.script).write_text(jobscript.job_script(files, runner))
+    job = subprocess.Popen(["bash", files.script], start_new_session=True)
+    wait_until(lambda: Path(files.started).exists(), timeout=10, what="job script")
+    os.kill(job.pid, signal.SIGTERM)
+    assert job.wait(timeout=10) == 143
+    assert Path(files.exit_code).read_text() == "143\n"
+    leftover = subprocess.run(["pgrep", "-s", str(job.pid), "sleep"], capture_output=True)
+    assert leftover.returncode == 1, "the runner outlived its job script"
+
+
+def submit_once(files: JobFiles, counter: Path, wait_seconds: int = 2) -> jobscript.SubmitResult:
+    submit = f"echo submitted >> {counter}; echo 4242"
+    script = jobscript.submit_script(files, submit, wait_seconds=wait_seconds)
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    return jobscript.parse_submit(result.returncode, result.stdout, result.stderr)
+
+
+def test_submit_records_the_id(files: JobFiles, tmp_path: Path) -> None:
+    result = submit_once(files, tmp_path / "count")
+    assert result == jobscript.SubmitResult(SubmitOutcome.SUBMITTED, remote_id="4242")
+    assert Path(files.remote_id).read_text() == "4242\n"
+
+
+def test_repeated_submit_returns_the_same_id_without_submitting(
+    files: JobFiles, tmp_path: Path
+) -> None:
+    counter = tmp_path / "count"
+    results = [submit_once(files, counter) for _ in range(3)]
+    assert {r.remote_id for r in results} == {"4242"}
+    assert counter.read_text() == "submitted\n"
+
+
+def test_concurrent_submits_submit_exactly_once(files: JobFiles, tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda _: submit_once(files, counter, 20), range(16)))
+    assert all(r.outcome is SubmitOutcome.SUBMITTED and r.remote_id == "4242" for r in results)
+    assert counter.read_text() == "submitted\n"
+
+
+def test_failed_submit_releases_the_lock_for_a_retry(files: JobFiles, tmp_path: Path) -> None:
+    script = jobscript.submit_script(files, "echo 'sbatch: error: invalid partition' >&2; false")
+    failed = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    result = jobscript.parse_submit(failed.returncode, failed.stdout, failed.stderr)
+    assert result.outcome is SubmitOutcome.FAILED
+    assert result.detail == "sbatch: error: invalid partition"
+    assert not Path(files.lock).exists()
+    assert submit_once(files, tmp_path / "count").remote_id == "4242"
+
+
+def test_submit_that_prints_no_id_fails(files: JobFiles) -> None:
+    script = jobscript.submit_script(files, "true")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    result = jobscript.parse_submit(done.returncode, done.stdout, done.stderr)
+    assert result.outcome is SubmitOutcome.FAILED
+    assert "printed no job id" in result.detail
+
+
+def test_lock_without_id_is_reported_unknown_not_resubmitted(
+    files: JobFiles, tmp_path: Path
+) -> None:
+    Path(files.lock).mkdir()  # a predecessor died between taking the lock and recording the id
+    counter = tmp_path / "count"
+    result = submit_once(files, counter, wait_seconds=1)
+    assert result.outcome is SubmitOutcome.UNKNOWN
+    assert not counter.exists()
+
+
+def test_submit_survives_hangup_between_submit_and_record(
+    files: JobFiles, tmp_path: Path
+) -> None:
+    """A dropped SSH channel (SIGHUP) right after the scheduler accepted the job."""
+    counter = tmp_path / "count"
+    slow_submit = f"echo submitted >> {counter}; sleep 1; echo 99"
+    script = Path(files.job_dir) / "submit.sh"
+    script.write_text(jobscript.submit_script(files, slow_submit))
+    proc = subprocess.Popen(["bash", str(script)], stdout=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_until(counter.exists, timeout=10, what="submit")
+    os.killpg(proc.pid, signal.SIGHUP)
+    proc.wait(timeout=10)
+    assert Path(files.remote_id).read_text() == "99\n"
+    assert submit_once(files, counter).remote_id == "99"
+    assert counter.read_text() == "submitted\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "stdout", "stderr", "expected"),
+    [
+        (0, "noise\ncerise-remote-id: 17.server\n", "", SubmitOutcome.SUBMITTED),
+        (0, "cerise-remote-id: \n", "", SubmitOutcome.FAILED),
+        (0, "cerise-submit-unknown\n", "", SubmitOutcome.UNKNOWN),
+        (1, "", "qsub: Unknown queue", SubmitOutcome.FAILED),
+        (255, "", "", SubmitOutcome.FAILED),
+    ],
+)
+def test_parse_submit(status: int, stdout: str, stderr: str, expected: SubmitOutcome) -> None:
+    assert jobscript.parse_submit(status, stdout, stderr).outcome is expected
