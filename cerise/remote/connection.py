@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import getpass
 import os
+import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -98,7 +99,7 @@ class Remote(Protocol):
         ...
 
     async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
-        """Create or replace a remote file."""
+        """Create or atomically replace a remote file (readers see the old or the new)."""
         ...
 
     async def close(self) -> None:
@@ -238,10 +239,12 @@ class SshRemote:
                 return b""
 
     async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
+        temporary = _temporary_name(remote)
         async with self._sftp_client() as sftp:
             attrs = asyncssh.SFTPAttrs(permissions=mode)
-            async with sftp.open(remote, "wb", attrs) as handle:
+            async with sftp.open(temporary, "wb", attrs) as handle:
                 await handle.write(data)
+            await sftp.posix_rename(temporary, remote)
 
     async def close(self) -> None:
         connection, self._connection, self._sftp = self._connection, None, None
@@ -300,14 +303,21 @@ class LocalRemote:
 
     async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
         def write() -> None:
-            fd = os.open(remote, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            temporary = _temporary_name(remote)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+            os.replace(temporary, remote)
 
         await asyncio.to_thread(write)
 
     async def close(self) -> None:
         return None
+
+
+def _temporary_name(path: str) -> str:
+    """A unique sibling of `path` to write before renaming over it."""
+    return f"{path}.{secrets.token_hex(6)}.tmp"
 
 
 def _text(value: str | bytes | None) -> str:

@@ -21,7 +21,7 @@ def test_a_daemon_that_dies_fails_fast_with_its_log(tmp_path: Path) -> None:
 def test_a_daemon_that_never_gets_ready_times_out(tmp_path: Path) -> None:
     daemon = Daemon("slow-thing", ["sleep", "30"], log=tmp_path / "slow.log").start()
     try:
-        with pytest.raises(StartupError, match="slow-thing not ready after 0.3 s"):
+        with pytest.raises(StartupError, match=r"slow-thing not ready after 0\.3 s"):
             daemon.wait_ready(lambda: False, timeout=0.3)
     finally:
         daemon.stop()

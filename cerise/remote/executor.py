@@ -1,0 +1,74 @@
+"""Runs the scheduler plug-ins' scripts over a compute resource's connection.
+
+The thin, effectful half of `cerise.remote.schedulers` and `cerise.remote.jobscript`:
+build with the pure functions, run on the `Remote`, parse with the pure functions.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from cerise.remote import jobscript, schedulers
+from cerise.remote.connection import Remote
+from cerise.remote.jobscript import JobFiles, SubmitResult
+from cerise.remote.schedulers import JobRef, Observation, Request, Scheduler
+
+
+class RemoteCommandFailed(RuntimeError):
+    """A remote housekeeping command failed; the message has its stderr."""
+
+
+async def _check(remote: Remote, script: str, what: str) -> str:
+    result = await remote.run(script)
+    if result.exit_status != 0:
+        detail = result.stderr.strip()[-1000:] or f"exit status {result.exit_status}"
+        raise RemoteCommandFailed(f"{what}: {detail}")
+    return result.stdout
+
+
+async def create_job_dir(remote: Remote, files: JobFiles) -> None:
+    """Make the job directory and its work directory, private to the user (0700)."""
+    await _check(remote, f"umask 077 && mkdir -p {shlex.quote(files.work)}",
+                 f"cannot create {files.job_dir}")
+
+
+async def submit(
+    remote: Remote,
+    scheduler: Scheduler,
+    files: JobFiles,
+    request: Request,
+    runner: Sequence[str],
+    prologue: str = "",
+) -> SubmitResult:
+    """Write the job script and submit it at most once (see `jobscript.submit_script`)."""
+    script = jobscript.job_script(files, runner, prologue)
+    await remote.write(files.script, script.encode(), mode=0o700)
+    command = scheduler.submit_command(files, request)
+    result = await remote.run(jobscript.submit_script(files, f"{prologue}\n{command}"))
+    return jobscript.parse_submit(result.exit_status, result.stdout, result.stderr)
+
+
+async def poll(
+    remote: Remote, scheduler: Scheduler, jobs: Sequence[JobRef], prologue: str = ""
+) -> dict[str, Observation]:
+    """The state of every job of a compute resource, from one remote command."""
+    if not jobs:
+        return {}
+    output = await _check(remote, f"{prologue}\n{schedulers.status_script(scheduler, jobs)}",
+                          "polling the scheduler failed")
+    return schedulers.parse_status(scheduler, output, jobs)
+
+
+async def cancel(
+    remote: Remote, scheduler: Scheduler, jobs: Sequence[JobRef], prologue: str = ""
+) -> None:
+    """Ask the scheduler to stop `jobs`, wherever they are."""
+    if jobs:
+        await _check(remote, f"{prologue}\n{scheduler.cancel_script(jobs)}", "cancel failed")
+
+
+async def remove_job_dir(remote: Remote, files: JobFiles) -> None:
+    """Delete the job directory and everything in it."""
+    await _check(remote, f"rm -rf -- {shlex.quote(files.job_dir)}",
+                 f"cannot remove {files.job_dir}")

@@ -1,0 +1,156 @@
+"""Scheduler `none` end to end: submit, poll, cancel over real SSH and locally."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+
+from cerise.devenv.sshd import SshEndpoint
+from cerise.remote import executor
+from cerise.remote.connection import (
+    CommandResult,
+    LocalRemote,
+    Remote,
+    SshCredentials,
+    SshRemote,
+    SshTarget,
+)
+from cerise.remote.jobscript import JobFiles, SubmitOutcome
+from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request
+from cerise.remote.schedulers.direct import DirectScheduler
+
+pytestmark = pytest.mark.integration
+
+SCHEDULER = DirectScheduler()
+
+
+@pytest.fixture(params=["ssh", "local"])
+async def remote(request: pytest.FixtureRequest, sshd: SshEndpoint) -> AsyncIterator[Remote]:
+    if request.param == "ssh":
+        connection: Remote = SshRemote(SshTarget(
+            host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
+            credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text())))
+    else:
+        connection = LocalRemote()
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def new_job(remote: Remote) -> JobFiles:
+    base = (await remote.run("mktemp -d")).stdout.strip()
+    files = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
+    await executor.create_job_dir(remote, files)
+    for path in (files.workflow, files.input):
+        await remote.write(path, b"{}")
+    return files
+
+
+async def wait_for(remote: Remote, job: JobRef, state: RemoteState) -> Observation:
+    for _ in range(300):
+        observed = (await executor.poll(remote, SCHEDULER, [job]))[job.key]
+        if observed.state is state:
+            return observed
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{job.key} never reached {state}; last {observed}")
+
+
+async def test_job_runs_to_completion_with_its_exit_code(remote: Remote) -> None:
+    files = await new_job(remote)
+    runner = ["bash", "-c", 'echo "{\\"n\\": 1}"; echo "Final process status is success" >&2; '
+              "exit 0", "runner"]
+    result = await executor.submit(remote, SCHEDULER, files, Request("t"), runner)
+    assert result.outcome is SubmitOutcome.SUBMITTED
+    job = JobRef("k", files, result.remote_id)
+    assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 0
+    assert await remote.read(files.stdout) == b'{"n": 1}\n'
+    assert b"Final process status is success" in await remote.read(files.stderr)
+    mode = await remote.run(f"stat -c %a '{files.job_dir}'")
+    assert mode.stdout.strip() == "700"
+
+
+async def test_failing_runner_reports_its_exit_code(remote: Remote) -> None:
+    files = await new_job(remote)
+    result = await executor.submit(remote, SCHEDULER, files, Request("t"),
+                                   ["bash", "-c", "exit 3", "r"])
+    job = JobRef("k", files, result.remote_id)
+    assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 3
+
+
+async def test_resubmit_does_not_start_a_second_run(remote: Remote) -> None:
+    files = await new_job(remote)
+    runner = ["bash", "-c", f"echo run >> '{files.job_dir}/runs'; sleep 1", "r"]
+    first = await executor.submit(remote, SCHEDULER, files, Request("t"), runner)
+    again = await asyncio.gather(*(
+        executor.submit(remote, SCHEDULER, files, Request("t"), runner) for _ in range(5)))
+    assert {r.remote_id for r in again} == {first.remote_id}
+    await wait_for(remote, JobRef("k", files, first.remote_id), RemoteState.DONE)
+    assert await remote.read(f"{files.job_dir}/runs") == b"run\n"
+
+
+async def test_cancel_stops_the_runner(remote: Remote) -> None:
+    files = await new_job(remote)
+    runner = ["bash", "-c", f"echo $$ > '{files.job_dir}/runner.pid'; sleep 300", "r"]
+    result = await executor.submit(remote, SCHEDULER, files, Request("t"), runner)
+    job = JobRef("k", files, result.remote_id)
+    await wait_for(remote, job, RemoteState.RUNNING)
+    for _ in range(100):
+        if await remote.read(f"{files.job_dir}/runner.pid"):
+            break
+        await asyncio.sleep(0.05)
+    await executor.cancel(remote, SCHEDULER, [job])
+    assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 143
+    pid = (await remote.read(f"{files.job_dir}/runner.pid")).decode().strip()
+    alive = await remote.run(f"kill -0 {pid}")
+    assert alive.exit_status != 0, "the runner survived the cancel"
+
+
+async def test_time_limit_terminates_the_job(remote: Remote) -> None:
+    files = await new_job(remote)
+    result = await executor.submit(remote, SCHEDULER, files, Request("t", time_limit=1),
+                                   ["bash", "-c", "sleep 300", "r"])
+    job = JobRef("k", files, result.remote_id)
+    assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 143
+
+
+async def test_poll_of_many_jobs_is_one_command(remote: Remote) -> None:
+    jobs = []
+    for _ in range(5):
+        files = await new_job(remote)
+        result = await executor.submit(remote, SCHEDULER, files, Request("t"),
+                                       ["bash", "-c", "exit 0", "r"])
+        jobs.append(JobRef(str(uuid.uuid4()), files, result.remote_id))
+    counting = CountingRemote(remote)
+    for _ in range(100):
+        observed = await executor.poll(cast(Remote, counting), SCHEDULER, jobs)
+        if all(o.state is RemoteState.DONE for o in observed.values()):
+            break
+    else:
+        raise AssertionError(observed)
+    before = counting.calls
+    await executor.poll(cast(Remote, counting), SCHEDULER, jobs)
+    assert counting.calls == before + 1
+
+
+class CountingRemote:
+    """Counts the commands run on a real remote."""
+
+    def __init__(self, inner: Remote) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def run(self, script: str, *, timeout: float = 120.0) -> CommandResult:
+        self.calls += 1
+        return await self.inner.run(script, timeout=timeout)
+
+
+async def test_remove_job_dir(remote: Remote) -> None:
+    files = await new_job(remote)
+    await executor.remove_job_dir(remote, files)
+    exists = await remote.run(f"test -e '{files.job_dir}'")
+    assert exists.exit_status == 1
