@@ -40,7 +40,8 @@ class TransitionConflict(Exception):
     """The job was not in the expected phase: another writer moved it first."""
 
 
-def _now() -> str:
+def now() -> str:
+    """The current time as a Kubernetes timestamp."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -69,7 +70,7 @@ def transition_patch(
     if message is not None:
         status["message"] = message
     if target in states.FINAL:
-        status["finishedAt"] = _now()
+        status["finishedAt"] = now()
     if source is None:
         return [
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
@@ -122,7 +123,7 @@ async def transition(
     return job
 
 
-def phase_of(job: GenericNamespacedResource) -> Phase | None:
+def phase_of(job: Mapping[str, Any] | GenericNamespacedResource) -> Phase | None:
     """The job's current phase, or None before its first transition."""
     status = job.get("status") or {}
     phase = status.get("phase")

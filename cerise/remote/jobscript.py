@@ -42,11 +42,12 @@ UNKNOWN_MARK = "cerise-submit-unknown"
 
 
 class SubmitOutcome(StrEnum):
-    """What a submit script reported."""
+    """What a submit (or lookup) script reported."""
 
     SUBMITTED = "submitted"
     UNKNOWN = "unknown"
     FAILED = "failed"
+    NOT_SUBMITTED = "not submitted"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,19 @@ exit "$code"
 """
 
 
+def _report_recorded_id(files: JobFiles, wait_seconds: int) -> str:
+    """Shell text printing the recorded id once there is one, or UNKNOWN_MARK after a wait."""
+    q = shlex.quote
+    return f"""for _ in $(seq {int(wait_seconds) * 10}); do
+    if [ -s {q(files.remote_id)} ]; then
+        printf '{SUBMITTED_PREFIX}%s\\n' "$(cat {q(files.remote_id)})"
+        exit 0
+    fi
+    sleep 0.1
+done
+echo {UNKNOWN_MARK}"""
+
+
 def submit_script(files: JobFiles, submit: str, wait_seconds: int = 60) -> str:
     """A script that submits the job at most once, whatever happened before.
 
@@ -156,23 +170,33 @@ def submit_script(files: JobFiles, submit: str, wait_seconds: int = 60) -> str:
     q = shlex.quote
     return f"""#!/bin/bash
 trap '' HUP PIPE
-report() {{ printf '{SUBMITTED_PREFIX}%s\\n' "$(cat {q(files.remote_id)})"; exit 0; }}
 if mkdir {q(files.lock)} 2>/dev/null; then
     id=$({submit})
     status=$?
     if [ "$status" -eq 0 ] && [ -n "$id" ]; then
         {_atomic_write(files.remote_id, '"$id"')}
-        report
+    else
+        rmdir {q(files.lock)}
+        [ "$status" -eq 0 ] && echo "the submit command printed no job id" >&2
+        exit $(( status == 0 ? 1 : status ))
     fi
-    rmdir {q(files.lock)}
-    [ "$status" -eq 0 ] && echo "the submit command printed no job id" >&2
-    exit $(( status == 0 ? 1 : status ))
 fi
-for _ in $(seq {int(wait_seconds) * 10}); do
-    [ -s {q(files.remote_id)} ] && report
-    sleep 0.1
-done
-echo {UNKNOWN_MARK}
+{_report_recorded_id(files, wait_seconds)}
+"""
+
+
+NOT_SUBMITTED_MARK = "cerise-not-submitted"
+
+
+def lookup_script(files: JobFiles, wait_seconds: int = 60) -> str:
+    """A script that reports an earlier submission's id without ever submitting.
+
+    Prints like `submit_script` if the job was submitted (waiting for a submit still in
+    flight to record its id), or `NOT_SUBMITTED_MARK` if it never was.
+    """
+    return f"""#!/bin/bash
+if [ ! -d {shlex.quote(files.lock)} ]; then echo {NOT_SUBMITTED_MARK}; exit 0; fi
+{_report_recorded_id(files, wait_seconds)}
 """
 
 
@@ -184,6 +208,8 @@ def parse_submit(exit_status: int, stdout: str, stderr: str) -> SubmitResult:
         remote_id = last[len(SUBMITTED_PREFIX):].strip()
         if remote_id:
             return SubmitResult(SubmitOutcome.SUBMITTED, remote_id=remote_id)
+    if exit_status == 0 and last == NOT_SUBMITTED_MARK:
+        return SubmitResult(SubmitOutcome.NOT_SUBMITTED)
     if exit_status == 0 and last == UNKNOWN_MARK:
         return SubmitResult(
             SubmitOutcome.UNKNOWN,

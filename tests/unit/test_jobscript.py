@@ -150,3 +150,21 @@ def test_submit_survives_hangup_between_submit_and_record(
 )
 def test_parse_submit(status: int, stdout: str, stderr: str, expected: SubmitOutcome) -> None:
     assert jobscript.parse_submit(status, stdout, stderr).outcome is expected
+
+
+def lookup(files: JobFiles) -> jobscript.SubmitResult:
+    script = jobscript.lookup_script(files, wait_seconds=1)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    return jobscript.parse_submit(done.returncode, done.stdout, done.stderr)
+
+
+def test_lookup_never_submits(files: JobFiles, tmp_path: Path) -> None:
+    assert lookup(files).outcome is SubmitOutcome.NOT_SUBMITTED
+    assert not Path(files.lock).exists()
+    submit_once(files, tmp_path / "count")
+    assert lookup(files) == jobscript.SubmitResult(SubmitOutcome.SUBMITTED, remote_id="4242")
+
+
+def test_lookup_of_a_lock_without_id_is_unknown(files: JobFiles) -> None:
+    Path(files.lock).mkdir()
+    assert lookup(files).outcome is SubmitOutcome.UNKNOWN

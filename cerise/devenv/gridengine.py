@@ -1,0 +1,346 @@
+"""Son of Grid Engine for the tests: sge_qmaster and sge_execd on this host.
+
+Grid Engine is one system-wide installation (Debian's SGE_ROOT, cell `default`, spool under
+/var/spool/gridengine, made by tools/install-system.sh), so one run at a time may use it.
+Its daemons run in the foreground (SGE_ND) on ports chosen at run time, which clients then
+need as SGE_QMASTER_PORT/SGE_EXECD_PORT in their remote environment, next to
+SGE_ROOT/SGE_CELL. The configuration (host aliases, submit and exec host, parallel
+environment, queue, a fast scheduler) is applied idempotently at every start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cerise.devenv import statedir
+from cerise.devenv.process import Daemon, StartupError, free_port, wait_until
+from cerise.devenv.system import require_programs
+
+SGE_ROOT = Path("/var/lib/gridengine")
+SGE_CELL = "default"
+SBIN = Path("/usr/sbin")
+EXECD_SPOOL = Path("/var/spool/gridengine/execd")
+"""Debian's execd_spool_dir; execd keeps its pid file in a subdirectory per host."""
+
+
+@dataclass(frozen=True)
+class GridEngineCell:
+    """How to use the running cell: client environment and what it offers."""
+
+    root: Path
+    cell: str
+    host: str
+    queue: str
+    pe: str
+    slots: int
+    qmaster_port: int
+    execd_port: int
+
+    @property
+    def common(self) -> Path:
+        return self.root / self.cell / "common"
+
+    @property
+    def environment(self) -> tuple[tuple[str, str], ...]:
+        """What a compute resource using this cell sets, as its spec's (name, value) pairs."""
+        return (
+            ("SGE_ROOT", str(self.root)),
+            ("SGE_CELL", self.cell),
+            ("SGE_QMASTER_PORT", str(self.qmaster_port)),
+            ("SGE_EXECD_PORT", str(self.execd_port)),
+        )
+
+
+@dataclass
+class GridEngine:
+    """A running cell; `stop` ends its daemons and removes the run's state."""
+
+    cell: GridEngineCell
+    resources: contextlib.ExitStack
+
+    def stop(self) -> None:
+        self.resources.close()
+
+
+def host_aliases(host: str, resolved: Iterable[str]) -> str:
+    """A host_aliases file naming `host` and the other names its address resolves to.
+
+    Where 127.0.0.1 resolves back to `localhost` rather than the host name, qmaster refuses
+    clients ("client IP resolved to host name localhost. This is not identical to clients
+    host name …") unless the names are declared aliases of one host.
+    """
+    aliases = [name for name in dict.fromkeys(resolved) if name != host]
+    return " ".join([host, *aliases]) + "\n"
+
+
+def render(settings: Mapping[str, str]) -> str:
+    """A qconf object file (`name value` lines) from settings in order."""
+    return "".join(f"{name} {value}\n" for name, value in settings.items())
+
+
+def with_settings(config: str, changes: Mapping[str, str]) -> str:
+    """`config` (as printed by `qconf -s…`) with the values of the `changes` keys replaced."""
+    lines = []
+    for line in config.splitlines():
+        name = line.split(maxsplit=1)[0] if line.strip() else ""
+        lines.append(f"{name} {changes[name]}" if name in changes else line)
+    return "\n".join(lines) + "\n"
+
+
+def exec_host(host: str) -> dict[str, str]:
+    return {
+        "hostname": host,
+        "load_scaling": "NONE",
+        "complex_values": "NONE",
+        "user_lists": "NONE",
+        "xuser_lists": "NONE",
+        "projects": "NONE",
+        "xprojects": "NONE",
+        "usage_scaling": "NONE",
+        "report_variables": "NONE",
+    }
+
+
+def parallel_environment(name: str) -> dict[str, str]:
+    """A PE that grants all slots of a job on one host (`-pe NAME N` gives NSLOTS=N)."""
+    return {
+        "pe_name": name,
+        "slots": "999",
+        "user_lists": "NONE",
+        "xuser_lists": "NONE",
+        "start_proc_args": "NONE",
+        "stop_proc_args": "NONE",
+        "allocation_rule": "$pe_slots",
+        "control_slaves": "FALSE",
+        "job_is_first_task": "TRUE",
+        "urgency_slots": "min",
+        "accounting_summary": "FALSE",
+        "qsort_args": "NONE",
+    }
+
+
+def queue(*, name: str, host: str, slots: int, pe: str) -> dict[str, str]:
+    """Grid Engine's default queue template with our host, slots, PE and bash.
+
+    No load threshold: the test machine is busy, and an overloaded queue would stop
+    taking jobs.
+    """
+    limits = {f"{kind}_{limit}": "INFINITY" for limit in _LIMITS for kind in ("s", "h")}
+    return {
+        "qname": name,
+        "hostlist": host,
+        "seq_no": "0",
+        "load_thresholds": "NONE",
+        "suspend_thresholds": "NONE",
+        "nsuspend": "1",
+        "suspend_interval": "00:05:00",
+        "priority": "0",
+        "min_cpu_interval": "00:05:00",
+        "processors": "UNDEFINED",
+        "qtype": "BATCH INTERACTIVE",
+        "ckpt_list": "NONE",
+        "pe_list": pe,
+        "rerun": "FALSE",
+        "slots": str(slots),
+        "tmpdir": "/tmp",
+        "shell": "/bin/bash",
+        "prolog": "NONE",
+        "epilog": "NONE",
+        "shell_start_mode": "posix_compliant",
+        "starter_method": "NONE",
+        "suspend_method": "NONE",
+        "resume_method": "NONE",
+        "terminate_method": "NONE",
+        "notify": "00:00:60",
+        "owner_list": "NONE",
+        "user_lists": "NONE",
+        "xuser_lists": "NONE",
+        "subordinate_list": "NONE",
+        "complex_values": "NONE",
+        "projects": "NONE",
+        "xprojects": "NONE",
+        "calendar": "NONE",
+        "initial_state": "default",
+        **limits,
+    }
+
+
+_LIMITS = ("rt", "cpu", "fsize", "data", "stack", "core", "rss", "vmem")
+
+FAST_SCHEDULER = {"schedule_interval": "0:0:1", "flush_submit_sec": "1", "flush_finish_sec": "1"}
+"""The default interval is 15 s, which a job would sit out in `qw`."""
+
+
+def start(*, queue_name: str = "all.q", pe: str = "smp", timeout: float = 60.0) -> GridEngine:
+    """Configure and start the cell; return once the queue on this host takes jobs."""
+    require_programs(str(SBIN / "sge_qmaster"), str(SBIN / "sge_execd"), "qconf", "qstat")
+    host = socket.gethostname()
+    cell = GridEngineCell(
+        root=SGE_ROOT,
+        cell=SGE_CELL,
+        host=host,
+        queue=queue_name,
+        pe=pe,
+        slots=len(os.sched_getaffinity(0)),
+        qmaster_port=free_port(),
+        execd_port=free_port(),
+    )
+    resources = contextlib.ExitStack()
+    try:
+        state = statedir.claim("gridengine", exclusive=True)
+        resources.callback(state.release)
+        _stop_leftovers(cell)
+        _write_host_files(cell)
+        qmaster = state.start(_daemon("sge_qmaster", cell, state.path))
+        resources.callback(qmaster.stop, grace=30)
+        qmaster.wait_ready(lambda: _qconf(cell, "-sh").returncode == 0, timeout=timeout)
+        configure(cell)
+        execd = state.start(_daemon("sge_execd", cell, state.path))
+        resources.callback(execd.stop)
+        execd.wait_ready(lambda: queue_available(cell), timeout=timeout)
+    except BaseException:
+        resources.close()
+        raise
+    return GridEngine(cell=cell, resources=resources)
+
+
+def configure(cell: GridEngineCell) -> None:
+    """Make this host a submit and exec host with a PE, a queue and a fast scheduler."""
+    if cell.host not in _qconf_list(cell, "-ss"):
+        _qconf_checked(cell, "-as", cell.host)
+    if cell.host not in _qconf_list(cell, "-sel"):
+        _qconf_file(cell, "-Ae", exec_host(cell.host))
+    pe_verb = "-Mp" if cell.pe in _qconf_list(cell, "-spl") else "-Ap"
+    _qconf_file(cell, pe_verb, parallel_environment(cell.pe))
+    queue_verb = "-Mq" if cell.queue in _qconf_list(cell, "-sql") else "-Aq"
+    _qconf_file(
+        cell, queue_verb, queue(name=cell.queue, host=cell.host, slots=cell.slots, pe=cell.pe)
+    )
+    scheduler = _qconf_checked(cell, "-ssconf").stdout
+    wanted = with_settings(scheduler, FAST_SCHEDULER)
+    if wanted != scheduler:
+        _qconf_text(cell, "-Msconf", wanted)
+
+
+def queue_available(cell: GridEngineCell) -> bool:
+    """True once the queue instance on the host reports load and has no state flags.
+
+    Until execd reports, `qstat -f` shows the instance as `au` (alarm, unreachable).
+    """
+    listing = subprocess.run(
+        ["qstat", "-f", "-q", f"{cell.queue}@{cell.host}"],
+        env=_client_env(cell),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    for line in listing.splitlines():
+        fields = line.split()
+        if fields and fields[0] == f"{cell.queue}@{cell.host}":
+            return len(fields) == 5 and fields[3] != "-NA-"
+    return False
+
+
+def _write_host_files(cell: GridEngineCell) -> None:
+    """act_qmaster and host_aliases for the current host name (it may differ from install time)."""
+    try:
+        primary, aliases, _ = socket.gethostbyaddr(socket.gethostbyname(cell.host))
+        resolved = [primary, *aliases]
+    except OSError:  # no (reverse) resolution: nothing to alias
+        resolved = []
+    _write_if_changed(cell.common / "act_qmaster", cell.host + "\n")
+    _write_if_changed(cell.common / "host_aliases", host_aliases(cell.host, resolved))
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() == text:
+            return
+    path.write_text(text)
+    path.chmod(0o644)
+
+
+def _stop_leftovers(cell: GridEngineCell) -> None:
+    """Kill Grid Engine daemons that were not started by a run of ours (init scripts, by hand).
+
+    Those of crashed runs were already reaped with their state directories. A clean qmaster
+    shutdown takes ~10 s; a killed one recovers its Berkeley DB spool at the next start.
+    """
+    bootstrap = _settings((cell.common / "bootstrap").read_text())
+    pid_files = {
+        "sge_qmaster": Path(bootstrap["qmaster_spool_dir"]) / "qmaster.pid",
+        "sge_execd": EXECD_SPOOL / cell.host / "execd.pid",
+    }
+    for name, pid_file in pid_files.items():
+        _kill_if_running(pid_file, name)
+
+
+def _kill_if_running(pid_file: Path, name: str) -> None:
+    """SIGKILL the process `pid_file` names if it is still the program `name`; wait for it."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ValueError, IndexError):
+        return
+    if comm != name:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not statedir.start_time(pid), timeout=10, what=f"old {name}")
+
+
+def _settings(text: str) -> dict[str, str]:
+    pairs = (line.split(maxsplit=1) for line in text.splitlines() if not line.startswith("#"))
+    return {pair[0]: pair[1].strip() for pair in pairs if len(pair) == 2}
+
+
+def _daemon(name: str, cell: GridEngineCell, state: Path) -> Daemon:
+    env = {**_client_env(cell), "SGE_ND": "true"}
+    return Daemon(name=name, argv=[str(SBIN / name)], log=state / f"{name}.log", env=env)
+
+
+def _client_env(cell: GridEngineCell) -> dict[str, str]:
+    return {**os.environ, **dict(cell.environment)}
+
+
+def _qconf(cell: GridEngineCell, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["qconf", *args], env=_client_env(cell), capture_output=True, text=True, timeout=30
+    )
+
+
+def _qconf_checked(cell: GridEngineCell, *args: str) -> subprocess.CompletedProcess[str]:
+    result = _qconf(cell, *args)
+    if result.returncode != 0:
+        raise StartupError(
+            f"grid engine: qconf {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def _qconf_list(cell: GridEngineCell, flag: str) -> list[str]:
+    """Names listed by `qconf -s…l`-style flags; empty when qconf reports none defined."""
+    result = _qconf(cell, flag)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def _qconf_file(cell: GridEngineCell, verb: str, settings: Mapping[str, str]) -> None:
+    _qconf_text(cell, verb, render(settings))
+
+
+def _qconf_text(cell: GridEngineCell, verb: str, text: str) -> None:
+    """Run `qconf VERB FILE` with `text` in a temporary file (qconf reads objects from files)."""
+    with tempfile.NamedTemporaryFile("w", prefix="cerise-qconf-") as file:
+        file.write(text)
+        file.flush()
+        _qconf_checked(cell, verb, file.name)

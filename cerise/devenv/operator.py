@@ -1,0 +1,56 @@
+"""The operator as a separate process, as in production: start, kill -9, restart."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cerise.devenv.process import Daemon, free_port
+
+
+@dataclass
+class OperatorProcess:
+    """`kopf run` of `cerise.operator.handlers`, watching all namespaces."""
+
+    kubeconfig: Path
+    exchange_dir: Path
+    exchange_url: str
+    log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    daemon: Daemon | None = None
+    starts: int = 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start it and wait until kopf reports itself alive."""
+        port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "CERISE_EXCHANGE_DIR": str(self.exchange_dir),
+            "CERISE_EXCHANGE_URL": self.exchange_url,
+            **self.extra_env,
+        }
+        self.starts += 1
+        self.daemon = Daemon(f"cerise operator (start {self.starts})", [
+            sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
+            f"--liveness=http://127.0.0.1:{port}/healthz", "-m", "cerise.operator.handlers",
+        ], log=self.log, env=env).start()
+        self.daemon.wait_ready(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
+            timeout=timeout,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.daemon is not None and self.daemon.process is not None:
+            self.daemon.process.kill()
+            self.daemon.process.wait()
+
+    def stop(self) -> None:
+        """A clean shutdown."""
+        if self.daemon is not None:
+            self.daemon.stop(grace=30)

@@ -1,0 +1,203 @@
+"""A one-node Slurm cluster for the tests: a private munged, slurmctld and slurmd.
+
+Configuration, controller state, slurmd spool, pid files and the munge socket all live in a
+private state directory; ports are chosen at run time. Nothing is written to /etc/slurm:
+clients (sbatch over SSH, the Torque wrappers) find the configuration through SLURM_CONF,
+which the compute resource exports in its remote environment, as a real site's module would.
+Jobs inherit it (sbatch's default --export=ALL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cerise.devenv import statedir
+from cerise.devenv.process import Daemon, free_port
+from cerise.devenv.system import require_programs
+
+SBIN = Path("/usr/sbin")
+MUNGE_USER = "munge"
+MUNGE_KEY = Path("/etc/munge/munge.key")
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """How to use the cluster: the configuration clients need and what it offers."""
+
+    conf: Path
+    node: str
+    partition: str
+    cpus: int
+
+    @property
+    def environment(self) -> tuple[tuple[str, str], ...]:
+        """What a compute resource using this cluster sets, as its spec's (name, value) pairs."""
+        return (("SLURM_CONF", str(self.conf)),)
+
+
+@dataclass
+class Slurm:
+    """A running cluster; `stop` ends its daemons and removes its state."""
+
+    cluster: SlurmCluster
+    resources: contextlib.ExitStack
+
+    def stop(self) -> None:
+        self.resources.close()
+
+
+@dataclass(frozen=True)
+class SlurmLayout:
+    """Where one cluster keeps its files."""
+
+    root: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "slurm.conf"
+
+    @property
+    def state_save(self) -> Path:
+        return self.root / "ctld"
+
+    @property
+    def slurmd_spool(self) -> Path:
+        return self.root / "slurmd"
+
+    @property
+    def munge_dir(self) -> Path:
+        return self.root / "munge"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.munge_dir / "munge.socket"
+
+
+def slurm_conf(
+    *, layout: SlurmLayout, node: str, cpus: int, partition: str, ctld_port: int, slurmd_port: int
+) -> str:
+    """The slurm.conf of a one-node cluster without accounting, all paths under `layout`."""
+    root = layout.root
+    return f"""\
+ClusterName=cerise
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={layout.munge_socket}
+StateSaveLocation={layout.state_save}
+SlurmdSpoolDir={layout.slurmd_spool}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=30
+KillWait=5
+MailProg=/bin/true
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def start(*, partition: str = "debug", timeout: float = 60.0) -> Slurm:
+    """Start munged, slurmctld and slurmd; return once the node is idle."""
+    daemons = [str(SBIN / name) for name in ("munged", "slurmctld", "slurmd")]
+    require_programs(*daemons, "scontrol", "sinfo", "setpriv")
+    node = socket.gethostname().split(".")[0]  # slurmd's default NodeName
+    cpus = len(os.sched_getaffinity(0))
+    resources = contextlib.ExitStack()
+    try:
+        state = statedir.claim("slurm")
+        resources.callback(state.release)
+        layout = SlurmLayout(root=state.path)
+        cluster = SlurmCluster(conf=layout.conf, node=node, partition=partition, cpus=cpus)
+        layout.conf.write_text(
+            slurm_conf(
+                layout=layout,
+                node=node,
+                cpus=cpus,
+                partition=partition,
+                ctld_port=free_port(),
+                slurmd_port=free_port(),
+            )
+        )
+        layout.conf.chmod(0o644)
+        for spool in (layout.state_save, layout.slurmd_spool):
+            spool.mkdir(mode=0o755)
+
+        munged = state.start(_munged(layout))
+        resources.callback(munged.stop)
+        munged.wait_ready(layout.munge_socket.is_socket, timeout=timeout)
+        slurmctld = state.start(_slurm_daemon("slurmctld", layout))
+        resources.callback(slurmctld.stop)
+        slurmctld.wait_ready(lambda: controller_up(cluster), timeout=timeout)
+        slurmd = state.start(_slurm_daemon("slurmd", layout))
+        resources.callback(slurmd.stop)
+        slurmd.wait_ready(lambda: node_state(cluster) == "idle", timeout=timeout)
+    except BaseException:
+        resources.close()
+        raise
+    return Slurm(cluster=cluster, resources=resources)
+
+
+def controller_up(cluster: SlurmCluster) -> bool:
+    """True when slurmctld answers `scontrol ping`."""
+    ping = subprocess.run(
+        ["scontrol", "ping"], env=_client_env(cluster), capture_output=True, timeout=10
+    )
+    return ping.returncode == 0
+
+
+def node_state(cluster: SlurmCluster) -> str:
+    """The node's state as sinfo reports it (`idle`, `mixed`, `down*`…)."""
+    result = subprocess.run(
+        ["sinfo", "-h", "-N", "-n", cluster.node, "-o", "%T"],
+        env=_client_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def _munged(layout: SlurmLayout) -> Daemon:
+    """munged as the munge user, with its socket, pid and seed files in `layout`."""
+    munge_dir = layout.munge_dir
+    munge_dir.mkdir(mode=0o755)
+    shutil.chown(munge_dir, MUNGE_USER, MUNGE_USER)
+    argv = [
+        "setpriv", f"--reuid={MUNGE_USER}", f"--regid={MUNGE_USER}", "--init-groups",
+        str(SBIN / "munged"), "--foreground",
+        f"--key-file={MUNGE_KEY}",
+        f"--socket={layout.munge_socket}",
+        f"--pid-file={munge_dir / 'munged.pid'}",
+        f"--seed-file={munge_dir / 'munged.seed'}",
+    ]  # fmt: skip
+    return Daemon(name="munged", argv=argv, log=layout.root / "munged.out")
+
+
+def _slurm_daemon(name: str, layout: SlurmLayout) -> Daemon:
+    """slurmctld or slurmd in the foreground, logging to stderr (no LogFile configured)."""
+    argv = [str(SBIN / name), "-D", "-f", str(layout.conf)]
+    return Daemon(name=name, argv=argv, log=layout.root / f"{name}.log")
+
+
+def _client_env(cluster: SlurmCluster) -> dict[str, str]:
+    return {**os.environ, **dict(cluster.environment)}

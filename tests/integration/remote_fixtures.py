@@ -1,0 +1,56 @@
+"""Session fixtures that own the real remote side: sshd, Slurm, Grid Engine, Torque wrappers.
+
+Each starts on first use and stops at the end of the session. They need root (sshd switches
+user, slurmd and execd run jobs as the test user) and the packages of tools/install-system.sh.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from cerise.devenv import gridengine as devenv_gridengine
+from cerise.devenv import slurm as devenv_slurm
+from cerise.devenv import sshd as devenv_sshd
+from cerise.devenv import torque as devenv_torque
+from cerise.devenv.process import StartupError
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise StartupError("the remote test environment needs root (sshd, slurmd, sge_execd)")
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[devenv_sshd.SshEndpoint]:
+    """An sshd on 127.0.0.1 that lets the test user in with a key made for this session."""
+    _require_root()
+    server = devenv_sshd.start()
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[devenv_slurm.SlurmCluster]:
+    """A one-node Slurm cluster; its users need `environment` (SLURM_CONF)."""
+    _require_root()
+    cluster = devenv_slurm.start()
+    yield cluster.cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def gridengine() -> Iterator[devenv_gridengine.GridEngineCell]:
+    """The Grid Engine cell of this host, running; its users need `environment`."""
+    _require_root()
+    cell = devenv_gridengine.start()
+    yield cell.cell
+    cell.stop()
+
+
+@pytest.fixture(scope="session")
+def torque(slurm: devenv_slurm.SlurmCluster) -> devenv_torque.TorqueWrappers:
+    """Slurm's Torque wrappers in front of the `slurm` cluster."""
+    return devenv_torque.wrappers(slurm)
