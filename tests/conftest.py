@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.integration.kube_fixtures",
+    "tests.integration.remote_fixtures",
+    "tests.integration.operator_fixtures",
 ]

@@ -54,6 +54,8 @@ class ResourceSpec:
     cores_per_node: int
     slots_per_node: int
     scheduler_options: tuple[str, ...]
+    parallel_environment: str | None = None
+    """Grid Engine's parallel environment for jobs of more than one core."""
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
@@ -81,6 +83,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
         cores_per_node=int(jobs.get("coresPerNode", 32)),
         slots_per_node=int(jobs.get("slotsPerNode", 1)),
         scheduler_options=tuple(jobs.get("schedulerOptions") or ()),
+        parallel_environment=jobs.get("parallelEnvironment"),
     )
 
 

@@ -24,10 +24,11 @@ _STATUS = re.compile(r"Final process status is (\w+)")
 _INVALID = re.compile(r"(Tool|Workflow) definition failed validation|"
                       r"Input object failed validation|failed validation:")
 MESSAGE_LIMIT = 1000
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _last_lines(log: str, count: int = 5) -> str:
-    lines = [line.rstrip() for line in log.splitlines() if line.strip()]
+    lines = [line.rstrip() for line in _ANSI.sub("", log).splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line or "error" in line.lower()]
     text = "\n".join((errors or lines)[-count:])
     return text[-MESSAGE_LIMIT:]

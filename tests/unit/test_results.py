@@ -42,3 +42,11 @@ def test_message_is_bounded() -> None:
     log = "ERROR " + "x" * 100_000 + "\nFinal process status is permanentFail"
     _, message = final_phase(1, log)
     assert len(message) < 1100
+
+
+def test_terminal_colours_are_stripped() -> None:
+    log = ("\x1b[1;30mERROR\x1b[0m \x1b[31mInvalid filename\x1b[0m\n"
+           "Final process status is permanentFail")
+    _, message = final_phase(1, log)
+    assert "\x1b" not in message
+    assert "ERROR Invalid filename" in message

@@ -1,0 +1,98 @@
+"""Per-job overhead on the local compute resource: creation → Success, minus the runner's time.
+
+Starts its own control plane and operator (as `./dev up` does), runs trivial jobs one
+after another and prints p50/p95 of the overhead Cerise adds around the CWL runner: the
+time from `kubectl create` to the job's `Success`, minus the time between the job
+script's `started` and `exit_code` markers. Goal: p50 <= 0.3 s (the original Cerise
+needed about 2 s even with a 0.1 s refresh).
+
+    CERISE_BIN_DIR=... .venv/bin/python benchmarks/job_overhead.py [--jobs 20] [--refresh 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+
+from cerise.devenv import controlplane, projects
+from cerise.devenv.operator import OperatorProcess
+from cerise.kube.jobs import WorkflowJob
+from cerise.remote.connection import LocalRemote
+
+WORKFLOW = json.dumps({
+    "cwlVersion": "v1.2", "class": "Workflow", "inputs": {},
+    "outputs": {"out": {"type": "File", "outputSource": "echo/output"}},
+    "steps": {"echo": {"run": "cerise/test/echo.cwl", "in": {"message": {"default": "hi"}},
+                       "out": ["output"]}},
+})
+
+
+async def run(jobs: int, refresh: float, work: Path) -> None:
+    plane = controlplane.start(work / "control-plane")
+    operator = OperatorProcess(kubeconfig=plane.kubeconfig, exchange_dir=work / "files",
+                               exchange_url="http://localhost:29593/files",
+                               log=work / "operator.log")
+    base = str(work / "resource")
+    try:
+        await projects.install(LocalRemote(), base)
+        plane.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+            "metadata": {"name": "local", "namespace": "default"},
+            "spec": {"refreshSeconds": refresh, "files": {"protocol": "local", "path": base},
+                     "jobs": {"protocol": "local", "scheduler": "none"}}}))
+        operator.start()
+        config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name="admin")
+        client = AsyncClient(config=config)
+        overheads, totals = [], []
+        for index in range(jobs + 1):
+            name = f"bench-{index}"
+            began = time.monotonic()
+            created = await client.create(WorkflowJob(
+                metadata=ObjectMeta(name=name, namespace="default"),
+                spec={"workflow": WORKFLOW, "computeResource": "local"}))
+            while True:
+                job = await client.get(WorkflowJob, name, namespace="default")
+                phase = (job.get("status") or {}).get("phase")
+                if phase in ("Success", "PermanentFailure", "SystemError", "Cancelled"):
+                    break
+                await asyncio.sleep(0.01)
+            total = time.monotonic() - began
+            if phase != "Success":
+                raise SystemExit(f"{name} ended in {phase}: {job['status'].get('message')}")
+            assert created.metadata is not None
+            job_dir = Path(base) / "jobs" / str(created.metadata.uid)
+            runner = (job_dir / "exit_code").stat().st_mtime - (job_dir / "started").stat().st_mtime
+            if index:  # the first job warms caches (imports, connection); not counted
+                overheads.append(total - runner)
+                totals.append(total)
+        await client.close()
+        quantiles = statistics.quantiles(overheads, n=20)
+        print(f"jobs: {jobs}, refresh: {refresh} s")
+        print(f"creation to Success: p50 {statistics.median(totals):.3f} s")
+        print(f"overhead (minus runner time): p50 {statistics.median(overheads):.3f} s, "
+              f"p95 {quantiles[18]:.3f} s, max {max(overheads):.3f} s")
+    finally:
+        operator.stop()
+        plane.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--refresh", type=float, default=0.1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cerise-bench-") as work:
+        asyncio.run(run(args.jobs, args.refresh, Path(work)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The kopf handlers: thin adapters from Kubernetes events to the registry and workers.
+
+Run with `kopf run -m cerise.operator.handlers --all-namespaces` (or `cerise operator`).
+Configuration from the environment: CERISE_EXCHANGE_DIR (the file exchange directory),
+CERISE_EXCHANGE_URL (the URL clients see it under), and the CERISE_* credential
+overrides of `cerise.model.compute`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+
+from cerise.kube.jobs import GROUP, VERSION
+from cerise.model.exchange import Exchange
+from cerise.operator.registry import Registry
+
+FINALIZER = f"{GROUP}/cleanup"
+_state: dict[str, Registry] = {}
+
+
+def registry() -> Registry:
+    """The operator's registry (made at start-up)."""
+    return _state["registry"]
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Configure kopf and create the shared state."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.loggers = False  # Events come only from explicit transitions
+    settings.watching.server_timeout = 60
+    exchange = Exchange(
+        root=Path(os.environ.get("CERISE_EXCHANGE_DIR", "/var/lib/cerise/files")),
+        url=os.environ.get("CERISE_EXCHANGE_URL", "http://localhost:29593/files"),
+    )
+    kube = AsyncClient(config=KubeConfig.from_env(), field_manager="cerise-operator")
+    _state["registry"] = Registry(kube=kube, exchange=exchange)
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    """Close the API client."""
+    state = _state.pop("registry", None)
+    if state is not None:
+        await state.kube.close()
+
+
+@kopf.on.event(GROUP, VERSION, "workflowjobs")
+async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Every change of every job goes to the registry."""
+    await registry().job_event(type, dict(body))
+
+
+@kopf.on.delete(GROUP, VERSION, "workflowjobs")
+async def job_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+    """Cancel the job, remove its remote directory and its published outputs."""
+    await registry().delete_job(dict(body), retry)
+
+
+@kopf.daemon(GROUP, VERSION, "computeresources", cancellation_timeout=30)
+async def resource_worker(
+    namespace: str | None, name: str, spec: kopf.Spec, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """One worker per ComputeResource, for as long as it exists."""
+    assert namespace is not None, "ComputeResources are namespaced"
+    await registry().run_worker(namespace, name, dict(spec), stopped)

@@ -1,0 +1,168 @@
+"""What the operator knows: the newest copy of every WorkflowJob, and the resource workers.
+
+Fed by the watch (kopf's event handler); read by the workers on every tick, so a worker
+never lists jobs from the API server. 10,000 jobs are 10,000 dict entries, not tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from lightkube import AsyncClient
+
+from cerise.kube import jobs as kube_jobs
+from cerise.kube import objects
+from cerise.kube.jobs import TransitionConflict
+from cerise.model import compute
+from cerise.model.compute import InvalidResource
+from cerise.model.exchange import Exchange
+from cerise.model.states import Phase
+from cerise.operator import joblog, resources
+from cerise.operator.worker import Body, ResourceWorker
+from cerise.remote import executor
+from cerise.remote.connection import RemoteUnavailable
+
+RETRY_BROKEN_RESOURCE = 30.0
+"""Seconds before a ComputeResource that could not be used is tried again."""
+GIVE_UP_REMOTE_CLEANUP = 30
+"""Tries (10 s apart) at removing a deleted job's remote files before leaving them."""
+
+ResourceKey = tuple[str, str]
+"""(namespace, name) of a ComputeResource."""
+
+
+def resource_of(body: Body) -> ResourceKey:
+    """The ComputeResource a job runs on."""
+    return body["metadata"]["namespace"], body["spec"]["computeResource"]
+
+
+@dataclass
+class Registry:
+    """The operator's shared state, created at start-up."""
+
+    kube: AsyncClient
+    exchange: Exchange
+    jobs: dict[str, Body] = field(default_factory=dict)
+    workers: dict[ResourceKey, ResourceWorker] = field(default_factory=dict)
+
+    def jobs_on(self, key: ResourceKey) -> list[Body]:
+        """The jobs of one compute resource."""
+        return [body for body in self.jobs.values() if resource_of(body) == key]
+
+    async def job_event(self, event_type: str | None, body: Body) -> None:
+        """Record a job's newest state; give a new job its first phase; wake its worker."""
+        uid = body["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.jobs.pop(uid, None)
+            return
+        known = self.jobs.get(uid)
+        if known is not None and _version(known) > _version(body):
+            return  # our own write already gave us something newer
+        self.jobs[uid] = body
+        if kube_jobs.phase_of(body) is None and not body["metadata"].get("deletionTimestamp"):
+            await self._initialise(body)
+        worker = self.workers.get(resource_of(body))
+        if worker is not None:
+            worker.wake.set()
+
+    async def _initialise(self, body: Body) -> None:
+        meta = body["metadata"]
+        resource = body["spec"]["computeResource"]
+        waiting = "" if resource_of(body) in self.workers else (
+            f"; waiting for ComputeResource {resource!r}")
+        try:
+            new = await kube_jobs.transition(
+                self.kube, namespace=meta["namespace"], name=meta["name"], source=None,
+                target=Phase.SUBMITTED, resource_version=meta["resourceVersion"],
+                message=f"accepted{waiting}")
+        except TransitionConflict:
+            return  # a newer version is on its way through the watch
+        new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
+        self.jobs[meta["uid"]] = new_body
+        kopf.event(cast(kopf.Body, body), type="Normal", reason="Submitted",
+                   message=f"accepted{waiting}")
+        await joblog.message(self.exchange.log_path(meta["uid"]), "INFO", "Submitted job")
+
+    def remember(self, body: Body) -> None:
+        """Keep a body the operator itself just wrote (newer than the watch may have yet)."""
+        uid = body["metadata"]["uid"]
+        known = self.jobs.get(uid)
+        if known is None or _version(known) <= _version(body):
+            self.jobs[uid] = body
+
+    async def run_worker(
+        self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped
+    ) -> None:
+        """Run the worker of one ComputeResource until the daemon is stopped.
+
+        A resource that cannot be used (bad spec or Secret) says why in its status, and
+        kopf retries it later: the Secret may yet be created or fixed.
+        """
+        try:
+            parsed = compute.parse_spec(spec)
+            secret = None
+            if parsed.credentials_secret:
+                secret = await objects.secret_data(self.kube, namespace,
+                                                   parsed.credentials_secret)
+            remote = await resources.remote_for(parsed, secret)
+            scheduler = resources.scheduler_for(parsed)
+        except (InvalidResource, objects.SecretUnavailable) as error:
+            await objects.patch_resource_status(
+                self.kube, namespace, name,
+                {"connected": False, "lastError": str(error), "lastPoll": kube_jobs.now()})
+            raise kopf.TemporaryError(str(error), delay=RETRY_BROKEN_RESOURCE) from None
+        worker = ResourceWorker(
+            namespace=namespace, name=name, spec=parsed, remote=remote, scheduler=scheduler,
+            kube=self.kube, exchange=self.exchange,
+            jobs=lambda: self.jobs_on((namespace, name)), remember=self.remember,
+        )
+        self.workers[(namespace, name)] = worker
+        for body in self.jobs_on((namespace, name)):
+            if kube_jobs.phase_of(body) is None:
+                await self._initialise(body)
+        try:
+            await worker.run(stopped)
+        finally:
+            if self.workers.get((namespace, name)) is worker:
+                del self.workers[(namespace, name)]
+
+    async def delete_job(self, body: Body, retry: int) -> None:
+        """Clean up after a job that is being deleted: remote side, then published files.
+
+        While the compute resource is unreachable the deletion waits and retries; after
+        `GIVE_UP_REMOTE_CLEANUP` tries it goes ahead and says what was left behind.
+        """
+        worker = self.workers.get(resource_of(body))
+        if worker is not None:
+            try:
+                await worker.delete(body)
+            except (RemoteUnavailable, executor.RemoteCommandFailed) as error:
+                if retry < GIVE_UP_REMOTE_CLEANUP:
+                    raise kopf.TemporaryError(f"cannot clean up yet: {error}", delay=10) from None
+                kopf.event(cast(kopf.Body, body), type="Warning", reason="CleanupIncomplete",
+                           message=f"remote files of the job were left behind: {error}")
+        uid = body["metadata"]["uid"]
+        await asyncio.to_thread(self._remove_published, uid)
+        self.jobs.pop(uid, None)
+
+    def _remove_published(self, uid: str) -> None:
+        shutil.rmtree(self.exchange.output_dir(uid), ignore_errors=True)
+        for path in (self.exchange.log_path(uid), joblog.offset_path(self.exchange.log_path(uid))):
+            path.unlink(missing_ok=True)
+
+
+def _version(body: Body) -> int:
+    """The resourceVersion as a number: kube-apiserver's are etcd revisions, which only grow.
+
+    Used only to keep the operator's own newer writes from being replaced by an older watch
+    event; a wrong order would merely cost a failed compare-and-swap and a re-read.
+    """
+    try:
+        return int(body["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+

@@ -1,0 +1,443 @@
+"""One worker per ComputeResource: drives all of that resource's jobs.
+
+Level-triggered: every tick looks at each job's current phase and does the next piece of
+work, so an operator restarted at any instruction simply carries on:
+
+* `Submitted` → validate (nothing touches the remote side before) → `StagingIn`, or
+  `PermanentFailure` with the reason.
+* `StagingIn` → stage (idempotent) → submit (exactly once, see `jobscript`) → `Waiting`.
+* remote phases → ONE status command per tick for all of them → `Running`, `Finished`.
+* `Finished` → `StagingOut` → destage (idempotent) → the final phase.
+* a cancel request → its `CR` phase; `CR` phases are cancelled on the scheduler (resent
+  now and then until the job is gone) and end in `Cancelled`.
+
+Staging in and out run as background tasks, at most one per job, so a slow upload never
+holds up polling. Every phase change is a compare-and-swap (`cerise.kube.jobs`); a worker
+that loses one re-reads the job and decides again on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+from lightkube import AsyncClient
+
+from cerise.kube import jobs as kube_jobs
+from cerise.kube import objects
+from cerise.kube.jobs import TransitionConflict
+from cerise.model import compute, cwl, results, states
+from cerise.model.compute import ResourceSpec
+from cerise.model.exchange import Exchange
+from cerise.model.states import Phase
+from cerise.operator import joblog
+from cerise.operator.workflows import JobInput, load_job
+from cerise.remote import executor, jobscript, staging
+from cerise.remote.connection import Remote, RemoteUnavailable
+from cerise.remote.jobscript import JobFiles, SubmitOutcome
+from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request, Scheduler
+
+logger = logging.getLogger(__name__)
+
+CANCEL_RESEND = 10.0
+"""Seconds between cancel requests to the scheduler while a cancelled job is still there."""
+LOG_CHUNK = 64 << 10
+STATUS_INTERVAL = 30.0
+"""Most often the resource's `lastPoll` is written (etcd is not a heartbeat store)."""
+
+Body = dict[str, Any]
+
+
+def _key(body: Body) -> str:
+    return str(body["metadata"]["uid"])
+
+
+@dataclass
+class _Tracking:
+    """What the worker remembers of a remote job between ticks (lost on restart: harmless)."""
+
+    vanished_since: float | None = None
+    cancel_sent: float = 0.0
+    log_offset: int | None = None
+
+
+class ResourceWorker:
+    """Drives the jobs of one ComputeResource over its one connection."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        spec: ResourceSpec,
+        remote: Remote,
+        scheduler: Scheduler,
+        kube: AsyncClient,
+        exchange: Exchange,
+        jobs: Callable[[], list[Body]],
+        remember: Callable[[Body], None],
+    ) -> None:
+        self.namespace, self.name, self.spec = namespace, name, spec
+        self.remote, self.scheduler, self.kube, self.exchange = remote, scheduler, kube, exchange
+        self._jobs, self._remember = jobs, remember
+        self.wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tracking: dict[str, _Tracking] = {}
+        self._installed: frozenset[str] | None = None
+        self._prologue = compute.prologue(spec.environment)
+        self._status: dict[str, Any] = {}
+        self._status_written = 0.0
+
+    # --- paths -----------------------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        return compute.base_path(self.spec, self.remote.username)
+
+    def files(self, body: Body) -> JobFiles:
+        return JobFiles(f"{self.base}/jobs/{_key(body)}")
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self, stopped: kopf.DaemonStopped) -> None:
+        """Tick at the refresh interval, or sooner when a job changes, until stopped."""
+        try:
+            while not stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.spec.refresh)
+                self.wake.clear()
+                await self.tick()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.remote.close()
+
+    async def tick(self) -> None:
+        """Advance every job one step; poll the remote ones with one command."""
+        remote_jobs: list[Body] = []
+        for body in self._jobs():
+            phase = kube_jobs.phase_of(body)
+            if phase is None or phase in states.FINAL or body["metadata"].get("deletionTimestamp"):
+                continue
+            cancel = states.cancel_target(phase)
+            if body["spec"].get("cancel") and cancel is not None:
+                await self.move(body, phase, cancel, "cancellation requested")
+                continue
+            if phase in (Phase.SUBMITTED, Phase.STAGING_IN, Phase.STAGING_IN_CR):
+                self._spawn(body, self._stage_in)
+            elif phase in (Phase.FINISHED, Phase.STAGING_OUT, Phase.STAGING_OUT_CR):
+                self._spawn(body, self._stage_out)
+            elif phase in states.REMOTE:
+                remote_jobs.append(body)
+        if remote_jobs:
+            try:
+                await self._poll(remote_jobs)
+            except (RemoteUnavailable, executor.RemoteCommandFailed) as error:
+                await self._report(connected=False, error=str(error))
+
+    def _spawn(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]) -> None:
+        key = _key(body)
+        if key in self._tasks:
+            return
+        task = asyncio.create_task(self._guarded(body, work), name=f"job-{key}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda _: self._done(key))
+
+    def _done(self, key: str) -> None:
+        self._tasks.pop(key, None)
+        self.wake.set()
+
+    async def _guarded(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await work(body)
+        except RemoteUnavailable as error:
+            # Retried on a later tick; the connection backs off by itself.
+            await self._report(connected=False, error=str(error))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.exception("job %s/%s failed unexpectedly", self.namespace, _key(body))
+            current = self.current(body)
+            phase = kube_jobs.phase_of(current)
+            if phase is not None and states.is_legal(phase, Phase.SYSTEM_ERROR):
+                await self.move(current, phase, Phase.SYSTEM_ERROR,
+                                f"internal error: {type(error).__name__}: {error}")
+
+    def current(self, body: Body) -> Body:
+        """The newest copy of a job this worker has."""
+        key = _key(body)
+        return next((b for b in self._jobs() if _key(b) == key), body)
+
+    # --- transitions -----------------------------------------------------------------------
+
+    async def move(
+        self, body: Body, source: Phase, target: Phase, message: str,
+        fields: dict[str, Any] | None = None,
+    ) -> Body | None:
+        """CAS `source` → `target`; the new body, or None if another writer got there first."""
+        meta = body["metadata"]
+        try:
+            new = await kube_jobs.transition(
+                self.kube, namespace=meta["namespace"], name=meta["name"], source=source,
+                target=target, message=message, fields=fields)
+        except TransitionConflict:
+            self.wake.set()
+            return None
+        new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
+        self._remember(new_body)
+        level = "ERROR" if target in (Phase.SYSTEM_ERROR, Phase.PERMANENT_FAILURE) else "INFO"
+        kopf.event(cast(kopf.Body, body), type="Warning" if level == "ERROR" else "Normal",
+                   reason=target.value, message=f"{source.value} → {target.value}: {message}")
+        await joblog.message(self.exchange.log_path(_key(body)), level,
+                             f"{target.value}: {message}")
+        self.wake.set()
+        return new_body
+
+    async def _fresh(self, body: Body) -> Body | None:
+        meta = body["metadata"]
+        return await objects.get_job(self.kube, meta["namespace"], meta["name"])
+
+    # --- staging in and submitting ---------------------------------------------------------
+
+    async def installed_steps(self, refresh: bool = False) -> frozenset[str]:
+        """The steps installed on the resource, as `<project>/<path>.cwl`."""
+        if self._installed is None or refresh:
+            api = shlex.quote(f"{self.base}/api")
+            listing = await self.remote.run(
+                f"cd {api} 2>/dev/null || exit 0\n"
+                "find . -path './*/steps/*' -name '*.cwl' -type f")
+            # ./<project>/steps/<project>/<path>.cwl → <project>/<path>.cwl
+            parts = (line.split("/", 3) for line in listing.stdout.splitlines())
+            self._installed = frozenset(p[3] for p in parts if len(p) == 4 and p[2] == "steps")
+        return self._installed
+
+    async def _load(self, body: Body) -> JobInput:
+        try:
+            return await load_job(body["spec"], self.exchange, await self.installed_steps())
+        except cwl.InvalidWorkflow:
+            # A step may have been installed since we last looked.
+            return await load_job(body["spec"], self.exchange,
+                                  await self.installed_steps(refresh=True))
+
+    async def _stage_in(self, body: Body) -> None:
+        phase = kube_jobs.phase_of(body)
+        if phase is Phase.SUBMITTED:
+            try:
+                job = await self._load(body)
+                staging.plan(job.references, self.exchange, self.files(body),
+                             workflow_url=job.workflow_url)
+            except (cwl.InvalidWorkflow, staging.InputRejected) as error:
+                await self.move(body, phase, Phase.PERMANENT_FAILURE, str(error))
+                return
+            moved = await self.move(body, phase, Phase.STAGING_IN, "staging inputs")
+            if moved is None:
+                return
+            body, phase = moved, Phase.STAGING_IN
+        files = self.files(body)
+        if phase is Phase.STAGING_IN_CR:
+            await self._settle_cancelled_staging(body, files)
+            return
+        if phase is not Phase.STAGING_IN:
+            return
+        try:
+            job = await self._load(body)
+            plan = staging.plan(job.references, self.exchange, files,
+                                workflow_url=job.workflow_url)
+            await executor.create_job_dir(self.remote, files)
+            await staging.stage_in(self.remote, files, plan.transfers, self.exchange)
+        except (cwl.InvalidWorkflow, staging.InputRejected) as error:
+            await self.move(body, phase, Phase.PERMANENT_FAILURE, str(error))
+            return
+        translated = cwl.translate_workflow(job.workflow, api_base=f"{self.base}/api")
+        document = plan.apply(translated, cwl.Origin.WORKFLOW)
+        inputs = plan.apply(job.input_object, cwl.Origin.INPUT_OBJECT)
+        await self.remote.write(files.workflow, cwl.to_json(document).encode())
+        await self.remote.write(files.input, cwl.to_json(inputs).encode())
+        latest = await self._fresh(body)
+        if latest is None or kube_jobs.phase_of(latest) is not Phase.STAGING_IN:
+            self.wake.set()  # cancelled or deleted meanwhile: the next tick settles it
+            return
+        resources = cwl.required_resources(job.workflow)
+        time_limit = int(body["spec"].get("timeLimit") or resources.time_limit)
+        request = Request(name=f"cerise-{_key(body)}", cores=resources.cores,
+                          time_limit=time_limit)
+        runner = compute.runner_argv(self.spec, self.remote.username)
+        submitted = await executor.submit(self.remote, self.scheduler, files, request, runner,
+                                          self._prologue)
+        await self._after_submit(latest, files, submitted)
+
+    async def _after_submit(
+        self, body: Body, files: JobFiles, submitted: jobscript.SubmitResult
+    ) -> None:
+        if submitted.outcome is not SubmitOutcome.SUBMITTED:
+            what = ("the scheduler refused the job" if submitted.outcome is SubmitOutcome.FAILED
+                    else "the outcome of an earlier submission is unknown")
+            await self.move(body, Phase.STAGING_IN, Phase.SYSTEM_ERROR,
+                            f"{what}: {submitted.detail}")
+            return
+        fields = {"remoteJobId": submitted.remote_id, "workDir": files.job_dir,
+                  "submittedAt": kube_jobs.now()}
+        message = f"submitted as {submitted.remote_id}"
+        if await self.move(body, Phase.STAGING_IN, Phase.WAITING, message, fields) is None:
+            latest = await self._fresh(body)
+            if latest is not None and kube_jobs.phase_of(latest) is Phase.STAGING_IN_CR:
+                # Cancelled while we submitted: hand the remote job to the cancel path.
+                await self.move(latest, Phase.STAGING_IN_CR, Phase.WAITING_CR, message, fields)
+
+    async def _settle_cancelled_staging(self, body: Body, files: JobFiles) -> None:
+        """A cancel arrived during staging: was the job submitted (before a crash) or not?"""
+        result = await self.remote.run(jobscript.lookup_script(files))
+        found = jobscript.parse_submit(result.exit_status, result.stdout, result.stderr)
+        if found.outcome is SubmitOutcome.SUBMITTED:
+            await self.move(body, Phase.STAGING_IN_CR, Phase.WAITING_CR,
+                            f"submitted as {found.remote_id} before the cancel",
+                            {"remoteJobId": found.remote_id, "workDir": files.job_dir})
+        elif found.outcome is SubmitOutcome.NOT_SUBMITTED:
+            await self.move(body, Phase.STAGING_IN_CR, Phase.CANCELLED,
+                            "cancelled before submission")
+        else:
+            await self.move(body, Phase.STAGING_IN_CR, Phase.SYSTEM_ERROR,
+                            f"cancelled, but {found.detail}")
+
+    # --- polling ---------------------------------------------------------------------------
+
+    async def _poll(self, bodies: list[Body]) -> None:
+        refs = [JobRef(_key(b), JobFiles(b["status"].get("workDir") or self.files(b).job_dir),
+                       b["status"].get("remoteJobId", "")) for b in bodies]
+        observed = await executor.poll(self.remote, self.scheduler, refs, self._prologue)
+        await self._report(connected=True, error="")
+        to_cancel: list[JobRef] = []
+        now = time.monotonic()
+        for body, ref in zip(bodies, refs, strict=True):
+            tracking = self._tracking.setdefault(ref.key, _Tracking())
+            observation = observed[ref.key]
+            phase = kube_jobs.phase_of(body)
+            assert phase is not None
+            if phase in (Phase.WAITING_CR, Phase.RUNNING_CR):
+                if observation.state in (RemoteState.DONE, RemoteState.VANISHED):
+                    await self.move(body, phase, Phase.CANCELLED, "stopped on the compute resource")
+                    continue
+                if observation.state is RemoteState.RUNNING and phase is Phase.WAITING_CR:
+                    await self.move(body, phase, Phase.RUNNING_CR, "running; cancelling")
+                if now - tracking.cancel_sent >= CANCEL_RESEND:
+                    tracking.cancel_sent = now
+                    to_cancel.append(ref)
+                continue
+            await self._progress(body, phase, observation, tracking, now)
+        if to_cancel:
+            await executor.cancel(self.remote, self.scheduler, to_cancel, self._prologue)
+        await asyncio.gather(*(self._follow_log(b) for b in bodies
+                               if kube_jobs.phase_of(b) is Phase.RUNNING))
+
+    async def _progress(self, body: Body, phase: Phase, observation: Observation,
+                        tracking: _Tracking, now: float) -> None:
+        if observation.state is RemoteState.RUNNING and phase is Phase.WAITING:
+            await self.move(body, phase, Phase.RUNNING, "running")
+        elif observation.state is RemoteState.DONE:
+            await self._follow_log(body)
+            await self.move(body, phase, Phase.FINISHED,
+                            f"the runner exited with status {observation.exit_code}",
+                            {"exitCode": observation.exit_code})
+        elif observation.state is RemoteState.VANISHED:
+            grace = max(10.0, 3 * self.spec.refresh)
+            if tracking.vanished_since is None:
+                tracking.vanished_since = now
+            elif now - tracking.vanished_since > grace:
+                await self.move(body, phase, Phase.FINISHED,
+                                "the job left the scheduler without an exit code",
+                                {"exitCode": None})
+        else:
+            tracking.vanished_since = None
+
+    async def _follow_log(self, body: Body) -> None:
+        """Append the runner's new log lines to the job log."""
+        key = _key(body)
+        tracking = self._tracking.setdefault(key, _Tracking())
+        path = self.exchange.log_path(key)
+        if tracking.log_offset is None:
+            tracking.log_offset = await joblog.runner_offset(path)
+        data = await self.remote.read(self.files(body).stderr, tracking.log_offset, LOG_CHUNK)
+        complete = data[: data.rfind(b"\n") + 1]
+        if complete:
+            tracking.log_offset += len(complete)
+            await joblog.runner_output(path, complete.decode(errors="replace"),
+                                       tracking.log_offset)
+
+    # --- staging out -----------------------------------------------------------------------
+
+    async def _stage_out(self, body: Body) -> None:
+        phase = kube_jobs.phase_of(body)
+        if phase is Phase.FINISHED:
+            moved = await self.move(body, phase, Phase.STAGING_OUT, "collecting outputs")
+            if moved is None:
+                return
+            body, phase = moved, Phase.STAGING_OUT
+        if phase not in (Phase.STAGING_OUT, Phase.STAGING_OUT_CR):
+            return
+        files = JobFiles(body["status"].get("workDir") or self.files(body).job_dir)
+        await self._follow_log(body)
+        try:
+            output = await staging.stage_out(self.remote, files, self.exchange, _key(body))
+        except staging.OutputRejected as error:
+            await self.move(body, phase, Phase.SYSTEM_ERROR, str(error), {"output": {}})
+            return
+        if phase is Phase.STAGING_OUT_CR:
+            await self.move(body, phase, Phase.CANCELLED, "cancelled; partial outputs kept",
+                            {"output": output})
+            return
+        tail = await self.remote.read(files.stderr, await self._tail_offset(files), LOG_CHUNK)
+        final, message = results.final_phase(body["status"].get("exitCode"),
+                                             tail.decode(errors="replace"))
+        if await self.move(body, phase, final, message, {"output": output}) is None:
+            latest = await self._fresh(body)
+            if latest is not None and kube_jobs.phase_of(latest) is Phase.STAGING_OUT_CR:
+                await self.move(latest, Phase.STAGING_OUT_CR, Phase.CANCELLED,
+                                "cancelled; partial outputs kept", {"output": output})
+
+    async def _tail_offset(self, files: JobFiles) -> int:
+        size = await self.remote.run(f"stat -c %s {shlex.quote(files.stderr)} 2>/dev/null || "
+                                     "echo 0")
+        return max(0, int(size.stdout.strip() or 0) - LOG_CHUNK)
+
+    # --- deletion --------------------------------------------------------------------------
+
+    async def delete(self, body: Body) -> None:
+        """Stop the job wherever it is and remove its remote directory."""
+        key = _key(body)
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        files = JobFiles(body.get("status", {}).get("workDir") or self.files(body).job_dir)
+        remote_id = body.get("status", {}).get("remoteJobId")
+        phase = kube_jobs.phase_of(body)
+        if remote_id and phase not in states.FINAL:
+            ref = JobRef(key, files, remote_id)
+            await executor.cancel(self.remote, self.scheduler, [ref], self._prologue)
+            for _ in range(50):
+                observed = await executor.poll(self.remote, self.scheduler, [ref], self._prologue)
+                if observed[key].state in (RemoteState.DONE, RemoteState.VANISHED):
+                    break
+                await asyncio.sleep(0.2)
+        await executor.remove_job_dir(self.remote, files)
+        self._tracking.pop(key, None)
+
+    # --- the resource's own status ---------------------------------------------------------
+
+    async def _report(self, *, connected: bool, error: str) -> None:
+        status: dict[str, Any] = {"connected": connected, "lastError": error}
+        now = time.monotonic()
+        if status == self._status and now - self._status_written < STATUS_INTERVAL:
+            return
+        status["lastPoll"] = kube_jobs.now()
+        self._status, self._status_written = {"connected": connected, "lastError": error}, now
+        with contextlib.suppress(Exception):
+            await objects.patch_resource_status(self.kube, self.namespace, self.name, status)

@@ -1,0 +1,103 @@
+"""A job's workflow and input, fetched and checked before anything touches the remote side.
+
+`spec.workflow` is either the CWL document itself or its URL: a single line with a scheme
+(`http://…`, `https://…`, `file://…`) is a URL, resolved through the file exchange (its
+own URLs and `file://` inside it are read locally; other http(s) URLs are downloaded);
+anything else is the document. Documents are limited to `MAX_WORKFLOW_BYTES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+
+from cerise.model import cwl
+from cerise.model.exchange import DownloadSource, Exchange, RefusedLocation, contains
+
+MAX_WORKFLOW_BYTES = 1 << 20
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """A checked workflow, its input object and every File/Directory to stage."""
+
+    workflow: cwl.Workflow
+    input_object: Mapping[str, Any]
+    references: tuple[cwl.FileReference, ...]
+    workflow_url: str | None
+    """Where the workflow came from, to resolve its relative locations; None if inline."""
+
+
+async def load_job(
+    spec: Mapping[str, Any], exchange: Exchange, installed_steps: Collection[str]
+) -> JobInput:
+    """Fetch and check a job's workflow and input; InvalidWorkflow says what is wrong."""
+    value = (spec.get("workflow") or "").strip()
+    text = await workflow_text(value, exchange)
+    workflow = cwl.parse_workflow(text, installed_steps=installed_steps)
+    input_object = spec.get("input") or {}
+    return JobInput(workflow, input_object, cwl.check_inputs(workflow, input_object),
+                    value if _URL.fullmatch(value) else None)
+
+
+async def workflow_text(value: str, exchange: Exchange) -> str:
+    """The workflow document named (or given) by `spec.workflow`."""
+    value = value.strip()
+    if not _URL.fullmatch(value):
+        return value
+    try:
+        source = exchange.source(value)
+    except RefusedLocation as error:
+        raise cwl.InvalidWorkflow(f"the workflow cannot be read: {error}") from None
+    if isinstance(source, DownloadSource):
+        return await _download(source.url)
+    return await asyncio.to_thread(_read_local, source.path, exchange.root, value)
+
+
+def _read_local(path: Path, root: Path, shown: str) -> str:
+    resolved, resolved_root = path.resolve(), root.resolve()
+    if not contains(PurePosixPath(resolved_root), PurePosixPath(resolved)):
+        raise cwl.InvalidWorkflow(f"the workflow {shown} is outside the file exchange")
+    try:
+        with resolved.open("rb") as handle:
+            data = handle.read(MAX_WORKFLOW_BYTES + 1)
+    except FileNotFoundError:
+        raise cwl.InvalidWorkflow(f"the workflow {shown} does not exist") from None
+    except IsADirectoryError:
+        raise cwl.InvalidWorkflow(f"the workflow {shown} is a directory") from None
+    return _decoded(data, shown)
+
+
+async def _download(url: str) -> str:
+    data = bytearray()
+    try:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client, \
+                client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise cwl.InvalidWorkflow(
+                    f"the workflow {url} could not be downloaded: HTTP {response.status_code}")
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_WORKFLOW_BYTES:
+                    break
+    except httpx.HTTPError as error:
+        raise cwl.InvalidWorkflow(
+            f"the workflow {url} could not be downloaded: {type(error).__name__}") from None
+    return _decoded(bytes(data), url)
+
+
+def _decoded(data: bytes, shown: str) -> str:
+    if len(data) > MAX_WORKFLOW_BYTES:
+        raise cwl.InvalidWorkflow(
+            f"the workflow {shown} is larger than {MAX_WORKFLOW_BYTES // 1024} KiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise cwl.InvalidWorkflow(f"the workflow {shown} is not UTF-8 text") from None

@@ -1,0 +1,123 @@
+"""Session fixtures for the operator process, and per-test compute resources with a project."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cerise.devenv import projects
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
+from cerise.devenv.sshd import SshEndpoint
+from cerise.remote.connection import LocalRemote, Remote, SshCredentials, SshRemote, SshTarget
+
+EXCHANGE_URL = "http://localhost:29593/files"
+
+
+@pytest.fixture(scope="session")
+def exchange_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file exchange directory the operator publishes to."""
+    path = tmp_path_factory.mktemp("exchange")
+    (path / "input").mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, exchange_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator, run as in production (a `kopf run` process), for the whole session."""
+    process = OperatorProcess(
+        kubeconfig=control_plane.kubeconfig, exchange_dir=exchange_dir,
+        exchange_url=EXCHANGE_URL, log=tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A ComputeResource made for one test, with the example project installed."""
+
+    namespace: str
+    name: str
+    base: str
+    remote: Remote
+
+
+def ssh_remote(sshd: SshEndpoint) -> SshRemote:
+    """A connection of the tests' own to the test sshd."""
+    return SshRemote(SshTarget(
+        host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
+        credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text())))
+
+
+def apply(plane: ControlPlane, namespace: str, *bodies: dict[str, Any]) -> None:
+    """kubectl apply the objects in `namespace`."""
+    for body in bodies:
+        plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+@pytest.fixture(params=["local", "ssh"])
+async def resource(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str,
+    sshd: SshEndpoint, tmp_path: Path,
+) -> AsyncIterator[Resource]:
+    """A ComputeResource (local, or ssh to the test sshd) with the example project installed."""
+    suffix = uuid.uuid4().hex[:8]
+    if request.param == "local":
+        remote: Remote = LocalRemote()
+        base = str(tmp_path / "cerise")
+        spec: dict[str, Any] = {
+            "refreshSeconds": 0.2,
+            "files": {"protocol": "local", "path": base},
+            "jobs": {"protocol": "local", "scheduler": "none"},
+        }
+    else:
+        remote = ssh_remote(sshd)
+        base = f"/home/{sshd.username}/.cerise-{suffix}"
+        apply(control_plane, namespace, {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
+            "stringData": {"username": sshd.username,
+                           "privateKey": sshd.client_key.read_text()}})
+        spec = {
+            "credentialsSecret": "login", "hostKeys": [sshd.host_key], "refreshSeconds": 0.2,
+            "files": {"protocol": "sftp", "host": sshd.host, "port": sshd.port,
+                      "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
+            "jobs": {"protocol": "ssh", "host": sshd.host, "port": sshd.port,
+                     "scheduler": "none"},
+        }
+    await projects.install(remote, base)
+    apply(control_plane, namespace, {"apiVersion": "cerise.dev/v1alpha1",
+                                     "kind": "ComputeResource",
+                                     "metadata": {"name": request.param}, "spec": spec})
+    try:
+        yield Resource(namespace=namespace, name=request.param, base=base, remote=remote)
+    finally:
+        await remote.run(f"rm -rf '{base}'")
+        await remote.close()
+
+
+async def wait_for_job(
+    plane: ControlPlane, namespace: str, name: str, phases: set[str], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll the job until its phase is one of `phases`; return it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    job: dict[str, Any] = {}
+    while loop.time() < deadline:
+        result = await asyncio.to_thread(
+            plane.kubectl, "get", "wfj", name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode == 0:
+            job = json.loads(result.stdout)
+            if job.get("status", {}).get("phase") in phases:
+                return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {name} not in {phases} after {timeout} s: {job.get('status')}")

@@ -1,0 +1,208 @@
+"""WorkflowJobs end to end: the operator process, a real API server, cwltool, local and SSH."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
+from tests.integration.operator_fixtures import EXCHANGE_URL, Resource, apply, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+FINAL = {"Success", "Cancelled", "PermanentFailure", "TemporaryFailure", "SystemError"}
+
+
+def workflow(steps: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, Any]) -> str:
+    return json.dumps({"cwlVersion": "v1.2", "class": "Workflow", "inputs": inputs,
+                       "outputs": outputs, "steps": steps})
+
+
+HOSTNAME = workflow(
+    {"host": {"run": "cerise/test/hostname.cwl", "in": {}, "out": ["output"]}},
+    {}, {"host": {"type": "File", "outputSource": "host/output"}})
+
+WC = workflow(
+    {"wc": {"run": "cerise/test/wc.cwl", "in": {"file": "file"}, "out": ["output"]}},
+    {"file": "File"}, {"counts": {"type": "File", "outputSource": "wc/output"}})
+
+SLEEP = workflow(
+    {"sleep": {"run": "cerise/test/sleep.cwl", "in": {"delay": "delay"}, "out": []}},
+    {"delay": "int"}, {})
+
+
+def submit(plane: ControlPlane, resource: Resource, text: str,
+           inputs: dict[str, Any] | None = None, name: str = "job") -> str:
+    apply(plane, resource.namespace, {
+        "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob", "metadata": {"name": name},
+        "spec": {"workflow": text, "input": inputs or {}, "computeResource": resource.name}})
+    return name
+
+
+def upload(exchange_dir: Path, name: str, content: bytes) -> dict[str, str]:
+    """Put a file in the exchange's input area as a client would; its CWL File object."""
+    folder = f"t-{uuid.uuid4().hex[:8]}"
+    path = exchange_dir / "input" / folder / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    from urllib.parse import quote
+    return {"class": "File", "location": f"{EXCHANGE_URL}/input/{folder}/{quote(name)}"}
+
+
+def published(exchange_dir: Path, location: str) -> bytes:
+    """The content of an output the operator published in the exchange."""
+    from urllib.parse import unquote
+    assert location.startswith(f"{EXCHANGE_URL}/output/")
+    return (exchange_dir / unquote(location[len(EXCHANGE_URL) + 1:])).read_bytes()
+
+
+def events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
+    out = plane.kubectl("get", "events", "-n", namespace, "-o", "json",
+                        "--field-selector", f"involvedObject.name={name}").stdout
+    return [e["reason"] for e in sorted(json.loads(out)["items"],
+                                        key=lambda e: e["metadata"]["creationTimestamp"])]
+
+
+async def test_hostname_runs_to_success_with_events_and_output(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    submit(control_plane, resource, HOSTNAME)
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    status = job["status"]
+    assert status["phase"] == "Success", status
+    assert status["state"] == "Success"
+    hostname = (await resource.remote.run("hostname")).stdout
+    assert published(exchange_dir, status["output"]["host"]["location"]).decode() == hostname
+    assert "path" not in status["output"]["host"]
+    reasons = events(control_plane, resource.namespace, "job")
+    for reason in ("Submitted", "StagingIn", "Waiting", "Finished", "StagingOut", "Success"):
+        assert reason in reasons
+    log = (exchange_dir / "logs" / f"{job['metadata']['uid']}.log").read_text()
+    assert "Final process status is success" in log
+
+
+async def test_wc_of_an_uploaded_file(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    source = upload(exchange_dir, "words.txt", b"one two three\nfour\n")
+    submit(control_plane, resource, WC, {"file": source})
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
+    counts = published(exchange_dir, job["status"]["output"]["counts"]["location"]).split()
+    assert counts[:3] == [b"2", b"4", b"19"]
+    assert job["spec"]["input"] == {"file": source}, "the submitted input is kept verbatim"
+
+
+async def test_hostile_input_name_is_staged_safely(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    name = "a b'c\"$(touch pwned);`id`..txt"
+    submit(control_plane, resource, WC, {"file": upload(exchange_dir, name, b"x\n")})
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
+    found = await resource.remote.run(f"find '{resource.base}' / -maxdepth 1 -name pwned")
+    assert found.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "inputs", "words"),
+    [
+        (WC, {}, "missing required input 'file'"),
+        (json.dumps({"cwlVersion": "v1.2", "class": "CommandLineTool", "baseCommand": "rm",
+                     "inputs": [], "outputs": []}), {}, "inline tools are not allowed"),
+        (workflow({"x": {"run": "cerise/test/nope.cwl", "in": {}, "out": []}}, {}, {}), {},
+         "not an installed step"),
+        (workflow({"x": {"run": "../../../bin/sh", "in": {}, "out": []}}, {}, {}), {}, ".."),
+        ("class: Workflow\ninputs: [\n", {}, "line"),
+        ("", {}, "workflow"),
+    ],
+)
+async def test_invalid_jobs_fail_permanently_without_touching_the_resource(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    text: str, inputs: dict[str, Any], words: str,
+) -> None:
+    if not text:
+        pytest.skip("an empty workflow is refused by the API server's schema itself")
+    submit(control_plane, resource, text, inputs)
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "PermanentFailure"
+    assert words in job["status"]["message"]
+    jobs_dir = await resource.remote.run(f"ls '{resource.base}/jobs' 2>/dev/null | wc -l")
+    assert jobs_dir.stdout.strip() == "0"
+
+
+async def test_cancel_of_a_running_job_stops_it(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    submit(control_plane, resource, SLEEP, {"delay": 300})
+    job = await wait_for_job(control_plane, resource.namespace, "job", {"Running"})
+    control_plane.kubectl("patch", "wfj", "job", "-n", resource.namespace, "--type=merge",
+                          "-p", '{"spec": {"cancel": true}}')
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Cancelled"
+    alive = await resource.remote.run("pgrep -f 'sleep 300' || true")
+    assert alive.stdout == ""
+
+
+async def test_cancel_right_after_submission(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    apply(control_plane, resource.namespace, {
+        "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob", "metadata": {"name": "job"},
+        "spec": {"workflow": SLEEP, "input": {"delay": 300}, "computeResource": resource.name,
+                 "cancel": True}})
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Cancelled"
+
+
+async def test_delete_of_a_finished_job_removes_everything(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    submit(control_plane, resource, HOSTNAME)
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    uid = job["metadata"]["uid"]
+    assert (exchange_dir / "output" / uid).exists()
+    control_plane.kubectl("delete", "wfj", "job", "-n", resource.namespace, "--timeout=60s")
+    assert not (exchange_dir / "output" / uid).exists()
+    assert not (exchange_dir / "logs" / f"{uid}.log").exists()
+    left = await resource.remote.run(f"test -e '{resource.base}/jobs/{uid}'")
+    assert left.exit_status == 1
+
+
+async def test_delete_of_a_running_job_stops_it(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    submit(control_plane, resource, SLEEP, {"delay": 301})
+    await wait_for_job(control_plane, resource.namespace, "job", {"Running"})
+    control_plane.kubectl("delete", "wfj", "job", "-n", resource.namespace, "--timeout=60s")
+    alive = await resource.remote.run("pgrep -f 'sleep 301' || true")
+    assert alive.stdout == ""
+
+
+async def test_operator_killed_mid_run_still_succeeds_and_submits_once(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    source = upload(exchange_dir, "words.txt", b"a b c\n")
+    text = workflow(
+        {"sleep": {"run": "cerise/test/sleep.cwl", "in": {"delay": {"default": 2}}, "out": []},
+         "wc": {"run": "cerise/test/wc.cwl", "in": {"file": "file"}, "out": ["output"]}},
+        {"file": "File"}, {"counts": {"type": "File", "outputSource": "wc/output"}})
+    submit(control_plane, resource, text, {"file": source})
+    job = await wait_for_job(control_plane, resource.namespace, "job", {"Running", "Waiting"})
+    operator.kill()
+    operator.start()
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
+    uid = job["metadata"]["uid"]
+    runs = await resource.remote.run(f"cat '{resource.base}/jobs/{uid}/remote_id' | wc -l")
+    assert runs.stdout.strip() == "1"
