@@ -27,8 +27,13 @@ MESSAGE_LIMIT = 1000
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def strip_terminal_codes(text: str) -> str:
+    """`text` without ANSI colour and cursor sequences (runners colour their logs)."""
+    return _ANSI.sub("", text)
+
+
 def _last_lines(log: str, count: int = 5) -> str:
-    lines = [line.rstrip() for line in _ANSI.sub("", log).splitlines() if line.strip()]
+    lines = [line.rstrip() for line in strip_terminal_codes(log).splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line or "error" in line.lower()]
     text = "\n".join((errors or lines)[-count:])
     return text[-MESSAGE_LIMIT:]

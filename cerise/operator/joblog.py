@@ -14,6 +14,8 @@ import asyncio
 import datetime
 from pathlib import Path
 
+from cerise.model.results import strip_terminal_codes
+
 LIMIT = 4 << 20
 TRUNCATED = "log truncated: it reached its size limit\n"
 
@@ -32,7 +34,7 @@ def _append(path: Path, text: str) -> None:
 
 async def message(path: Path, level: str, text: str) -> None:
     """Append one of Cerise's messages."""
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(sep=" ", timespec="milliseconds")[:23]
     await asyncio.to_thread(_append, path, f"{stamp} {level}: {text}\n")
 
 
@@ -55,7 +57,7 @@ async def runner_offset(path: Path) -> int:
 async def runner_output(path: Path, text: str, offset: int) -> None:
     """Append new lines of the runner's log, which now ends at byte `offset` of it."""
     def append() -> None:
-        _append(path, text)
+        _append(path, strip_terminal_codes(text))
         offset_path(path).write_text(str(offset))
 
     await asyncio.to_thread(append)

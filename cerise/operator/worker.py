@@ -251,7 +251,6 @@ class ResourceWorker:
             job = await self._load(body)
             plan = staging.plan(job.references, self.exchange, files,
                                 workflow_url=job.workflow_url)
-            await executor.create_job_dir(self.remote, files)
             await staging.stage_in(self.remote, files, plan.transfers, self.exchange)
         except (cwl.InvalidWorkflow, staging.InputRejected) as error:
             await self.move(body, phase, Phase.PERMANENT_FAILURE, str(error))
@@ -261,8 +260,8 @@ class ResourceWorker:
         inputs = plan.apply(job.input_object, cwl.Origin.INPUT_OBJECT)
         await self.remote.write(files.workflow, cwl.to_json(document).encode())
         await self.remote.write(files.input, cwl.to_json(inputs).encode())
-        latest = await self._fresh(body)
-        if latest is None or kube_jobs.phase_of(latest) is not Phase.STAGING_IN:
+        latest = self.current(body)
+        if kube_jobs.phase_of(latest) is not Phase.STAGING_IN or latest["spec"].get("cancel"):
             self.wake.set()  # cancelled or deleted meanwhile: the next tick settles it
             return
         resources = cwl.required_resources(job.workflow)
