@@ -330,14 +330,16 @@ class ResourceWorker:
                     tracking.cancel_sent = now
                     to_cancel.append(ref)
                 continue
-            await self._progress(body, phase, observation, tracking, now)
+            if await self._progress(body, phase, observation, tracking, now):
+                to_cancel.append(ref)  # e.g. stuck in an error state: clear it from the queue
         if to_cancel:
             await executor.cancel(self.remote, self.scheduler, to_cancel, self._prologue)
         await asyncio.gather(*(self._follow_log(b) for b in bodies
                                if kube_jobs.phase_of(b) is Phase.RUNNING))
 
     async def _progress(self, body: Body, phase: Phase, observation: Observation,
-                        tracking: _Tracking, now: float) -> None:
+                        tracking: _Tracking, now: float) -> bool:
+        """Move a job along after a poll; True if it vanished and was given up on."""
         if observation.state is RemoteState.RUNNING and phase is Phase.WAITING:
             await self.move(body, phase, Phase.RUNNING, "running")
         elif observation.state is RemoteState.DONE:
@@ -353,8 +355,10 @@ class ResourceWorker:
                 await self.move(body, phase, Phase.FINISHED,
                                 "the job left the scheduler without an exit code",
                                 {"exitCode": None})
+                return True
         else:
             tracking.vanished_since = None
+        return False
 
     async def _follow_log(self, body: Body) -> None:
         """Append the runner's new log lines to the job log."""

@@ -120,15 +120,16 @@ def job_script(files: JobFiles, runner: Sequence[str], prologue: str = "") -> st
 
     `runner` is the runner's argv before the workflow and input paths (e.g. ["cwltool"]).
     `prologue` is shell text run first (the resource's environment), already quoted.
-    On SIGTERM (scancel, qdel, a time limit, a cancel of a direct job) the runner is
-    terminated too and `exit_code` records 143.
+    On SIGTERM (scancel, a time limit, a cancel of a direct job) or SIGUSR2 (Grid Engine's
+    warning before it kills a job submitted with -notify) the runner is terminated too and
+    `exit_code` records 143.
     """
     q = shlex.quote
     argv = " ".join(q(arg) for arg in (*runner, files.workflow, files.input))
     return f"""#!/bin/bash
 runner=
 terminated=
-trap 'terminated=1; [ -n "$runner" ] && kill -TERM "$runner" 2>/dev/null' TERM
+trap 'terminated=1; [ -n "$runner" ] && kill -TERM "$runner" 2>/dev/null' TERM USR2
 {prologue}
 cd {q(files.work)} || exit 1
 {_atomic_write(files.started, '"$(date +%s)"')}

@@ -28,6 +28,15 @@ def test_parse_spec_and_macros() -> None:
         "/home/jdoe/.cerise/api/venv/bin/cwltool", "--debug"]
 
 
+def test_batch_settings() -> None:
+    spec = compute.parse_spec({**SPEC, "jobs": {
+        **SPEC["jobs"], "scheduler": "gridengine", "queue": "all.q", "coresPerNode": 16,
+        "slotsPerNode": 4, "parallelEnvironment": "smp", "schedulerOptions": ["-P", "proj"]}})
+    assert (spec.queue, spec.cores_per_node, spec.slots_per_node) == ("all.q", 16, 4)
+    assert (spec.parallel_environment, spec.scheduler_options) == ("smp", ("-P", "proj"))
+    assert compute.parse_spec(SPEC).parallel_environment is None
+
+
 def test_files_on_another_host_are_refused() -> None:
     spec = {**SPEC, "files": {"protocol": "sftp", "host": "elsewhere"}}
     with pytest.raises(InvalidResource, match="same host"):

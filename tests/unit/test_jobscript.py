@@ -50,12 +50,15 @@ def test_job_script_records_the_runners_exit_code(files: JobFiles) -> None:
     assert Path(files.exit_code).read_text() == "7\n"
 
 
-def test_terminated_job_records_143_and_stops_the_runner(files: JobFiles) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])
+def test_terminated_job_records_143_and_stops_the_runner(
+    files: JobFiles, signum: signal.Signals
+) -> None:
     runner = ["bash", "-c", "sleep 300", "runner"]
     Path(files.script).write_text(jobscript.job_script(files, runner))
     job = subprocess.Popen(["bash", files.script], start_new_session=True)
     wait_until(lambda: Path(files.started).exists(), timeout=10, what="job script")
-    os.kill(job.pid, signal.SIGTERM)
+    os.kill(job.pid, signum)
     assert job.wait(timeout=10) == 143
     assert Path(files.exit_code).read_text() == "143\n"
     leftover = subprocess.run(["pgrep", "-s", str(job.pid), "sleep"], capture_output=True)

@@ -1,0 +1,200 @@
+"""Scheduler `gridengine`: parsing captured `qstat -xml` output, and the qsub line it builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cerise.remote import schedulers
+from cerise.remote.jobscript import JobFiles
+from cerise.remote.schedulers import JobRef, Observation, QueueState, RemoteState, Request
+from cerise.remote.schedulers.batch import BatchSettings
+from cerise.remote.schedulers.gridengine import GridEngineScheduler, queue_state
+from tests.unit.command_stubs import run_with_stub
+
+SCHEDULER = GridEngineScheduler(BatchSettings(parallel_environment="smp"))
+HOSTILE_QUEUE = "all.q $(touch pwned) `touch pwned`; touch pwned"
+HOSTILE_OPTIONS = ("-P", "it's \"quoted\" $(touch pwned)", "-l", "a b\nc")
+
+
+def job(key: str, remote_id: str) -> JobRef:
+    return JobRef(key, JobFiles(f"/home/cerise-test/cap/{key}"), remote_id)
+
+
+# Son of Grid Engine 8.1.9, the status script of GridEngineScheduler run as cerise-test:
+# job 16 exited 0, 17 exited 3, 18 is held, 19 is running, 20 was deleted while running
+# (SIGKILL: no exit code), 21 asks for 4 slots of a 2-slot host, 22 lost its directory
+# before it started (Eqw); 9999 is unknown.
+CAPTURED_STATUS = """\
+<?xml version='1.0'?>
+<job_info  xmlns:xsd="http://arc.liv.ac.uk/repos/darcs/sge/source/dist/util/resources/schemas/qstat/qstat.xsd">
+  <queue_info>
+    <job_list state="running">
+      <JB_job_number>19</JB_job_number>
+      <JAT_prio>0.25000</JAT_prio>
+      <JB_name>cerise-9a51d092cf3c</JB_name>
+      <JB_owner>cerise-test</JB_owner>
+      <state>r</state>
+      <JAT_start_time>2026-11-25T12:27:38</JAT_start_time>
+      <queue_name>all.q@vm</queue_name>
+      <slots>1</slots>
+    </job_list>
+  </queue_info>
+  <job_info>
+    <job_list state="pending">
+      <JB_job_number>21</JB_job_number>
+      <JAT_prio>0.75000</JAT_prio>
+      <JB_name>cerise-420bedf6aa97</JB_name>
+      <JB_owner>cerise-test</JB_owner>
+      <state>qw</state>
+      <JB_submission_time>2026-11-25T12:27:38</JB_submission_time>
+      <queue_name></queue_name>
+      <slots>4</slots>
+    </job_list>
+    <job_list state="pending">
+      <JB_job_number>22</JB_job_number>
+      <JAT_prio>0.25000</JAT_prio>
+      <JB_name>cerise-6143fce5b567</JB_name>
+      <JB_owner>cerise-test</JB_owner>
+      <state>Eqw</state>
+      <JB_submission_time>2026-11-25T12:27:38</JB_submission_time>
+      <queue_name></queue_name>
+      <slots>1</slots>
+    </job_list>
+    <job_list state="pending">
+      <JB_job_number>18</JB_job_number>
+      <JAT_prio>0.00000</JAT_prio>
+      <JB_name>cerise-2e2432289a20</JB_name>
+      <JB_owner>cerise-test</JB_owner>
+      <state>hqw</state>
+      <JB_submission_time>2026-11-25T12:27:38</JB_submission_time>
+      <queue_name></queue_name>
+      <slots>1</slots>
+    </job_list>
+  </job_info>
+</job_info>
+--cerise-markers--
+934b4a22ea4d 0
+c841b538bfba 3
+2e2432289a20 -
+9a51d092cf3c -
+4fe5d013c30a -
+420bedf6aa97 -
+6143fce5b567 -
+gone -
+"""
+CAPTURED_JOBS = [
+    job("934b4a22ea4d", "16"),
+    job("c841b538bfba", "17"),
+    job("2e2432289a20", "18"),
+    job("9a51d092cf3c", "19"),
+    job("4fe5d013c30a", "20"),
+    job("420bedf6aa97", "21"),
+    job("6143fce5b567", "22"),
+    job("gone", "9999"),
+]
+
+# Captured: the same command with no jobs of the user in the queue.
+EMPTY_QUEUE = """\
+<?xml version='1.0'?>
+<job_info  xmlns:xsd="http://arc.liv.ac.uk/repos/darcs/sge/source/dist/util/resources/schemas/qstat/qstat.xsd">
+  <queue_info>
+  </queue_info>
+  <job_info>
+  </job_info>
+</job_info>
+"""
+
+
+def test_status_of_captured_jobs() -> None:
+    observed = schedulers.parse_status(SCHEDULER, CAPTURED_STATUS, CAPTURED_JOBS)
+    assert [observed[j.key] for j in CAPTURED_JOBS] == [
+        Observation(RemoteState.DONE, 0),
+        Observation(RemoteState.DONE, 3),
+        Observation(RemoteState.WAITING),
+        Observation(RemoteState.RUNNING),
+        Observation(RemoteState.VANISHED),
+        Observation(RemoteState.WAITING),
+        Observation(RemoteState.VANISHED),
+        Observation(RemoteState.VANISHED),
+    ]
+
+
+@pytest.mark.parametrize(
+    "output", [EMPTY_QUEUE, "", "error: commlib error: got select error\n", "<job_info><job"]
+)
+def test_empty_or_unreadable_output_lists_no_jobs(output: str) -> None:
+    assert set(SCHEDULER.parse_queue(output, CAPTURED_JOBS).values()) == {QueueState.ABSENT}
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [("qw", QueueState.WAITING), ("hqw", QueueState.WAITING), ("Rq", QueueState.WAITING),
+     ("r", QueueState.RUNNING), ("t", QueueState.RUNNING), ("Rr", QueueState.RUNNING),
+     ("s", QueueState.RUNNING), ("S", QueueState.RUNNING), ("dr", QueueState.RUNNING),
+     ("Eqw", QueueState.ABSENT), ("z", QueueState.ABSENT), ("", QueueState.ABSENT)],
+)
+def test_queue_state(state: str, expected: QueueState) -> None:
+    assert queue_state(state) is expected
+
+
+def test_failing_qstat_fails_the_poll(tmp_path: Path) -> None:
+    run = run_with_stub(tmp_path, "qstat", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
+                        stderr="error: unable to contact qmaster using port 6444\n", status=1)
+    assert run.result.returncode == 1
+    assert schedulers.MARKERS_BEGIN not in run.result.stdout
+    assert run.calls[0][0] == "-u" and run.calls[0][2:] == ["-xml"]
+
+
+def test_submit_quotes_every_value(tmp_path: Path) -> None:
+    files = JobFiles(str(tmp_path / "my jobs" / "$(touch pwned)" / "uid-1"))
+    settings = BatchSettings(queue=HOSTILE_QUEUE, parallel_environment="mpi fill",
+                             options=HOSTILE_OPTIONS)
+    command = GridEngineScheduler(settings).submit_command(
+        files, Request("cerise-uid:1 *", cores=4, time_limit=90061))
+    run = run_with_stub(tmp_path, "qsub", command, stdout="42.1-10:1\n")
+    assert run.result.returncode == 0, run.result.stderr
+    assert run.result.stdout == "42\n"
+    assert run.calls == [[
+        "-terse", "-notify", "-S", "/bin/bash", "-N", "cerise-uid1", "-wd", files.work,
+        "-j", "y", "-o", f"{files.job_dir}/scheduler.txt", "-r", "n",
+        "-l", "h_rt=25:01:01", "-pe", "mpi fill", "4", "-q", HOSTILE_QUEUE, *HOSTILE_OPTIONS,
+        files.script,
+    ]]
+    assert not list(tmp_path.rglob("pwned"))
+
+
+@pytest.mark.parametrize("cores", [0, 1])
+def test_one_core_needs_no_parallel_environment(tmp_path: Path, cores: int) -> None:
+    command = GridEngineScheduler().submit_command(JobFiles("/j"), Request("9", cores=cores))
+    run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")
+    assert run.result.stdout == "5\n"
+    assert run.calls == [["-terse", "-notify", "-S", "/bin/bash", "-N", "j9", "-wd", "/j/work",
+                          "-j", "y", "-o", "/j/scheduler.txt", "-r", "n", "/j/job.sh"]]
+
+
+def test_many_cores_without_parallel_environment_are_refused(tmp_path: Path) -> None:
+    command = GridEngineScheduler().submit_command(JobFiles("/j"), Request("n", cores=2))
+    run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")
+    assert run.result.returncode != 0
+    assert run.result.stdout == ""
+    assert "jobs.parallelEnvironment" in run.result.stderr
+    assert run.calls == []
+
+
+def test_refused_submit_prints_no_id(tmp_path: Path) -> None:
+    # Captured: qsub's answer to an unknown queue.
+    stderr = 'Unable to run job: Job was rejected because job requests unknown queue "nosuchq"\n'
+    run = run_with_stub(tmp_path, "qsub", SCHEDULER.submit_command(JobFiles("/j"), Request("n")),
+                        stderr=f"{stderr}Exiting.\n", status=1)
+    assert run.result.returncode == 1
+    assert run.result.stdout == ""
+    assert "unknown queue" in run.result.stderr
+
+
+def test_cancel_ignores_jobs_already_gone(tmp_path: Path) -> None:
+    run = run_with_stub(tmp_path, "qdel", SCHEDULER.cancel_script(CAPTURED_JOBS[-2:]),
+                        stderr='denied: job "9999" does not exist\n', status=1)
+    assert run.result.returncode == 0
+    assert run.calls == [["22", "9999"]]

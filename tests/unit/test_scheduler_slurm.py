@@ -1,0 +1,161 @@
+"""Scheduler `slurm`: parsing captured squeue output, and the sbatch line it builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cerise.remote import schedulers
+from cerise.remote.jobscript import JobFiles
+from cerise.remote.schedulers import JobRef, Observation, QueueState, RemoteState, Request
+from cerise.remote.schedulers.batch import BatchSettings
+from cerise.remote.schedulers.slurm import SlurmScheduler, queue_state, slurm_time
+from tests.unit.command_stubs import run_with_stub
+
+SCHEDULER = SlurmScheduler()
+HOSTILE_QUEUE = "debug $(touch pwned) `touch pwned`; touch pwned"
+HOSTILE_OPTIONS = ("--comment=it's \"quoted\" $(touch pwned)", "--mail-user=a b\nc", "*")
+
+
+def job(key: str, remote_id: str) -> JobRef:
+    return JobRef(key, JobFiles(f"/home/cerise-test/cap/{key}"), remote_id)
+
+
+# Slurm 22.05.8, the status script of SlurmScheduler run as cerise-test: job 14 exited 0,
+# 15 exited 3, 10 was held, 11 was cancelled while running (its record has expired), 16
+# was cancelled while pending, 7 hit its time limit, 13 asked for 2 nodes of a 1-node
+# cluster (pending, reason PartitionConfig); 12 is someone else's job, still running.
+CAPTURED_STATUS = """\
+16|CANCELLED
+14|COMPLETED
+15|FAILED
+13|PENDING
+10|PENDING
+12|RUNNING
+7|TIMEOUT
+--cerise-markers--
+882a30a930f2 0
+10fbb43da3f3 3
+bff51311b082 -
+16d9aa3df4dd 143
+23d4fd09b8a4 -
+abfce9989df2 143
+a1a6c9402f29 -
+"""
+CAPTURED_JOBS = [
+    job("882a30a930f2", "14"),
+    job("10fbb43da3f3", "15"),
+    job("bff51311b082", "10"),
+    job("16d9aa3df4dd", "11"),
+    job("23d4fd09b8a4", "16"),
+    job("abfce9989df2", "7"),
+    job("a1a6c9402f29", "13"),
+]
+
+
+def test_status_of_captured_jobs() -> None:
+    observed = schedulers.parse_status(SCHEDULER, CAPTURED_STATUS, CAPTURED_JOBS)
+    assert [observed[j.key] for j in CAPTURED_JOBS] == [
+        Observation(RemoteState.DONE, 0),
+        Observation(RemoteState.DONE, 3),
+        Observation(RemoteState.WAITING),
+        Observation(RemoteState.DONE, 143),
+        Observation(RemoteState.VANISHED),
+        Observation(RemoteState.DONE, 143),
+        Observation(RemoteState.WAITING),
+    ]
+
+
+def test_queue_of_captured_jobs() -> None:
+    queue_text = CAPTURED_STATUS.partition(schedulers.MARKERS_BEGIN)[0]
+    jobs = [job("a", "12"), job("b", "16"), job("c", "13"), job("d", "99999"), job("e", "")]
+    assert SCHEDULER.parse_queue(queue_text, jobs) == {
+        "a": QueueState.RUNNING, "b": QueueState.ABSENT, "c": QueueState.WAITING,
+        "d": QueueState.ABSENT, "e": QueueState.ABSENT,
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("PENDING", QueueState.WAITING),
+        ("CONFIGURING", QueueState.WAITING),
+        ("REQUEUE_HOLD", QueueState.WAITING),
+        ("RUNNING", QueueState.RUNNING),
+        ("COMPLETING", QueueState.RUNNING),
+        ("SUSPENDED", QueueState.RUNNING),
+        ("COMPLETED", QueueState.ABSENT),
+        ("OUT_OF_MEMORY", QueueState.ABSENT),
+        ("SOMETHING_NEW", QueueState.ABSENT),
+    ],
+)
+def test_queue_state(state: str, expected: QueueState) -> None:
+    assert queue_state(state) is expected
+
+
+def test_failing_squeue_fails_the_poll(tmp_path: Path) -> None:
+    # Captured: squeue when the controller's configuration cannot be read.
+    stderr = ("squeue: error: ClusterName needs to be specified\n"
+              "squeue: fatal: Unable to process configuration file\n")
+    run = run_with_stub(tmp_path, "squeue", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
+                        stderr=stderr, status=1)
+    assert run.result.returncode == 1
+    assert schedulers.MARKERS_BEGIN not in run.result.stdout
+    assert run.calls[0][0] == "-u"
+    assert run.calls[0][2:] == ["-h", "-t", "all", "-o", "%i|%T"]
+
+
+def test_submit_quotes_every_value(tmp_path: Path) -> None:
+    files = JobFiles(str(tmp_path / "my jobs" / "$(touch pwned)" / "uid-1"))
+    scheduler = SlurmScheduler(BatchSettings(queue=HOSTILE_QUEUE, options=HOSTILE_OPTIONS))
+    command = scheduler.submit_command(files, Request("cerise-uid 1'", time_limit=90))
+    run = run_with_stub(tmp_path, "sbatch", command, stdout="42;cluster\n")
+    assert run.result.returncode == 0, run.result.stderr
+    assert run.result.stdout == "42\n"
+    assert run.calls == [[
+        "--parsable", "--no-requeue", "--job-name=cerise-uid 1'", f"--chdir={files.work}",
+        f"--output={files.job_dir}/scheduler.txt", "--time=0-00:01:30",
+        f"--partition={HOSTILE_QUEUE}", *HOSTILE_OPTIONS, files.script,
+    ]]
+    assert not list(tmp_path.rglob("pwned"))
+
+
+@pytest.mark.parametrize(
+    ("cores", "cores_per_node", "slots_per_node", "expected"),
+    [
+        (4, 32, 1, ["--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=4"]),
+        (64, 32, 1, ["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=32"]),
+        (64, 32, 32, ["--nodes=2", "--ntasks-per-node=32", "--cpus-per-task=1"]),
+        (0, 32, 1, []),
+    ],
+)
+def test_submit_shape(
+    tmp_path: Path, cores: int, cores_per_node: int, slots_per_node: int, expected: list[str]
+) -> None:
+    settings = BatchSettings(cores_per_node=cores_per_node, slots_per_node=slots_per_node)
+    command = SlurmScheduler(settings).submit_command(JobFiles("/j"), Request("n", cores=cores))
+    run = run_with_stub(tmp_path, "sbatch", command, stdout="7\n")
+    assert run.calls[0][5:-1] == expected
+
+
+def test_refused_submit_prints_no_id(tmp_path: Path) -> None:
+    command = SCHEDULER.submit_command(JobFiles("/j"), Request("n"))
+    run = run_with_stub(tmp_path, "sbatch", command, status=1,
+                        stderr="sbatch: error: invalid partition specified: nope\n")
+    assert run.result.returncode == 1
+    assert run.result.stdout == ""
+    assert "invalid partition" in run.result.stderr
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"), [(1, "0-00:00:01"), (3600, "0-01:00:00"), (90061, "1-01:01:01")]
+)
+def test_slurm_time(seconds: int, expected: str) -> None:
+    assert slurm_time(seconds) == expected
+
+
+def test_cancel(tmp_path: Path) -> None:
+    run = run_with_stub(tmp_path, "scancel", SCHEDULER.cancel_script(CAPTURED_JOBS[:2]))
+    assert run.calls == [["14", "15"]]
+    assert SCHEDULER.cancel_script([job("x", "")]) == "true"
