@@ -1,0 +1,84 @@
+"""WorkflowJobs through the operator on real batch schedulers: Slurm, Torque wrappers, SGE."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cerise.devenv import projects
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
+from cerise.devenv.sshd import SshEndpoint
+from tests.integration.operator_fixtures import Resource, apply, ssh_remote, wait_for_job
+from tests.integration.test_operator_jobs import FINAL, SLEEP, WC, published, submit, upload
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["slurm", "torque", "gridengine"])
+async def batch_resource(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str,
+    sshd: SshEndpoint,
+) -> AsyncIterator[Resource]:
+    """An ssh ComputeResource on one of the schedulers, with the example project."""
+    scheduler = request.param
+    fixture = request.getfixturevalue(scheduler)
+    jobs: dict[str, Any] = {
+        "protocol": "ssh", "host": sshd.host, "port": sshd.port, "scheduler": scheduler,
+        "environment": [{"name": n, "value": v} for n, v in fixture.environment],
+        "coresPerNode": 2,
+    }
+    if scheduler == "gridengine":
+        jobs |= {"queue": fixture.queue, "parallelEnvironment": fixture.pe}
+    else:
+        cluster = fixture if scheduler == "slurm" else fixture.slurm
+        jobs["queue"] = cluster.partition
+    suffix = uuid.uuid4().hex[:8]
+    remote = ssh_remote(sshd)
+    base = f"/home/{sshd.username}/.cerise-{suffix}"
+    await projects.install(remote, base)
+    apply(control_plane, namespace,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
+           "stringData": {"username": sshd.username, "privateKey": sshd.client_key.read_text()}},
+          {"apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+           "metadata": {"name": scheduler},
+           "spec": {"credentialsSecret": "login", "hostKeys": [sshd.host_key],
+                    "refreshSeconds": 0.5,
+                    "files": {"protocol": "sftp", "host": sshd.host, "port": sshd.port,
+                              "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
+                    "jobs": jobs}})
+    try:
+        yield Resource(namespace=namespace, name=scheduler, base=base, remote=remote)
+    finally:
+        await remote.run(f"rm -rf '{base}'")
+        await remote.close()
+
+
+async def test_wc_runs_to_success_on_the_scheduler(
+    control_plane: ControlPlane, operator: OperatorProcess, batch_resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    source = upload(exchange_dir, "words.txt", b"one two\nthree\n")
+    submit(control_plane, batch_resource, WC, {"file": source})
+    job = await wait_for_job(control_plane, batch_resource.namespace, "job", FINAL, timeout=120)
+    assert job["status"]["phase"] == "Success", job["status"]
+    counts = published(exchange_dir, job["status"]["output"]["counts"]["location"]).split()
+    assert counts[:3] == [b"2", b"3", b"14"]
+    assert job["status"]["remoteJobId"].isdigit()
+
+
+async def test_cancel_removes_the_job_from_the_scheduler(
+    control_plane: ControlPlane, operator: OperatorProcess, batch_resource: Resource,
+) -> None:
+    submit(control_plane, batch_resource, SLEEP, {"delay": 302})
+    await wait_for_job(control_plane, batch_resource.namespace, "job", {"Running"}, timeout=120)
+    control_plane.kubectl("patch", "wfj", "job", "-n", batch_resource.namespace,
+                          "--type=merge", "-p", '{"spec": {"cancel": true}}')
+    job = await wait_for_job(control_plane, batch_resource.namespace, "job", FINAL, timeout=120)
+    assert job["status"]["phase"] == "Cancelled"
+    alive = await batch_resource.remote.run("pgrep -f 'sleep 302' || true")
+    assert alive.stdout == ""
