@@ -50,9 +50,21 @@ class Sshd:
 
     endpoint: SshEndpoint
     resources: contextlib.ExitStack
+    daemon: Daemon
+    state: statedir.StateDir
 
     def stop(self) -> None:
         self.resources.close()
+
+    def go_down(self) -> None:
+        """An outage: the server and every open session end; port, keys and config stay."""
+        self.daemon.stop()
+
+    def come_back(self, timeout: float = 30.0) -> None:
+        """End an outage: the same server again, on the same port with the same host key."""
+        self.state.start(self.daemon)
+        port = self.endpoint.port
+        self.daemon.wait_ready(lambda: _banner(port).startswith(b"SSH-2.0-"), timeout=timeout)
 
 
 def sshd_config(*, port: int, state: Path, user: str, max_sessions: int = 32) -> str:
@@ -105,7 +117,7 @@ def start(*, user: str = TEST_USER, timeout: float = 30.0) -> Sshd:
         client_key=state.path / CLIENT_KEY,
         host_key=host_key.export_public_key().decode().strip(),
     )
-    return Sshd(endpoint=endpoint, resources=resources)
+    return Sshd(endpoint=endpoint, resources=resources, daemon=daemon, state=state)
 
 
 def _write_key(path: Path) -> asyncssh.SSHKey:

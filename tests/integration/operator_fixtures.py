@@ -16,7 +16,14 @@ from cerise.devenv import projects
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import LocalRemote, Remote, SshCredentials, SshRemote, SshTarget
+from cerise.remote.connection import (
+    LocalRemote,
+    Remote,
+    RemoteUnavailable,
+    SshCredentials,
+    SshRemote,
+    SshTarget,
+)
 
 EXCHANGE_URL = "http://localhost:29593/files"
 
@@ -101,8 +108,16 @@ async def resource(
     try:
         yield Resource(namespace=namespace, name=request.param, base=base, remote=remote)
     finally:
+        await remove(remote, base)
+
+
+async def remove(remote: Remote, base: str) -> None:
+    """Remove a test's base directory; a connection lost by the test is reopened once."""
+    try:
         await remote.run(f"rm -rf '{base}'")
-        await remote.close()
+    except RemoteUnavailable:
+        await remote.run(f"rm -rf '{base}'")
+    await remote.close()
 
 
 async def wait_for_job(

@@ -13,7 +13,13 @@ from cerise.devenv import projects
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
-from tests.integration.operator_fixtures import Resource, apply, ssh_remote, wait_for_job
+from tests.integration.operator_fixtures import (
+    Resource,
+    apply,
+    remove,
+    ssh_remote,
+    wait_for_job,
+)
 from tests.integration.test_operator_jobs import FINAL, SLEEP, WC, published, submit, upload
 
 pytestmark = pytest.mark.integration
@@ -54,8 +60,7 @@ async def batch_resource(
     try:
         yield Resource(namespace=namespace, name=scheduler, base=base, remote=remote)
     finally:
-        await remote.run(f"rm -rf '{base}'")
-        await remote.close()
+        await remove(remote, base)
 
 
 async def test_wc_runs_to_success_on_the_scheduler(

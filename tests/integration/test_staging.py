@@ -1,0 +1,358 @@
+"""Staging in and out over real SSH (OpenSSH sshd) and locally, with a real HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shlex
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import pytest
+
+from cerise.devenv.sshd import SshEndpoint
+from cerise.model import cwl
+from cerise.model.cwl import Origin
+from cerise.model.exchange import Exchange
+from cerise.remote import executor, staging
+from cerise.remote.connection import LocalRemote, Remote, SshCredentials, SshRemote, SshTarget
+from cerise.remote.jobscript import JobFiles
+from cerise.remote.staging import InputRejected, OutputRejected
+
+pytestmark = pytest.mark.integration
+
+URL = "http://localhost:29593/files"
+HOSTILE = ["my data.txt", "it's \"quoted\".txt", "$(touch pwned).txt", "a;b&&c|d", "..x", "-rf"]
+
+
+@pytest.fixture(params=["ssh", "local"])
+async def remote(request: pytest.FixtureRequest, sshd: SshEndpoint) -> AsyncIterator[Remote]:
+    if request.param == "ssh":
+        connection: Remote = SshRemote(SshTarget(
+            host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
+            credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text())))
+    else:
+        connection = LocalRemote()
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Exchange:
+    (tmp_path / "exchange" / "input" / "job").mkdir(parents=True)
+    return Exchange(root=tmp_path / "exchange", url=URL)
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on 127.0.0.1 serving a directory: its base URL and the directory."""
+    directory = tmp_path_factory.mktemp("web")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    handler = functools.partial(Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", directory
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+async def new_job(remote: Remote) -> JobFiles:
+    base = (await remote.run("mktemp -d")).stdout.strip()
+    files = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
+    await executor.create_job_dir(remote, files)
+    return files
+
+
+def put(exchange: Exchange, relpath: str, data: bytes) -> str:
+    """Write a file into the exchange's input area; its URL."""
+    path = exchange.root / "input" / "job" / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return f"{URL}/input/job/{quote(relpath)}"
+
+
+def parse(inputs: dict[str, Any]) -> cwl.Workflow:
+    document = {
+        "cwlVersion": "v1.2", "class": "Workflow", "inputs": inputs, "outputs": {},
+        "steps": {"wc": {"run": "cerise/test/wc.cwl", "in": {}, "out": ["output"]}},
+    }
+    return cwl.parse_workflow(json.dumps(document), installed_steps={"cerise/test/wc.cwl"})
+
+
+def a_file(location: str, **more: Any) -> dict[str, Any]:
+    return {"class": "File", "location": location, **more}
+
+
+def remote_path(location: str) -> str:
+    return unquote(urlsplit(location).path)
+
+
+async def stat_mode(remote: Remote, path: str) -> str:
+    return (await remote.run(f"stat -c %a {shlex.quote(path)}")).stdout.strip()
+
+
+async def test_every_kind_of_input_arrives_where_the_rewritten_input_says(
+    remote: Remote, exchange: Exchange, web: tuple[str, Path]
+) -> None:
+    web_url, web_dir = web
+    (web_dir / "remote data.txt").write_bytes(b"from the web")
+    big = os.urandom(20 << 20)  # several pipelined chunks
+    inputs = {
+        "bam": "File", "many": "File[]", "maybe": "File?", "dir": "Directory", "big": "File",
+        "empty": "File",
+        "table": {"type": "File", "default": a_file("defaults/table.csv")},
+    }
+    put(exchange, "defaults/table.csv", b"a,b\n")
+    put(exchange, "dir/top.txt", b"top")
+    put(exchange, "dir/sub dir/deep.txt", b"deep")
+    (exchange.root / "input/job/dir/empty").mkdir()
+    values = {
+        "bam": a_file(put(exchange, "reads.bam", b"BAM"), secondaryFiles=[
+            a_file(put(exchange, "reads.bam.bai", b"BAI"),
+                   secondaryFiles=[a_file(put(exchange, "reads.md5", b"MD5"))])]),
+        "many": [a_file(put(exchange, "one.txt", b"1")),
+                 a_file(f"{web_url}/{quote('remote data.txt')}")],
+        "dir": {"class": "Directory", "location": f"{URL}/input/job/dir",
+                "listing": [a_file(f"{URL}/input/job/dir/top.txt")]},
+        "big": a_file(put(exchange, "big.bin", big)),
+        "empty": a_file(put(exchange, "empty", b"")),
+    }
+    workflow = parse(inputs)
+    files = await new_job(remote)
+    plan = staging.plan(cwl.check_inputs(workflow, values), exchange, files,
+                        workflow_url=f"{URL}/input/job/workflow.cwl")
+
+    report = await staging.stage_in(remote, files, plan.transfers, exchange)
+
+    moved = plan.apply(values, Origin.INPUT_OBJECT)
+    expected = {
+        ("bam",): b"BAM", ("bam", "secondaryFiles", 0): b"BAI",
+        ("bam", "secondaryFiles", 0, "secondaryFiles", 0): b"MD5",
+        ("many", 0): b"1", ("many", 1): b"from the web", ("big",): big, ("empty",): b"",
+    }
+    for pointer, data in expected.items():
+        value: Any = moved
+        for part in pointer:
+            value = value[part]
+        path = remote_path(value["location"])
+        assert path.startswith(files.work + "/")
+        assert await remote.read(path, limit=len(big) + 1) == data, pointer
+        assert await stat_mode(remote, path) == "600"
+    assert moved["many"][1]["basename"] == "remote data.txt"
+    directory = remote_path(moved["dir"]["location"])
+    assert await remote.read(f"{directory}/sub dir/deep.txt") == b"deep"
+    assert remote_path(moved["dir"]["listing"][0]["location"]) == f"{directory}/top.txt"
+    assert await stat_mode(remote, f"{directory}/empty") == "700"
+    assert await stat_mode(remote, f"{directory}/sub dir") == "700"
+    default = plan.apply(workflow.document, Origin.WORKFLOW)["inputs"]["table"]["default"]
+    assert await remote.read(remote_path(default["location"])) == b"a,b\n"
+    assert default["basename"] == "table.csv"
+    assert report.files_sent == 10 and report.files_kept == 0
+    assert report.bytes_sent == len(big) + len(b"BAMBAIMD51from the weba,b\ntopdeep")
+
+
+async def test_hostile_names_arrive_intact_and_run_nothing(
+    remote: Remote, exchange: Exchange
+) -> None:
+    values = {"many": [a_file(put(exchange, name, name.encode())) for name in HOSTILE]}
+    files = await new_job(remote)
+    plan = staging.plan(cwl.check_inputs(parse({"many": "File[]"}), values), exchange, files)
+
+    await staging.stage_in(remote, files, plan.transfers, exchange)
+
+    moved = plan.apply(values, Origin.INPUT_OBJECT)
+    for name, value in zip(HOSTILE, moved["many"], strict=True):
+        assert value["basename"] == name
+        assert await remote.read(remote_path(value["location"])) == name.encode()
+    listing = await remote.run(f"ls -A {files.work}")
+    assert all(line[:3].rstrip("_").isdigit() for line in listing.stdout.split())
+    pwned = await remote.run(f"find {files.job_dir} ~ -maxdepth 3 -name pwned 2>/dev/null")
+    assert pwned.stdout == ""
+
+
+async def test_a_second_stage_in_sends_nothing_and_checksums_not_sizes_decide(
+    remote: Remote, exchange: Exchange
+) -> None:
+    values = {"many": [a_file(put(exchange, f"f{i}.txt", f"content {i}".encode()))
+                       for i in range(5)]}
+    files = await new_job(remote)
+    plan = staging.plan(cwl.check_inputs(parse({"many": "File[]"}), values), exchange, files)
+    first = await staging.stage_in(remote, files, plan.transfers, exchange)
+
+    again = await staging.stage_in(remote, files, plan.transfers, exchange)
+    put(exchange, "f3.txt", b"CONTENT 3")  # same size, other content
+    await remote.run(f"truncate -s 2 {files.work}/02_f1.txt")  # an interrupted upload
+    third = await staging.stage_in(remote, files, plan.transfers, exchange)
+
+    assert (first.files_sent, first.files_kept) == (5, 0)
+    assert again == staging.StageInReport(files_sent=0, bytes_sent=0, files_kept=5)
+    assert (third.files_sent, third.files_kept, third.bytes_sent) == (2, 3, 18)
+    assert await remote.read(f"{files.work}/04_f3.txt") == b"CONTENT 3"
+    assert await remote.read(f"{files.work}/02_f1.txt") == b"content 1"
+
+
+async def test_inputs_the_user_got_wrong_are_rejected_with_a_reason(
+    remote: Remote, exchange: Exchange, web: tuple[str, Path], tmp_path: Path
+) -> None:
+    web_url, _ = web
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (exchange.root / "input/job/link.txt").symlink_to(secret)
+    files = await new_job(remote)
+    workflow = parse({"f": "File"})
+
+    async def rejection(location: str) -> str:
+        references = cwl.check_inputs(workflow, {"f": a_file(location)})
+        with pytest.raises(InputRejected) as info:
+            plan = staging.plan(references, exchange, files)
+            await staging.stage_in(remote, files, plan.transfers, exchange)
+        return str(info.value)
+
+    assert "outside the file exchange" in await rejection(f"file://{secret}")
+    assert "does not exist in the file exchange" in await rejection(f"{URL}/input/job/nope.txt")
+    assert "through a symbolic link" in await rejection(f"{URL}/input/job/link.txt")
+    assert "HTTP 404" in await rejection(f"{web_url}/missing.txt")
+    assert "contains '..'" in await rejection(f"{URL}/input/job/../../x")
+    assert "is a directory" in await rejection(f"{URL}/input/job")
+
+
+async def write_remote(remote: Remote, files: JobFiles) -> None:
+    """A finished run's work directory (with hostile names) and its output object."""
+    await remote.run(f"""cd {files.work} || exit 1
+printf 'out' > 'my out.txt'; printf 'i' > 'my out.txt.idx'
+mkdir -p 'res dir/sub' 'res dir/empty'; printf 'a' > 'res dir/a.txt'
+printf 'bb' > 'res dir/sub/$(b);.txt'; printf '1' > one; printf '22' > two; : > empty
+ln -s '../my out.txt' 'res dir/alias'; ln -s nowhere 'res dir/dangling'""")
+    work = files.work
+    outputs = {
+        "text": {"class": "File", "location": f"file://{quote(work)}/my%20out.txt",
+                 "path": f"{work}/my out.txt", "basename": "my out.txt", "size": 3,
+                 "checksum": "sha1$x",
+                 "secondaryFiles": [{"class": "File", "location": f"file://{work}/my%20out.txt.idx"}]},
+        "array": [{"class": "File", "location": f"file://{work}/one"},
+                  {"class": "File", "location": f"file://{work}/two"},
+                  {"class": "File", "location": f"file://{work}/never-made"},
+                  {"class": "File", "location": f"file://{work}/empty"}],
+        "record": {"n": 3, "f": {"class": "File", "path": f"{work}/one"}},
+        "dir": {"class": "Directory", "location": f"file://{work}/res%20dir",
+                "listing": [{"class": "File", "location": f"file://{work}/res%20dir/a.txt"}]},
+        "missing": {"class": "File", "location": f"file://{work}/absent.txt"},
+        "words": ["x", "y"],
+    }
+    await remote.write(files.stdout, json.dumps(outputs).encode())
+
+
+async def test_outputs_are_published_in_the_exchange_also_after_a_partial_run(
+    remote: Remote, exchange: Exchange
+) -> None:
+    files = await new_job(remote)
+    await write_remote(remote, files)
+
+    published = await staging.stage_out(remote, files, exchange, "uid-1")
+
+    out = f"{URL}/output/uid-1"
+    assert published == {
+        "text": {"class": "File", "location": f"{out}/my%20out.txt", "basename": "my out.txt",
+                 "size": 3, "checksum": "sha1$x",
+                 "secondaryFiles": [{"class": "File", "location": f"{out}/my%20out.txt.idx"}]},
+        "array": [{"class": "File", "location": f"{out}/one"},
+                  {"class": "File", "location": f"{out}/two"}, None,
+                  {"class": "File", "location": f"{out}/empty"}],
+        "record": {"n": 3, "f": {"class": "File", "location": f"{out}/one"}},
+        "dir": {"class": "Directory", "location": f"{out}/res%20dir",
+                "listing": [{"class": "File", "location": f"{out}/res%20dir/a.txt"}]},
+        "missing": None,
+        "words": ["x", "y"],
+    }
+    root = exchange.output_dir("uid-1")
+    assert (root / "my out.txt").read_bytes() == b"out"
+    assert (root / "my out.txt.idx").read_bytes() == b"i"
+    assert (root / "res dir/sub/$(b);.txt").read_bytes() == b"bb"
+    assert (root / "res dir/alias").read_bytes() == b"out"
+    assert (root / "res dir/empty").is_dir()
+    assert (root / "empty").read_bytes() == b""
+    assert sorted(p.name for p in root.iterdir()) == ["empty", "my out.txt", "my out.txt.idx",
+                                                      "one", "res dir", "two"]
+
+
+async def test_stage_out_again_gives_the_same_result_without_copying(
+    remote: Remote, exchange: Exchange
+) -> None:
+    files = await new_job(remote)
+    await write_remote(remote, files)
+    first = await staging.stage_out(remote, files, exchange, "uid-2")
+    published = exchange.output_path("uid-2", "my out.txt")
+    os.utime(published, (0, 0))
+    (exchange.output_dir("uid-2") / "one").unlink()  # as if the operator died mid-way
+
+    again = await staging.stage_out(remote, files, exchange, "uid-2")
+
+    assert again == first
+    assert published.stat().st_mtime == 0
+    assert (exchange.output_dir("uid-2") / "one").read_bytes() == b"1"
+
+
+async def test_large_outputs_round_trip(remote: Remote, exchange: Exchange) -> None:
+    files = await new_job(remote)
+    data = os.urandom(20 << 20)
+    url = put(exchange, "big.bin", data)
+    plan = staging.plan(cwl.check_inputs(parse({"f": "File"}), {"f": a_file(url)}),
+                        exchange, files)
+    await staging.stage_in(remote, files, plan.transfers, exchange)
+    location = plan.locations(Origin.INPUT_OBJECT)[("f",)]
+    await remote.write(files.stdout, json.dumps({"o": a_file(location)}).encode())
+
+    published = await staging.stage_out(remote, files, exchange, "uid-3")
+
+    assert published == {"o": a_file(f"{URL}/output/uid-3/01_big.bin")}
+    copied = exchange.output_path("uid-3", "01_big.bin").read_bytes()
+    assert hashlib.sha256(copied).digest() == hashlib.sha256(data).digest()
+
+
+async def test_outputs_leading_out_of_the_job_are_refused(
+    remote: Remote, exchange: Exchange
+) -> None:
+    files = await new_job(remote)
+    await remote.run(f"cd {files.work} && ln -s /etc/passwd leak && mkdir d && "
+                     "ln -s ../../../ d/up")
+    cases = {
+        f"file://{files.work}/leak": "symbolic link to '/etc/passwd'",
+        f"file://{files.job_dir}/input.json": "outside the job's work directory",
+        f"file://{files.work}/d/up/x": "is not inside the job's work directory",
+    }
+    for location, reason in cases.items():
+        await remote.write(files.stdout, json.dumps({"o": a_file(location)}).encode())
+        with pytest.raises(OutputRejected, match=reason):
+            await staging.stage_out(remote, files, exchange, "uid-4")
+    await remote.write(files.stdout, json.dumps(
+        {"o": {"class": "Directory", "location": f"file://{files.work}/d"}}).encode())
+    with pytest.raises(OutputRejected, match="d/up is a symbolic link"):
+        await staging.stage_out(remote, files, exchange, "uid-4")
+    assert not any(exchange.output_dir("uid-4").rglob("*"))
+
+
+async def test_a_run_that_wrote_no_output_publishes_nothing(
+    remote: Remote, exchange: Exchange
+) -> None:
+    files = await new_job(remote)
+    assert await staging.stage_out(remote, files, exchange, "uid-5") == {}
+    await remote.write(files.stdout, b"Traceback (most recent call last):")
+    with pytest.raises(OutputRejected, match="not valid JSON"):
+        await staging.stage_out(remote, files, exchange, "uid-5")
