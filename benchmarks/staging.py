@@ -1,0 +1,270 @@
+"""Staging throughput against OpenSSH on the same loopback link (run on demand; not a test).
+
+Starts the test sshd (`cerise.devenv.sshd`, so it needs root and tools/install-system.sh)
+and compares, each repeated and interleaved, medians reported:
+
+* one large file in and out: `staging.stage_in` / `stage_out` vs `sftp` put / get
+  (goal: at least 0.9x sftp's throughput);
+* a directory of many small files in and out: `stage_in` / `stage_out` of a Directory vs
+  `scp -r` (goal: at most 1.5x scp's time).
+
+By default both sides are connected before the clock starts, as the operator is (one
+connection per compute resource): Cerise reuses one `SshRemote`, and the OpenSSH clients
+go through a ControlMaster connection. With --fresh every run connects anew on both sides,
+so each time includes an SSH handshake. Every run goes to a new job directory, so nothing
+is skipped as already there. Both sides use their default ciphers (OpenSSH:
+chacha20-poly1305; Cerise prefers AES-GCM); sftp forced to aes128-gcm is shown too. A
+round disturbed by a connection failure (e.g. another test killing the test user's
+sessions) is repeated.
+
+    sudo .venv/bin/python benchmarks/staging.py [--size-mb 512] [--files 1000] [--repeat 5]
+        [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from cerise.devenv import sshd as devenv_sshd
+from cerise.model import cwl
+from cerise.model.exchange import Exchange
+from cerise.remote import staging
+from cerise.remote.connection import SshCredentials, SshRemote, SshTarget
+from cerise.remote.jobscript import JobFiles
+
+URL = "http://localhost:29593/files"
+WORKFLOW = {
+    "cwlVersion": "v1.2",
+    "class": "Workflow",
+    "inputs": {"f": "File?", "d": "Directory?"},
+    "outputs": {},
+    "steps": {"s": {"run": "bench/s.cwl", "in": {}, "out": []}},
+}
+
+
+class Bench:
+    """The sshd endpoint, a local exchange with the test data, and both sides' connections."""
+
+    def __init__(self, endpoint: devenv_sshd.SshEndpoint, scratch: Path, fresh: bool) -> None:
+        self.endpoint = endpoint
+        self.exchange = Exchange(root=scratch / "exchange", url=URL)
+        self.inputs = self.exchange.root / "input" / "bench"
+        known_hosts = scratch / "known_hosts"
+        known_hosts.write_text(endpoint.known_hosts)
+        self.ssh_options = [
+            "-F", "/dev/null", "-i", str(endpoint.client_key), "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        ]
+        if not fresh:
+            self.ssh_options += ["-o", f"ControlPath={scratch / 'control'}"]
+        self.scratch = scratch
+        self.fresh = fresh
+        self.shared: SshRemote | None = None
+
+    def new_remote(self) -> SshRemote:
+        endpoint = self.endpoint
+        return SshRemote(SshTarget(
+            host=endpoint.host, port=endpoint.port, host_keys=(endpoint.host_key,),
+            credentials=SshCredentials(
+                endpoint.username, private_key=endpoint.client_key.read_text())))
+
+    @contextlib.asynccontextmanager
+    async def remote(self) -> AsyncIterator[SshRemote]:
+        """A connected remote: the shared one, or (--fresh) a new one."""
+        if not self.fresh:
+            if self.shared is None:
+                self.shared = self.new_remote()
+                await self.shared.run("true")
+            yield self.shared
+            return
+        remote = self.new_remote()
+        try:
+            await remote.run("true")
+            yield remote
+        finally:
+            await remote.close()
+
+    def start_master(self) -> None:
+        if not self.fresh:
+            self.ssh(["-M", "-N", "-f", "-o", "ControlPersist=yes", self.login()])
+
+    async def close(self) -> None:
+        if not self.fresh:
+            self.ssh(["-O", "exit", self.login()])
+        if self.shared is not None:
+            await self.shared.close()
+
+    def login(self) -> str:
+        return f"{self.endpoint.username}@{self.endpoint.host}"
+
+    def ssh(self, args: list[str]) -> None:
+        port = ["-p", str(self.endpoint.port)]
+        subprocess.run(["ssh", "-q", *self.ssh_options, *port, *args], check=True)
+
+    def openssh(self, program: str, *args: str, stdin: str | None = None) -> None:
+        port = ["-P", str(self.endpoint.port)]
+        result = subprocess.run(
+            [program, "-q", *self.ssh_options, *port, *args], input=stdin, text=True,
+            capture_output=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr.strip()}")
+
+    def target(self, path: str) -> str:
+        return f"{self.endpoint.username}@{self.endpoint.host}:{path}"
+
+
+def make_data(bench: Bench, size_mb: int, count: int) -> None:
+    bench.inputs.mkdir(parents=True)
+    with (bench.inputs / "big.bin").open("wb") as out:
+        for _ in range(size_mb):
+            out.write(os.urandom(1 << 20))
+    small = bench.inputs / "small"
+    small.mkdir()
+    for index in range(count):
+        (small / f"file{index:05d}.txt").write_bytes(os.urandom(1024 + (index * 37) % 7168))
+
+
+async def remote_command(bench: Bench, script: str) -> str:
+    async with bench.remote() as remote:
+        return (await remote.run(script)).stdout.strip()
+
+
+async def cerise_in(bench: Bench, which: str, base: str) -> tuple[JobFiles, float]:
+    """Stage one input (`f` the large file or `d` the directory) into a new job."""
+    files = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
+    value = (
+        {"class": "File", "location": f"{URL}/input/bench/big.bin"}
+        if which == "f"
+        else {"class": "Directory", "location": f"{URL}/input/bench/small"}
+    )
+    workflow = cwl.parse_workflow(json.dumps(WORKFLOW), installed_steps={"bench/s.cwl"})
+    references = cwl.check_inputs(workflow, {which: value})
+    async with bench.remote() as remote:
+        started = time.perf_counter()
+        plan = staging.plan(references, bench.exchange, files)
+        await staging.stage_in(remote, files, plan.transfers, bench.exchange)
+        elapsed = time.perf_counter() - started
+        moved = plan.apply({which: value}, cwl.Origin.INPUT_OBJECT)
+        await remote.write(files.stdout, json.dumps(moved).encode())
+    return files, elapsed
+
+
+async def cerise_out(bench: Bench, files: JobFiles) -> float:
+    async with bench.remote() as remote:
+        started = time.perf_counter()
+        await staging.stage_out(remote, files, bench.exchange, uuid.uuid4().hex)
+        return time.perf_counter() - started
+
+
+def timed(bench: Bench, program: str, *args: str, stdin: str | None = None) -> float:
+    """Seconds that an OpenSSH client takes, connection included."""
+    started = time.perf_counter()
+    bench.openssh(program, *args, stdin=stdin)
+    return time.perf_counter() - started
+
+
+async def one_round(bench: Bench, note: Callable[[str, float], None]) -> None:
+    """Every measurement once, interleaved, in a fresh remote directory."""
+    big = bench.inputs / "big.bin"
+    back = bench.scratch / "back"
+    remote_dir = await remote_command(bench, "mktemp -d")
+    try:
+        back.mkdir()
+        files, elapsed = await cerise_in(bench, "f", remote_dir)
+        note("cerise in large", elapsed)
+        note("cerise out large", await cerise_out(bench, files))
+        put = f"put {shlex.quote(str(big))} {shlex.quote(remote_dir + '/big.bin')}\n"
+        get = f"get {shlex.quote(remote_dir + '/big.bin')} {shlex.quote(str(back / 'b'))}\n"
+        batch = ["-b", "-", bench.target("")]
+        note("sftp put", timed(bench, "sftp", *batch, stdin=put))
+        note("sftp get", timed(bench, "sftp", *batch, stdin=get))
+        gcm = ["-c", "aes128-gcm@openssh.com", *batch]
+        note("sftp put aes128-gcm", timed(bench, "sftp", *gcm, stdin=put))
+        note("sftp get aes128-gcm", timed(bench, "sftp", *gcm, stdin=get))
+
+        files, elapsed = await cerise_in(bench, "d", remote_dir)
+        note("cerise in small", elapsed)
+        note("cerise out small", await cerise_out(bench, files))
+        small = str(bench.inputs / "small")
+        note("scp -r in", timed(bench, "scp", "-r", small, bench.target(f"{remote_dir}/s")))
+        note("scp -r out", timed(bench, "scp", "-r", bench.target(f"{remote_dir}/s"), str(back)))
+    finally:
+        await remote_command(bench, f"rm -rf {shlex.quote(remote_dir)}")
+        shutil.rmtree(back, ignore_errors=True)
+        shutil.rmtree(bench.exchange.root / "output", ignore_errors=True)
+
+
+async def run(bench: Bench, size_mb: int, count: int, repeat: int) -> None:
+    results: dict[str, list[float]] = {}
+    disturbed = 0
+    while len(results.get("scp -r out", [])) < repeat:
+        measured: dict[str, float] = {}
+        try:
+            await one_round(bench, measured.__setitem__)
+        except (OSError, RuntimeError) as error:  # e.g. another test killed the user's sessions
+            disturbed += 1
+            print(f"round disturbed, repeated: {error}")
+            if disturbed > repeat:
+                raise
+            continue
+        for name, seconds in measured.items():
+            results.setdefault(name, []).append(seconds)
+
+    median = {name: statistics.median(times) for name, times in results.items()}
+    mode = "each run connects anew" if bench.fresh else "connections open beforehand"
+    print(f"{repeat} runs each ({mode}), medians (min to max); large file {size_mb} MiB, "
+          f"{count} small files of 1 to 8 KiB")
+    for name, times in results.items():
+        large = "large" in name or "sftp" in name
+        rate = f"  {size_mb / median[name]:7.0f} MiB/s" if large else ""
+        print(f"  {name:22} {median[name]:7.3f} s ({min(times):.3f} to {max(times):.3f}){rate}")
+    print("goals:")
+    for label, ours, theirs in (("in", "cerise in large", "sftp put"),
+                                ("out", "cerise out large", "sftp get")):
+        ratio = median[theirs] / median[ours]
+        print(f"  large {label:3}  {ratio:5.2f}x sftp's throughput (goal >= 0.9): "
+              f"{'met' if ratio >= 0.9 else 'NOT met'}")
+    for label, ours, theirs in (("in", "cerise in small", "scp -r in"),
+                                ("out", "cerise out small", "scp -r out")):
+        ratio = median[ours] / median[theirs]
+        print(f"  small {label:3}  {ratio:5.2f}x scp -r's time (goal <= 1.5): "
+              f"{'met' if ratio <= 1.5 else 'NOT met'}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=512)
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--fresh", action="store_true", help="connect anew for every run")
+    args = parser.parse_args()
+    server = devenv_sshd.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cerise-bench-") as scratch:
+            bench = Bench(server.endpoint, Path(scratch), args.fresh)
+            make_data(bench, args.size_mb, args.files)
+            bench.start_master()
+            try:
+                await run(bench, args.size_mb, args.files, args.repeat)
+            finally:
+                await bench.close()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
