@@ -16,7 +16,12 @@ mkdir -p "$BIN"
 
 export CGO_ENABLED=0 GOWORK=off GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false"
 
-have() { [ -x "$BIN/$1" ] && "$BIN/$@" 2>/dev/null | grep -q -- "$VERSION_WANTED"; }
+# True if the cached binary reports the wanted version. The output is captured first:
+# `| grep -q` could end the pipe early and fail it with SIGPIPE under pipefail.
+have() {
+    local out
+    [ -x "$BIN/$1" ] && out=$("$BIN/$@" 2>/dev/null) && grep -q -- "$VERSION_WANTED" <<<"$out"
+}
 
 log() { echo "build-binaries: $*" >&2; }
 

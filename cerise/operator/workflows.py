@@ -77,8 +77,9 @@ def _read_local(path: Path, root: Path, shown: str) -> str:
 
 async def _download(url: str) -> str:
     data = bytearray()
+    tls = await asyncio.to_thread(httpx.create_ssl_context)  # loading CAs blocks: a thread
     try:
-        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client, \
+        async with httpx.AsyncClient(verify=tls, timeout=30, follow_redirects=True) as client, \
                 client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise cwl.InvalidWorkflow(
