@@ -27,14 +27,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lightkube import AsyncClient
-from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
+from local_cerise import local_cerise
 
-from cerise.devenv import controlplane, projects
-from cerise.devenv.operator import OperatorProcess
 from cerise.kube.jobs import WorkflowJob
-from cerise.remote.connection import LocalRemote
 
 FINAL = {"Success", "Cancelled", "PermanentFailure", "TemporaryFailure", "SystemError"}
 WORKFLOW = json.dumps({
@@ -59,22 +55,8 @@ async def run(jobs: int, kills: int, seed: int, use_cwltool: bool, work: Path) -
     runner = work / "runner.sh"
     runner.write_text((COUNTING_CWLTOOL if use_cwltool else LIGHT_RUNNER).format(count=count))
     runner.chmod(0o755)
-    plane = controlplane.start(work / "control-plane")
-    operator = OperatorProcess(kubeconfig=plane.kubeconfig, exchange_dir=work / "files",
-                               exchange_url="http://localhost:29593/files",
-                               log=work / "operator.log")
-    base = str(work / "resource")
-    try:
-        await projects.install(LocalRemote(), base)
-        plane.kubectl("apply", "-f", "-", stdin=json.dumps({
-            "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
-            "metadata": {"name": "local", "namespace": "default"},
-            "spec": {"refreshSeconds": 0.2, "files": {"protocol": "local", "path": base},
-                     "jobs": {"protocol": "local", "scheduler": "none",
-                              "cwlRunner": str(runner)}}}))
-        operator.start()
-        config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name="admin")
-        client = AsyncClient(config=config)
+    async with local_cerise(work, refresh=0.2, runner=str(runner)) as cerise:
+        client, operator = cerise.client, cerise.operator
         began = time.monotonic()
 
         async def create() -> None:
@@ -105,7 +87,6 @@ async def run(jobs: int, kills: int, seed: int, use_cwltool: bool, work: Path) -
                 break
             await asyncio.sleep(0.5)
         elapsed = time.monotonic() - began
-        await client.close()
         starts = Counter(Path(line).parent.name for line in
                          (count.read_text().splitlines() if count.exists() else []))
         lost = jobs - sum(1 for p in phases.values() if p is not None)
@@ -118,9 +99,6 @@ async def run(jobs: int, kills: int, seed: int, use_cwltool: bool, work: Path) -
         print(f"jobs lost: {lost}")
         print(f"jobs submitted twice: {twice}")
         print(f"jobs not terminal: {unfinished}")
-    finally:
-        operator.stop()
-        plane.stop()
 
 
 def main() -> None:

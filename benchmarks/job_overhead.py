@@ -19,14 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lightkube import AsyncClient
-from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
+from local_cerise import local_cerise
 
-from cerise.devenv import controlplane, projects
-from cerise.devenv.operator import OperatorProcess
 from cerise.kube.jobs import WorkflowJob
-from cerise.remote.connection import LocalRemote
 
 WORKFLOW = json.dumps({
     "cwlVersion": "v1.2", "class": "Workflow", "inputs": {},
@@ -37,21 +33,8 @@ WORKFLOW = json.dumps({
 
 
 async def run(jobs: int, refresh: float, work: Path) -> None:
-    plane = controlplane.start(work / "control-plane")
-    operator = OperatorProcess(kubeconfig=plane.kubeconfig, exchange_dir=work / "files",
-                               exchange_url="http://localhost:29593/files",
-                               log=work / "operator.log")
-    base = str(work / "resource")
-    try:
-        await projects.install(LocalRemote(), base)
-        plane.kubectl("apply", "-f", "-", stdin=json.dumps({
-            "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
-            "metadata": {"name": "local", "namespace": "default"},
-            "spec": {"refreshSeconds": refresh, "files": {"protocol": "local", "path": base},
-                     "jobs": {"protocol": "local", "scheduler": "none"}}}))
-        operator.start()
-        config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name="admin")
-        client = AsyncClient(config=config)
+    async with local_cerise(work, refresh=refresh) as cerise:
+        client = cerise.client
         overheads, totals = [], []
         seen: dict[str, list[float]] = {}
         for index in range(jobs + 1):
@@ -72,14 +55,13 @@ async def run(jobs: int, refresh: float, work: Path) -> None:
             if phase != "Success":
                 raise SystemExit(f"{name} ended in {phase}: {job['status'].get('message')}")
             assert created.metadata is not None
-            job_dir = Path(base) / "jobs" / str(created.metadata.uid)
+            job_dir = cerise.base / "jobs" / str(created.metadata.uid)
             runner = (job_dir / "exit_code").stat().st_mtime - (job_dir / "started").stat().st_mtime
             if index:  # the first job warms caches (imports, connection); not counted
                 overheads.append(total - runner)
                 totals.append(total)
                 for seen_phase, at in first.items():
                     seen.setdefault(seen_phase, []).append(at)
-        await client.close()
         quantiles = statistics.quantiles(overheads, n=20, method="inclusive")
         print("median time from creation until a phase was first seen (client polls every 10 ms):")
         for seen_phase, times in sorted(seen.items(), key=lambda item: statistics.median(item[1])):
@@ -88,9 +70,6 @@ async def run(jobs: int, refresh: float, work: Path) -> None:
         print(f"creation to Success: p50 {statistics.median(totals):.3f} s")
         print(f"overhead (minus runner time): p50 {statistics.median(overheads):.3f} s, "
               f"p95 {quantiles[18]:.3f} s, max {max(overheads):.3f} s")
-    finally:
-        operator.stop()
-        plane.stop()
 
 
 def main() -> None:
