@@ -229,6 +229,7 @@ class ResourceWorker:
 
     async def _stage_in(self, body: Body) -> None:
         phase = kube_jobs.phase_of(body)
+        job: JobInput | None = None
         if phase is Phase.SUBMITTED:
             try:
                 job = await self._load(body)
@@ -248,7 +249,7 @@ class ResourceWorker:
         if phase is not Phase.STAGING_IN:
             return
         try:
-            job = await self._load(body)
+            job = job or await self._load(body)
             plan = staging.plan(job.references, self.exchange, files,
                                 workflow_url=job.workflow_url)
             await staging.stage_in(self.remote, files, plan.transfers, self.exchange)
@@ -396,7 +397,8 @@ class ResourceWorker:
             await self.move(body, phase, Phase.CANCELLED, "cancelled; partial outputs kept",
                             {"output": output})
             return
-        tail = await self.remote.read(files.stderr, await self._tail_offset(files), LOG_CHUNK)
+        end = self._tracking.get(_key(body), _Tracking()).log_offset or 0
+        tail = await self.remote.read(files.stderr, max(0, end - LOG_CHUNK), 2 * LOG_CHUNK)
         final, message = results.final_phase(body["status"].get("exitCode"),
                                              tail.decode(errors="replace"))
         if await self.move(body, phase, final, message, {"output": output}) is None:
@@ -404,11 +406,6 @@ class ResourceWorker:
             if latest is not None and kube_jobs.phase_of(latest) is Phase.STAGING_OUT_CR:
                 await self.move(latest, Phase.STAGING_OUT_CR, Phase.CANCELLED,
                                 "cancelled; partial outputs kept", {"output": output})
-
-    async def _tail_offset(self, files: JobFiles) -> int:
-        size = await self.remote.run(f"stat -c %s {shlex.quote(files.stderr)} 2>/dev/null || "
-                                     "echo 0")
-        return max(0, int(size.stdout.strip() or 0) - LOG_CHUNK)
 
     # --- deletion --------------------------------------------------------------------------
 
