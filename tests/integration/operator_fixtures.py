@@ -16,14 +16,8 @@ from cerise.devenv import projects
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import (
-    LocalRemote,
-    Remote,
-    RemoteUnavailable,
-    SshCredentials,
-    SshRemote,
-    SshTarget,
-)
+from cerise.remote.connection import LocalRemote, Remote, RemoteUnavailable
+from tests.integration.remote_fixtures import ssh_remote
 
 EXCHANGE_URL = "http://localhost:29593/files"
 
@@ -57,13 +51,6 @@ class Resource:
     name: str
     base: str
     remote: Remote
-
-
-def ssh_remote(sshd: SshEndpoint) -> SshRemote:
-    """A connection of the tests' own to the test sshd."""
-    return SshRemote(SshTarget(
-        host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
-        credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text())))
 
 
 def apply(plane: ControlPlane, namespace: str, *bodies: dict[str, Any]) -> None:

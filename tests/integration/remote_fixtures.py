@@ -6,8 +6,10 @@ user, slurmd and execd run jobs as the test user) and the packages of tools/inst
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,14 @@ from cerise.devenv import slurm as devenv_slurm
 from cerise.devenv import sshd as devenv_sshd
 from cerise.devenv import torque as devenv_torque
 from cerise.devenv.process import StartupError
+from cerise.remote.connection import (
+    CommandResult,
+    LocalRemote,
+    Remote,
+    SshCredentials,
+    SshRemote,
+    SshTarget,
+)
 
 
 def _require_root() -> None:
@@ -54,3 +64,50 @@ def gridengine() -> Iterator[devenv_gridengine.GridEngineCell]:
 def torque(slurm: devenv_slurm.SlurmCluster) -> devenv_torque.TorqueWrappers:
     """Slurm's Torque wrappers in front of the `slurm` cluster."""
     return devenv_torque.wrappers(slurm)
+
+
+def ssh_target(sshd: devenv_sshd.SshEndpoint, **changes: Any) -> SshTarget:
+    """How to reach the test sshd as its user, with `changes` (e.g. a wrong host key)."""
+    target = SshTarget(
+        host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
+        credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text()))
+    return dataclasses.replace(target, **changes)
+
+
+def ssh_remote(sshd: devenv_sshd.SshEndpoint) -> SshRemote:
+    """A connection of the tests' own to the test sshd."""
+    return SshRemote(ssh_target(sshd))
+
+
+@pytest.fixture
+async def ssh(sshd: devenv_sshd.SshEndpoint) -> AsyncIterator[SshRemote]:
+    """A connection to the test sshd, closed after the test."""
+    connection = ssh_remote(sshd)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["ssh", "local"])
+async def remote(
+    request: pytest.FixtureRequest, sshd: devenv_sshd.SshEndpoint
+) -> AsyncIterator[Remote]:
+    """Each test twice: over SSH to the test sshd, and on this machine."""
+    connection: Remote = ssh_remote(sshd) if request.param == "ssh" else LocalRemote()
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+class CountingRemote:
+    """A real remote that counts the commands run on it."""
+
+    def __init__(self, inner: Remote) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def run(self, script: str, *, timeout: float = 120.0) -> CommandResult:
+        self.calls += 1
+        return await self.inner.run(script, timeout=timeout)

@@ -17,9 +17,9 @@ from tests.integration.operator_fixtures import (
     Resource,
     apply,
     remove,
-    ssh_remote,
     wait_for_job,
 )
+from tests.integration.remote_fixtures import ssh_remote
 from tests.integration.test_operator_jobs import FINAL, SLEEP, WC, published, submit, upload
 
 pytestmark = pytest.mark.integration

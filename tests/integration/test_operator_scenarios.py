@@ -22,9 +22,9 @@ from tests.integration.operator_fixtures import (
     Resource,
     apply,
     remove,
-    ssh_remote,
     wait_for_job,
 )
+from tests.integration.remote_fixtures import ssh_remote
 from tests.integration.test_operator_jobs import (
     FINAL,
     WC,

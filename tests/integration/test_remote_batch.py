@@ -24,7 +24,6 @@ from cerise.devenv.torque import TorqueWrappers
 from cerise.model.compute import prologue
 from cerise.remote import executor
 from cerise.remote.connection import (
-    CommandResult,
     Remote,
     SshCredentials,
     SshRemote,
@@ -43,6 +42,7 @@ from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.gridengine import GridEngineScheduler
 from cerise.remote.schedulers.slurm import SlurmScheduler
 from cerise.remote.schedulers.torque import TorqueScheduler
+from tests.integration.remote_fixtures import CountingRemote
 
 pytestmark = pytest.mark.integration
 
@@ -219,21 +219,9 @@ class Jobs:
         return result.stdout
 
 
-class CountingRemote:
-    """Counts the commands run on a real remote."""
-
-    def __init__(self, inner: Remote) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    async def run(self, script: str, *, timeout: float = 120.0) -> CommandResult:
-        self.calls += 1
-        return await self.inner.run(script, timeout=timeout)
-
-
 @pytest.fixture
-async def jobs(remote: Remote, batch: Batch, base: str) -> AsyncIterator[Jobs]:
-    tracker = Jobs(remote, batch, base)
+async def jobs(ssh: SshRemote, batch: Batch, base: str) -> AsyncIterator[Jobs]:
+    tracker = Jobs(ssh, batch, base)
     yield tracker
     if tracker.submitted:
         await tracker.cancel(tracker.submitted)

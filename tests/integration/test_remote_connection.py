@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
@@ -13,56 +12,28 @@ import pytest
 
 from cerise.devenv.sshd import SshEndpoint
 from cerise.remote.connection import (
-    LocalRemote,
     Remote,
     RemoteUnavailable,
     SshCredentials,
     SshRemote,
-    SshTarget,
 )
+from tests.integration.remote_fixtures import ssh_target
 
 pytestmark = pytest.mark.integration
 
 
-def target(sshd: SshEndpoint, **changes: object) -> SshTarget:
-    values: dict[str, object] = {
-        "host": sshd.host, "port": sshd.port, "host_keys": (sshd.host_key,),
-        "credentials": SshCredentials(sshd.username, private_key=sshd.client_key.read_text()),
-    }
-    values.update(changes)
-    return SshTarget(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def remote(sshd: SshEndpoint) -> AsyncIterator[SshRemote]:
-    connection = SshRemote(target(sshd))
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(params=["ssh", "local"])
-async def any_remote(request: pytest.FixtureRequest, sshd: SshEndpoint) -> AsyncIterator[Remote]:
-    connection: Remote = SshRemote(target(sshd)) if request.param == "ssh" else LocalRemote()
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-async def test_runs_scripts_as_the_remote_user(remote: SshRemote, sshd: SshEndpoint) -> None:
-    result = await remote.run("id -un; echo oops >&2; exit 3")
+async def test_runs_scripts_as_the_remoteuser(ssh: SshRemote, sshd: SshEndpoint) -> None:
+    result = await ssh.run("id -un; echo oops >&2; exit 3")
     assert (result.exit_status, result.stdout, result.stderr) == (3, f"{sshd.username}\n", "oops\n")
 
 
-async def test_commands_cannot_read_the_rest_of_the_script(any_remote: Remote) -> None:
-    result = await any_remote.run("cat\necho still-here")
+async def test_commands_cannot_read_the_rest_of_the_script(remote: Remote) -> None:
+    result = await remote.run("cat\necho still-here")
     assert result.stdout == "still-here\n"
 
 
-async def test_many_commands_share_one_connection(remote: SshRemote, sshd: SshEndpoint) -> None:
-    results = await asyncio.gather(*(remote.run(f"echo {i}") for i in range(40)))
+async def test_many_commands_share_one_connection(ssh: SshRemote, sshd: SshEndpoint) -> None:
+    results = await asyncio.gather(*(ssh.run(f"echo {i}") for i in range(40)))
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(40)]
     # One TCP connection from us to sshd, whatever the number of commands.
     ss = ["ss", "-Htn", "state", "established", "dst", f"127.0.0.1:{sshd.port}"]
@@ -71,25 +42,25 @@ async def test_many_commands_share_one_connection(remote: SshRemote, sshd: SshEn
     assert len(established) == 1
 
 
-async def test_files_round_trip(any_remote: Remote, tmp_path: Path) -> None:
-    base = (await any_remote.run("mktemp -d")).stdout.strip()
+async def test_files_round_trip(remote: Remote, tmp_path: Path) -> None:
+    base = (await remote.run("mktemp -d")).stdout.strip()
     name = f"{base}/a file with 'quotes' and $(dollar)"
-    await any_remote.write(name, b"hello\n")
-    assert await any_remote.read(name) == b"hello\n"
-    assert await any_remote.read(name, offset=2, limit=2) == b"ll"
-    assert await any_remote.read(f"{base}/missing") == b""
+    await remote.write(name, b"hello\n")
+    assert await remote.read(name) == b"hello\n"
+    assert await remote.read(name, offset=2, limit=2) == b"ll"
+    assert await remote.read(f"{base}/missing") == b""
     source = tmp_path / "source"
     source.write_bytes(bytes(range(256)) * 1000)
-    await any_remote.put(source, f"{base}/copy")
-    await any_remote.get(f"{base}/copy", tmp_path / "back")
+    await remote.put(source, f"{base}/copy")
+    await remote.get(f"{base}/copy", tmp_path / "back")
     assert (tmp_path / "back").read_bytes() == source.read_bytes()
-    mode = await any_remote.run(f"stat -c %a {base}/copy && rm -rf {base}")
+    mode = await remote.run(f"stat -c %a {base}/copy && rm -rf {base}")
     assert mode.exit_status == 0
 
 
 async def test_wrong_host_key_is_refused(sshd: SshEndpoint) -> None:
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    remote = SshRemote(target(sshd, host_keys=(impostor,)))
+    remote = SshRemote(ssh_target(sshd, host_keys=(impostor,)))
     with pytest.raises(RemoteUnavailable, match="host key does not match"):
         await remote.run("true")
     assert not remote.connected
@@ -99,7 +70,8 @@ async def test_wrong_key_is_refused_without_leaking_it(
     sshd: SshEndpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
-    remote = SshRemote(target(sshd, credentials=SshCredentials(sshd.username, private_key=other)))
+    creds = SshCredentials(sshd.username, private_key=other)
+    remote = SshRemote(ssh_target(sshd, credentials=creds))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(RemoteUnavailable) as error:
         await remote.run("true")
@@ -109,7 +81,7 @@ async def test_wrong_key_is_refused_without_leaking_it(
 
 async def test_password_login_is_refused_by_the_server(sshd: SshEndpoint) -> None:
     creds = SshCredentials(sshd.username, password="hunter2")
-    remote = SshRemote(target(sshd, credentials=creds))
+    remote = SshRemote(ssh_target(sshd, credentials=creds))
     with pytest.raises(RemoteUnavailable, match="authentication failed") as error:
         await remote.run("true")
     assert "hunter2" not in str(error.value)
@@ -119,18 +91,18 @@ async def test_password_login_is_refused_by_the_server(sshd: SshEndpoint) -> Non
 async def test_encrypted_key_with_passphrase(sshd: SshEndpoint, tmp_path: Path) -> None:
     key = asyncssh.import_private_key(sshd.client_key.read_text())
     encrypted = key.export_private_key(passphrase="s3cret").decode()
-    ok = SshRemote(target(sshd, credentials=SshCredentials(
+    ok = SshRemote(ssh_target(sshd, credentials=SshCredentials(
         sshd.username, private_key=encrypted, passphrase="s3cret")))
     assert (await ok.run("echo in")).stdout == "in\n"
     await ok.close()
-    wrong = SshRemote(target(sshd, credentials=SshCredentials(
+    wrong = SshRemote(ssh_target(sshd, credentials=SshCredentials(
         sshd.username, private_key=encrypted, passphrase="nope")))
     with pytest.raises(ValueError, match="cannot be read"):
         await wrong.run("true")
 
 
 async def test_unreachable_server_backs_off(sshd: SshEndpoint) -> None:
-    down = SshRemote(target(sshd, port=1))
+    down = SshRemote(ssh_target(sshd, port=1))
     with pytest.raises(RemoteUnavailable, match=r"Connect call failed|refused"):
         await down.run("true")
     with pytest.raises(RemoteUnavailable, match="retrying in"):
@@ -138,15 +110,15 @@ async def test_unreachable_server_backs_off(sshd: SshEndpoint) -> None:
 
 
 async def test_killed_sessions_are_survived_by_reconnecting(
-    remote: SshRemote, sshd: SshEndpoint
+    ssh: SshRemote, sshd: SshEndpoint
 ) -> None:
-    assert (await remote.run("echo one")).stdout == "one\n"
+    assert (await ssh.run("echo one")).stdout == "one\n"
     # Kill the server side of our connection (sshd's per-connection processes of the user).
     pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
     await asyncio.to_thread(subprocess.run, pkill, check=False)
     with pytest.raises(RemoteUnavailable, match="connection lost"):
         for _ in range(50):
-            await remote.run("echo two")
+            await ssh.run("echo two")
             await asyncio.sleep(0.05)
-    assert not remote.connected
-    assert (await remote.run("echo three")).stdout == "three\n"
+    assert not ssh.connected
+    assert (await ssh.run("echo three")).stdout == "three\n"

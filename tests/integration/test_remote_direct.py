@@ -4,42 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
 
-from cerise.devenv.sshd import SshEndpoint
 from cerise.remote import executor
 from cerise.remote.connection import (
-    CommandResult,
-    LocalRemote,
     Remote,
-    SshCredentials,
-    SshRemote,
-    SshTarget,
 )
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request
 from cerise.remote.schedulers.direct import DirectScheduler
+from tests.integration.remote_fixtures import CountingRemote
 
 pytestmark = pytest.mark.integration
 
 SCHEDULER = DirectScheduler()
-
-
-@pytest.fixture(params=["ssh", "local"])
-async def remote(request: pytest.FixtureRequest, sshd: SshEndpoint) -> AsyncIterator[Remote]:
-    if request.param == "ssh":
-        connection: Remote = SshRemote(SshTarget(
-            host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
-            credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text())))
-    else:
-        connection = LocalRemote()
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def new_job(remote: Remote) -> JobFiles:
@@ -135,18 +115,6 @@ async def test_poll_of_many_jobs_is_one_command(remote: Remote) -> None:
     before = counting.calls
     await executor.poll(cast(Remote, counting), SCHEDULER, jobs)
     assert counting.calls == before + 1
-
-
-class CountingRemote:
-    """Counts the commands run on a real remote."""
-
-    def __init__(self, inner: Remote) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    async def run(self, script: str, *, timeout: float = 120.0) -> CommandResult:
-        self.calls += 1
-        return await self.inner.run(script, timeout=timeout)
 
 
 async def test_remove_job_dir(remote: Remote) -> None:

@@ -11,19 +11,18 @@ import re
 import shlex
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
-from cerise.devenv.sshd import SshEndpoint
 from cerise.model import cwl
 from cerise.model.cwl import Origin
 from cerise.model.exchange import Exchange
 from cerise.remote import executor, staging
-from cerise.remote.connection import LocalRemote, Remote, SshCredentials, SshRemote, SshTarget
+from cerise.remote.connection import Remote
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.staging import InputRejected, OutputRejected
 
@@ -31,20 +30,6 @@ pytestmark = pytest.mark.integration
 
 URL = "http://localhost:29593/files"
 HOSTILE = ["my data.txt", "it's \"quoted\".txt", "$(touch pwned).txt", "a;b&&c|d", "..x", "-rf"]
-
-
-@pytest.fixture(params=["ssh", "local"])
-async def remote(request: pytest.FixtureRequest, sshd: SshEndpoint) -> AsyncIterator[Remote]:
-    if request.param == "ssh":
-        connection: Remote = SshRemote(SshTarget(
-            host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
-            credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text())))
-    else:
-        connection = LocalRemote()
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
