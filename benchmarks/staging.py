@@ -98,7 +98,8 @@ class Bench:
             await remote.close()
 
     def start_master(self) -> None:
-        if not self.fresh:
+        """Start OpenSSH's shared connection, unless --fresh or it is up."""
+        if not self.fresh and not self.ssh(["-O", "check", self.login()]):
             self.ssh(["-M", "-N", "-f", "-o", "ControlPersist=yes", self.login()])
 
     async def close(self) -> None:
@@ -110,9 +111,10 @@ class Bench:
     def login(self) -> str:
         return f"{self.endpoint.username}@{self.endpoint.host}"
 
-    def ssh(self, args: list[str]) -> None:
+    def ssh(self, args: list[str]) -> bool:
         port = ["-p", str(self.endpoint.port)]
-        subprocess.run(["ssh", "-q", *self.ssh_options, *port, *args], check=True)
+        command = ["ssh", "-q", *self.ssh_options, *port, *args]
+        return subprocess.run(command, capture_output=True).returncode == 0
 
     def openssh(self, program: str, *args: str, stdin: str | None = None) -> None:
         port = ["-P", str(self.endpoint.port)]
@@ -181,6 +183,7 @@ async def one_round(bench: Bench, note: Callable[[str, float], None]) -> None:
     """Every measurement once, interleaved, in a fresh remote directory."""
     big = bench.inputs / "big.bin"
     back = bench.scratch / "back"
+    bench.start_master()  # again, in case something killed it
     remote_dir = await remote_command(bench, "mktemp -d")
     try:
         back.mkdir()
@@ -203,9 +206,10 @@ async def one_round(bench: Bench, note: Callable[[str, float], None]) -> None:
         note("scp -r in", timed(bench, "scp", "-r", small, bench.target(f"{remote_dir}/s")))
         note("scp -r out", timed(bench, "scp", "-r", bench.target(f"{remote_dir}/s"), str(back)))
     finally:
-        await remote_command(bench, f"rm -rf {shlex.quote(remote_dir)}")
         shutil.rmtree(back, ignore_errors=True)
         shutil.rmtree(bench.exchange.root / "output", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            await remote_command(bench, f"rm -rf {shlex.quote(remote_dir)}")
 
 
 async def run(bench: Bench, size_mb: int, count: int, repeat: int) -> None:
@@ -257,7 +261,6 @@ async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cerise-bench-") as scratch:
             bench = Bench(server.endpoint, Path(scratch), args.fresh)
             make_data(bench, args.size_mb, args.files)
-            bench.start_master()
             try:
                 await run(bench, args.size_mb, args.files, args.repeat)
             finally:

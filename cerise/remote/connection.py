@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import asyncssh
 
@@ -60,6 +60,15 @@ class CommandResult:
 
     exit_status: int
     stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class BytesResult:
+    """What a remote script did, with its standard output as bytes (e.g. file contents)."""
+
+    exit_status: int
+    stdout: bytes
     stderr: str
 
 
@@ -101,6 +110,10 @@ class Remote(Protocol):
 
     async def run(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
         """Run a bash script; its exit status and output."""
+        ...
+
+    async def run_bytes(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> BytesResult:
+        """Run a bash script; its exit status and output, standard output as bytes."""
         ...
 
     async def put(self, local: Path, remote: str) -> None:
@@ -243,6 +256,22 @@ class SshRemote:
             stderr=_text(result.stderr),
         )
 
+    async def run_bytes(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> BytesResult:
+        connection = await self._connect()
+        async with self._channels:
+            try:
+                result = await connection.run(
+                    "bash -s", input=wrap_script(script).encode(), encoding=None,
+                    timeout=timeout, check=False)
+            except (OSError, asyncssh.Error) as error:
+                raise await self._lost(error) from None
+        stdout = result.stdout if isinstance(result.stdout, bytes) else b""
+        return BytesResult(
+            exit_status=result.exit_status if result.exit_status is not None else 255,
+            stdout=stdout,
+            stderr=_text(result.stderr),
+        )
+
     @contextlib.asynccontextmanager
     async def _sftp_client(self) -> AsyncIterator[asyncssh.SFTPClient]:
         connection = await self._connect()
@@ -252,7 +281,8 @@ class SshRemote:
                     self._sftp = await connection.start_sftp_client()
             yield self._sftp
         except (OSError, asyncssh.Error) as error:
-            if isinstance(error, asyncssh.SFTPError):
+            lost = asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection
+            if isinstance(error, asyncssh.SFTPError) and not isinstance(error, lost):
                 raise
             raise await self._lost(error) from None
 
@@ -346,6 +376,14 @@ class LocalRemote:
         return getpass.getuser()
 
     async def run(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        result = await self.run_bytes(script, timeout=timeout)
+        return CommandResult(
+            exit_status=result.exit_status,
+            stdout=result.stdout.decode(errors="replace"),
+            stderr=result.stderr,
+        )
+
+    async def run_bytes(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> BytesResult:
         async with self._channels:
             process = await asyncio.create_subprocess_exec(
                 "bash", "-s", stdin=asyncio.subprocess.PIPE,
@@ -359,9 +397,9 @@ class LocalRemote:
                 process.kill()
                 await process.wait()
                 raise
-        return CommandResult(
+        return BytesResult(
             exit_status=process.returncode if process.returncode is not None else 255,
-            stdout=stdout.decode(errors="replace"),
+            stdout=stdout,
             stderr=stderr.decode(errors="replace"),
         )
 
@@ -573,11 +611,21 @@ async def _abandon(futures: set[asyncio.Future[int]] | set[asyncio.Future[None]]
     errors would then be logged as never retrieved; in flight after a failure they
     usually end at once, with the same error.
     """
-    if futures:
-        _, late = await asyncio.wait(futures, timeout=ABANDON_WAIT)
+    late: set[asyncio.Future[Any]] = set(futures)
+    for future in late:
+        future.add_done_callback(_consume)
+    try:
+        if late:
+            _, late = await asyncio.wait(late, timeout=ABANDON_WAIT)
+    finally:  # also when cancelled while waiting
         for future in late:
             future.cancel()
-        await asyncio.gather(*futures, return_exceptions=True)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned future's outcome as seen (it was reported by another)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _temporary_name(path: str) -> str:

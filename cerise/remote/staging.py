@@ -16,9 +16,10 @@ transfers out:
   characters outside ``[A-Za-z0-9_.-]`` replaced by ``_`` and long names shortened. So no
   name can traverse, start with ``-`` or mean anything to a shell (every path reaching
   a shell is quoted all the same). The tool still sees the user's name: where the object
-  has no ``basename``, the plan sets it, and runners stage inputs under their basename
-  (cwltool links ``reads.bam`` and its ``reads.bam.bai`` side by side). Entries inside a
-  staged directory keep their own names: they are the directory's content.
+  has no ``basename``, the plan sets it (made portable, since cwltool refuses names with
+  spaces, quotes and the like), and runners stage inputs under their basename (cwltool
+  links ``reads.bam`` and its ``reads.bam.bai`` side by side). Entries inside a staged
+  directory keep their own names: they are the directory's content.
 * Locations on the remote side are percent-encoded ``file://`` URLs. cwltool also takes
   absolute paths, but reads a location without a scheme as a URI reference, so a ``#``,
   ``?`` or ``%`` in a path (names inside directories are kept verbatim) would be misread.
@@ -39,8 +40,8 @@ that does not exist (a failed or partial run) becomes null, or is dropped from a
 secondaryFiles or listing list. A file already published with the right size is not
 copied again (large files are renamed into place when complete; small ones are written in
 place, and one left incomplete has the wrong size), so a repeat after a crash gives the
-same result. Small files travel in batches, a thread hop per batch rather than per file,
-both ways.
+same result. Small files travel in batches, both ways: one thread hop reads or writes a
+batch locally, and on the way out one ``cat`` brings a batch, cut at the listed sizes.
 
 Limits: a Directory must come from the exchange (http has no listing); symbolic links to
 directories inside an input directory are refused; the output object is read whole, up
@@ -784,10 +785,12 @@ def _prepare_outputs(target: Path, planned: OutputPlan) -> set[str]:
 async def _fetch(
     remote: Remote, copies: Sequence[Copy], target_dir: Path, parallel: int
 ) -> list[str]:
-    """Copy files into the exchange, `parallel` at once; the relpaths that have vanished.
+    """Copy files into the exchange; the relpaths of those that have vanished.
 
-    Small files are read whole (their size is known, so in one request) and written a
-    batch per thread hop, as `_send` does the other way.
+    Large files are downloaded, `parallel` at once. Small ones come a batch at a time
+    from ONE ``cat`` of them all, cut at the sizes the listing gave; SFTP would take
+    three requests per file. A batch whose output does not add up (a file changed or
+    vanished since the listing) is downloaded file by file instead.
     """
     slots = asyncio.Semaphore(parallel)
 
@@ -802,17 +805,17 @@ async def _fetch(
                 return [copy_.relpath]
         return []
 
-    async def read(copy_: Copy) -> bytes:
-        async with slots:
-            return await remote.read(copy_.remote, 0, copy_.size)
-
     async def batch(group: Sequence[Copy]) -> list[str]:
-        contents = await _all((read(c) for c in group), len(group))
-        whole = [(local(c), data) for c, data in zip(group, contents, strict=True)
-                 if len(data) == c.size]
-        await asyncio.to_thread(_write_files, whole)
-        changed = [c for c, data in zip(group, contents, strict=True) if len(data) != c.size]
-        return [path for paths in await _all(map(download, changed), parallel) for path in paths]
+        paths = " ".join(shlex.quote(copy_.remote) for copy_ in group)
+        result = await remote.run_bytes(f"cat -- {paths}")
+        if result.exit_status == 0 and len(result.stdout) == sum(c.size for c in group):
+            pieces, offset = [], 0
+            for copy_ in group:
+                pieces.append((local(copy_), result.stdout[offset : offset + copy_.size]))
+                offset += copy_.size
+            await asyncio.to_thread(_write_files, pieces)
+            return []
+        return [path for paths in await _all(map(download, group), parallel) for path in paths]
 
     small = [copy_ for copy_ in copies if copy_.size <= SMALL_FILE]
     jobs = [

@@ -122,3 +122,17 @@ async def test_killed_sessions_are_survived_by_reconnecting(
             await asyncio.sleep(0.05)
     assert not ssh.connected
     assert (await ssh.run("echo three")).stdout == "three\n"
+
+
+async def test_file_access_recovers_after_killed_sessions(
+    ssh: SshRemote, sshd: SshEndpoint
+) -> None:
+    base = (await ssh.run("mktemp -d")).stdout.strip()
+    await ssh.write(f"{base}/f", b"kept")
+    pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
+    await asyncio.to_thread(subprocess.run, pkill, check=False)
+    with pytest.raises(RemoteUnavailable, match="connection lost"):
+        for _ in range(50):
+            await ssh.read(f"{base}/f")
+            await asyncio.sleep(0.05)
+    assert await ssh.read(f"{base}/f") == b"kept"

@@ -11,7 +11,7 @@ import re
 import shlex
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -59,11 +59,14 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-async def new_job(remote: Remote) -> JobFiles:
+@pytest.fixture
+async def files(remote: Remote) -> AsyncIterator[JobFiles]:
+    """A new job directory on the remote side, removed afterwards."""
     base = (await remote.run("mktemp -d")).stdout.strip()
-    files = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
-    await executor.create_job_dir(remote, files)
-    return files
+    job = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
+    await executor.create_job_dir(remote, job)
+    yield job
+    await remote.run(f"rm -rf {shlex.quote(base)}")
 
 
 def put(exchange: Exchange, relpath: str, data: bytes) -> str:
@@ -95,7 +98,7 @@ async def stat_mode(remote: Remote, path: str) -> str:
 
 
 async def test_every_kind_of_input_arrives_where_the_rewritten_input_says(
-    remote: Remote, exchange: Exchange, web: tuple[str, Path]
+    remote: Remote, files: JobFiles, exchange: Exchange, web: tuple[str, Path]
 ) -> None:
     web_url, web_dir = web
     (web_dir / "remote data.txt").write_bytes(b"from the web")
@@ -121,7 +124,6 @@ async def test_every_kind_of_input_arrives_where_the_rewritten_input_says(
         "empty": a_file(put(exchange, "empty", b"")),
     }
     workflow = parse(inputs)
-    files = await new_job(remote)
     plan = staging.plan(cwl.check_inputs(workflow, values), exchange, files,
                         workflow_url=f"{URL}/input/job/workflow.cwl")
 
@@ -155,10 +157,9 @@ async def test_every_kind_of_input_arrives_where_the_rewritten_input_says(
 
 
 async def test_hostile_names_arrive_intact_and_run_nothing(
-    remote: Remote, exchange: Exchange
+    remote: Remote, files: JobFiles, exchange: Exchange
 ) -> None:
     values = {"many": [a_file(put(exchange, name, name.encode())) for name in HOSTILE]}
-    files = await new_job(remote)
     plan = staging.plan(cwl.check_inputs(parse({"many": "File[]"}), values), exchange, files)
 
     await staging.stage_in(remote, files, plan.transfers, exchange)
@@ -174,11 +175,10 @@ async def test_hostile_names_arrive_intact_and_run_nothing(
 
 
 async def test_a_second_stage_in_sends_nothing_and_checksums_not_sizes_decide(
-    remote: Remote, exchange: Exchange
+    remote: Remote, files: JobFiles, exchange: Exchange
 ) -> None:
     values = {"many": [a_file(put(exchange, f"f{i}.txt", f"content {i}".encode()))
                        for i in range(5)]}
-    files = await new_job(remote)
     plan = staging.plan(cwl.check_inputs(parse({"many": "File[]"}), values), exchange, files)
     first = await staging.stage_in(remote, files, plan.transfers, exchange)
 
@@ -195,13 +195,12 @@ async def test_a_second_stage_in_sends_nothing_and_checksums_not_sizes_decide(
 
 
 async def test_inputs_the_user_got_wrong_are_rejected_with_a_reason(
-    remote: Remote, exchange: Exchange, web: tuple[str, Path], tmp_path: Path
+    remote: Remote, files: JobFiles, exchange: Exchange, web: tuple[str, Path], tmp_path: Path
 ) -> None:
     web_url, _ = web
     secret = tmp_path / "secret.txt"
     secret.write_text("secret")
     (exchange.root / "input/job/link.txt").symlink_to(secret)
-    files = await new_job(remote)
     workflow = parse({"f": "File"})
 
     async def rejection(location: str) -> str:
@@ -246,9 +245,8 @@ ln -s '../my out.txt' 'res dir/alias'; ln -s nowhere 'res dir/dangling'""")
 
 
 async def test_outputs_are_published_in_the_exchange_also_after_a_partial_run(
-    remote: Remote, exchange: Exchange
+    remote: Remote, files: JobFiles, exchange: Exchange
 ) -> None:
-    files = await new_job(remote)
     await write_remote(remote, files)
 
     published = await staging.stage_out(remote, files, exchange, "uid-1")
@@ -279,9 +277,8 @@ async def test_outputs_are_published_in_the_exchange_also_after_a_partial_run(
 
 
 async def test_stage_out_again_gives_the_same_result_without_copying(
-    remote: Remote, exchange: Exchange
+    remote: Remote, files: JobFiles, exchange: Exchange
 ) -> None:
-    files = await new_job(remote)
     await write_remote(remote, files)
     first = await staging.stage_out(remote, files, exchange, "uid-2")
     published = exchange.output_path("uid-2", "my out.txt")
@@ -295,8 +292,9 @@ async def test_stage_out_again_gives_the_same_result_without_copying(
     assert (exchange.output_dir("uid-2") / "one").read_bytes() == b"1"
 
 
-async def test_large_outputs_round_trip(remote: Remote, exchange: Exchange) -> None:
-    files = await new_job(remote)
+async def test_large_outputs_round_trip(
+    remote: Remote, files: JobFiles, exchange: Exchange
+) -> None:
     data = os.urandom(20 << 20)
     url = put(exchange, "big.bin", data)
     plan = staging.plan(cwl.check_inputs(parse({"f": "File"}), {"f": a_file(url)}),
@@ -313,9 +311,8 @@ async def test_large_outputs_round_trip(remote: Remote, exchange: Exchange) -> N
 
 
 async def test_outputs_leading_out_of_the_job_are_refused(
-    remote: Remote, exchange: Exchange
+    remote: Remote, files: JobFiles, exchange: Exchange
 ) -> None:
-    files = await new_job(remote)
     await remote.run(f"cd {files.work} && ln -s /etc/passwd leak && mkdir d && "
                      "ln -s ../../../ d/up")
     cases = {
@@ -335,9 +332,8 @@ async def test_outputs_leading_out_of_the_job_are_refused(
 
 
 async def test_a_run_that_wrote_no_output_publishes_nothing(
-    remote: Remote, exchange: Exchange
+    remote: Remote, files: JobFiles, exchange: Exchange
 ) -> None:
-    files = await new_job(remote)
     assert await staging.stage_out(remote, files, exchange, "uid-5") == {}
     await remote.write(files.stdout, b"Traceback (most recent call last):")
     with pytest.raises(OutputRejected, match="not valid JSON"):
