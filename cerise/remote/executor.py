@@ -27,12 +27,6 @@ async def _check(remote: Remote, script: str, what: str) -> str:
     return result.stdout
 
 
-async def create_job_dir(remote: Remote, files: JobFiles) -> None:
-    """Make the job directory and its work directory, private to the user (0700)."""
-    await _check(remote, f"umask 077 && mkdir -p {shlex.quote(files.work)}",
-                 f"cannot create {files.job_dir}")
-
-
 async def submit(
     remote: Remote,
     scheduler: Scheduler,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from cerise.remote.connection import (
     SshRemote,
     SshTarget,
 )
+from cerise.remote.jobscript import JobFiles
 
 
 def _require_root() -> None:
@@ -111,3 +113,9 @@ class CountingRemote:
     async def run(self, script: str, *, timeout: float = 120.0) -> CommandResult:
         self.calls += 1
         return await self.inner.run(script, timeout=timeout)
+
+
+async def make_job_dir(remote: Remote, files: JobFiles) -> None:
+    """Create a job directory and its work directory, private to the user, as staging does."""
+    made = await remote.run(f"umask 077 && mkdir -p {shlex.quote(files.work)}")
+    assert made.exit_status == 0, made.stderr

@@ -42,7 +42,7 @@ from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.gridengine import GridEngineScheduler
 from cerise.remote.schedulers.slurm import SlurmScheduler
 from cerise.remote.schedulers.torque import TorqueScheduler
-from tests.integration.remote_fixtures import CountingRemote
+from tests.integration.remote_fixtures import CountingRemote, make_job_dir
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,7 @@ class Jobs:
 
     async def new(self) -> JobFiles:
         files = JobFiles(f"{self.base}/jobs/{uuid.uuid4()}")
-        await executor.create_job_dir(self.remote, files)
+        await make_job_dir(self.remote, files)
         for path in (files.workflow, files.input):
             await self.remote.write(path, b"{}")
         return files

@@ -15,7 +15,7 @@ from cerise.remote.connection import (
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request
 from cerise.remote.schedulers.direct import DirectScheduler
-from tests.integration.remote_fixtures import CountingRemote
+from tests.integration.remote_fixtures import CountingRemote, make_job_dir
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ SCHEDULER = DirectScheduler()
 async def new_job(remote: Remote) -> JobFiles:
     base = (await remote.run("mktemp -d")).stdout.strip()
     files = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
-    await executor.create_job_dir(remote, files)
+    await make_job_dir(remote, files)
     for path in (files.workflow, files.input):
         await remote.write(path, b"{}")
     return files

@@ -21,10 +21,11 @@ import pytest
 from cerise.model import cwl
 from cerise.model.cwl import Origin
 from cerise.model.exchange import Exchange
-from cerise.remote import executor, staging
+from cerise.remote import staging
 from cerise.remote.connection import Remote
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.staging import InputRejected, OutputRejected
+from tests.integration.remote_fixtures import make_job_dir
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ async def files(remote: Remote) -> AsyncIterator[JobFiles]:
     """A new job directory on the remote side, removed afterwards."""
     base = (await remote.run("mktemp -d")).stdout.strip()
     job = JobFiles(f"{base}/jobs/{uuid.uuid4()}")
-    await executor.create_job_dir(remote, job)
+    await make_job_dir(remote, job)
     yield job
     await remote.run(f"rm -rf {shlex.quote(base)}")
 
