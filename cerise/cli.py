@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from cerise.devenv import controlplane, projects
+from cerise.devenv.operator import IDENTITY as operator_identity
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.process import StartupError, rss_kib
 from cerise.model import compute
@@ -51,16 +52,18 @@ def dev_up(state: Path) -> int:
     try:
         plane = controlplane.start(
             state / "control-plane",
-            identities=[("alice", ("cerise:team-a",))],
+            identities=[("alice", ("cerise:team-a",)), operator_identity],
             namespaces={"alice": "team-a"},
         )
     except StartupError as error:
         print(f"cerise: {error}", file=sys.stderr)
         return 1
-    operator = OperatorProcess(kubeconfig=plane.kubeconfig, exchange_dir=state / "files",
+    operator = OperatorProcess(kubeconfig=plane.kubeconfig_for(operator_identity[0]),
+                               exchange_dir=state / "files",
                                exchange_url=EXCHANGE_URL, log=state / "operator.log")
     try:
         controlplane.create_tenant(plane, "team-a", "cerise:team-a")
+        controlplane.bind_cluster_role(plane, "cerise-operator", operator_identity[1][0])
         _prepare_local_resource(state / "files")
         plane.kubectl("apply", "-n", "default", "-f", str(EXAMPLE_RESOURCE))
         operator.start()

@@ -26,7 +26,8 @@ from cerise.devenv.process import Daemon, StartupError, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
-USER_ROLE = REPO / "deploy" / "rbac" / "user-role.yaml"
+RBAC = REPO / "deploy" / "rbac"
+"""ClusterRoles for Cerise's users (`cerise-user`) and its operator (`cerise-operator`)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class ControlPlane:
              "--context", user, *args],
             capture_output=True, text=True, check=check, input=stdin, timeout=120,
         )
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig whose current context is `user`'s (for programs without --context)."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["current-context"] = user
+        path = self.workdir / f"kubeconfig-{user}"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
+        return path
 
     def daemon(self, name: str) -> Daemon:
         """The daemon called `name` (etcd, kube-apiserver, kube-controller-manager)."""
@@ -194,8 +204,7 @@ def start(
         if controller_manager:
             _start_controller_manager(plane, pki, timeout)
         install_crds(plane)
-        if USER_ROLE.is_file():
-            plane.kubectl("apply", "-f", str(USER_ROLE))
+        plane.kubectl("apply", "-f", str(RBAC))
     except BaseException:
         plane.stop()
         raise
@@ -244,3 +253,15 @@ def create_tenant(plane: ControlPlane, namespace: str, group: str) -> None:
         },
     ]
     plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifest))
+
+
+def bind_cluster_role(plane: ControlPlane, role: str, group: str) -> None:
+    """Grant ClusterRole `role` to the members of `group`, cluster-wide."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{role}-{group.replace(':', '-')}"},
+        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
+        "roleRef": {"kind": "ClusterRole", "name": role, "apiGroup": "rbac.authorization.k8s.io"},
+    }
+    plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(binding))

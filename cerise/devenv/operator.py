@@ -11,6 +11,9 @@ import httpx
 
 from cerise.devenv.process import Daemon, free_port
 
+IDENTITY = ("cerise-operator", ("cerise:operators",))
+"""The operator's own user and group: it runs with ClusterRole `cerise-operator` only."""
+
 
 @dataclass
 class OperatorProcess:

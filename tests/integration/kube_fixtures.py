@@ -11,6 +11,7 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
 from cerise.devenv import controlplane
+from cerise.devenv import operator as operator_process
 from cerise.devenv.controlplane import ControlPlane
 
 TENANTS = {"alice": ("team-a", "cerise:team-a"), "bob": ("team-b", "cerise:team-b")}
@@ -21,12 +22,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     """etcd + kube-apiserver + kube-controller-manager with the CRDs and two tenants."""
     plane = controlplane.start(
         tmp_path_factory.mktemp("control-plane"),
-        identities=[(user, (group,)) for user, (_, group) in TENANTS.items()],
+        identities=[(user, (group,)) for user, (_, group) in TENANTS.items()]
+        + [operator_process.IDENTITY],
         namespaces={user: namespace for user, (namespace, _) in TENANTS.items()},
     )
     try:
         for namespace, group in TENANTS.values():
             controlplane.create_tenant(plane, namespace, group)
+        controlplane.bind_cluster_role(plane, "cerise-operator", operator_process.IDENTITY[1][0])
         previous = os.environ.get("KUBECONFIG")
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         yield plane

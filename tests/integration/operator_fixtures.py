@@ -14,7 +14,7 @@ import pytest
 
 from cerise.devenv import projects
 from cerise.devenv.controlplane import ControlPlane
-from cerise.devenv.operator import OperatorProcess
+from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from cerise.remote.connection import LocalRemote, Remote, RemoteUnavailable
 from tests.integration.remote_fixtures import ssh_remote
@@ -34,9 +34,10 @@ def exchange_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def operator(
     control_plane: ControlPlane, exchange_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """The operator, run as in production (a `kopf run` process), for the whole session."""
+    """The operator, run as in production: a `kopf run` process with its own, least
+    privileged identity (ClusterRole `cerise-operator`), for the whole session."""
     process = OperatorProcess(
-        kubeconfig=control_plane.kubeconfig, exchange_dir=exchange_dir,
+        kubeconfig=control_plane.kubeconfig_for(IDENTITY[0]), exchange_dir=exchange_dir,
         exchange_url=EXCHANGE_URL, log=tmp_path_factory.mktemp("operator") / "operator.log")
     process.start()
     yield process

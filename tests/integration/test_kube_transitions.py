@@ -14,6 +14,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
 from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import IDENTITY
 from cerise.kube import jobs
 from cerise.kube.jobs import TransitionConflict, WorkflowJob
 from cerise.model.states import IllegalTransition, Phase
@@ -256,3 +257,26 @@ def test_kubectl_contexts_of_tenants_are_isolated(
     theirs = control_plane.kubectl("get", "wfj", "-n", "team-b", user="alice", check=False)
     assert theirs.returncode != 0
     assert "forbidden" in theirs.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("patch", "workflowjobs.cerise.dev/status", True),
+        ("watch", "computeresources.cerise.dev", True),
+        ("get", "secrets", True),
+        ("create", "events", True),
+        ("list", "secrets", False),
+        ("delete", "workflowjobs.cerise.dev", False),
+        ("create", "workflowjobs.cerise.dev", False),
+        ("create", "pods", False),
+    ],
+)
+def test_operator_identity_has_least_privilege(
+    control_plane: ControlPlane, verb: str, resource: str, allowed: bool
+) -> None:
+    user, groups = IDENTITY
+    answer = control_plane.kubectl(
+        "auth", "can-i", verb, resource, "-n", "team-a", "--as", user, "--as-group", groups[0],
+        check=False).stdout.strip()
+    assert answer == ("yes" if allowed else "no")
