@@ -17,7 +17,7 @@ from lightkube import AsyncClient
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
 from cerise.kube.jobs import TransitionConflict
-from cerise.model import compute
+from cerise.model import compute, states
 from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Exchange
 from cerise.model.states import Phase
@@ -48,21 +48,38 @@ class Registry:
     exchange: Exchange
     jobs: dict[str, Body] = field(default_factory=dict)
     workers: dict[ResourceKey, ResourceWorker] = field(default_factory=dict)
+    active: dict[ResourceKey, dict[str, Body]] = field(default_factory=dict)
+    """The jobs a worker still has work for (not final, not being deleted), per resource:
+    a tick costs in proportion to them, not to every job ever run."""
 
     def jobs_on(self, key: ResourceKey) -> list[Body]:
-        """The jobs of one compute resource."""
-        return [body for body in self.jobs.values() if resource_of(body) == key]
+        """The active jobs of one compute resource."""
+        return list(self.active.get(key, {}).values())
+
+    def _store(self, body: Body) -> None:
+        uid = body["metadata"]["uid"]
+        self.jobs[uid] = body
+        on_resource = self.active.setdefault(resource_of(body), {})
+        finished = kube_jobs.phase_of(body) in states.FINAL
+        if finished or body["metadata"].get("deletionTimestamp"):
+            on_resource.pop(uid, None)
+        else:
+            on_resource[uid] = body
+
+    def _forget(self, body: Body) -> None:
+        uid = body["metadata"]["uid"]
+        self.jobs.pop(uid, None)
+        self.active.get(resource_of(body), {}).pop(uid, None)
 
     async def job_event(self, event_type: str | None, body: Body) -> None:
         """Record a job's newest state; give a new job its first phase; wake its worker."""
-        uid = body["metadata"]["uid"]
         if event_type == "DELETED":
-            self.jobs.pop(uid, None)
+            self._forget(body)
             return
-        known = self.jobs.get(uid)
+        known = self.jobs.get(body["metadata"]["uid"])
         if known is not None and _version(known) > _version(body):
             return  # our own write already gave us something newer
-        self.jobs[uid] = body
+        self._store(body)
         if kube_jobs.phase_of(body) is None and not body["metadata"].get("deletionTimestamp"):
             await self._initialise(body)
         worker = self.workers.get(resource_of(body))
@@ -82,17 +99,16 @@ class Registry:
         except TransitionConflict:
             return  # a newer version is on its way through the watch
         new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
-        self.jobs[meta["uid"]] = new_body
+        self._store(new_body)
         kopf.event(cast(kopf.Body, body), type="Normal", reason="Submitted",
                    message=f"accepted{waiting}")
         await joblog.message(self.exchange.log_path(meta["uid"]), "INFO", "Submitted job")
 
     def remember(self, body: Body) -> None:
         """Keep a body the operator itself just wrote (newer than the watch may have yet)."""
-        uid = body["metadata"]["uid"]
-        known = self.jobs.get(uid)
+        known = self.jobs.get(body["metadata"]["uid"])
         if known is None or _version(known) <= _version(body):
-            self.jobs[uid] = body
+            self._store(body)
 
     async def run_worker(
         self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped
@@ -145,9 +161,8 @@ class Registry:
                     raise kopf.TemporaryError(f"cannot clean up yet: {error}", delay=10) from None
                 kopf.event(cast(kopf.Body, body), type="Warning", reason="CleanupIncomplete",
                            message=f"remote files of the job were left behind: {error}")
-        uid = body["metadata"]["uid"]
-        await asyncio.to_thread(self._remove_published, uid)
-        self.jobs.pop(uid, None)
+        await asyncio.to_thread(self._remove_published, body["metadata"]["uid"])
+        self._forget(body)
 
     def _remove_published(self, uid: str) -> None:
         shutil.rmtree(self.exchange.output_dir(uid), ignore_errors=True)

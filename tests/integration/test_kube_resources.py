@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,37 @@ def test_example_files_are_valid_yaml_documents() -> None:
     for example in EXAMPLES.glob("*.yaml"):
         documents = list(yaml.safe_load_all(Path(example).read_text()))
         assert documents and all("kind" in d for d in documents)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"spec": {"workflow": "other.cwl"}}, "the workflow of a submitted job cannot be changed"),
+        ({"spec": {"input": {"n": 2}}}, "the input of a submitted job cannot be changed"),
+        ({"spec": {"computeResource": "elsewhere"}},
+         "a submitted job cannot move to another compute resource"),
+        ({"spec": {"timeLimit": 99}}, "the time limit of a submitted job cannot be changed"),
+    ],
+)
+def test_a_submitted_job_cannot_be_changed(
+    control_plane: ControlPlane, namespace: str, change: dict[str, object], message: str
+) -> None:
+    code, output = apply(control_plane, namespace, job(
+        workflow="x.cwl", computeResource="local", input={"n": 1}, timeLimit=60))
+    assert code == 0, output
+    patched = control_plane.kubectl("patch", "wfj", "j", "-n", namespace, "--type=merge",
+                                    "-p", json.dumps(change), check=False)
+    assert patched.returncode != 0
+    assert message in patched.stderr
+
+
+def test_cancelling_is_final(control_plane: ControlPlane, namespace: str) -> None:
+    apply(control_plane, namespace, job(workflow="x.cwl", computeResource="local"))
+    def patch(cancel: bool) -> subprocess.CompletedProcess[str]:
+        return control_plane.kubectl("patch", "wfj", "j", "-n", namespace, "--type=merge",
+                                     "-p", json.dumps({"spec": {"cancel": cancel}}), check=False)
+
+    assert patch(True).returncode == 0
+    undone = patch(False)
+    assert undone.returncode != 0
+    assert "a cancelled job cannot be un-cancelled" in undone.stderr
