@@ -46,6 +46,8 @@ from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request, 
 
 logger = logging.getLogger(__name__)
 
+ATTEMPTS = 3
+"""Tries at staging a job in or out before an I/O error makes it a SystemError."""
 CANCEL_RESEND = 10.0
 """Seconds between cancel requests to the scheduler while a cancelled job is still there."""
 LOG_CHUNK = 64 << 10
@@ -66,6 +68,8 @@ class _Tracking:
     vanished_since: float | None = None
     cancel_sent: float = 0.0
     log_offset: int | None = None
+    failures: int = 0
+    """Failed staging attempts (I/O errors) in a row."""
 
 
 class ResourceWorker:
@@ -156,6 +160,7 @@ class ResourceWorker:
         self.wake.set()
 
     async def _guarded(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]) -> None:
+        tracking = self._tracking.setdefault(_key(body), _Tracking())
         try:
             await work(body)
         except RemoteUnavailable as error:
@@ -163,13 +168,24 @@ class ResourceWorker:
             await self._report(connected=False, error=str(error))
         except asyncio.CancelledError:
             raise
+        except OSError as error:
+            tracking.failures += 1
+            if tracking.failures < ATTEMPTS:  # e.g. a download or a disk hiccup: try again
+                logger.warning("job %s: %s (attempt %d of %d)", _key(body), error,
+                               tracking.failures, ATTEMPTS)
+                return
+            await self._fail(body, f"{error} (after {ATTEMPTS} attempts)")
         except Exception as error:
             logger.exception("job %s/%s failed unexpectedly", self.namespace, _key(body))
-            current = self.current(body)
-            phase = kube_jobs.phase_of(current)
-            if phase is not None and states.is_legal(phase, Phase.SYSTEM_ERROR):
-                await self.move(current, phase, Phase.SYSTEM_ERROR,
-                                f"internal error: {type(error).__name__}: {error}")
+            await self._fail(body, f"internal error: {type(error).__name__}: {error}")
+        else:
+            tracking.failures = 0
+
+    async def _fail(self, body: Body, message: str) -> None:
+        current = self.current(body)
+        phase = kube_jobs.phase_of(current)
+        if phase is not None and states.is_legal(phase, Phase.SYSTEM_ERROR):
+            await self.move(current, phase, Phase.SYSTEM_ERROR, message)
 
     def current(self, body: Body) -> Body:
         """The newest copy of a job this worker has."""

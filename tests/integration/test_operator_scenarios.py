@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -313,3 +315,43 @@ async def test_wrong_host_key_is_refused(
     job = await wait_for_job(control_plane, namespace, "job", {"Submitted", *FINAL})
     assert job["status"]["phase"] == "Submitted"
     await resource.remote.close()
+
+
+@pytest.fixture
+def flaky_web() -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that fails the first request for a file, then serves it."""
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            if len(requests) == 1:
+                self.send_error(503, "try again")
+                return
+            body = b"served on the second try\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+async def test_a_failed_download_is_retried(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path, flaky_web: str,
+) -> None:
+    submit(control_plane, resource, WC,
+           {"file": {"class": "File", "location": f"{flaky_web}/data.txt"}})
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
+    counts = published(exchange_dir, job["status"]["output"]["counts"]["location"]).split()
+    assert counts[:3] == [b"1", b"5", b"25"]
