@@ -20,7 +20,16 @@ from tests.integration.operator_fixtures import (
     wait_for_job,
 )
 from tests.integration.remote_fixtures import ssh_remote
-from tests.integration.test_operator_jobs import FINAL, SLEEP, WC, published, submit, upload
+from tests.integration.test_operator_jobs import (
+    FINAL,
+    SLEEP,
+    WC,
+    published,
+    stopped,
+    submit,
+    unique_delay,
+    upload,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +88,11 @@ async def test_wc_runs_to_success_on_the_scheduler(
 async def test_cancel_removes_the_job_from_the_scheduler(
     control_plane: ControlPlane, operator: OperatorProcess, batch_resource: Resource,
 ) -> None:
-    submit(control_plane, batch_resource, SLEEP, {"delay": 302})
+    delay = unique_delay()
+    submit(control_plane, batch_resource, SLEEP, {"delay": delay})
     await wait_for_job(control_plane, batch_resource.namespace, "job", {"Running"}, timeout=120)
     control_plane.kubectl("patch", "wfj", "job", "-n", batch_resource.namespace,
                           "--type=merge", "-p", '{"spec": {"cancel": true}}')
     job = await wait_for_job(control_plane, batch_resource.namespace, "job", FINAL, timeout=120)
     assert job["status"]["phase"] == "Cancelled"
-    alive = await batch_resource.remote.run("pgrep -f 'sleep 302' || true")
-    assert alive.stdout == ""
+    assert await stopped(batch_resource, delay), "the runner outlived the cancel"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -34,6 +35,24 @@ WC = workflow(
 SLEEP = workflow(
     {"sleep": {"run": "cerise/test/sleep.cwl", "in": {"delay": "delay"}, "out": []}},
     {"delay": "int"}, {})
+
+
+def unique_delay() -> int:
+    """A sleep duration no other test uses, so the test can find exactly its own runner."""
+    return 1000 + uuid.uuid4().int % 9000
+
+
+async def stopped(resource: Resource, delay: int, timeout: float = 10.0) -> bool:
+    """Whether the runner `sleep <delay>` is gone (signals take a moment to land)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        alive = await resource.remote.run(f"pgrep -f '^sleep {delay}$' || true")
+        if not alive.stdout.strip():
+            return True
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
 
 
 def submit(plane: ControlPlane, resource: Resource, text: str,
@@ -139,14 +158,14 @@ async def test_invalid_jobs_fail_permanently_without_touching_the_resource(
 async def test_cancel_of_a_running_job_stops_it(
     control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
 ) -> None:
-    submit(control_plane, resource, SLEEP, {"delay": 300})
+    delay = unique_delay()
+    submit(control_plane, resource, SLEEP, {"delay": delay})
     job = await wait_for_job(control_plane, resource.namespace, "job", {"Running"})
     control_plane.kubectl("patch", "wfj", "job", "-n", resource.namespace, "--type=merge",
                           "-p", '{"spec": {"cancel": true}}')
     job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
     assert job["status"]["phase"] == "Cancelled"
-    alive = await resource.remote.run("pgrep -f 'sleep 300' || true")
-    assert alive.stdout == ""
+    assert await stopped(resource, delay), "the runner outlived the cancel"
 
 
 async def test_cancel_right_after_submission(
@@ -154,7 +173,8 @@ async def test_cancel_right_after_submission(
 ) -> None:
     apply(control_plane, resource.namespace, {
         "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob", "metadata": {"name": "job"},
-        "spec": {"workflow": SLEEP, "input": {"delay": 300}, "computeResource": resource.name,
+        "spec": {"workflow": SLEEP, "input": {"delay": unique_delay()},
+                 "computeResource": resource.name,
                  "cancel": True}})
     job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
     assert job["status"]["phase"] == "Cancelled"
@@ -178,11 +198,11 @@ async def test_delete_of_a_finished_job_removes_everything(
 async def test_delete_of_a_running_job_stops_it(
     control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
 ) -> None:
-    submit(control_plane, resource, SLEEP, {"delay": 301})
+    delay = unique_delay()
+    submit(control_plane, resource, SLEEP, {"delay": delay})
     await wait_for_job(control_plane, resource.namespace, "job", {"Running"})
     control_plane.kubectl("delete", "wfj", "job", "-n", resource.namespace, "--timeout=60s")
-    alive = await resource.remote.run("pgrep -f 'sleep 301' || true")
-    assert alive.stdout == ""
+    assert await stopped(resource, delay), "the runner outlived the deletion"
 
 
 async def test_operator_killed_mid_run_still_succeeds_and_submits_once(
