@@ -27,5 +27,5 @@ async def install(remote: Remote, base: str, project: Path = EXAMPLE_PROJECT) ->
     if made.exit_status != 0:
         raise RuntimeError(f"cannot create {target}: {made.stderr.strip()}")
     for path in files:
-        await remote.put(path, f"{target}/{path.relative_to(project)}")
+        await remote.upload(path, f"{target}/{path.relative_to(project)}")
     return target

@@ -351,7 +351,8 @@ class ResourceWorker:
                 to_cancel.append(ref)  # e.g. stuck in an error state: clear it from the queue
         if to_cancel:
             await executor.cancel(self.remote, self.scheduler, to_cancel, self._prologue)
-        await asyncio.gather(*(self._follow_log(b) for b in bodies
+        await asyncio.gather(*(self._follow_log(b, observed[r.key].log_size)
+                               for b, r in zip(bodies, refs, strict=True)
                                if kube_jobs.phase_of(b) is Phase.RUNNING))
 
     async def _progress(self, body: Body, phase: Phase, observation: Observation,
@@ -360,7 +361,6 @@ class ResourceWorker:
         if observation.state is RemoteState.RUNNING and phase is Phase.WAITING:
             await self.move(body, phase, Phase.RUNNING, "running")
         elif observation.state is RemoteState.DONE:
-            await self._follow_log(body)
             await self.move(body, phase, Phase.FINISHED,
                             f"the runner exited with status {observation.exit_code}",
                             {"exitCode": observation.exit_code})
@@ -377,13 +377,16 @@ class ResourceWorker:
             tracking.vanished_since = None
         return False
 
-    async def _follow_log(self, body: Body) -> None:
-        """Append the runner's new log lines to the job log."""
+    async def _follow_log(self, body: Body, size: int | None = None) -> None:
+        """Append the runner's new log lines to the job log; with the log's `size` from a
+        poll, nothing is read unless it grew."""
         key = _key(body)
         tracking = self._tracking.setdefault(key, _Tracking())
         path = self.exchange.log_path(key)
         if tracking.log_offset is None:
             tracking.log_offset = await joblog.runner_offset(path)
+        if size is not None and size <= tracking.log_offset:
+            return
         data = await self.remote.read(self.files(body).stderr, tracking.log_offset, LOG_CHUNK)
         complete = data[: data.rfind(b"\n") + 1]
         if complete:

@@ -9,16 +9,19 @@ anything else is the document. Documents are limited to `MAX_WORKFLOW_BYTES`.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cerise.model import cwl
-from cerise.model.exchange import DownloadSource, Exchange, RefusedLocation, contains
+from cerise.model.exchange import DownloadSource, Exchange, RefusedLocation
+from cerise.remote import staging
 
 MAX_WORKFLOW_BYTES = 1 << 20
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
@@ -62,17 +65,14 @@ async def workflow_text(value: str, exchange: Exchange) -> str:
 
 
 def _read_local(path: Path, root: Path, shown: str) -> str:
-    resolved, resolved_root = path.resolve(), root.resolve()
-    if not contains(PurePosixPath(resolved_root), PurePosixPath(resolved)):
-        raise cwl.InvalidWorkflow(f"the workflow {shown} is outside the file exchange")
     try:
-        with resolved.open("rb") as handle:
-            data = handle.read(MAX_WORKFLOW_BYTES + 1)
-    except FileNotFoundError:
-        raise cwl.InvalidWorkflow(f"the workflow {shown} does not exist") from None
-    except IsADirectoryError:
-        raise cwl.InvalidWorkflow(f"the workflow {shown} is a directory") from None
-    return _decoded(data, shown)
+        status = staging.confined(f"the workflow {shown}", path, Path(os.path.realpath(root)))
+    except staging.InputRejected as error:
+        raise cwl.InvalidWorkflow(str(error)) from None
+    if not stat.S_ISREG(status.st_mode):
+        raise cwl.InvalidWorkflow(f"the workflow {shown} is not a file")
+    with Path(os.path.realpath(path)).open("rb") as handle:
+        return _decoded(handle.read(MAX_WORKFLOW_BYTES + 1), shown)
 
 
 async def _download(url: str) -> str:

@@ -116,14 +116,6 @@ class Remote(Protocol):
         """Run a bash script; its exit status and output, standard output as bytes."""
         ...
 
-    async def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to the compute resource."""
-        ...
-
-    async def get(self, remote: str, local: Path) -> None:
-        """Copy a file from the compute resource."""
-        ...
-
     async def read(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         """Up to `limit` bytes of a remote file from `offset` (empty if it is missing)."""
         ...
@@ -286,14 +278,6 @@ class SshRemote:
                 raise
             raise await self._lost(error) from None
 
-    async def put(self, local: Path, remote: str) -> None:
-        async with self._sftp_client() as sftp:
-            await sftp.put(str(local), remote, preserve=False)
-
-    async def get(self, remote: str, local: Path) -> None:
-        async with self._sftp_client() as sftp:
-            await sftp.get(remote, str(local))
-
     async def read(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         async with self._sftp_client() as sftp:
             try:
@@ -351,11 +335,12 @@ class SshRemote:
 
     async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
         temporary = _temporary_name(remote)
-        async with self._sftp_client() as sftp:
-            attrs = asyncssh.SFTPAttrs(permissions=mode)
-            async with sftp.open(temporary, "wb", attrs) as handle:
-                await handle.write(data)
+        await self.upload(data, temporary, mode=mode)
+        sftp = await self._sftp_session()
+        try:
             await sftp.posix_rename(temporary, remote)
+        except asyncssh.Error as error:
+            raise await self._sftp_failure(error, remote) from None
 
     async def close(self) -> None:
         connection, self._connection, self._sftp = self._connection, None, None
@@ -403,12 +388,6 @@ class LocalRemote:
             stderr=stderr.decode(errors="replace"),
         )
 
-    async def put(self, local: Path, remote: str) -> None:
-        await asyncio.to_thread(shutil.copyfile, local, remote)
-
-    async def get(self, remote: str, local: Path) -> None:
-        await asyncio.to_thread(shutil.copyfile, remote, local)
-
     async def read(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         def read() -> bytes:
             try:
@@ -448,14 +427,9 @@ class LocalRemote:
         return await asyncio.to_thread(download)
 
     async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
-        def write() -> None:
-            temporary = _temporary_name(remote)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, remote)
-
-        await asyncio.to_thread(write)
+        temporary = _temporary_name(remote)
+        await self.upload(data, temporary, mode=mode)
+        await asyncio.to_thread(os.replace, temporary, remote)
 
     async def close(self) -> None:
         return None

@@ -335,7 +335,7 @@ async def _localise(
 
 
 def _local_file(transfer: Transfer, path: Path, real_root: Path, target: str) -> _Local:
-    status = _confined(_show(transfer), path, real_root)
+    status = confined(_show(transfer), path, real_root)
     if stat.S_ISDIR(status.st_mode):
         raise InputRejected(f"{_show(transfer)} is a directory; give it as a Directory")
     if not stat.S_ISREG(status.st_mode):
@@ -345,7 +345,7 @@ def _local_file(transfer: Transfer, path: Path, real_root: Path, target: str) ->
 
 def _local_tree(transfer: Transfer, top: Path, real_root: Path, target: str) -> _Local:
     """Every file and directory below `top`; only symbolic links need resolving."""
-    if not stat.S_ISDIR(_confined(_show(transfer), top, real_root).st_mode):
+    if not stat.S_ISDIR(confined(_show(transfer), top, real_root).st_mode):
         raise InputRejected(f"{_show(transfer)} is not a directory; give it as a File")
     uploads: list[_Upload] = []
     dirs = [target]
@@ -358,7 +358,7 @@ def _local_tree(transfer: Transfer, top: Path, real_root: Path, target: str) -> 
             path, remote = Path(entry.path), f"{remote_here}/{entry.name}"
             shown = f"{path.relative_to(top)} in {_show(transfer)}"
             if entry.is_symlink():
-                status = _confined(shown, path, real_root)
+                status = confined(shown, path, real_root)
                 if stat.S_ISDIR(status.st_mode):
                     raise InputRejected(f"{shown} is a symbolic link to a directory (unsupported)")
             elif entry.is_dir(follow_symlinks=False):
@@ -373,7 +373,7 @@ def _local_tree(transfer: Transfer, top: Path, real_root: Path, target: str) -> 
     return _Local(tuple(uploads), tuple(dirs))
 
 
-def _confined(shown: str, path: Path, real_root: Path) -> os.stat_result:
+def confined(shown: str, path: Path, real_root: Path) -> os.stat_result:
     """`path`'s status, if it exists and really lies in the exchange (symlinks followed)."""
     real = Path(os.path.realpath(path))
     if not exchange_.contains(real_root, real):

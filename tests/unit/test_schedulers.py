@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from cerise.remote import schedulers
@@ -72,3 +75,28 @@ def test_garbled_marker_is_not_an_exit_code() -> None:
     output = "--cerise-markers--\nuid-1 garbage\n"
     observed = schedulers.parse_status(DirectScheduler(), output, JOBS[:1])
     assert observed["uid-1"].state is RemoteState.VANISHED
+
+
+def test_markers_report_the_size_of_each_runner_log() -> None:
+    output = (
+        "--cerise-markers--\n"
+        "uid-1 - 1234\n"
+        "uid-2 0 0\n"
+        "uid-3 -\n"
+    )
+    observed = schedulers.parse_status(DirectScheduler(), output, JOBS)
+    assert [observed[j.key].log_size for j in JOBS] == [1234, 0, 0]
+    assert observed["uid-2"] == schedulers.Observation(RemoteState.DONE, 0, 0)
+
+
+def test_markers_script_measures_logs_with_a_real_shell(tmp_path: Path) -> None:
+    done = JobFiles(str(tmp_path / "done"))
+    Path(done.job_dir).mkdir()
+    Path(done.stderr).write_text("INFO Final process status is success\n")
+    Path(done.exit_code).write_text("0\n")
+    jobs = [JobRef("done", done, "1"), JobRef("missing", JobFiles(str(tmp_path / "no")), "2")]
+    output = subprocess.run(["bash", "-c", schedulers.markers_script(jobs)],
+                            capture_output=True, text=True, check=True).stdout
+    observed = schedulers.parse_status(DirectScheduler(), output, jobs)
+    assert observed["done"] == schedulers.Observation(RemoteState.DONE, 0, 37)
+    assert observed["missing"] == schedulers.Observation(RemoteState.VANISHED, None, 0)

@@ -52,10 +52,12 @@ class JobRef:
 
 @dataclass(frozen=True)
 class Observation:
-    """One job's state, and its runner's exit code once known."""
+    """One job's state, its runner's exit code once known, and the size of its log."""
 
     state: RemoteState
     exit_code: int | None = None
+    log_size: int = 0
+    """Bytes in the runner's log, so that only a log that grew is read."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +96,14 @@ MARKERS_BEGIN = "--cerise-markers--"
 
 
 def markers_script(jobs: Sequence[JobRef]) -> str:
-    """Shell text printing, after a separator line, `<key> <exit code or ->` for each job."""
+    """Shell text printing, after a separator line, `<key> <exit code or -> <log size>` for
+    each job."""
     lines = [f"echo {MARKERS_BEGIN}"]
     for job in jobs:
-        code = shlex.quote(job.files.exit_code)
+        code, log = shlex.quote(job.files.exit_code), shlex.quote(job.files.stderr)
         lines.append(
-            f"printf '%s %s\\n' {shlex.quote(job.key)} "
-            f'"$(cat {code} 2>/dev/null || echo -)"'
+            f"printf '%s %s %s\\n' {shlex.quote(job.key)} "
+            f'"$(cat {code} 2>/dev/null || echo -)" "$(stat -c %s {log} 2>/dev/null || echo 0)"'
         )
     return "\n".join(lines)
 
@@ -116,22 +119,23 @@ def parse_status(
     """Every job's observation from `status_script`'s output."""
     queue_text, _, marker_text = output.partition(f"{MARKERS_BEGIN}\n")
     queue = scheduler.parse_queue(queue_text, jobs)
-    codes: dict[str, int | None] = {}
+    markers: dict[str, tuple[int | None, int]] = {}
     for line in marker_text.splitlines():
-        key, _, code = line.partition(" ")
-        codes[key] = int(code) if code.strip().lstrip("-").isdigit() else None
+        key, code, size = (*line.split(" ", 2), "", "")[:3]
+        markers[key] = (int(code) if code.lstrip("-").isdigit() else None,
+                        int(size) if size.strip().isdigit() else 0)
     return {
-        job.key: observe(queue.get(job.key, QueueState.ABSENT), codes.get(job.key))
+        job.key: observe(queue.get(job.key, QueueState.ABSENT), *markers.get(job.key, (None, 0)))
         for job in jobs
     }
 
 
-def observe(queue: QueueState, exit_code: int | None) -> Observation:
-    """Combine the queue's word and the exit-code marker into one observation."""
+def observe(queue: QueueState, exit_code: int | None, log_size: int = 0) -> Observation:
+    """Combine the queue's word and the markers into one observation."""
     if exit_code is not None:
-        return Observation(RemoteState.DONE, exit_code)
+        return Observation(RemoteState.DONE, exit_code, log_size)
     if queue is QueueState.WAITING:
-        return Observation(RemoteState.WAITING)
+        return Observation(RemoteState.WAITING, log_size=log_size)
     if queue is QueueState.RUNNING:
-        return Observation(RemoteState.RUNNING)
-    return Observation(RemoteState.VANISHED)
+        return Observation(RemoteState.RUNNING, log_size=log_size)
+    return Observation(RemoteState.VANISHED, log_size=log_size)
