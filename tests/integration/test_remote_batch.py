@@ -230,7 +230,7 @@ async def jobs(ssh: SshRemote, batch: Batch, base: str) -> AsyncIterator[Jobs]:
 async def test_job_runs_with_its_cores_and_output(jobs: Jobs) -> None:
     runner = ["bash", "-c", f'echo "cores={jobs.batch.cores}"; echo hi >&2; exit 0', "r"]
     job = await jobs.submit(runner, request=Request("cerise-run", cores=2, time_limit=600))
-    assert await jobs.wait_for(job, RemoteState.DONE) == Observation(RemoteState.DONE, 0)
+    assert await jobs.wait_for(job, RemoteState.DONE) == Observation(RemoteState.DONE, 0, 3)
     assert await jobs.remote.read(job.files.stdout) == b"cores=2\n"
     assert await jobs.remote.read(job.files.stderr) == b"hi\n"
 
