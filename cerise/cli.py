@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from cerise.devenv import controlplane, projects
+from cerise.devenv.apiserver import IDENTITY as apiserver_identity
+from cerise.devenv.apiserver import ApiserverProcess
 from cerise.devenv.operator import IDENTITY as operator_identity
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.process import StartupError, rss_kib
@@ -28,7 +30,8 @@ def _state_dir() -> Path:
     return Path(base) / "cerise" / "dev"
 
 
-EXCHANGE_URL = "http://localhost:29593/files"
+API_PORT = 29593
+EXCHANGE_URL = f"http://localhost:{API_PORT}/files"
 EXAMPLE_INPUT = ("count-words", "hello.txt",
                  b"Hello from Cerise!\nThis file has three lines\nand twelve words.\n")
 
@@ -52,7 +55,7 @@ def dev_up(state: Path) -> int:
     try:
         plane = controlplane.start(
             state / "control-plane",
-            identities=[("alice", ("cerise:team-a",)), operator_identity],
+            identities=[("alice", ("cerise:team-a",)), operator_identity, apiserver_identity],
             namespaces={"alice": "team-a"},
         )
     except StartupError as error:
@@ -61,24 +64,34 @@ def dev_up(state: Path) -> int:
     operator = OperatorProcess(kubeconfig=plane.kubeconfig_for(operator_identity[0]),
                                exchange_dir=state / "files",
                                exchange_url=EXCHANGE_URL, log=state / "operator.log")
+    apiserver = ApiserverProcess(kubeconfig=plane.kubeconfig_for(apiserver_identity[0]),
+                                 exchange_dir=state / "files", exchange_url=EXCHANGE_URL,
+                                 port=API_PORT, log=state / "apiserver.log")
     try:
         controlplane.create_tenant(plane, "team-a", "cerise:team-a")
         controlplane.bind_cluster_role(plane, "cerise-operator", operator_identity[1][0])
+        controlplane.bind_cluster_role(plane, "cerise-apiserver", apiserver_identity[1][0])
         _prepare_local_resource(state / "files")
         plane.kubectl("apply", "-n", "default", "-f", str(EXAMPLE_RESOURCE))
         operator.start()
-        daemons = [*plane.daemons, operator.daemon]
+        apiserver.start()
+        daemons = [*plane.daemons, operator.daemon, apiserver.daemon]
         memory = ", ".join(f"{d.name.split(' (')[0]} {rss_kib(d.pid) // 1024} MiB"
                            for d in daemons if d is not None)
         kubectl = plane.bindir / "kubectl"
         print(
             f"Cerise development environment is up ({plane.started_in:.1f} s; {memory}).\n"
-            f"  API server:  {plane.api_url}\n"
+            f"  Cerise:      {apiserver.url}  (jobs API /jobs, WES /ga4gh/wes/v1, "
+            f"WebDAV /files, docs {apiserver.url}/docs)\n"
+            f"  Kubernetes:  {plane.api_url}\n"
             f"  kubeconfig:  {plane.kubeconfig}  (contexts: admin, alice in team-a)\n"
             f"  exchange:    {state / 'files'}  (clients see it as {EXCHANGE_URL})\n"
-            f"  logs:        {plane.workdir}/*.log, {operator.log}\n"
+            f"  logs:        {plane.workdir}/*.log, {operator.log}, {apiserver.log}\n"
             f"  compute resource 'local' (namespace default) runs jobs on this machine\n"
-            f"Try:\n"
+            f"Try, with the published Python client (pip install cerise-client docker):\n"
+            f"  python -c 'import cerise_client as c; s = c.Service(\"http://localhost\", "
+            f"{API_PORT}); print([j.state for j in s.list_jobs()])'\n"
+            f"or with kubectl:\n"
             f"  export KUBECONFIG={plane.kubeconfig}\n"
             f"  {kubectl} apply -f examples/workflow-job.yaml\n"
             f"  {kubectl} get wfj -w\n"
@@ -92,6 +105,7 @@ def dev_up(state: Path) -> int:
                 print(f"cerise: {', '.join(dead)} exited; see {state}", file=sys.stderr)
                 return 1
     finally:
+        apiserver.stop()
         operator.stop()
         plane.stop()
     return 0
@@ -106,9 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     up = dev_commands.add_parser("up", help="start it and keep it running until Ctrl-C")
     up.add_argument("--state", type=Path, default=_state_dir(),
                     help="directory for its state and logs (wiped at start)")
+    serve = commands.add_parser(
+        "apiserver", help="serve the REST APIs (configured by CERISE_* environment variables)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=API_PORT, help="port to listen on")
     args = parser.parse_args(argv)
     if args.command == "dev" and args.dev_command == "up":
         return dev_up(args.state)
+    if args.command == "apiserver":
+        from cerise.apiserver.__main__ import serve as serve_api
+
+        serve_api(args.host, args.port)
+        return 0
     parser.error("unknown command")
 
 

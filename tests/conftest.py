@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.integration.kube_fixtures",
     "tests.integration.remote_fixtures",
     "tests.integration.operator_fixtures",
+    "tests.integration.api_fixtures",
 ]

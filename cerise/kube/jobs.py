@@ -123,6 +123,18 @@ async def transition(
     return job
 
 
+async def patch_status(
+    client: AsyncClient, *, namespace: str, name: str, status: Mapping[str, Any]
+) -> GenericNamespacedResource:
+    """Merge `status` into job `namespace/name`'s status: observed facts that are no phase
+    change (e.g. its steps), so no compare-and-swap. Returns the new object."""
+    job: GenericNamespacedResource = await client.patch(
+        WorkflowJob.Status,  # type: ignore[arg-type]
+        name, {"status": dict(status)}, namespace=namespace, patch_type=PatchType.MERGE,
+    )
+    return job
+
+
 def phase_of(job: Mapping[str, Any] | GenericNamespacedResource) -> Phase | None:
     """The job's current phase, or None before its first transition."""
     status = job.get("status") or {}

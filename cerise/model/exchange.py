@@ -15,6 +15,10 @@ two (pure: no I/O):
   ``root/output/<job key>/<relpath>``, advertised as ``<url>/output/<job key>/<relpath>``
   (percent-encoded); `log_path` is the job log, ``root/logs/<job key>.log``.
 
+`Layout` is the exchange as configured for a whole service: one directory and one URL,
+shared by every namespace (single-user), or, when the URL holds ``{namespace}``, one
+subdirectory and one URL per namespace, so that tenants never share files.
+
 Limits: the checks here are lexical. A `LocalSource` may still leave `root` through a
 symbolic link; whoever opens it resolves the link first and refuses it unless `contains`
 holds for the resolved path and resolved root (staging does this).
@@ -155,6 +159,31 @@ class Exchange:
 
     def _advice(self) -> str:
         return f"upload the file to {self.url}/input/ and give its URL, or give an http(s) URL"
+
+
+NAMESPACE_FIELD = "{namespace}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The exchange of a service: `root`, and `url`, which may contain ``{namespace}``."""
+
+    root: Path
+    url: str
+
+    @property
+    def per_namespace(self) -> bool:
+        """Whether each namespace has an exchange of its own."""
+        return NAMESPACE_FIELD in self.url
+
+    def for_namespace(self, namespace: str) -> Exchange:
+        """The exchange that the jobs and users of `namespace` see."""
+        if not self.per_namespace:
+            return Exchange(root=self.root, url=self.url)
+        if not _JOB_KEY.fullmatch(namespace):
+            raise ValueError(f"{namespace!r} is not a namespace name")
+        return Exchange(root=self.root / namespace,
+                        url=self.url.replace(NAMESPACE_FIELD, namespace))
 
 
 def contains(root: PurePath, path: PurePath) -> bool:

@@ -2,7 +2,8 @@
 
 Run with `kopf run -m cerise.operator.handlers --all-namespaces` (or `cerise operator`).
 Configuration from the environment: CERISE_EXCHANGE_DIR (the file exchange directory),
-CERISE_EXCHANGE_URL (the URL clients see it under), and the CERISE_* credential
+CERISE_EXCHANGE_URL (the URL clients see it under; with ``{namespace}`` in it, each
+namespace has its own exchange in a subdirectory of its name), and the CERISE_* credential
 overrides of `cerise.model.compute`.
 """
 
@@ -17,7 +18,7 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 from cerise.kube.jobs import GROUP, VERSION
-from cerise.model.exchange import Exchange
+from cerise.model.exchange import Layout
 from cerise.operator.registry import Registry
 
 FINALIZER = f"{GROUP}/cleanup"
@@ -37,7 +38,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.loggers = False  # Events come only from explicit transitions
     settings.watching.server_timeout = 60
-    exchange = Exchange(
+    exchange = Layout(
         root=Path(os.environ.get("CERISE_EXCHANGE_DIR", "/var/lib/cerise/files")),
         url=os.environ.get("CERISE_EXCHANGE_URL", "http://localhost:29593/files"),
     )

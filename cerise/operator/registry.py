@@ -19,7 +19,7 @@ from cerise.kube import objects
 from cerise.kube.jobs import TransitionConflict
 from cerise.model import compute, states
 from cerise.model.compute import InvalidResource
-from cerise.model.exchange import Exchange
+from cerise.model.exchange import Layout
 from cerise.model.states import Phase
 from cerise.operator import joblog, resources
 from cerise.operator.worker import Body, ResourceWorker
@@ -45,7 +45,8 @@ class Registry:
     """The operator's shared state, created at start-up."""
 
     kube: AsyncClient
-    exchange: Exchange
+    exchange: Layout
+    """The file exchange; a namespace's own when its URL names ``{namespace}``."""
     jobs: dict[str, Body] = field(default_factory=dict)
     workers: dict[ResourceKey, ResourceWorker] = field(default_factory=dict)
     active: dict[ResourceKey, dict[str, Body]] = field(default_factory=dict)
@@ -102,7 +103,8 @@ class Registry:
         self._store(new_body)
         kopf.event(cast(kopf.Body, body), type="Normal", reason="Submitted",
                    message=f"accepted{waiting}")
-        await joblog.message(self.exchange.log_path(meta["uid"]), "INFO", "Submitted job")
+        exchange = self.exchange.for_namespace(meta["namespace"])
+        await joblog.message(exchange.log_path(meta["uid"]), "INFO", "Submitted job")
 
     def remember(self, body: Body) -> None:
         """Keep a body the operator itself just wrote (newer than the watch may have yet)."""
@@ -133,7 +135,7 @@ class Registry:
             raise kopf.TemporaryError(str(error), delay=RETRY_BROKEN_RESOURCE) from None
         worker = ResourceWorker(
             namespace=namespace, name=name, spec=parsed, remote=remote, scheduler=scheduler,
-            kube=self.kube, exchange=self.exchange,
+            kube=self.kube, exchange=self.exchange.for_namespace(namespace),
             jobs=lambda: self.jobs_on((namespace, name)), remember=self.remember,
         )
         self.workers[(namespace, name)] = worker
@@ -161,12 +163,14 @@ class Registry:
                     raise kopf.TemporaryError(f"cannot clean up yet: {error}", delay=10) from None
                 kopf.event(cast(kopf.Body, body), type="Warning", reason="CleanupIncomplete",
                            message=f"remote files of the job were left behind: {error}")
-        await asyncio.to_thread(self._remove_published, body["metadata"]["uid"])
+        await asyncio.to_thread(self._remove_published, body["metadata"]["namespace"],
+                                body["metadata"]["uid"])
         self._forget(body)
 
-    def _remove_published(self, uid: str) -> None:
-        shutil.rmtree(self.exchange.output_dir(uid), ignore_errors=True)
-        for path in (self.exchange.log_path(uid), joblog.offset_path(self.exchange.log_path(uid))):
+    def _remove_published(self, namespace: str, uid: str) -> None:
+        exchange = self.exchange.for_namespace(namespace)
+        shutil.rmtree(exchange.output_dir(uid), ignore_errors=True)
+        for path in (exchange.log_path(uid), joblog.offset_path(exchange.log_path(uid))):
             path.unlink(missing_ok=True)
 
 

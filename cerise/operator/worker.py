@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
 from cerise.kube.jobs import TransitionConflict
-from cerise.model import compute, cwl, results, states
+from cerise.model import compute, cwl, results, states, steps
 from cerise.model.compute import ResourceSpec
 from cerise.model.exchange import Exchange
 from cerise.model.states import Phase
+from cerise.model.steps import Step
 from cerise.operator import joblog
 from cerise.operator.workflows import JobInput, load_job
 from cerise.remote import executor, jobscript, staging
@@ -70,6 +71,10 @@ class _Tracking:
     log_offset: int | None = None
     failures: int = 0
     """Failed staging attempts (I/O errors) in a row."""
+    steps: list[Step] | None = None
+    """The job's `status.steps` as its log says."""
+    steps_unwritten: bool = False
+    """Whether `steps` has changed since it was last written."""
 
 
 class ResourceWorker:
@@ -378,21 +383,43 @@ class ResourceWorker:
         return False
 
     async def _follow_log(self, body: Body, size: int | None = None) -> None:
-        """Append the runner's new log lines to the job log; with the log's `size` from a
+        """Append the runner's new log lines to the job log, and write the steps they start
+        or end to the job's `status.steps` (one write at most); with the log's `size` from a
         poll, nothing is read unless it grew."""
         key = _key(body)
         tracking = self._tracking.setdefault(key, _Tracking())
         path = self.exchange.log_path(key)
         if tracking.log_offset is None:
             tracking.log_offset = await joblog.runner_offset(path)
-        if size is not None and size <= tracking.log_offset:
-            return
-        data = await self.remote.read(self.files(body).stderr, tracking.log_offset, LOG_CHUNK)
-        complete = data[: data.rfind(b"\n") + 1]
+        if tracking.steps is None:
+            tracking.steps = list(body["status"].get("steps") or [])
+        complete = b""
+        if size is None or size > tracking.log_offset:
+            data = await self.remote.read(self.files(body).stderr, tracking.log_offset, LOG_CHUNK)
+            complete = data[: data.rfind(b"\n") + 1]
+        text = complete.decode(errors="replace")
+        new = steps.update(tracking.steps, text.splitlines(), kube_jobs.now())
+        if new != tracking.steps:
+            tracking.steps, tracking.steps_unwritten = new, True
+        if tracking.steps_unwritten:
+            # Before the job log records the new offset: after a crash in between, the
+            # lines are read again, which leaves the steps as they are.
+            await self._write_steps(body, tracking)
         if complete:
             tracking.log_offset += len(complete)
-            await joblog.runner_output(path, complete.decode(errors="replace"),
-                                       tracking.log_offset)
+            await joblog.runner_output(path, text, tracking.log_offset)
+
+    async def _write_steps(self, body: Body, tracking: _Tracking) -> None:
+        """Merge the job's steps into its status; if that fails, the next poll tries again."""
+        meta = body["metadata"]
+        try:
+            new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
+                                               name=meta["name"], status={"steps": tracking.steps})
+        except ApiError as error:
+            logger.warning("job %s: steps not written: %s", _key(body), error)
+            return
+        tracking.steps_unwritten = False
+        self._remember(new.to_dict())  # type: ignore[no-untyped-call]
 
     # --- staging out -----------------------------------------------------------------------
 
@@ -418,8 +445,12 @@ class ResourceWorker:
             return
         end = self._tracking.get(_key(body), _Tracking()).log_offset or 0
         tail = await self.remote.read(files.stderr, max(0, end - LOG_CHUNK), 2 * LOG_CHUNK)
-        final, message = results.final_phase(body["status"].get("exitCode"),
-                                             tail.decode(errors="replace"))
+        log_tail = tail.decode(errors="replace")
+        final, message = results.final_phase(body["status"].get("exitCode"), log_tail)
+        failed_step = steps.failure(log_tail)
+        if failed_step and final in (Phase.PERMANENT_FAILURE, Phase.TEMPORARY_FAILURE):
+            how = "failed temporarily" if final is Phase.TEMPORARY_FAILURE else "failed"
+            message = f"the workflow {how}: {failed_step}"
         if await self.move(body, phase, final, message, {"output": output}) is None:
             latest = await self._fresh(body)
             if latest is not None and kube_jobs.phase_of(latest) is Phase.STAGING_OUT_CR:

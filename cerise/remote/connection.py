@@ -29,6 +29,7 @@ import getpass
 import os
 import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -369,24 +370,19 @@ class LocalRemote:
         )
 
     async def run_bytes(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> BytesResult:
+        # The standard library's subprocess in a thread, not the event loop's: uvloop (which
+        # kopf uses when it is installed) leaves copies of the child's stdio open in it, so
+        # a job started in the background would hold our pipes and the command never ends.
         async with self._channels:
-            process = await asyncio.create_subprocess_exec(
-                "bash", "-s", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
             try:
-                stdout, stderr = await asyncio.wait_for(
-                    process.communicate(wrap_script(script).encode()), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                raise
-        return BytesResult(
-            exit_status=process.returncode if process.returncode is not None else 255,
-            stdout=stdout,
-            stderr=stderr.decode(errors="replace"),
-        )
+                process = await asyncio.to_thread(
+                    subprocess.run, ["bash", "-s"], input=wrap_script(script).encode(),
+                    capture_output=True, timeout=timeout, start_new_session=True)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"the command did not finish within {timeout:g} s") from None
+        return BytesResult(exit_status=process.returncode if process.returncode >= 0 else 255,
+                           stdout=process.stdout,
+                           stderr=process.stderr.decode(errors="replace"))
 
     async def read(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         def read() -> bytes:

@@ -10,6 +10,7 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
+from cerise.devenv import apiserver as apiserver_process
 from cerise.devenv import controlplane
 from cerise.devenv import operator as operator_process
 from cerise.devenv.controlplane import ControlPlane
@@ -23,13 +24,15 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     plane = controlplane.start(
         tmp_path_factory.mktemp("control-plane"),
         identities=[(user, (group,)) for user, (_, group) in TENANTS.items()]
-        + [operator_process.IDENTITY],
+        + [operator_process.IDENTITY, apiserver_process.IDENTITY],
         namespaces={user: namespace for user, (namespace, _) in TENANTS.items()},
     )
     try:
         for namespace, group in TENANTS.values():
             controlplane.create_tenant(plane, namespace, group)
         controlplane.bind_cluster_role(plane, "cerise-operator", operator_process.IDENTITY[1][0])
+        controlplane.bind_cluster_role(plane, "cerise-apiserver",
+                                       apiserver_process.IDENTITY[1][0])
         previous = os.environ.get("KUBECONFIG")
         os.environ["KUBECONFIG"] = str(plane.kubeconfig)
         yield plane

@@ -15,11 +15,14 @@ import pytest
 from cerise.devenv import projects
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import IDENTITY, OperatorProcess
+from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
 from cerise.remote.connection import LocalRemote, Remote, RemoteUnavailable
 from tests.integration.remote_fixtures import ssh_remote
 
-EXCHANGE_URL = "http://localhost:29593/files"
+API_PORT = free_port()
+"""The port of the session's single-user apiserver, which serves the operator's exchange."""
+EXCHANGE_URL = f"http://localhost:{API_PORT}/files"
 
 
 @pytest.fixture(scope="session")

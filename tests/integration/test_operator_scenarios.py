@@ -124,7 +124,7 @@ async def test_partially_failing_workflow_keeps_what_was_made(
     job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
     status = job["status"]
     assert status["phase"] == "PermanentFailure", status
-    assert status["message"].startswith("the workflow failed")
+    assert status["message"].startswith("the workflow failed: step fail failed: ")
     hostname = (await resource.remote.run("hostname")).stdout.encode()
     if status["output"].get("host") is not None:
         assert published(exchange_dir, status["output"]["host"]["location"]) == hostname

@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 from lightkube import AsyncClient
 
-from cerise.model.exchange import Exchange
+from cerise.model.exchange import Layout
 from cerise.operator.registry import Registry
 
 
@@ -23,7 +23,7 @@ def body(uid: str, phase: str, version: int, resource: str = "hpc", **meta: Any)
 def registry(tmp_path: Path) -> Registry:
     # No API calls happen for jobs that already have a phase: the client is never used.
     return Registry(kube=cast(AsyncClient, None),
-                    exchange=Exchange(root=tmp_path, url="http://localhost/files"))
+                    exchange=Layout(root=tmp_path, url="http://localhost/files"))
 
 
 def names(bodies: list[dict[str, Any]]) -> set[str]:

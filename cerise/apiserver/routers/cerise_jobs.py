@@ -1,0 +1,133 @@
+"""The original Cerise jobs API, as the published cerise-client 0.3.1 speaks it.
+
+`POST /jobs` answers 201 with the job, `DELETE /jobs/{id}` 204, cancel 200 with the job;
+`name`, `workflow` and `input` are echoed as submitted; unknown ids answer 404 (the
+original answered 500 for some). Beyond the original: an optional `compute_resource`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cerise.apiserver import errors, workflowjobs
+from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
+from cerise.kube.cache import Body as JobBody
+from cerise.model import states
+
+router = APIRouter(tags=["Cerise jobs"])
+
+JobId = Annotated[str, Path(description="The job's id, as `POST /jobs` returned it.",
+                            max_length=253)]
+
+
+class JobDescription(BaseModel):
+    """A job to run: a CWL workflow and its input object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="A name for the job; need not be unique.")
+    workflow: str = Field(description="The URL of a CWL workflow (e.g. uploaded to the file "
+                                      "exchange), or the workflow document itself.")
+    input: dict[str, Any] = Field(default_factory=dict,
+                                  description="The CWL input object.")
+    compute_resource: str | None = Field(
+        None, description="The ComputeResource to run on (an extension of the original API; "
+                          "the service's default when absent).")
+
+
+class Job(BaseModel):
+    """A job as the Cerise API shows it."""
+
+    id: str
+    name: str
+    workflow: str
+    input: dict[str, Any]
+    state: states.RestState
+    output: dict[str, Any]
+    log: str
+
+
+def present(tenant: Tenant, body: JobBody) -> Job:
+    """The REST view of a WorkflowJob."""
+    spec, status = body["spec"], body.get("status") or {}
+    job_id = body["metadata"]["name"]
+    return Job(
+        id=job_id, name=spec.get("name", ""), workflow=spec["workflow"],
+        input=spec.get("input") or {},
+        state=states.rest_state(workflowjobs.phase(body)),
+        output=status.get("output") or {}, log=f"{tenant.base_url}/jobs/{job_id}/log",
+    )
+
+
+@router.get("/jobs", summary="List jobs")
+async def list_jobs(tenant: ReadTenant) -> list[Job]:
+    """Every job of the namespace, oldest first."""
+    return [present(tenant, body) for body in workflowjobs.listed(tenant)]
+
+
+@router.post(
+    "/jobs", status_code=201, summary="Submit a job",
+    responses={400: {"description": "The job is invalid; do not retry it unchanged."}},
+    # Parsed by hand, to answer 400 (what cerise-client reads as "invalid job"), not 422.
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": JobDescription.model_json_schema()}}}},
+)
+async def submit_job(tenant: WriteTenant, request: Request, response: Response) -> Job:
+    """Create a job; it starts in state Waiting."""
+    found = _description(await request.body())
+    created = await workflowjobs.submit(
+        tenant, name=found.name, workflow=found.workflow, input_object=found.input,
+        resource=found.compute_resource)
+    job = present(tenant, created)
+    response.headers["Location"] = f"{tenant.base_url}/jobs/{job.id}"
+    return job
+
+
+def _description(raw: bytes) -> JobDescription:
+    """The job description, or BadRequest: cerise-client reads only 400 as "invalid job"."""
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise errors.BadRequest("the request body must be a JSON object with 'workflow', "
+                                "and optionally 'name' and 'input'")
+    if data.get("workflow") is None:
+        raise errors.BadRequest("the job has no workflow: give the URL of a CWL workflow")
+    try:
+        return JobDescription.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}"
+            for item in error.errors())
+        raise errors.BadRequest(f"the job description is invalid: {problems}") from None
+
+
+@router.get("/jobs/{job_id}", summary="Get a job")
+async def get_job(tenant: ReadTenant, job_id: JobId) -> Job:
+    """One job."""
+    return present(tenant, workflowjobs.find(tenant, job_id))
+
+
+@router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job")
+async def delete_job(tenant: ReadTenant, job_id: JobId) -> Response:
+    """Cancel the job if it runs, then remove it with its files and outputs."""
+    await workflowjobs.delete(tenant, job_id)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
+async def cancel_job(tenant: ReadTenant, job_id: JobId) -> Job:
+    """Ask for the job to be cancelled; its state becomes Cancelled once nothing runs."""
+    return present(tenant, await workflowjobs.cancel(tenant, job_id))
+
+
+@router.get("/jobs/{job_id}/log", response_class=PlainTextResponse, summary="A job's log")
+async def get_log(tenant: ReadTenant, job_id: JobId) -> str:
+    """Cerise's messages about the job and the remote runner's log, as text."""
+    return await workflowjobs.log_text(tenant, workflowjobs.find(tenant, job_id))

@@ -1,0 +1,438 @@
+"""GA4GH WES 1.1 under ``/ga4gh/wes/v1``: runs are WorkflowJobs.
+
+`POST /runs` stores the `workflow_attachment` files in the exchange under
+``input/wes-runs/<run id>/``, resolves a relative `workflow_url` and relative or
+client-side (``file://``, as wes-client sends) locations in `workflow_params` onto
+them, and creates the job; the request itself is kept in an annotation so that
+`GET /runs/{id}` can show it. `workflow_engine_parameters` takes one key,
+`compute_resource`. Tasks are the workflow's steps, from the job's ``status.steps``.
+Errors are WES ErrorResponses (``{msg, status_code}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+import cerise
+from cerise.apiserver import errors, workflowjobs
+from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
+from cerise.kube.cache import Body as JobBody
+from cerise.kube.jobs import GROUP
+from cerise.model import states
+
+router = APIRouter(tags=["GA4GH WES 1.1"])
+
+REQUEST_ANNOTATION = f"{GROUP}/wes-request"
+TAGS_ANNOTATION = f"{GROUP}/wes-tags"
+CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
+ENGINE_PARAMETERS = {"compute_resource"}
+ENGINES = {"cwltool", "cwl-runner"}
+ATTACHMENTS = "wes-runs"
+MAX_PAGE = 1000
+
+RunId = Annotated[str, PathParam(description="The run's id.", max_length=253)]
+PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Runs per page.")]
+PageToken = Annotated[str | None, Query(max_length=1024,
+                                        description="`next_page_token` of the page before.")]
+
+
+class RunIdResponse(BaseModel):
+    """A run's id."""
+
+    run_id: str
+
+
+class RunStatus(BaseModel):
+    """A run's id and state."""
+
+    run_id: str
+    state: states.WesState
+
+
+class RunSummary(RunStatus):
+    """A run in a list."""
+
+    start_time: str | None = None
+    end_time: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RunListResponse(BaseModel):
+    """A page of runs, newest first."""
+
+    runs: list[RunSummary]
+    next_page_token: str
+
+
+class Log(BaseModel):
+    """What a run or task did."""
+
+    name: str | None = None
+    cmd: list[str] | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    exit_code: int | None = None
+    system_logs: list[str] | None = None
+
+
+class TaskLog(Log):
+    """One step of a run's workflow."""
+
+    id: str
+    name: str
+    tes_uri: str | None = None
+
+
+class TaskListResponse(BaseModel):
+    """A page of a run's tasks."""
+
+    task_logs: list[TaskLog]
+    next_page_token: str
+
+
+class RunLog(BaseModel):
+    """Everything about a run."""
+
+    run_id: str
+    request: dict[str, Any]
+    state: states.WesState
+    run_log: Log
+    task_logs_url: str
+    task_logs: list[TaskLog] | None = None
+    outputs: dict[str, Any]
+
+
+@router.get("/service-info", summary="About this WES service")
+async def service_info(tenant: ReadTenant) -> dict[str, Any]:
+    """The GA4GH service-info 1.0 fields and WES 1.1's."""
+    counts = {state.value: 0 for state in states.WesState}
+    for body in workflowjobs.listed(tenant):
+        counts[_state(body).value] += 1
+    default_resource = workflowjobs.default_resource(tenant) or ""
+    return {
+        "id": "dev.cerise.wes", "name": "Cerise",
+        "type": {"group": "org.ga4gh", "artifact": "wes", "version": "1.1.0"},
+        "description": "Runs CWL workflows built from a specialisation's installed steps on "
+                       "HPC compute resources.",
+        "organization": {"name": "Cerise", "url": "https://github.com/MD-Studio/cerise"},
+        "version": cerise.__version__,
+        "environment": "production",
+        "workflow_type_versions": {"CWL": {"workflow_type_version": list(CWL_VERSIONS)}},
+        "supported_wes_versions": ["1.1.0", "1.0.0"],
+        "supported_filesystem_protocols": ["http", "https"],
+        "workflow_engine_versions": {"cwltool": {"workflow_engine_version": []}},
+        "default_workflow_engine_parameters": [
+            {"name": "compute_resource", "type": "string", "default_value": default_resource}],
+        "system_state_counts": counts,
+        "auth_instructions_url": "https://github.com/MD-Studio/cerise",
+        "tags": {"namespace": tenant.namespace, "exchange": tenant.exchange.url},
+    }
+
+
+@router.get("/runs", summary="List runs")
+async def list_runs(tenant: ReadTenant, page_size: PageSize = None,
+                    page_token: PageToken = None) -> RunListResponse:
+    """Runs the caller may see, newest first, a page at a time."""
+    runs = list(reversed(workflowjobs.listed(tenant)))
+    start = 0
+    if page_token:
+        after = _decode_token(page_token)
+        start = next((i for i, body in enumerate(runs) if _order(body) < after), len(runs))
+    page = runs[start:start + (page_size or 100)]
+    more = start + len(page) < len(runs)
+    return RunListResponse(
+        runs=[RunSummary(run_id=body["metadata"]["name"], state=_state(body),
+                         start_time=_start(body), end_time=_end(body), tags=_tags(body))
+              for body in page],
+        next_page_token=_encode_token(_order(page[-1])) if more and page else "")
+
+
+@router.post("/runs", summary="Run a workflow")
+async def run_workflow(tenant: WriteTenant, request: Request) -> RunIdResponse:
+    """Start a run from a multipart form (WES RunRequest fields and attachments)."""
+    try:
+        form = await request.form()
+    except Exception as error:  # the multipart parser's errors have no common base
+        raise errors.BadRequest(f"the request is not a valid multipart form: {error}") from None
+    fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+    uploads = [value for key, value in form.multi_items()
+               if key == "workflow_attachment" and not isinstance(value, str)]
+    wanted = _run_request(fields)
+    run_id = workflowjobs.object_name(PurePosixPath(urlsplit(wanted["workflow_url"]).path).stem)
+    folder = tenant.exchange.root / "input" / ATTACHMENTS / run_id
+    names = await _save_attachments(uploads, folder)
+    base = f"{tenant.exchange.url}/input/{ATTACHMENTS}/{run_id}/"
+    try:
+        workflow = _workflow_location(wanted["workflow_url"], names, base)
+        params = _relocated(wanted["workflow_params"], names, base)
+        await workflowjobs.submit(
+            tenant, name=wanted["workflow_url"], workflow=workflow, input_object=params,
+            resource=wanted["workflow_engine_parameters"].get("compute_resource"),
+            annotations={REQUEST_ANNOTATION: json.dumps(wanted),
+                         TAGS_ANNOTATION: json.dumps(wanted["tags"])},
+            job_id=run_id)
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        raise
+    return RunIdResponse(run_id=run_id)
+
+
+@router.get("/runs/{run_id}", summary="A run's log")
+async def get_run_log(tenant: ReadTenant, run_id: RunId) -> RunLog:
+    """A run with its request, state, log URLs, outputs and tasks URL."""
+    body = workflowjobs.find(tenant, run_id)
+    status = body.get("status") or {}
+    log_url = f"{tenant.base_url}/jobs/{run_id}/log"
+    return RunLog(
+        run_id=run_id, request=_request(body), state=_state(body),
+        run_log=Log(name=body["spec"].get("name") or run_id, start_time=_start(body),
+                    end_time=_end(body), stdout=log_url, stderr=log_url,
+                    exit_code=status.get("exitCode"),
+                    system_logs=[status["message"]] if status.get("message") else []),
+        task_logs_url=f"{_wes_url(tenant)}/runs/{run_id}/tasks",
+        outputs=status.get("output") or {},
+    )
+
+
+@router.get("/runs/{run_id}/status", summary="A run's state")
+async def get_run_status(tenant: ReadTenant, run_id: RunId) -> RunStatus:
+    """Just the run's state."""
+    return RunStatus(run_id=run_id, state=_state(workflowjobs.find(tenant, run_id)))
+
+
+@router.post("/runs/{run_id}/cancel", summary="Cancel a run")
+async def cancel_run(tenant: ReadTenant, run_id: RunId) -> RunIdResponse:
+    """Cancel the run: its remote job is stopped, and it ends CANCELED."""
+    await workflowjobs.cancel(tenant, run_id)
+    return RunIdResponse(run_id=run_id)
+
+
+@router.get("/runs/{run_id}/tasks", summary="A run's tasks")
+async def list_tasks(tenant: ReadTenant, run_id: RunId, page_size: PageSize = None,
+                     page_token: PageToken = None) -> TaskListResponse:
+    """The workflow's steps, in the order they started."""
+    tasks = _tasks(workflowjobs.find(tenant, run_id))
+    try:
+        start = int(page_token) if page_token else 0
+    except ValueError:
+        raise errors.BadRequest("the page_token is not one this service gave out") from None
+    page = tasks[start:start + (page_size or 100)]
+    more = start + len(page) < len(tasks)
+    return TaskListResponse(task_logs=page,
+                            next_page_token=str(start + len(page)) if more else "")
+
+
+@router.get("/runs/{run_id}/tasks/{task_id}", summary="One task of a run")
+async def get_task(tenant: ReadTenant, run_id: RunId, task_id: str) -> TaskLog:
+    """One step of the run's workflow."""
+    for task in _tasks(workflowjobs.find(tenant, run_id)):
+        if task.id == task_id:
+            return task
+    raise errors.NotFound(f"run {run_id[:100]!r} has no task {task_id[:100]!r}")
+
+
+def _wes_url(tenant: Tenant) -> str:
+    return f"{tenant.base_url}/ga4gh/wes/v1"
+
+
+def _state(body: JobBody) -> states.WesState:
+    return states.wes_state(workflowjobs.phase(body))
+
+
+def _start(body: JobBody) -> str | None:
+    start: str | None = body["metadata"].get("creationTimestamp")
+    return start
+
+
+def _end(body: JobBody) -> str | None:
+    end: str | None = (body.get("status") or {}).get("finishedAt")
+    return end
+
+
+def _order(body: JobBody) -> tuple[str, str]:
+    return body["metadata"].get("creationTimestamp") or "", body["metadata"]["name"]
+
+
+def _encode_token(order: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(order)).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        first, second = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(first), str(second)
+    except (ValueError, TypeError, binascii.Error):
+        raise errors.BadRequest("the page_token is not one this service gave out") from None
+
+
+def _tags(body: JobBody) -> dict[str, str]:
+    raw = (body["metadata"].get("annotations") or {}).get(TAGS_ANNOTATION)
+    try:
+        tags = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return {str(key): str(value) for key, value in tags.items()} if isinstance(tags, dict) else {}
+
+
+def _request(body: JobBody) -> dict[str, Any]:
+    """The run request as submitted, or as it would have been for a job made otherwise."""
+    raw = (body["metadata"].get("annotations") or {}).get(REQUEST_ANNOTATION)
+    if raw:
+        try:
+            found = json.loads(raw)
+            if isinstance(found, dict):
+                return found
+        except ValueError:
+            pass
+    workflow = body["spec"]["workflow"]
+    return {"workflow_params": body["spec"].get("input") or {}, "workflow_type": "CWL",
+            "workflow_type_version": "v1.2",
+            "workflow_url": workflow if "\n" not in workflow else "",
+            "tags": _tags(body), "workflow_engine_parameters": {
+                "compute_resource": body["spec"]["computeResource"]}}
+
+
+def _tasks(body: JobBody) -> list[TaskLog]:
+    found = []
+    for step in (body.get("status") or {}).get("steps") or []:
+        state = step.get("state", "Running")
+        exit_code = {"Success": 0, "PermanentFailure": 1, "TemporaryFailure": 1}.get(state)
+        found.append(TaskLog(id=step["name"], name=step["name"], start_time=step.get("startTime"),
+                             end_time=step.get("endTime"), exit_code=exit_code,
+                             system_logs=[f"state: {state}"]))
+    return found
+
+
+def _json_object(fields: Mapping[str, str], key: str) -> dict[str, Any]:
+    raw = fields.get(key)
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise errors.BadRequest(f"{key} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise errors.BadRequest(f"{key} must be a JSON object")
+    return value
+
+
+def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The checked RunRequest fields of the form."""
+    workflow_url = fields.get("workflow_url", "").strip()
+    if not workflow_url:
+        raise errors.BadRequest("workflow_url is missing: give the workflow's URL, or the "
+                                "name of an attached workflow file")
+    workflow_type = fields.get("workflow_type", "CWL").strip()
+    if workflow_type.upper() != "CWL":
+        raise errors.BadRequest(f"workflow_type {workflow_type[:50]!r} is not supported; "
+                                "this service runs CWL")
+    version = fields.get("workflow_type_version", "").strip()
+    if version and version not in CWL_VERSIONS:
+        raise errors.BadRequest(f"workflow_type_version {version[:50]!r} is not supported; "
+                                f"use one of {', '.join(CWL_VERSIONS)}")
+    engine = fields.get("workflow_engine", "").strip()
+    if engine and engine.lower() not in ENGINES:
+        raise errors.BadRequest(f"workflow_engine {engine[:50]!r} is not supported; runs use "
+                                "the compute resource's cwltool")
+    engine_parameters = _json_object(fields, "workflow_engine_parameters")
+    unknown = sorted(set(engine_parameters) - ENGINE_PARAMETERS)
+    if unknown:
+        raise errors.BadRequest(
+            f"unknown workflow_engine_parameters {', '.join(map(repr, unknown))}; the only "
+            f"one is {', '.join(sorted(ENGINE_PARAMETERS))}")
+    resource = engine_parameters.get("compute_resource")
+    if resource is not None and not isinstance(resource, str):
+        raise errors.BadRequest("workflow_engine_parameters.compute_resource must be a string")
+    tags = _json_object(fields, "tags")
+    if not all(isinstance(value, str) for value in tags.values()):
+        raise errors.BadRequest("tags must map strings to strings")
+    return {"workflow_params": _json_object(fields, "workflow_params"),
+            "workflow_type": "CWL", "workflow_type_version": version or "v1.2",
+            "workflow_url": workflow_url, "tags": tags,
+            "workflow_engine_parameters": engine_parameters,
+            **({"workflow_engine": engine} if engine else {}),
+            **({"workflow_engine_version": fields["workflow_engine_version"]}
+               if fields.get("workflow_engine_version") else {})}
+
+
+def _attachment_name(filename: str | None) -> str:
+    name = (filename or "").replace("\\", "/")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts or name.startswith("/") or "\x00" in name:
+        raise errors.BadRequest(f"the attachment name {name[:100]!r} is not a relative path "
+                                "inside the run (no '..', not absolute)")
+    return "/".join(parts)
+
+
+async def _save_attachments(uploads: list[UploadFile], folder: Path) -> list[str]:
+    """Store the attachments under `folder`; return their relative names."""
+    names = [_attachment_name(upload.filename) for upload in uploads]
+
+    def save() -> None:
+        for name, upload in zip(names, uploads, strict=True):
+            target = folder.joinpath(*name.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            upload.file.seek(0)
+            with target.open("wb") as out:
+                shutil.copyfileobj(upload.file, out, 1 << 20)
+
+    await asyncio.to_thread(save)
+    return names
+
+
+def _workflow_location(workflow_url: str, names: list[str], base: str) -> str:
+    if urlsplit(workflow_url).scheme:
+        return workflow_url
+    wanted = "/".join(part for part in workflow_url.split("/") if part not in ("", "."))
+    if wanted in names:
+        return urljoin(base, quote(wanted))
+    raise errors.BadRequest(
+        f"workflow_url {workflow_url[:200]!r} is neither an absolute URL nor the name of an "
+        f"attachment (attached: {', '.join(names) or 'nothing'})")
+
+
+def _relocated(value: Any, names: list[str], base: str) -> Any:
+    """`value` with File/Directory locations moved onto the attachments where they match."""
+    if isinstance(value, list):
+        return [_relocated(item, names, base) for item in value]
+    if not isinstance(value, dict):
+        return value
+    moved = {key: _relocated(item, names, base) for key, item in value.items()}
+    if moved.get("class") in ("File", "Directory"):
+        location = moved.get("location") or moved.get("path")
+        if isinstance(location, str):
+            found = _attachment_for(location, names)
+            if found is not None:
+                location = urljoin(base, quote(found))
+            elif not urlsplit(location).scheme:
+                location = urljoin(base, quote(location))
+            moved["location"] = location
+            moved.pop("path", None)
+    return moved
+
+
+def _attachment_for(location: str, names: list[str]) -> str | None:
+    """The attachment a location names: the same relative path, or the longest attachment
+    whose path ends the location's (a client-side path) or that the location ends."""
+    parts = urlsplit(location)
+    if parts.scheme not in ("", "file"):
+        return None
+    path = unquote(parts.path)
+    matches = [name for name in names if path == name or path.endswith("/" + name)
+               or (not path.startswith("/") and name.endswith("/" + path))]
+    return max(matches, key=len, default=None)

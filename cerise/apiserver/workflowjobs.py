@@ -1,0 +1,182 @@
+"""The apiserver's job service: REST requests as WorkflowJob operations.
+
+A job's REST id is its WorkflowJob's object name. The name a client gives is kept in
+``spec.name`` and may be anything printable; the object name is derived from it (lower
+case, letters, digits and '-') plus a random suffix, so any name the original Cerise
+accepted still works. Reads come from the watch-fed cache, and every write is put into
+the cache at once, so a client always reads its own writes. A job being deleted is gone
+as far as the REST APIs are concerned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cerise.apiserver import errors
+from cerise.apiserver.tenancy import Tenant
+from cerise.kube import submission
+from cerise.kube.cache import Body
+from cerise.kube.jobs import GROUP, VERSION, phase_of
+from cerise.model.states import Phase
+
+MAX_NAME = 256
+MAX_WORKFLOW = 262144
+"""The longest workflow text a job may carry (the CRD's limit); larger ones go by URL."""
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cerise-apiserver"}
+_SLUG_DROP = re.compile(r"[^a-z0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def object_name(name: str | None) -> str:
+    """A fresh, valid object name that resembles `name`."""
+    slug = _SLUG_DROP.sub("-", (name or "").lower()).strip("-")[:40].strip("-") or "job"
+    return f"{slug}-{uuid.uuid4().hex[:12]}"
+
+
+def check_name(name: str | None) -> None:
+    """Refuse a job name no person could have meant."""
+    if name is None:
+        return
+    if len(name) > MAX_NAME:
+        raise errors.BadRequest(f"the job name is {len(name)} characters long; at most "
+                                f"{MAX_NAME} are allowed")
+    if _CONTROL.search(name):
+        raise errors.BadRequest("the job name contains a control character (e.g. NUL or a "
+                                "line break); use printable characters only")
+
+
+def check_workflow(workflow: str) -> None:
+    """Refuse a workflow that cannot be a document or a URL of one."""
+    if not workflow.strip():
+        raise errors.BadRequest("the workflow is empty: give the URL of a CWL workflow or "
+                                "the workflow itself")
+    if "\x00" in workflow:
+        raise errors.BadRequest("the workflow contains a NUL character")
+    if len(workflow) > MAX_WORKFLOW:
+        raise errors.BadRequest(
+            f"the workflow is {len(workflow)} characters long, more than the "
+            f"{MAX_WORKFLOW} a job can carry: upload it to the file exchange and give its URL")
+
+
+def resources(tenant: Tenant) -> list[str]:
+    """The names of the namespace's compute resources."""
+    return sorted(body["metadata"]["name"]
+                  for body in tenant.services.resources.in_namespace(tenant.namespace))
+
+
+def default_resource(tenant: Tenant) -> str | None:
+    """The compute resource jobs go to when they name none, if there is one."""
+    default = tenant.services.settings.default_resource
+    if default is not None and tenant.namespace == tenant.services.settings.namespace:
+        return default
+    known = resources(tenant)
+    return known[0] if len(known) == 1 else None
+
+
+def choose_resource(tenant: Tenant, requested: str | None) -> str:
+    """The ComputeResource a new job goes to: the one asked for, or the default."""
+    known = resources(tenant)
+    if requested is not None:
+        if requested not in known:
+            raise errors.BadRequest(
+                f"there is no compute resource {requested[:100]!r} in namespace "
+                f"{tenant.namespace!r}; there are: {', '.join(known) or 'none'}")
+        return requested
+    default = default_resource(tenant)
+    if default is not None:
+        return default
+    if not known:
+        raise errors.BadRequest(
+            f"namespace {tenant.namespace!r} has no compute resource to run jobs on; an "
+            "administrator must create a ComputeResource first")
+    raise errors.BadRequest(
+        f"namespace {tenant.namespace!r} has several compute resources "
+        f"({', '.join(known)}); say which one to use")
+
+
+async def submit(
+    tenant: Tenant, *, name: str | None, workflow: str, input_object: Mapping[str, Any],
+    resource: str | None = None, annotations: Mapping[str, str] | None = None,
+    job_id: str | None = None,
+) -> Body:
+    """Create a job; return it as stored."""
+    check_name(name)
+    check_workflow(workflow)
+    spec: dict[str, Any] = {"workflow": workflow, "input": dict(input_object),
+                            "computeResource": choose_resource(tenant, resource)}
+    if name is not None:
+        spec["name"] = name
+    body: Body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkflowJob",
+        "metadata": {"name": job_id or object_name(name), "namespace": tenant.namespace,
+                     "labels": dict(MANAGED_BY), "annotations": dict(annotations or {})},
+        "spec": spec,
+    }
+    try:
+        created = await submission.create(tenant.kube, body)
+    except submission.Refused as error:
+        raise errors.from_status(error.code, f"the job was refused: {error}") from None
+    tenant.services.jobs.remember(created)
+    return created
+
+
+def listed(tenant: Tenant) -> list[Body]:
+    """The namespace's jobs, oldest first."""
+    jobs = [body for body in tenant.services.jobs.in_namespace(tenant.namespace)
+            if not body["metadata"].get("deletionTimestamp")]
+    jobs.sort(key=lambda body: (body["metadata"].get("creationTimestamp") or "",
+                                body["metadata"]["name"]))
+    return jobs
+
+
+def find(tenant: Tenant, job_id: str) -> Body:
+    """The job called `job_id`, or NotFound."""
+    body = tenant.services.jobs.get(tenant.namespace, job_id)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        raise errors.NotFound(f"there is no job {job_id[:100]!r}")
+    return body
+
+
+async def cancel(tenant: Tenant, job_id: str) -> Body:
+    """Ask for the job to be cancelled; return it."""
+    find(tenant, job_id)
+    try:
+        patched = await submission.cancel(tenant.kube, tenant.namespace, job_id)
+    except submission.Refused as error:
+        raise errors.from_status(error.code, f"the job cannot be cancelled: {error}") from None
+    tenant.services.jobs.remember(patched)
+    return patched
+
+
+async def delete(tenant: Tenant, job_id: str) -> None:
+    """Delete the job (the operator stops it and removes its files first)."""
+    body = find(tenant, job_id)
+    try:
+        await submission.delete(tenant.kube, tenant.namespace, job_id)
+    except submission.Refused as error:
+        raise errors.from_status(error.code, f"the job cannot be deleted: {error}") from None
+    deleting = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "deleting"}}
+    tenant.services.jobs.remember(deleting)
+
+
+def phase(body: Body) -> Phase:
+    """The job's phase (Submitted until the operator has seen it)."""
+    return phase_of(body) or Phase.SUBMITTED
+
+
+async def log_text(tenant: Tenant, body: Body) -> str:
+    """The job's log: Cerise's messages and the runner's (empty before the first line)."""
+    path = tenant.exchange.log_path(body["metadata"]["uid"])
+    return await asyncio.to_thread(_read_text, path)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,142 @@
+"""GA4GH WES 1.1 with the published wes-client (wes-service 5.0) and by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.api_fixtures import Api
+
+pytestmark = pytest.mark.integration
+
+WC = {"cwlVersion": "v1.2", "class": "Workflow", "inputs": {"file": "File"},
+      "outputs": {"counts": {"type": "File", "outputSource": "wc/output"}},
+      "steps": {"wc": {"run": "cerise/test/wc.cwl", "in": {"file": "file"},
+                       "out": ["output"]}}}
+TWO_STEPS = {"cwlVersion": "v1.2", "class": "Workflow", "inputs": {"file": "File"},
+             "outputs": {"counts": {"type": "File", "outputSource": "second/output"}},
+             "steps": {"first": {"run": "cerise/test/wc.cwl", "in": {"file": "file"},
+                                 "out": ["output"]},
+                       "second": {"run": "cerise/test/wc.cwl", "in": {"file": "first/output"},
+                                  "out": ["output"]}}}
+SLEEP = {"cwlVersion": "v1.2", "class": "Workflow", "inputs": {"delay": "int"}, "outputs": {},
+         "steps": {"sleep": {"run": "cerise/test/sleep.cwl", "in": {"delay": "delay"},
+                             "out": []}}}
+
+
+def wes_client(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    """The wes-client command as a user runs it."""
+    command = shutil.which("wes-client") or str(Path(sys.executable).parent / "wes-client")
+    return subprocess.run([command, "--proto=http", f"--host={api.url.split('//')[1]}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.2)
+
+
+def state(api: Api, run_id: str) -> str:
+    found: str = httpx.get(f"{api.url}/ga4gh/wes/v1/runs/{run_id}/status").json()["state"]
+    return found
+
+
+def post_run(api: Api, workflow: dict[str, Any], params: dict[str, Any],
+             **fields: str) -> httpx.Response:
+    return httpx.post(f"{api.url}/ga4gh/wes/v1/runs", data={
+        "workflow_url": "main.cwl", "workflow_type": "CWL", "workflow_type_version": "v1.2",
+        "workflow_params": json.dumps(params), **fields},
+        files=[("workflow_attachment", ("main.cwl", json.dumps(workflow).encode()))])
+
+
+def test_wes_client_runs_a_workflow_with_an_attachment(
+    single_user_api: Api, tmp_path: Path
+) -> None:
+    (tmp_path / "wc.cwl").write_text(json.dumps(WC))
+    (tmp_path / "words.txt").write_text("one two\nthree\n")
+    (tmp_path / "job.json").write_text(json.dumps(
+        {"file": {"class": "File", "path": "words.txt"}}))
+    done = wes_client(single_user_api, f"--attachments=file://{tmp_path / 'words.txt'}",
+                      str(tmp_path / "wc.cwl"), str(tmp_path / "job.json"))
+    assert done.returncode == 0, done.stderr
+    outputs = json.loads(done.stdout)
+    counts = httpx.get(outputs["counts"]["location"]).text.split()
+    assert counts[:3] == ["2", "3", "14"]
+    listed = json.loads(wes_client(single_user_api, "--list").stdout)
+    assert listed["runs"] and all("run_id" in run for run in listed["runs"])
+
+
+def test_a_run_log_shows_request_outputs_and_logs(single_user_api: Api) -> None:
+    params = {"file": {"class": "File", "location": "words.txt"}}
+    response = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs", data={
+        "workflow_url": "flows/main.cwl", "workflow_type": "CWL",
+        "workflow_type_version": "v1.2", "workflow_params": json.dumps(params),
+        "tags": json.dumps({"project": "demo"})},
+        files=[("workflow_attachment", ("flows/main.cwl", json.dumps(TWO_STEPS).encode())),
+               ("workflow_attachment", ("flows/words.txt", b"a b c\n"))])
+    assert response.status_code == 200, response.text
+    run_id = response.json()["run_id"]
+    wait_for(lambda: state(single_user_api, run_id) == "COMPLETE", what="the run completing")
+    run = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}").json()
+    assert run["request"]["workflow_params"] == params
+    assert run["request"]["tags"] == {"project": "demo"}
+    # the second step counts the first's one-line output: "1 3 6 <path>"
+    assert httpx.get(run["outputs"]["counts"]["location"]).text.split()[:2] == ["1", "4"]
+    assert "Final process status is success" in httpx.get(run["run_log"]["stderr"]).text
+    assert run["run_log"]["exit_code"] == 0
+    tasks = httpx.get(run["task_logs_url"]).json()
+    assert [task["name"] for task in tasks["task_logs"]] == ["first", "second"]
+    assert all(task["end_time"] for task in tasks["task_logs"])
+    one = httpx.get(f"{run['task_logs_url']}/first").json()
+    assert one["id"] == "first" and one["exit_code"] == 0
+    summary = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs",
+                        params={"page_size": 1}).json()
+    assert len(summary["runs"]) == 1 and summary["next_page_token"]
+
+
+def test_cancel_through_wes_stops_the_run(single_user_api: Api) -> None:
+    delay = 1000 + uuid.uuid4().int % 9000
+    response = post_run(single_user_api, SLEEP, {"delay": delay})
+    run_id = response.json()["run_id"]
+
+    def sleeping() -> bool:
+        return bool(subprocess.run(["pgrep", "-f", f"^sleep {delay}$"],
+                                   capture_output=True, text=True).stdout.strip())
+
+    wait_for(sleeping, what="the runner starting")
+    cancelled = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}/cancel")
+    assert cancelled.json() == {"run_id": run_id}
+    wait_for(lambda: state(single_user_api, run_id) == "CANCELED", what="CANCELED")
+    wait_for(lambda: not sleeping(), 10, "the runner stopping")
+
+
+def test_service_info_and_errors(single_user_api: Api) -> None:
+    wes = f"{single_user_api.url}/ga4gh/wes/v1"
+    info = httpx.get(f"{wes}/service-info").json()
+    assert info["type"] == {"group": "org.ga4gh", "artifact": "wes", "version": "1.1.0"}
+    assert info["workflow_type_versions"]["CWL"]["workflow_type_version"] == [
+        "v1.0", "v1.1", "v1.2"]
+    assert set(info["system_state_counts"]) >= {"QUEUED", "RUNNING", "COMPLETE"}
+    missing = httpx.get(f"{wes}/runs/no-such-run")
+    assert missing.status_code == 404
+    assert missing.json()["status_code"] == 404 and "no-such-run" in missing.json()["msg"]
+    unknown = post_run(single_user_api, WC, {},
+                       workflow_engine_parameters=json.dumps({"nodes": 4}))
+    assert unknown.status_code == 400 and "nodes" in unknown.json()["msg"]
+    escaping = httpx.post(f"{wes}/runs", data={"workflow_url": "../main.cwl"},
+                          files=[("workflow_attachment", ("../main.cwl", b"{}"))])
+    assert escaping.status_code == 400
+    assert httpx.get(f"{wes}/runs", params={"page_token": "garbage"}).status_code == 400
