@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def single_user_api(
     wait_until(lambda: _resource_known(api.url), timeout=30, what="the ComputeResource")
     yield api
     process.stop()
+
+
+def poll_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
+    """Poll `condition` until it holds; fail the test if it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
 
 
 def _resource_known(url: str) -> bool:

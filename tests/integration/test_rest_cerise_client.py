@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import cerise_client
 import httpx
 import pytest
 
-from tests.integration.api_fixtures import Api
+from tests.integration.api_fixtures import Api, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +47,8 @@ def new_name() -> str:
     return f"client-{uuid.uuid4().hex[:8]}"
 
 
-def wait(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.1)
-
-
 def finished(job: cerise_client.Job, timeout: float = 60.0) -> str:
-    wait(lambda: not job.is_running(), timeout, f"job {job.id} ending")
+    poll_until(lambda: not job.is_running(), timeout, f"job {job.id} ending")
     state: str = job.state
     return state
 
@@ -129,29 +119,30 @@ def test_jobs_are_listed_and_found_as_submitted(service: cerise_client.Service) 
     assert "extra" in job.log
 
 
-def test_cancel_of_a_running_job(service: cerise_client.Service) -> None:
+def start_sleeping(service: cerise_client.Service) -> tuple[cerise_client.Job, int]:
+    """A job whose runner sleeps for a time no other test uses, once it runs."""
     delay = 1000 + uuid.uuid4().int % 9000
     job = service.create_job(new_name())
     job.set_workflow(SLEEP)
     job.set_input("delay", delay)
     job.run()
-    wait(lambda: sleeping(delay), what="the runner starting")
+    poll_until(lambda: sleeping(delay), what="the runner starting")
+    return job, delay
+
+
+def test_cancel_of_a_running_job(service: cerise_client.Service) -> None:
+    job, delay = start_sleeping(service)
     job.cancel()
     assert finished(job) == "Cancelled"
-    wait(lambda: not sleeping(delay), 10, "the runner stopping")
+    poll_until(lambda: not sleeping(delay), 10, "the runner stopping")
 
 
 def test_destroying_a_running_job_stops_it(service: cerise_client.Service) -> None:
-    delay = 1000 + uuid.uuid4().int % 9000
-    job = service.create_job(new_name())
-    job.set_workflow(SLEEP)
-    job.set_input("delay", delay)
-    job.run()
-    wait(lambda: sleeping(delay), what="the runner starting")
+    job, delay = start_sleeping(service)
     service.destroy_job(job)
     with pytest.raises(cerise_client.JobNotFound):
         service.get_job_by_id(job.id)
-    wait(lambda: not sleeping(delay), 20, "the runner stopping")
+    poll_until(lambda: not sleeping(delay), 20, "the runner stopping")
 
 
 def test_outputs_are_gone_once_the_job_is_deleted(
@@ -165,6 +156,6 @@ def test_outputs_are_gone_once_the_job_is_deleted(
     output = job.outputs["output"]
     assert output.text == "a\n" or output.text.split()[0] == "1"
     service.destroy_job(job)
-    wait(lambda: httpx.get(output._uri).status_code == 404, 20, "the output disappearing")
+    poll_until(lambda: httpx.get(output._uri).status_code == 404, 20, "the output disappearing")
     with pytest.raises(cerise_client.MissingOutput):
         output.text  # noqa: B018 — reading it is the test

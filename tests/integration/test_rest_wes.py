@@ -6,16 +6,14 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.api_fixtures import Api
+from tests.integration.api_fixtures import Api, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +37,6 @@ def wes_client(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
     command = shutil.which("wes-client") or str(Path(sys.executable).parent / "wes-client")
     return subprocess.run([command, "--proto=http", f"--host={api.url.split('//')[1]}", *args],
                           capture_output=True, text=True, timeout=120)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.2)
 
 
 def state(api: Api, run_id: str) -> str:
@@ -89,7 +79,7 @@ def test_a_run_log_shows_request_outputs_and_logs(single_user_api: Api) -> None:
                ("workflow_attachment", ("flows/words.txt", b"a b c\n"))])
     assert response.status_code == 200, response.text
     run_id = response.json()["run_id"]
-    wait_for(lambda: state(single_user_api, run_id) == "COMPLETE", what="the run completing")
+    poll_until(lambda: state(single_user_api, run_id) == "COMPLETE", what="the run completing")
     run = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}").json()
     assert run["request"]["workflow_params"] == params
     assert run["request"]["tags"] == {"project": "demo"}
@@ -116,11 +106,11 @@ def test_cancel_through_wes_stops_the_run(single_user_api: Api) -> None:
         return bool(subprocess.run(["pgrep", "-f", f"^sleep {delay}$"],
                                    capture_output=True, text=True).stdout.strip())
 
-    wait_for(sleeping, what="the runner starting")
+    poll_until(sleeping, what="the runner starting")
     cancelled = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}/cancel")
     assert cancelled.json() == {"run_id": run_id}
-    wait_for(lambda: state(single_user_api, run_id) == "CANCELED", what="CANCELED")
-    wait_for(lambda: not sleeping(), 10, "the runner stopping")
+    poll_until(lambda: state(single_user_api, run_id) == "CANCELED", what="CANCELED")
+    poll_until(lambda: not sleeping(), 10, "the runner stopping")
 
 
 def test_service_info_and_errors(single_user_api: Api) -> None:
