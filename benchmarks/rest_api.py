@@ -20,8 +20,10 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -120,6 +122,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def timed(argv: list[str]) -> float:
+    """Seconds a command takes."""
+    started = time.perf_counter()
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - started
+
+
 async def exchange(url: str, pid: int, size_mb: int, work: Path) -> None:
     """PUT and GET one large file; compare with cp on the same disk."""
     source = work / "big.bin"
@@ -134,14 +143,14 @@ async def exchange(url: str, pid: int, size_mb: int, work: Path) -> None:
     before = rss_mb(pid)
     peak_rss_reset(pid)
 
-    def chunks() -> object:
+    async def chunks() -> AsyncIterator[bytes]:
         with source.open("rb") as handle:
             while data := handle.read(CHUNK):
                 yield data
 
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         started = time.perf_counter()
-        answer = await client.put("/files/input/bench/big.bin", content=chunks())  # type: ignore[arg-type]
+        answer = await client.put("/files/input/bench/big.bin", content=chunks())
         put_seconds = time.perf_counter() - started
         answer.raise_for_status()
         started = time.perf_counter()
@@ -151,12 +160,18 @@ async def exchange(url: str, pid: int, size_mb: int, work: Path) -> None:
                 received += len(data)
         get_seconds = time.perf_counter() - started
     assert received == size_mb * CHUNK, received
+    curl_put = timed(["curl", "-sf", "-T", str(source), f"{url}/files/input/bench/curl.bin"])
+    curl_get = timed(["curl", "-sf", "-o", str(work / "back.bin"),
+                      f"{url}/files/input/bench/curl.bin"])
     peak = peak_rss_mb(pid)
     print(f"cp {size_mb} MB: {size_mb / cp_seconds:.0f} MB/s")
     print(f"PUT {size_mb} MB: {size_mb / put_seconds:.0f} MB/s "
           f"({cp_seconds / put_seconds:.2f}x cp's speed; {put_seconds / cp_seconds:.2f}x its time)")
     print(f"GET {size_mb} MB: {size_mb / get_seconds:.0f} MB/s "
           f"({get_seconds / cp_seconds:.2f}x cp's time)")
+    print(f"curl PUT {size_mb} MB: {size_mb / curl_put:.0f} MB/s "
+          f"({curl_put / cp_seconds:.2f}x cp's time); curl GET: {size_mb / curl_get:.0f} MB/s "
+          f"({curl_get / cp_seconds:.2f}x cp's time)")
     print(f"apiserver RSS {before:.0f} MB before, peak {peak:.0f} MB during: "
           f"growth {peak - before:.1f} MB")
 

@@ -6,6 +6,7 @@ import argparse
 
 import uvicorn
 
+from cerise.apiserver import logs
 from cerise.apiserver.app import create_app
 from cerise.apiserver.settings import Settings
 
@@ -16,7 +17,7 @@ DEFAULT_PORT = 29593
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
     """Run the apiserver until interrupted."""
     uvicorn.run(create_app(Settings.from_env()), host=host, port=port, proxy_headers=True,
-                log_level="info", access_log=False)
+                log_config=logs.CONFIG, access_log=False)
 
 
 def main(argv: list[str] | None = None) -> None:

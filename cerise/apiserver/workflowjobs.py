@@ -11,6 +11,7 @@ as far as the REST APIs are concerned.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ MAX_WORKFLOW = 262144
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cerise-apiserver"}
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+log = logging.getLogger(__name__)
 
 
 def object_name(name: str | None) -> str:
@@ -122,6 +124,7 @@ async def submit(
     except submission.Refused as error:
         raise errors.from_status(error.code, f"the job was refused: {error}") from None
     tenant.services.jobs.remember(created)
+    log.info("job submitted to %s", spec["computeResource"], extra=_fields(created))
     return created
 
 
@@ -150,6 +153,7 @@ async def cancel(tenant: Tenant, job_id: str) -> Body:
     except submission.Refused as error:
         raise errors.from_status(error.code, f"the job cannot be cancelled: {error}") from None
     tenant.services.jobs.remember(patched)
+    log.info("cancel requested", extra=_fields(patched))
     return patched
 
 
@@ -162,6 +166,12 @@ async def delete(tenant: Tenant, job_id: str) -> None:
         raise errors.from_status(error.code, f"the job cannot be deleted: {error}") from None
     deleting = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "deleting"}}
     tenant.services.jobs.remember(deleting)
+    log.info("job deleted", extra=_fields(body))
+
+
+def _fields(body: Body) -> dict[str, str]:
+    """The log fields that name a job."""
+    return {"job": body["metadata"]["name"], "namespace": body["metadata"]["namespace"]}
 
 
 def phase(body: Body) -> Phase:
