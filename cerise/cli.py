@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -10,9 +9,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Annotated
 
+import typer
 import yaml
 
+from cerise import job_commands
 from cerise.devenv import controlplane, projects
 from cerise.devenv.apiserver import IDENTITY as apiserver_identity
 from cerise.devenv.apiserver import ApiserverProcess
@@ -111,29 +113,47 @@ def dev_up(state: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `cerise` command."""
-    parser = argparse.ArgumentParser(prog="cerise", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    dev = commands.add_parser("dev", help="the local development environment")
-    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
-    up = dev_commands.add_parser("up", help="start it and keep it running until Ctrl-C")
-    up.add_argument("--state", type=Path, default=_state_dir(),
-                    help="directory for its state and logs (wiped at start)")
-    serve = commands.add_parser(
-        "apiserver", help="serve the REST APIs (configured by CERISE_* environment variables)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=API_PORT, help="port to listen on")
-    args = parser.parse_args(argv)
-    if args.command == "dev" and args.dev_command == "up":
-        return dev_up(args.state)
-    if args.command == "apiserver":
-        from cerise.apiserver.__main__ import serve as serve_api
+app = typer.Typer(
+    name="cerise", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Run CWL workflows on HPC compute resources with Cerise.",
+    epilog="Exit codes: 0 success, 1 the job failed, 2 usage, 3 cancelled, 4 service "
+           "unreachable, 5 refused, 6 not found.")
+for _name, _command in job_commands.COMMANDS.items():
+    app.command(_name)(_command)
+dev = typer.Typer(no_args_is_help=True, help="The local development environment.")
+app.add_typer(dev, name="dev")
 
-        serve_api(args.host, args.port)
-        return 0
-    parser.error("unknown command")
+
+@dev.command("up")
+def up(state: Annotated[Path | None, typer.Option(
+        help="Directory for its state and logs (wiped at start) "
+             "[default: $XDG_STATE_HOME/cerise/dev].")] = None) -> None:
+    """Start the whole service on this machine and keep it running until Ctrl-C."""
+    raise typer.Exit(dev_up(state or _state_dir()))
+
+
+@app.command("apiserver")
+def apiserver(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = API_PORT,
+) -> None:
+    """Serve the REST APIs (configured by CERISE_* environment variables)."""
+    from cerise.apiserver.__main__ import serve as serve_api
+
+    serve_api(host, port)
+
+
+@app.command("operator")
+def operator() -> None:
+    """Run the operator for all namespaces (configured by CERISE_* and KUBECONFIG)."""
+    os.execv(sys.executable, [sys.executable, "-m", "kopf", "run", "--standalone",  # noqa: S606
+                              "--all-namespaces", "-m", "cerise.operator.handlers"])
+
+
+def main() -> None:
+    """Entry point of the `cerise` command."""
+    app()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
