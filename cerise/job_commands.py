@@ -148,7 +148,8 @@ def _follow(client: Client, job_id: str, *, quiet: bool = False,
         tail = "\n".join(client.log(job_id).splitlines()[-LOG_TAIL:])
         header = Text.assemble(("job ", "bold"), (job["id"], "bold"), "  ",
                                _state(job["state"]), f"  {job.get('name', '')}")
-        return job, Group(header, steps, Panel(tail or "(no log yet)", title="log",
+        # Text, not markup: cwltool's "[step wc]" must not be read as a style tag.
+        return job, Group(header, steps, Panel(Text(tail or "(no log yet)"), title="log",
                                                border_style="dim"))
 
     job, shown = view()
@@ -159,6 +160,8 @@ def _follow(client: Client, job_id: str, *, quiet: bool = False,
             job, shown = view()
             if not quiet:
                 live.update(shown)
+    if not quiet:
+        err.print()
     return job
 
 

@@ -52,10 +52,14 @@ def transition_patch(
     resource_version: str | None = None,
     message: str | None = None,
     fields: Mapping[str, Any] | None = None,
+    generation: int | None = None,
 ) -> list[dict[str, Any]]:
     """The JSON Patch that moves a job from `source` to `target`, or raises IllegalTransition.
 
-    `fields` are further status fields (e.g. remoteJobId, output) set in the same write.
+    `fields` are further status fields (e.g. remoteJobId, output) set in the same write;
+    `generation` is the spec generation the decision was made from (observedGeneration).
+    The `Succeeded` condition is written when it flips: Unknown at the first transition,
+    True or False at the final one.
     """
     if source is None:
         if target is not INITIAL:
@@ -69,8 +73,12 @@ def transition_patch(
     status["state"] = states.rest_state(target).value
     if message is not None:
         status["message"] = message
+    if generation is not None:
+        status["observedGeneration"] = generation
     if target in states.FINAL:
         status["finishedAt"] = now()
+    if source is None or target in states.FINAL:
+        status["conditions"] = [succeeded_condition(target, message)]
     if source is None:
         return [
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
@@ -81,6 +89,17 @@ def transition_patch(
         *({"op": "add", "path": f"/status/{_escape(key)}", "value": value}
           for key, value in status.items()),
     ]
+
+
+def succeeded_condition(phase: Phase, message: str | None) -> dict[str, str]:
+    """The job's `Succeeded` condition in `phase`: Unknown until it ends, then True or False."""
+    if phase not in states.FINAL:
+        status, reason, text = "Unknown", "InProgress", "the job has not ended yet"
+    else:
+        status = "True" if phase is Phase.SUCCESS else "False"
+        reason, text = phase.value, message or phase.value
+    return {"type": "Succeeded", "status": status, "reason": reason,
+            "message": text[:4096], "lastTransitionTime": now()}
 
 
 def _escape(key: str) -> str:
@@ -98,6 +117,7 @@ async def transition(
     resource_version: str | None = None,
     message: str | None = None,
     fields: Mapping[str, Any] | None = None,
+    generation: int | None = None,
 ) -> GenericNamespacedResource:
     """Atomically move job `namespace/name` from `source` to `target`; return the new object.
 
@@ -106,7 +126,8 @@ async def transition(
     machine forbids the move.
     """
     patch = transition_patch(
-        source, target, resource_version=resource_version, message=message, fields=fields
+        source, target, resource_version=resource_version, message=message, fields=fields,
+        generation=generation,
     )
     try:
         # lightkube's type overloads omit subresources; the call itself supports them.

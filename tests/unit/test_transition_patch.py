@@ -12,7 +12,10 @@ def test_first_transition_is_guarded_by_resource_version() -> None:
     patch = transition_patch(None, Phase.SUBMITTED, resource_version="42")
     assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
     assert patch[1]["path"] == "/status"
-    assert patch[1]["value"] == {"phase": "Submitted", "state": "Waiting"}
+    status = patch[1]["value"]
+    assert (status["phase"], status["state"]) == ("Submitted", "Waiting")
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("Succeeded", "Unknown", "InProgress")]
 
 
 def test_first_transition_needs_a_resource_version() -> None:
@@ -38,6 +41,25 @@ def test_later_transition_tests_the_phase_first() -> None:
 def test_final_transition_records_when() -> None:
     patch = transition_patch(Phase.STAGING_OUT, Phase.SUCCESS)
     assert any(op["path"] == "/status/finishedAt" for op in patch)
+
+
+@pytest.mark.parametrize(("target", "succeeded"), [
+    (Phase.SUCCESS, "True"), (Phase.PERMANENT_FAILURE, "False"), (Phase.CANCELLED, "False")])
+def test_the_succeeded_condition_flips_when_the_job_ends(target: Phase, succeeded: str) -> None:
+    source = Phase.SUBMITTED if target is Phase.CANCELLED else Phase.STAGING_OUT
+    if target is Phase.PERMANENT_FAILURE:
+        source = Phase.STAGING_IN
+    patch = transition_patch(source, target, message="why", generation=3)
+    values = {op["path"]: op["value"] for op in patch[1:]}
+    [condition] = values["/status/conditions"]
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        succeeded, target.value, "why")
+    assert values["/status/observedGeneration"] == 3
+
+
+def test_intermediate_transitions_leave_the_condition_alone() -> None:
+    patch = transition_patch(Phase.WAITING, Phase.RUNNING)
+    assert not any(op["path"] == "/status/conditions" for op in patch)
 
 
 def test_field_names_are_escaped_as_json_pointers() -> None:
