@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,18 @@ def test_page_tokens_round_trip_and_garbage_is_refused() -> None:
     assert wes._decode_token(wes._encode_token(order)) == order
     with pytest.raises(errors.BadRequest):
         wes._decode_token("garbage")
+
+
+def test_a_step_cut_off_by_the_end_of_its_job_ends_with_it() -> None:
+    status: dict[str, Any] = {
+        "phase": "Cancelled", "finishedAt": "2026-11-25T10:00:09Z",
+        "steps": [{"name": "a", "state": "Success", "startTime": "2026-11-25T10:00:00Z",
+                   "endTime": "2026-11-25T10:00:01Z"},
+                  {"name": "b", "state": "Running", "startTime": "2026-11-25T10:00:02Z"}]}
+    body = {"metadata": {"name": "j"}, "status": status}
+    first, second = wes._tasks(body)
+    assert (first.exit_code, first.end_time) == (0, "2026-11-25T10:00:01Z")
+    assert second.end_time == "2026-11-25T10:00:09Z"
+    assert second.system_logs == ["state: Cancelled"]
+    status["phase"] = "Running"
+    assert wes._tasks(body)[1].end_time is None

@@ -308,12 +308,18 @@ def _request(body: JobBody) -> dict[str, Any]:
 
 
 def _tasks(body: JobBody) -> list[TaskLog]:
+    """The steps as tasks. A step the runner never saw end (it was cancelled or killed)
+    ends when its job did, in the job's final phase."""
+    status = body.get("status") or {}
+    phase = workflowjobs.phase(body)
     found = []
-    for step in (body.get("status") or {}).get("steps") or []:
-        state = step.get("state", "Running")
+    for step in status.get("steps") or []:
+        state, end = step.get("state", "Running"), step.get("endTime")
+        if state == "Running" and phase in states.FINAL:
+            state, end = phase.value, status.get("finishedAt")
         exit_code = {"Success": 0, "PermanentFailure": 1, "TemporaryFailure": 1}.get(state)
         found.append(TaskLog(id=step["name"], name=step["name"], start_time=step.get("startTime"),
-                             end_time=step.get("endTime"), exit_code=exit_code,
+                             end_time=end, exit_code=exit_code,
                              system_logs=[f"state: {state}"]))
     return found
 
