@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the remote side of the integration tests needs on a Debian bookworm host:
 # sshd, munge, Slurm, Son of Grid Engine, Slurm's Torque wrappers (unpacked, they conflict
-# with gridengine-client), the unprivileged test user and cwltool as its CWL runner.
+# with gridengine-client), the unprivileged test user, cwltool as its CWL runner, and
+# Chromium with its WebDriver for the dashboard's browser test.
 #
 # Idempotent and fast when everything is present. Only one-time, root-owned system setup
 # happens here; daemons are started per test session by cerise/devenv/*.py.
@@ -18,6 +19,7 @@ PACKAGES=(
     libslurm-perl libslurmdb-perl libswitch-perl
     gridengine-master gridengine-exec gridengine-client
     python3-venv
+    chromium chromium-driver # the dashboard's browser test (Selenium drives it headless)
 )
 
 export DEBIAN_FRONTEND=noninteractive

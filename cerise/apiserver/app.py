@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cerise.apiserver import errors, metrics
-from cerise.apiserver.routers import cerise_jobs, files, wes
+from cerise.apiserver.routers import cerise_jobs, dashboard, files, wes
 from cerise.apiserver.settings import AuthMode, Settings
 from cerise.apiserver.tenancy import TENANT_PREFIX, Services, namespace_path
 from cerise.kube import access
@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(cerise_jobs.router, prefix=prefix, dependencies=declared)
         app.include_router(wes.router, prefix=prefix + WES_PATH, dependencies=declared)
         app.include_router(files.router, prefix=prefix, dependencies=declared)
+        app.include_router(dashboard.router, prefix=prefix, dependencies=declared)
     return app
 
 
