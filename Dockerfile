@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# The one image of Cerise on Kubernetes. The Helm chart (helm/cerise) runs it as
+#   the operator:  kopf run --standalone --namespace=<ns> -m cerise.operator.handlers
+#   the apiserver: python -m cerise.apiserver --host=0.0.0.0   (the default command)
+# It holds the cerise-k8s package (built as a wheel from this repository), cwltool in a
+# virtualenv of its own (the runner of `local` compute resources, which run jobs inside the
+# operator's pod), and the example specialisation at /opt/cerise/specialisations/example
+# (the path the chart's default values name).
+#
+# Built elsewhere (the development machines have no container engine), with BuildKit:
+#   docker build -t <registry>/cerise-k8s:0.1.0 .
+# See docs/helm.md.
+
+# Build stage: wheels of the package and of cwltool, with all their dependencies.
+FROM python:3.11.13-slim-bookworm AS build
+ARG CWLTOOL_VERSION=3.3.20260925135507
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cerise ./cerise
+RUN pip wheel --wheel-dir /wheels/cerise . \
+ && pip wheel --wheel-dir /wheels/cwltool "cwltool==${CWLTOOL_VERSION}"
+
+# Final stage: the same slim base, no compilers, no wheels left behind, a non-root user.
+# (Debian's package versions below are bookworm's; bump them with the base image.)
+FROM python:3.11.13-slim-bookworm
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# procps: `ps`, which the `none` scheduler of `local` compute resources polls jobs with.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends procps=2:4.0.2-3 \
+ && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 cerise \
+ && useradd --system --uid 10001 --gid cerise --home-dir /home/cerise --create-home \
+        --shell /usr/sbin/nologin cerise
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/cerise/venv \
+ && /opt/cerise/venv/bin/pip install --no-index --find-links=/wheels/cerise \
+        /wheels/cerise/cerise_k8s-*.whl \
+ && python -m venv /opt/cwltool \
+ && /opt/cwltool/bin/pip install --no-index --find-links=/wheels/cwltool \
+        /wheels/cwltool/cwltool-*.whl \
+ && ln -s /opt/cwltool/bin/cwltool /usr/local/bin/cwltool \
+ && install -d -o cerise -g cerise /var/lib/cerise
+COPY specialisations/example /opt/cerise/specialisations/example
+ENV PATH=/opt/cerise/venv/bin:$PATH \
+    CERISE_EXCHANGE_DIR=/var/lib/cerise/files
+USER 10001:10001
+WORKDIR /home/cerise
+EXPOSE 29593 8080
+CMD ["python", "-m", "cerise.apiserver", "--host=0.0.0.0"]
