@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -12,10 +13,9 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
-from cerise.devenv import controlplane, projects
+from cerise.devenv import controlplane, specialisations
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
-from cerise.remote.connection import LocalRemote
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,15 @@ async def local_cerise(
     if runner:
         jobs["cwlRunner"] = runner
     try:
-        await projects.install(LocalRemote(), str(base))
         plane.kubectl("apply", "-f", "-", stdin=json.dumps({
             "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
             "metadata": {"name": "local", "namespace": "default"},
             "spec": {"refreshSeconds": refresh, "jobs": jobs,
                      "files": {"protocol": "local", "path": str(base)}}}))
+        plane.kubectl("apply", "-n", "default", "-f", "-",
+                      stdin=json.dumps(specialisations.example(["local"])))
         operator.start()
+        await asyncio.to_thread(specialisations.wait_ready, plane, "default", "example")
         config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name="admin")
         client = AsyncClient(config=config)
         try:

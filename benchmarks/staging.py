@@ -53,6 +53,7 @@ WORKFLOW = {
     "outputs": {},
     "steps": {"s": {"run": "bench/s.cwl", "in": {}, "out": []}},
 }
+STEP = "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: 'true'\ninputs: []\noutputs: []\n"
 
 
 class Bench:
@@ -153,7 +154,7 @@ async def cerise_in(bench: Bench, which: str, base: str) -> tuple[JobFiles, floa
         if which == "f"
         else {"class": "Directory", "location": f"{URL}/input/bench/small"}
     )
-    workflow = cwl.parse_workflow(json.dumps(WORKFLOW), installed_steps={"bench/s.cwl"})
+    workflow = cwl.parse_workflow(json.dumps(WORKFLOW), installed_steps={"bench/s.cwl": STEP})
     references = cwl.check_inputs(workflow, {which: value})
     async with bench.remote() as remote:
         started = time.perf_counter()

@@ -20,6 +20,7 @@ PACKAGES=(
     gridengine-master gridengine-exec gridengine-client
     python3-venv
     chromium chromium-driver # the dashboard's browser test (Selenium drives it headless)
+    curl jq                  # the documentation's curl examples, run by a test
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,14 @@ class Sshd:
         self.resources.close()
 
     def go_down(self) -> None:
-        """An outage: the server and every open session end; port, keys and config stay."""
+        """An outage: the server and every open session end; port, keys and config stay.
+
+        Each connection's process is a child of the listener in a session of its own (sshd
+        calls setsid), so stopping the listener's process group alone would leave it."""
+        if self.daemon.process is not None:
+            for pid in _children(self.daemon.process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         self.daemon.stop()
 
     def come_back(self, timeout: float = 30.0) -> None:
@@ -133,3 +141,13 @@ def _banner(port: int) -> bytes:
     """The first bytes the server at 127.0.0.1:`port` sends."""
     with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
         return sock.recv(64)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found

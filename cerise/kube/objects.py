@@ -1,4 +1,5 @@
-"""Reading and writing the other objects Cerise uses: Secrets, jobs, resource status."""
+"""Reading and writing the other objects Cerise uses: Secrets, ConfigMaps, jobs, resource
+status."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import binascii
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
-from cerise.kube.jobs import ComputeResource, WorkflowJob
+from cerise.kube.jobs import GROUP, VERSION, ComputeResource, Specialisation, WorkflowJob
 
 
 class SecretUnavailable(LookupError):
@@ -54,3 +55,47 @@ async def patch_resource_status(
         ComputeResource.Status, name, {"status": status},
         namespace=namespace, patch_type=PatchType.MERGE,
     )
+
+
+class ConfigMapUnavailable(LookupError):
+    """A ConfigMap a Specialisation names is missing or unreadable."""
+
+
+async def configmap_files(client: AsyncClient, namespace: str, name: str) -> dict[str, bytes]:
+    """A ConfigMap's `data` (as UTF-8) and `binaryData`, by key."""
+    try:
+        config_map = await client.get(ConfigMap, name, namespace=namespace)
+    except ApiError as error:
+        raise ConfigMapUnavailable(
+            f"ConfigMap {namespace}/{name}: {error.status.reason or error.status.code}") from None
+    files = {key: value.encode() for key, value in (config_map.data or {}).items()}
+    for key, value in (config_map.binaryData or {}).items():
+        try:
+            files[key] = base64.b64decode(value)
+        except binascii.Error:
+            raise ConfigMapUnavailable(
+                f"ConfigMap {namespace}/{name}: key {key!r} is not base64") from None
+    return files
+
+
+async def list_specialisations(client: AsyncClient, namespace: str) -> list[dict[str, Any]]:
+    """Every Specialisation of a namespace, as plain dicts."""
+    found = []
+    async for item in client.list(Specialisation, namespace=namespace):
+        body: dict[str, Any] = item.to_dict()  # type: ignore[no-untyped-call]
+        body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        body.setdefault("kind", "Specialisation")
+        found.append(body)
+    return found
+
+
+async def patch_specialisation_status(
+    client: AsyncClient, namespace: str, name: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """Merge `status` into a Specialisation's status (lists replaced whole); the new body."""
+    new = await client.patch(
+        Specialisation.Status, name, {"status": status},
+        namespace=namespace, patch_type=PatchType.MERGE,
+    )
+    body: dict[str, Any] = new.to_dict()  # type: ignore[no-untyped-call]
+    return body

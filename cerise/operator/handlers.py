@@ -60,6 +60,13 @@ async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     await registry().job_event(type, dict(body))
 
 
+@kopf.on.event(GROUP, VERSION, "specialisations")
+async def specialisation_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Every change of a Specialisation (created, changed, deleted): the workers of its
+    namespace decide again what to install."""
+    await registry().specialisation_event(type, dict(body))
+
+
 @kopf.on.delete(GROUP, VERSION, "workflowjobs")
 async def job_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
     """Cancel the job, remove its remote directory and its published outputs."""

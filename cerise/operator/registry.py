@@ -1,18 +1,20 @@
-"""What the operator knows: the newest copy of every WorkflowJob, and the resource workers.
+"""What the operator knows: the newest copy of every WorkflowJob and Specialisation, and
+the resource workers.
 
-Fed by the watch (kopf's event handler); read by the workers on every tick, so a worker
+Fed by the watch (kopf's event handlers); read by the workers on every tick, so a worker
 never lists jobs from the API server. 10,000 jobs are 10,000 dict entries, not tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
@@ -22,9 +24,12 @@ from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
 from cerise.operator import joblog, resources
+from cerise.operator.specialisations import Specialisations
 from cerise.operator.worker import Body, ResourceWorker
 from cerise.remote import executor
 from cerise.remote.connection import RemoteUnavailable
+
+logger = logging.getLogger(__name__)
 
 RETRY_BROKEN_RESOURCE = 30.0
 """Seconds before a ComputeResource that could not be used is tried again."""
@@ -52,6 +57,10 @@ class Registry:
     active: dict[ResourceKey, dict[str, Body]] = field(default_factory=dict)
     """The jobs a worker still has work for (not final, not being deleted), per resource:
     a tick costs in proportion to them, not to every job ever run."""
+    specialisations: Specialisations = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.specialisations = Specialisations(self.kube)
 
     def jobs_on(self, key: ResourceKey) -> list[Body]:
         """The active jobs of one compute resource."""
@@ -96,7 +105,7 @@ class Registry:
             new = await kube_jobs.transition(
                 self.kube, namespace=meta["namespace"], name=meta["name"], source=None,
                 target=Phase.SUBMITTED, resource_version=meta["resourceVersion"],
-                message=f"accepted{waiting}")
+                message=f"accepted{waiting}", generation=meta.get("generation"))
         except TransitionConflict:
             return  # a newer version is on its way through the watch
         new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
@@ -105,6 +114,18 @@ class Registry:
                    message=f"accepted{waiting}")
         exchange = self.exchange.for_namespace(meta["namespace"])
         await joblog.message(exchange.log_path(meta["uid"]), "INFO", "Submitted job")
+
+    async def specialisation_event(self, event_type: str | None, body: Body) -> None:
+        """Record a Specialisation's newest state; the workers of its namespace re-plan."""
+        if event_type == "DELETED":
+            self.specialisations.forget(body)
+        else:
+            self.specialisations.store(body)
+            await self.specialisations.publish(
+                (body["metadata"]["namespace"], body["metadata"]["name"]))
+        for (namespace, _), worker in self.workers.items():
+            if namespace == body["metadata"]["namespace"]:
+                worker.wake.set()
 
     def remember(self, body: Body) -> None:
         """Keep a body the operator itself just wrote (newer than the watch may have yet)."""
@@ -133,10 +154,15 @@ class Registry:
                 self.kube, namespace, name,
                 {"connected": False, "lastError": str(error), "lastPoll": kube_jobs.now()})
             raise kopf.TemporaryError(str(error), delay=RETRY_BROKEN_RESOURCE) from None
+        try:
+            await self.specialisations.load(namespace)
+        except ApiError as error:  # the watch delivers them all the same
+            logger.warning("Specialisations of %s not listed: %s", namespace, error)
         worker = ResourceWorker(
             namespace=namespace, name=name, spec=parsed, remote=remote, scheduler=scheduler,
             kube=self.kube, exchange=self.exchange.for_namespace(namespace),
             jobs=lambda: self.jobs_on((namespace, name)), remember=self.remember,
+            specialisations=self.specialisations,
         )
         self.workers[(namespace, name)] = worker
         for body in self.jobs_on((namespace, name)):
@@ -147,6 +173,9 @@ class Registry:
         finally:
             if self.workers.get((namespace, name)) is worker:
                 del self.workers[(namespace, name)]
+            reason = stopped.reason or kopf.DaemonStoppingReason(0)
+            if kopf.DaemonStoppingReason.RESOURCE_DELETED in reason:  # not when exiting
+                await self.specialisations.resource_gone(namespace, name)
 
     async def delete_job(self, body: Body, retry: int) -> None:
         """Clean up after a job that is being deleted: remote side, then published files.

@@ -3,6 +3,8 @@
 Level-triggered: every tick looks at each job's current phase and does the next piece of
 work, so an operator restarted at any instruction simply carries on:
 
+* Specialisation projects → installed in the background (`installer`); new jobs whose
+  workflow uses a project being installed stay `Submitted`, saying so in `status.message`.
 * `Submitted` → validate (nothing touches the remote side before) → `StagingIn`, or
   `PermanentFailure` with the reason.
 * `StagingIn` → stage (idempotent) → submit (exactly once, see `jobscript`) → `Waiting`.
@@ -21,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,15 +34,18 @@ from lightkube import ApiError, AsyncClient
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
 from cerise.kube.jobs import TransitionConflict
-from cerise.model import compute, cwl, results, states, steps
+from cerise.model import compute, cwl, results, specialisation, states, steps
 from cerise.model.compute import ResourceSpec
 from cerise.model.exchange import Exchange
+from cerise.model.specialisation import StepUse
 from cerise.model.states import Phase
 from cerise.model.steps import Step
 from cerise.operator import joblog
-from cerise.operator.workflows import JobInput, load_job
-from cerise.remote import executor, jobscript, staging
-from cerise.remote.connection import Remote, RemoteUnavailable
+from cerise.operator.installer import Installer
+from cerise.operator.specialisations import Specialisations
+from cerise.operator.workflows import JobInput, load_job, workflow_text
+from cerise.remote import executor, installed, jobscript, staging
+from cerise.remote.connection import CommandTimedOut, Remote, RemoteUnavailable
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request, Scheduler
 
@@ -75,6 +79,8 @@ class _Tracking:
     """The job's `status.steps` as its log says."""
     steps_unwritten: bool = False
     """Whether `steps` has changed since it was last written."""
+    projects: dict[str, StepUse] | None = None
+    """The projects the job's workflow uses (read only when it matters)."""
 
 
 class ResourceWorker:
@@ -92,6 +98,7 @@ class ResourceWorker:
         exchange: Exchange,
         jobs: Callable[[], list[Body]],
         remember: Callable[[Body], None],
+        specialisations: Specialisations,
     ) -> None:
         self.namespace, self.name, self.spec = namespace, name, spec
         self.remote, self.scheduler, self.kube, self.exchange = remote, scheduler, kube, exchange
@@ -99,10 +106,15 @@ class ResourceWorker:
         self.wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tracking: dict[str, _Tracking] = {}
-        self._installed: frozenset[str] | None = None
+        self._installed: Mapping[str, str] | None = None
         self._prologue = compute.prologue(spec.environment)
         self._status: dict[str, Any] = {}
         self._status_written = 0.0
+        self._ready_since = ""
+        self.installer = Installer(
+            namespace=namespace, resource=name, remote=remote, api=f"{self.base}/api",
+            prologue=self._prologue, kube=kube, specialisations=specialisations,
+            on_change=self._projects_changed)
 
     # --- paths -----------------------------------------------------------------------------
 
@@ -127,10 +139,17 @@ class ResourceWorker:
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.installer.close()
             await self.remote.close()
 
     async def tick(self) -> None:
-        """Advance every job one step; poll the remote ones with one command."""
+        """Install what is wanted; advance every job one step; poll the remote ones with
+        one command."""
+        try:
+            await self.installer.tick()
+        except Exception:  # a fault in installing must not stop the jobs
+            logger.exception("resource %s/%s: installing projects failed", self.namespace,
+                             self.name)
         remote_jobs: list[Body] = []
         for body in self._jobs():
             phase = kube_jobs.phase_of(body)
@@ -149,7 +168,7 @@ class ResourceWorker:
         if remote_jobs:
             try:
                 await self._poll(remote_jobs)
-            except (RemoteUnavailable, executor.RemoteCommandFailed) as error:
+            except (RemoteUnavailable, CommandTimedOut, executor.RemoteCommandFailed) as error:
                 await self._report(connected=False, error=str(error))
 
     def _spawn(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]) -> None:
@@ -208,7 +227,8 @@ class ResourceWorker:
         try:
             new = await kube_jobs.transition(
                 self.kube, namespace=meta["namespace"], name=meta["name"], source=source,
-                target=target, message=message, fields=fields)
+                target=target, message=message, fields=fields,
+                generation=meta.get("generation"))
         except TransitionConflict:
             self.wake.set()
             return None
@@ -228,16 +248,15 @@ class ResourceWorker:
 
     # --- staging in and submitting ---------------------------------------------------------
 
-    async def installed_steps(self, refresh: bool = False) -> frozenset[str]:
-        """The steps installed on the resource, as `<project>/<path>.cwl`."""
+    def _projects_changed(self) -> None:
+        self._installed = None
+        self.wake.set()
+
+    async def installed_steps(self, refresh: bool = False) -> Mapping[str, str]:
+        """The files of the installed steps (`<project>/<path>.cwl` and what they import)
+        → their text."""
         if self._installed is None or refresh:
-            api = shlex.quote(f"{self.base}/api")
-            listing = await self.remote.run(
-                f"cd {api} 2>/dev/null || exit 0\n"
-                "find . -path './*/steps/*' -name '*.cwl' -type f")
-            # ./<project>/steps/<project>/<path>.cwl → <project>/<path>.cwl
-            parts = (line.split("/", 3) for line in listing.stdout.splitlines())
-            self._installed = frozenset(p[3] for p in parts if len(p) == 4 and p[2] == "steps")
+            self._installed = await installed.step_documents(self.remote, f"{self.base}/api")
         return self._installed
 
     async def _load(self, body: Body) -> JobInput:
@@ -252,12 +271,18 @@ class ResourceWorker:
         phase = kube_jobs.phase_of(body)
         job: JobInput | None = None
         if phase is Phase.SUBMITTED:
+            if await self._waits_for_projects(body):
+                return
             try:
                 job = await self._load(body)
                 staging.plan(job.references, self.exchange, self.files(body),
                              workflow_url=job.workflow_url)
-            except (cwl.InvalidWorkflow, staging.InputRejected) as error:
+            except staging.InputRejected as error:
                 await self.move(body, phase, Phase.PERMANENT_FAILURE, str(error))
+                return
+            except cwl.InvalidWorkflow as error:
+                await self.move(body, phase, Phase.PERMANENT_FAILURE,
+                                await self._explained(body, error))
                 return
             moved = await self.move(body, phase, Phase.STAGING_IN, "staging inputs")
             if moved is None:
@@ -294,6 +319,48 @@ class ResourceWorker:
         submitted = await executor.submit(self.remote, self.scheduler, files, request, runner,
                                           self._prologue)
         await self._after_submit(latest, files, submitted)
+
+    async def _projects_used(self, body: Body) -> dict[str, StepUse]:
+        tracking = self._tracking.setdefault(_key(body), _Tracking())
+        if tracking.projects is None:
+            try:
+                text = await workflow_text(body["spec"].get("workflow") or "", self.exchange)
+            except cwl.InvalidWorkflow:
+                text = ""
+            tracking.projects = specialisation.projects_used(text)
+        return tracking.projects
+
+    async def _waits_for_projects(self, body: Body) -> bool:
+        """Hold a new job while a project its workflow uses is being installed."""
+        waiting = self.installer.waiting()
+        if not waiting:
+            return False
+        held = {p: waiting[p] for p in await self._projects_used(body) if p in waiting}
+        if not held:
+            return False
+        message = specialisation.waiting_message(held, self.name)
+        if body["status"].get("message") != message:
+            meta = body["metadata"]
+            try:
+                new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
+                                                   name=meta["name"], status={"message": message})
+            except ApiError as error:
+                logger.warning("job %s: waiting message not written: %s", _key(body), error)
+                return True
+            self._remember(new.to_dict())  # type: ignore[no-untyped-call]
+            kopf.event(cast(kopf.Body, body), type="Normal", reason="WaitingForProject",
+                       message=message)
+            await joblog.message(self.exchange.log_path(_key(body)), "INFO", message)
+        return True
+
+    async def _explained(self, body: Body, error: cwl.InvalidWorkflow) -> str:
+        """The job's failure message; a step of a project that is not here says why."""
+        installed = self.installer.projects()
+        for project, use in (await self._projects_used(body)).items():
+            if project not in installed:
+                return specialisation.missing_project(
+                    project, use, installed, self.installer.failures(), self.name)
+        return str(error)
 
     async def _after_submit(
         self, body: Body, files: JobFiles, submitted: jobscript.SubmitResult
@@ -488,6 +555,13 @@ class ResourceWorker:
         if status == self._status and now - self._status_written < STATUS_INTERVAL:
             return
         status["lastPoll"] = kube_jobs.now()
+        if self._status.get("connected") != connected:  # a Ready flip, or the first report
+            self._ready_since = status["lastPoll"]
+        status["conditions"] = [{
+            "type": "Ready", "status": "True" if connected else "False",
+            "reason": "Connected" if connected else "Unreachable",
+            "message": "the compute resource answers" if connected else error[:4096],
+            "lastTransitionTime": self._ready_since}]
         self._status, self._status_written = {"connected": connected, "lastError": error}, now
         with contextlib.suppress(Exception):
             await objects.patch_resource_status(self.kube, self.namespace, self.name, status)

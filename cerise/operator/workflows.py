@@ -12,7 +12,7 @@ import asyncio
 import os
 import re
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,14 @@ class JobInput:
 
 
 async def load_job(
-    spec: Mapping[str, Any], exchange: Exchange, installed_steps: Collection[str]
+    spec: Mapping[str, Any], exchange: Exchange, installed_steps: Mapping[str, str]
 ) -> JobInput:
-    """Fetch and check a job's workflow and input; InvalidWorkflow says what is wrong."""
+    """Fetch, check and validate a job's workflow and input, against the installed steps'
+    documents (`<project>/<path>.cwl` → text); InvalidWorkflow says what is wrong. The
+    validation runs in a thread: it takes milliseconds of CPU."""
     value = (spec.get("workflow") or "").strip()
     text = await workflow_text(value, exchange)
-    workflow = cwl.parse_workflow(text, installed_steps=installed_steps)
+    workflow = await asyncio.to_thread(cwl.parse_workflow, text, installed_steps=installed_steps)
     input_object = spec.get("input") or {}
     return JobInput(workflow, input_object, cwl.check_inputs(workflow, input_object),
                     value if _URL.fullmatch(value) else None)

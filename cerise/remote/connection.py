@@ -51,6 +51,10 @@ PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 """Put first in asyncssh's default list (see the module docstring)."""
 
 
+class CommandTimedOut(TimeoutError):
+    """One remote command did not finish in time; the connection itself is fine."""
+
+
 class RemoteUnavailable(ConnectionError):
     """The compute resource cannot be reached now; try again later."""
 
@@ -236,18 +240,9 @@ class SshRemote:
         return RemoteUnavailable(f"{self._where()}: connection lost: {self._last_error}")
 
     async def run(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
-        connection = await self._connect()
-        async with self._channels:
-            try:
-                result = await connection.run(
-                    "bash -s", input=wrap_script(script), timeout=timeout, check=False)
-            except (OSError, asyncssh.Error) as error:
-                raise await self._lost(error) from None
-        return CommandResult(
-            exit_status=result.exit_status if result.exit_status is not None else 255,
-            stdout=_text(result.stdout),
-            stderr=_text(result.stderr),
-        )
+        result = await self.run_bytes(script, timeout=timeout)
+        return CommandResult(exit_status=result.exit_status,
+                             stdout=result.stdout.decode(errors="replace"), stderr=result.stderr)
 
     async def run_bytes(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> BytesResult:
         connection = await self._connect()
@@ -256,6 +251,11 @@ class SshRemote:
                 result = await connection.run(
                     "bash -s", input=wrap_script(script).encode(), encoding=None,
                     timeout=timeout, check=False)
+            except asyncssh.TimeoutError:
+                # One slow command: its channel is closed, the shared connection stays.
+                raise CommandTimedOut(
+                    f"{self._where()}: the command did not finish within {timeout:g} s"
+                ) from None
             except (OSError, asyncssh.Error) as error:
                 raise await self._lost(error) from None
         stdout = result.stdout if isinstance(result.stdout, bytes) else b""
@@ -379,7 +379,8 @@ class LocalRemote:
                     subprocess.run, ["bash", "-s"], input=wrap_script(script).encode(),
                     capture_output=True, timeout=timeout, start_new_session=True)
             except subprocess.TimeoutExpired:
-                raise TimeoutError(f"the command did not finish within {timeout:g} s") from None
+                raise CommandTimedOut(
+                    f"the command did not finish within {timeout:g} s") from None
         return BytesResult(exit_status=process.returncode if process.returncode >= 0 else 255,
                            stdout=process.stdout,
                            stderr=process.stderr.decode(errors="replace"))

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,12 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cerise.devenv import projects
+from cerise.devenv import specialisations
 from cerise.devenv.apiserver import IDENTITY, ApiserverProcess
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.process import free_port, wait_until
-from cerise.remote.connection import LocalRemote
 from tests.integration.operator_fixtures import API_PORT, EXCHANGE_URL, apply
 
 SINGLE = "single-user"
@@ -46,13 +44,13 @@ def single_user_api(
 ) -> Iterator[Api]:
     """The apiserver as `./dev up` runs it, with a local compute resource to run jobs on."""
     base = tmp_path_factory.mktemp("single-user-resource") / "cerise"
-    asyncio.run(projects.install(LocalRemote(), str(base)))
     control_plane.kubectl("create", "namespace", SINGLE)
     apply(control_plane, SINGLE, {
         "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
         "metadata": {"name": "local"},
         "spec": {"refreshSeconds": 0.2, "files": {"protocol": "local", "path": str(base)},
-                 "jobs": {"protocol": "local", "scheduler": "none"}}})
+                 "jobs": {"protocol": "local", "scheduler": "none"}}},
+          specialisations.example(["local"]))
     process = ApiserverProcess(
         kubeconfig=control_plane.kubeconfig_for(IDENTITY[0]), exchange_dir=exchange_dir,
         exchange_url=EXCHANGE_URL, port=API_PORT, namespace=SINGLE,
@@ -61,6 +59,7 @@ def single_user_api(
     api = Api(f"http://localhost:{API_PORT}", exchange_dir, process)
     # The ComputeResource must be in the apiserver's cache before jobs can go to it.
     wait_until(lambda: _resource_known(api.url), timeout=30, what="the ComputeResource")
+    specialisations.wait_ready(control_plane, SINGLE, "example")
     yield api
     process.stop()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cerise.devenv import projects
+from cerise.devenv import specialisations
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.process import free_port
@@ -92,14 +92,20 @@ async def resource(
             "jobs": {"protocol": "ssh", "host": sshd.host, "port": sshd.port,
                      "scheduler": "none"},
         }
-    await projects.install(remote, base)
     apply(control_plane, namespace, {"apiVersion": "cerise.dev/v1alpha1",
                                      "kind": "ComputeResource",
                                      "metadata": {"name": request.param}, "spec": spec})
+    await install_example(control_plane, namespace, request.param)
     try:
         yield Resource(namespace=namespace, name=request.param, base=base, remote=remote)
     finally:
         await remove(remote, base)
+
+
+async def install_example(plane: ControlPlane, namespace: str, resource: str) -> None:
+    """Have the operator install the example projects on `resource`; wait until it has."""
+    apply(plane, namespace, specialisations.example([resource]))
+    await asyncio.to_thread(specialisations.wait_ready, plane, namespace, "example")
 
 
 async def remove(remote: Remote, base: str) -> None:

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from cerise.devenv.controlplane import REPO, ControlPlane
+from tests.integration.api_fixtures import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -479,7 +480,9 @@ def test_two_releases_in_two_namespaces(control_plane: ControlPlane, helm_env: d
 
         helm(helm_env, "uninstall", "cerise", "-n", namespaces[1], "--no-hooks",
              plane=control_plane)
-        assert not exists(control_plane, namespaces[1], "computeresource/local")
+        # An operator running for the session holds its finalizer until its worker stops.
+        poll_until(lambda: not exists(control_plane, namespaces[1], "computeresource/local"),
+                   timeout=60, what="the uninstalled release's ComputeResource going")
         assert control_plane.kubectl("get", "clusterrole", f"{namespaces[1]}-cerise-operator",
                                      check=False).returncode != 0
         assert exists(control_plane, namespaces[0], "specialisation/cerise")

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from cerise.devenv import projects
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from tests.integration.operator_fixtures import (
     Resource,
     apply,
+    install_example,
     remove,
     wait_for_job,
 )
@@ -55,7 +55,6 @@ async def batch_resource(
     suffix = uuid.uuid4().hex[:8]
     remote = ssh_remote(sshd)
     base = f"/home/{sshd.username}/.cerise-{suffix}"
-    await projects.install(remote, base)
     apply(control_plane, namespace,
           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
            "stringData": {"username": sshd.username, "privateKey": sshd.client_key.read_text()}},
@@ -66,6 +65,7 @@ async def batch_resource(
                     "files": {"protocol": "sftp", "host": sshd.host, "port": sshd.port,
                               "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
                     "jobs": jobs}})
+    await install_example(control_plane, namespace, scheduler)
     try:
         yield Resource(namespace=namespace, name=scheduler, base=base, remote=remote)
     finally:

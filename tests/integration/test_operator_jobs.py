@@ -104,6 +104,14 @@ async def test_hostname_runs_to_success_with_events_and_output(
         assert reason in reasons
     log = (exchange_dir / "logs" / f"{job['metadata']['uid']}.log").read_text()
     assert "Final process status is success" in log
+    [succeeded] = status["conditions"]
+    assert (succeeded["type"], succeeded["status"], succeeded["reason"]) == (
+        "Succeeded", "True", "Success")
+    assert status["observedGeneration"] == job["metadata"]["generation"]
+    found = control_plane.kubectl("get", "cres", resource.name, "-n", resource.namespace,
+                                  "-o", "json")
+    [ready] = json.loads(found.stdout)["status"]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Connected")
 
 
 async def test_wc_of_an_uploaded_file(

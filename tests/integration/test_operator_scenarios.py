@@ -14,7 +14,6 @@ from typing import Any
 import asyncssh
 import pytest
 
-from cerise.devenv import projects
 from cerise.devenv import sshd as devenv_sshd
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
@@ -23,6 +22,7 @@ from tests.integration.operator_fixtures import (
     EXCHANGE_URL,
     Resource,
     apply,
+    install_example,
     remove,
     wait_for_job,
 )
@@ -223,9 +223,8 @@ async def flaky(
     remote = ssh_remote(endpoint)
     suffix = uuid.uuid4().hex[:8]
     base = f"/home/{endpoint.username}/.cerise-{suffix}"
-    await projects.install(remote, base)
-    await remote.close()
     apply(control_plane, namespace, *resource_objects(endpoint, suffix, endpoint.host_key))
+    await install_example(control_plane, namespace, "flaky")
     yield Resource(namespace=namespace, name="flaky", base=base, remote=remote)
     await remove(remote, base)
 

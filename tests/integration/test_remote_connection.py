@@ -13,6 +13,7 @@ import pytest
 
 from cerise.devenv.sshd import SshEndpoint
 from cerise.remote.connection import (
+    CommandTimedOut,
     Remote,
     RemoteUnavailable,
     SshCredentials,
@@ -43,6 +44,16 @@ async def test_many_commands_share_one_connection(ssh: SshRemote, sshd: SshEndpo
     established = [line for line in listing.stdout.splitlines()
                    if f"pid={os.getpid()}," in line]
     assert len(established) == 1
+
+
+async def test_a_slow_command_times_out_alone(remote: Remote) -> None:
+    await remote.run("true")
+    connection = getattr(remote, "_connection", None)
+    with pytest.raises(CommandTimedOut, match=r"did not finish within 0\.5 s"):
+        await remote.run("sleep 5", timeout=0.5)
+    assert (await remote.run("echo fine")).stdout == "fine\n"
+    # over SSH, the shared connection was not dropped for one slow command
+    assert getattr(remote, "_connection", None) is connection
 
 
 async def test_files_round_trip(remote: Remote, tmp_path: Path) -> None:

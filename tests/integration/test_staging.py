@@ -78,12 +78,23 @@ def put(exchange: Exchange, relpath: str, data: bytes) -> str:
     return f"{URL}/input/job/{quote(relpath)}"
 
 
+STEP = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: wc
+inputs: {extra: File?}
+stdout: output.txt
+outputs: {output: stdout}
+"""
+"""The installed step the workflows run (its one input is optional)."""
+
+
 def parse(inputs: dict[str, Any]) -> cwl.Workflow:
     document = {
         "cwlVersion": "v1.2", "class": "Workflow", "inputs": inputs, "outputs": {},
         "steps": {"wc": {"run": "cerise/test/wc.cwl", "in": {}, "out": ["output"]}},
     }
-    return cwl.parse_workflow(json.dumps(document), installed_steps={"cerise/test/wc.cwl"})
+    return cwl.parse_workflow(json.dumps(document), installed_steps={"cerise/test/wc.cwl": STEP})
 
 
 def a_file(location: str, **more: Any) -> dict[str, Any]:

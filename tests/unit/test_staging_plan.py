@@ -54,6 +54,17 @@ def a_dir(location: str | None, **more: Any) -> dict[str, Any]:
     return value
 
 
+STEP = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: wc
+inputs: {extra: File?}
+stdout: output.txt
+outputs: {output: stdout}
+"""
+"""The installed step the workflows run (its one input is optional)."""
+
+
 def workflow(inputs: dict[str, Any], steps_in: dict[str, Any] | None = None) -> cwl.Workflow:
     document = {
         "cwlVersion": "v1.2",
@@ -64,7 +75,7 @@ def workflow(inputs: dict[str, Any], steps_in: dict[str, Any] | None = None) -> 
             "wc": {"run": "cerise/test/wc.cwl", "in": steps_in or {}, "out": ["output"]},
         },
     }
-    return cwl.parse_workflow(json.dumps(document), installed_steps={"cerise/test/wc.cwl"})
+    return cwl.parse_workflow(json.dumps(document), installed_steps={"cerise/test/wc.cwl": STEP})
 
 
 def plan_for(

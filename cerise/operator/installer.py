@@ -1,0 +1,191 @@
+"""The Specialisation projects of one ComputeResource: every tick, decide what to install
+(`specialisation.plan`), install it in the background over the resource's connection,
+report to the Specialisations' status and the ComputeResource's, and tell the worker which
+projects new jobs must wait for.
+
+What is installed is read from the resource when the worker starts (and again after the
+connection was lost during an install); afterwards the installer knows, since it is the
+only one installing there. Every install and every failure is an Event on its
+Specialisation. A failure concerns only its project on this resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+from lightkube import AsyncClient
+
+from cerise.kube import objects
+from cerise.model import specialisation
+from cerise.model.project_files import InvalidProject
+from cerise.model.specialisation import (
+    Action,
+    Attempt,
+    Claim,
+    Decision,
+    Failure,
+    Installed,
+    Report,
+    State,
+)
+from cerise.operator import sources
+from cerise.operator.specialisations import Specialisations
+from cerise.remote import install
+from cerise.remote.connection import Remote, RemoteUnavailable
+
+logger = logging.getLogger(__name__)
+
+SOURCE_RETRY = 30.0
+"""Seconds before a source that was unavailable is tried again."""
+
+
+class Installer:
+    """Installs the projects that Specialisations want on one ComputeResource."""
+
+    def __init__(
+        self, *, namespace: str, resource: str, remote: Remote, api: str, prologue: str,
+        kube: AsyncClient, specialisations: Specialisations, on_change: Callable[[], None],
+    ) -> None:
+        self.namespace, self.resource, self.remote, self.api = namespace, resource, remote, api
+        self.prologue, self.kube, self.specialisations = prologue, kube, specialisations
+        self._on_change = on_change
+        self.attempts = specialisations.attempts.setdefault((namespace, resource), {})
+        self.installed: dict[str, Installed] | None = None
+        self._unknown = "checking what is installed"
+        self._decisions: list[Decision] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._announced: set[tuple[str, str, int, str]] = set()
+        self._listed: list[dict[str, str]] | None = None
+
+    async def tick(self) -> None:
+        """Read what is installed (if not known), decide, start installs, report."""
+        if self.installed is None:
+            try:
+                self.installed = await install.read_installed(self.remote, self.api)
+            except OSError as error:  # RemoteUnavailable included
+                self._unknown = f"cannot read what is installed: {error}"
+        claims = self.specialisations.claims_on(self.namespace, self.resource)
+        reports: list[Report]
+        if self.installed is None:
+            self._decisions = []
+            reports = [Report(owner=c.owner, project=c.project, state=State.PENDING,
+                              reason="Unknown", message=self._unknown) for c in claims]
+        else:
+            self._decisions = specialisation.plan(claims, self.installed, self.attempts,
+                                                  time.monotonic())
+            reports = [self._act(decision, self.installed) for decision in self._decisions]
+        await self.specialisations.observe(self.namespace, self.resource, reports)
+        await self._list_on_resource()
+
+    def _act(self, decision: Decision, installed: dict[str, Installed]) -> Report:
+        claim = decision.claim
+        log = ""
+        if decision.action is Action.INSTALL and claim.project not in self._tasks:
+            task = asyncio.create_task(self._install(claim), name=f"install-{claim.project}")
+            self._tasks[claim.project] = task
+            task.add_done_callback(lambda _: self._done(claim.project))
+        elif decision.action in (Action.FAILED, Action.REFUSE):
+            attempt = self.attempts.get((claim.project, claim.owner.uid))
+            log = attempt.failure.log if attempt and attempt.failure else ""
+            announce = (claim.project, claim.owner.uid, claim.owner.generation, decision.reason)
+            if decision.action is Action.REFUSE and announce not in self._announced:
+                self._announced.add(announce)
+                self._event(claim, "Warning", decision.reason, decision.message)
+        return specialisation.report(decision, installed.get(claim.project), log)
+
+    def waiting(self) -> dict[str, str]:
+        """The projects new jobs must wait for, and why."""
+        if self.installed is None:
+            return {c.project: self._unknown
+                    for c in self.specialisations.claims_on(self.namespace, self.resource)}
+        waiting = {d.claim.project: d.message for d in self._decisions
+                   if d.action is Action.INSTALL}
+        return waiting | {p: "being installed" for p in self._tasks if p not in waiting}
+
+    def failures(self) -> dict[str, str]:
+        """Why projects that were wanted here are not installed as wanted."""
+        return {d.claim.project: d.message for d in self._decisions
+                if d.action in (Action.FAILED, Action.REFUSE)
+                and d.reason != specialisation.CLASH}
+
+    def projects(self) -> frozenset[str]:
+        """The projects installed here."""
+        return frozenset(self.installed or {})
+
+    async def close(self) -> None:
+        """Stop installs in progress (their new directories are left for the next one)."""
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def _done(self, project: str) -> None:
+        self._tasks.pop(project, None)
+        self._on_change()
+
+    async def _install(self, claim: Claim) -> None:
+        what = f"project {claim.project} {claim.version} on {self.resource}"
+        self._event(claim, "Normal", "Installing", f"installing {what}")
+        scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="cerise-project-"))
+        retry_at = None
+        try:
+            files = await sources.project(self.kube, claim.owner.namespace, claim.source,
+                                          scratch)
+            done = await install.install(
+                self.remote, api=self.api, project=claim.project, version=claim.version.text,
+                owner=claim.owner, files=files, prologue=self.prologue)
+        except RemoteUnavailable:
+            self.installed = None  # read it again once the connection is back
+            return
+        except sources.SourceUnavailable as error:
+            failure = Failure("SourceUnavailable", f"{claim.source}: {error}; trying again "
+                              f"in {SOURCE_RETRY:g} s")
+            retry_at = time.monotonic() + SOURCE_RETRY
+        except InvalidProject as error:
+            failure = Failure("InvalidProject", f"{claim.source}: {error}")
+        except install.InstallFailed as error:
+            failure = error.failure
+        except Exception as error:
+            logger.exception("installing %s failed unexpectedly", what)
+            failure = Failure("InternalError", f"{type(error).__name__}: {error}")
+        else:
+            if self.installed is not None:
+                self.installed[claim.project] = done
+            self.attempts[(claim.project, claim.owner.uid)] = Attempt(
+                claim.owner.generation, claim.version.text)
+            self._event(claim, "Normal", "Installed", f"installed {what}")
+            return
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+        self.attempts[(claim.project, claim.owner.uid)] = Attempt(
+            claim.owner.generation, claim.version.text, failure, retry_at)
+        self._event(claim, "Warning", failure.reason, f"{what}: {failure.message}")
+
+    def _event(self, claim: Claim, kind: str, reason: str, message: str) -> None:
+        body = self.specialisations.body_of(claim.owner)
+        if body is not None:
+            kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1000])
+
+    async def _list_on_resource(self) -> None:
+        """Write the ComputeResource's `installedProjects` when they changed."""
+        if self.installed is None:
+            return
+        listed = [{"name": i.project, "version": i.version, "specialisation": i.owner}
+                  for _, i in sorted(self.installed.items())]
+        if listed == self._listed:
+            return
+        status: dict[str, Any] = {"installedProjects": listed}
+        try:
+            await objects.patch_resource_status(self.kube, self.namespace, self.resource, status)
+        except Exception as error:
+            logger.warning("ComputeResource %s/%s: installed projects not written: %s",
+                           self.namespace, self.resource, error)
+            return
+        self._listed = listed
