@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from cerise.devenv.controlplane import REPO, ControlPlane
+from cerise.devenv.operator import OperatorProcess
 from tests.integration.api_fixtures import poll_until
 
 pytestmark = pytest.mark.integration
@@ -742,3 +743,51 @@ def test_dockerfile_fits_the_chart() -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") + 1:][:4] == [
         "!pyproject.toml", "!README.md", "!cerise/", "!specialisations/example/"]
+
+
+# -- the chart with the operator running (outside the cluster, as in the other tests) ---------
+
+def test_an_installed_release_runs_a_job(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str,
+    helm_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """The operator picks up the release's Specialisation and ComputeResource, installs the
+    project on the resource and runs a job there; uninstalling leaves no job behind."""
+    values = local_values(tmp_path)
+    values["specialisation"]["spec"]["projects"][0]["source"]["path"] = str(
+        REPO / "specialisations" / "example" / "cerise")
+    helm(helm_env, "install", "rel", str(CHART), "-n", namespace,
+         "-f", str(values_file(tmp_path, values)), plane=control_plane)
+    try:
+        def ready() -> bool:
+            found = control_plane.kubectl("get", "specialisations", "-n", namespace,
+                                          "-o", "json")
+            [item] = json.loads(found.stdout)["items"]
+            conditions = item.get("status", {}).get("conditions", [])
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        poll_until(ready, timeout=60, what="the release's project installed")
+        assert (tmp_path / "work" / "api" / "cerise" / "version").exists()
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps({
+            "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
+            "metadata": {"name": "hello"},
+            "spec": {"computeResource": "local", "workflow": json.dumps({
+                "cwlVersion": "v1.2", "class": "Workflow", "inputs": {},
+                "outputs": {"out": {"type": "File", "outputSource": "echo/output"}},
+                "steps": {"echo": {"run": "cerise/test/echo.cwl",
+                                   "in": {"message": {"default": "hi"}},
+                                   "out": ["output"]}}})}}))
+
+        def phase() -> str:
+            found = control_plane.kubectl("get", "wfj", "hello", "-n", namespace, "-o", "json")
+            return str(json.loads(found.stdout).get("status", {}).get("phase", ""))
+
+        poll_until(lambda: phase() in ("Success", "PermanentFailure", "SystemError"),
+                   timeout=60, what="the job ending")
+        assert phase() == "Success"
+        control_plane.kubectl("delete", "wfj", "hello", "-n", namespace, "--wait=true",
+                              "--timeout=60s")
+    finally:
+        helm(helm_env, "uninstall", "rel", "-n", namespace, "--no-hooks", "--ignore-not-found",
+             plane=control_plane, check=False)
+    assert control_plane.kubectl("get", "wfj", "-n", namespace, "-o", "name").stdout == ""
