@@ -75,8 +75,11 @@ async def job_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
 
 @kopf.daemon(GROUP, VERSION, "computeresources", cancellation_timeout=30)
 async def resource_worker(
-    namespace: str | None, name: str, spec: kopf.Spec, stopped: kopf.DaemonStopped, **_: Any
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta,
+    stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
-    """One worker per ComputeResource, for as long as it exists."""
+    """One worker per ComputeResource, for as long as it exists (started again, with the
+    new spec, whenever the spec changes: `meta` is kopf's live view of the object)."""
     assert namespace is not None, "ComputeResources are namespaced"
-    await registry().run_worker(namespace, name, dict(spec), stopped)
+    await registry().run_worker(namespace, name, dict(spec), stopped,
+                                generation=lambda: meta.get("generation"))

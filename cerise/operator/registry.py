@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ from cerise.model.exchange import Layout
 from cerise.model.states import Phase
 from cerise.operator import joblog, resources
 from cerise.operator.specialisations import Specialisations
-from cerise.operator.worker import Body, ResourceWorker
+from cerise.operator.worker import Body, ResourceChanged, ResourceWorker
 from cerise.remote import executor
 from cerise.remote.connection import RemoteUnavailable
 
@@ -134,12 +135,15 @@ class Registry:
             self._store(body)
 
     async def run_worker(
-        self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped
+        self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped,
+        generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         """Run the worker of one ComputeResource until the daemon is stopped.
 
         A resource that cannot be used (bad spec or Secret) says why in its status, and
-        kopf retries it later: the Secret may yet be created or fixed.
+        kopf retries it later: the Secret may yet be created or fixed. When the spec
+        changes (`generation` tells the current one), kopf starts the worker again at once
+        with the new spec.
         """
         try:
             parsed = compute.parse_spec(spec)
@@ -162,7 +166,7 @@ class Registry:
             namespace=namespace, name=name, spec=parsed, remote=remote, scheduler=scheduler,
             kube=self.kube, exchange=self.exchange.for_namespace(namespace),
             jobs=lambda: self.jobs_on((namespace, name)), remember=self.remember,
-            specialisations=self.specialisations,
+            specialisations=self.specialisations, generation=generation,
         )
         self.workers[(namespace, name)] = worker
         for body in self.jobs_on((namespace, name)):
@@ -170,6 +174,8 @@ class Registry:
                 await self._initialise(body)
         try:
             await worker.run(stopped)
+        except ResourceChanged as changed:
+            raise kopf.TemporaryError(str(changed), delay=0.5) from None
         finally:
             if self.workers.get((namespace, name)) is worker:
                 del self.workers[(namespace, name)]

@@ -83,6 +83,10 @@ class _Tracking:
     """The projects the job's workflow uses (read only when it matters)."""
 
 
+class ResourceChanged(Exception):
+    """The ComputeResource's spec changed: its worker must start again with the new one."""
+
+
 class ResourceWorker:
     """Drives the jobs of one ComputeResource over its one connection."""
 
@@ -99,8 +103,12 @@ class ResourceWorker:
         jobs: Callable[[], list[Body]],
         remember: Callable[[Body], None],
         specialisations: Specialisations,
+        generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.namespace, self.name, self.spec = namespace, name, spec
+        self._generation = generation
+        self.observed_generation = generation()
+        """The ComputeResource's spec generation this worker runs with."""
         self.remote, self.scheduler, self.kube, self.exchange = remote, scheduler, kube, exchange
         self._jobs, self._remember = jobs, remember
         self.wake = asyncio.Event()
@@ -128,12 +136,17 @@ class ResourceWorker:
     # --- the loop --------------------------------------------------------------------------
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
-        """Tick at the refresh interval, or sooner when a job changes, until stopped."""
+        """Tick at the refresh interval, or sooner when a job changes, until stopped, or until
+        the ComputeResource's spec changes (ResourceChanged: a new worker takes over)."""
         try:
+            await self._probe()
             while not stopped:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.spec.refresh)
                 self.wake.clear()
+                if self._generation() != self.observed_generation:
+                    raise ResourceChanged(f"the ComputeResource changed (generation "
+                                          f"{self._generation()}); restarting its worker")
                 await self.tick()
         finally:
             for task in self._tasks.values():
@@ -549,12 +562,23 @@ class ResourceWorker:
 
     # --- the resource's own status ---------------------------------------------------------
 
+    async def _probe(self) -> None:
+        """Say at once whether the resource answers, and for which generation of its spec."""
+        try:
+            await self.remote.run("true", timeout=30)
+        except (RemoteUnavailable, CommandTimedOut) as error:
+            await self._report(connected=False, error=str(error))
+            return
+        await self._report(connected=True, error="")
+
     async def _report(self, *, connected: bool, error: str) -> None:
         status: dict[str, Any] = {"connected": connected, "lastError": error}
         now = time.monotonic()
         if status == self._status and now - self._status_written < STATUS_INTERVAL:
             return
         status["lastPoll"] = kube_jobs.now()
+        if self.observed_generation is not None:
+            status["observedGeneration"] = self.observed_generation
         if self._status.get("connected") != connected:  # a Ready flip, or the first report
             self._ready_since = status["lastPoll"]
         status["conditions"] = [{

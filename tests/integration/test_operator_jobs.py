@@ -231,3 +231,29 @@ async def test_operator_killed_mid_run_still_succeeds_and_submits_once(
     uid = job["metadata"]["uid"]
     runs = await resource.remote.run(f"cat '{resource.base}/jobs/{uid}/remote_id' | wc -l")
     assert runs.stdout.strip() == "1"
+
+
+async def test_a_changed_compute_resource_is_used_at_once(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    def observed() -> int | None:
+        found = control_plane.kubectl("get", "cres", resource.name, "-n", resource.namespace,
+                                      "-o", "json")
+        generation: int | None = json.loads(found.stdout).get("status", {}).get(
+            "observedGeneration")
+        return generation
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while observed() != 1:
+        assert loop.time() < deadline, "the worker never reported generation 1"
+        await asyncio.sleep(0.1)
+    control_plane.kubectl("patch", "cres", resource.name, "-n", resource.namespace,
+                          "--type=merge", "-p", '{"spec": {"refreshSeconds": 0.3}}')
+    deadline = loop.time() + 30
+    while observed() != 2:
+        assert loop.time() < deadline, "the worker did not take up the new spec"
+        await asyncio.sleep(0.1)
+    submit(control_plane, resource, HOSTNAME)
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
