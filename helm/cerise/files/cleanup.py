@@ -78,7 +78,12 @@ def release_finalizer(client: Client, plural: str, namespace: str, obj: Any) -> 
                 return False
             if error.status.code != 409:
                 raise
-        obj = client.get(KINDS[plural], obj.metadata.name, namespace=namespace)
+        try:
+            obj = client.get(KINDS[plural], obj.metadata.name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:  # the operator released it meanwhile
+                return False
+            raise
     raise RuntimeError(f"{plural}/{obj.metadata.name} kept changing; finalizer not removed")
 
 
