@@ -787,6 +787,13 @@ def test_an_installed_release_runs_a_job(
         assert phase() == "Success"
         control_plane.kubectl("delete", "wfj", "hello", "-n", namespace, "--wait=true",
                               "--timeout=60s")
+        # helm upgrade to a new project version: the operator installs it on the resource
+        values["specialisation"]["spec"]["projects"][0]["version"] = "0.2.0"
+        helm(helm_env, "upgrade", "rel", str(CHART), "-n", namespace,
+             "-f", str(values_file(tmp_path, values, "v2.yaml")), plane=control_plane)
+        installed = tmp_path / "work" / "api" / "cerise" / "version"
+        poll_until(lambda: installed.read_text().strip() == "0.2.0", timeout=60,
+                   what="version 0.2.0 installed")
     finally:
         helm(helm_env, "uninstall", "rel", "-n", namespace, "--no-hooks", "--ignore-not-found",
              plane=control_plane, check=False)
