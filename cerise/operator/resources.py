@@ -29,11 +29,15 @@ SCHEDULERS: dict[str, Callable[[ResourceSpec], Scheduler]] = {
 def scheduler_for(spec: ResourceSpec) -> Scheduler:
     """The plug-in for the resource's scheduler."""
     try:
-        return SCHEDULERS[spec.scheduler](spec)
+        make = SCHEDULERS[spec.scheduler]
     except KeyError:
         raise InvalidResource(
             f"scheduler {spec.scheduler!r} is not supported yet "
             f"(supported: {', '.join(sorted(SCHEDULERS))})") from None
+    try:
+        return make(spec)
+    except ValueError as error:  # a setting the scheduler cannot take safely
+        raise InvalidResource(str(error)) from None
 
 
 async def remote_for(

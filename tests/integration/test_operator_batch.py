@@ -12,6 +12,7 @@ import pytest
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
+from tests.integration.api_fixtures import poll_until
 from tests.integration.operator_fixtures import (
     Resource,
     apply,
@@ -96,3 +97,24 @@ async def test_cancel_removes_the_job_from_the_scheduler(
     job = await wait_for_job(control_plane, batch_resource.namespace, "job", FINAL, timeout=120)
     assert job["status"]["phase"] == "Cancelled"
     assert await stopped(batch_resource, delay), "the runner outlived the cancel"
+
+
+def test_shell_syntax_in_torque_options_is_refused_with_a_message(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
+) -> None:
+    canary = tmp_path / "pwned"
+    apply(control_plane, namespace, {
+        "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+        "metadata": {"name": "hostile"},
+        "spec": {"files": {"protocol": "local", "path": str(tmp_path / "base")},
+                 "jobs": {"protocol": "local", "scheduler": "torque",
+                          "schedulerOptions": [f"--comment=$(touch {canary})"]}}})
+
+    def last_error() -> str:
+        found = control_plane.kubectl("get", "cres", "hostile", "-n", namespace,
+                                      "-o", "jsonpath={.status.lastError}")
+        return found.stdout
+
+    poll_until(lambda: "would pass to a shell" in last_error(), timeout=30,
+               what="the refusal in the resource's status")
+    assert not canary.exists()

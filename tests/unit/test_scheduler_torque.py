@@ -194,9 +194,27 @@ def test_unknown_ids_do_not_fail_the_poll(tmp_path: Path, status: int, polled: b
     assert run.calls == [["-f", "17", "18", "19", "20", "21", "22", "9999"]]
 
 
-def test_submit_quotes_every_value(tmp_path: Path) -> None:
+@pytest.mark.parametrize("settings", [
+    BatchSettings(queue=HOSTILE_QUEUE), BatchSettings(options=HOSTILE_OPTIONS),
+    *(BatchSettings(options=(option,)) for option in
+      ("--comment=$(touch pwned)", "--comment=`id`", "a;b", "--x='y'", 'x"y', "a b")),
+])
+def test_values_the_wrappers_shell_would_read_are_refused(settings: BatchSettings) -> None:
+    # Slurm's qsub wrapper runs the sbatch line it builds through /bin/sh.
+    with pytest.raises(ValueError, match="would pass to a shell"):
+        TorqueScheduler(settings)
+
+
+def test_job_paths_the_wrappers_shell_would_read_are_refused(tmp_path: Path) -> None:
     files = JobFiles(str(tmp_path / "my jobs" / "$(touch pwned)" / "uid-1"))
-    settings = BatchSettings(queue=HOSTILE_QUEUE, cores_per_node=16, options=HOSTILE_OPTIONS)
+    with pytest.raises(ValueError, match="job directory"):
+        SCHEDULER.submit_command(files, Request("cerise-3f2a1b2c-4d5e"))
+
+
+def test_submit_passes_every_value_as_a_word(tmp_path: Path) -> None:
+    files = JobFiles(str(tmp_path / "jobs" / "uid-1"))
+    settings = BatchSettings(queue="long.q", cores_per_node=16,
+                             options=("--account=proj_1", "-l", "mem=4gb"))
     command = TorqueScheduler(settings).submit_command(
         files, Request("cerise-3f2a1b2c-4d5e", cores=20, time_limit=360000))
     run = run_with_stub(tmp_path, "qsub", command, stdout="123.server\n")
@@ -204,10 +222,9 @@ def test_submit_quotes_every_value(tmp_path: Path) -> None:
     assert run.result.stdout == "123.server\n"
     assert run.calls == [[
         "-N", "cerise3f2a1b2c4", "-j", "oe", "-o", f"{files.job_dir}/scheduler.txt", "-r", "n",
-        "-l", "walltime=100:00:00,nodes=2:ppn=10", "-q", HOSTILE_QUEUE, *HOSTILE_OPTIONS,
-        files.script,
+        "-l", "walltime=100:00:00,nodes=2:ppn=10", "-q", "long.q", "--account=proj_1", "-l",
+        "mem=4gb", files.script,
     ]]
-    assert not list(tmp_path.rglob("pwned"))
 
 
 def test_plain_submit(tmp_path: Path) -> None:

@@ -14,14 +14,17 @@ Written against both: Slurm's Perl wrappers (`slurm-wlm-torque`, tested) and rea
   first dot, as `qstat` may print the server's full name.
 * Cancel: `qdel ID…`, whose exit status is ignored: both fail for finished jobs.
 
-Limits: the wrappers' qsub rebuilds the sbatch command as shell text, so the job
-directory, queue and options must not hold shell syntax there (the CRD restricts the
-queue; options are the resource owner's own). `ppn` is the cores per node; the slots
-setting does not apply.
+Limits: the wrappers' qsub rebuilds the sbatch command as shell text and runs it through
+`/bin/sh`, so a value holding shell syntax would run as a command there. Every value we
+pass (queue, options, the job's paths) is therefore limited to `SAFE` characters on this
+backend: a resource whose queue or options hold others is refused with a message, and so
+is a job whose paths do (a base path with spaces, say). `ppn` is the cores per node; the
+slots setting does not apply.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +57,19 @@ def short_id(job_id: str) -> str:
     return job_id.strip().split(".", 1)[0]
 
 
+SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+"""Characters that mean the same to a shell as to qsub: all a value may hold on this backend."""
+
+
+def _check(what: str, value: str) -> str:
+    if not SAFE.fullmatch(value):
+        raise ValueError(
+            f"{what} {value[:100]!r} holds characters that Slurm's Torque wrappers would pass "
+            "to a shell; on the torque scheduler only letters, digits and _@%+=:,./- are "
+            "allowed")
+    return value
+
+
 @dataclass(frozen=True)
 class TorqueScheduler:
     """Torque/PBS, or Slurm behind its Torque wrappers."""
@@ -61,7 +77,14 @@ class TorqueScheduler:
     settings: BatchSettings = field(default_factory=BatchSettings)
     name = "torque"
 
+    def __post_init__(self) -> None:
+        if self.settings.queue:
+            _check("the queue", self.settings.queue)
+        for option in self.settings.options:
+            _check("the scheduler option", option)
+
     def submit_command(self, files: JobFiles, request: Request) -> str:
+        _check("the job directory", files.job_dir)
         name = batch.job_name(request.name, keep="A-Za-z0-9", limit=NAME_LENGTH)
         words = ["qsub", "-N", name, "-j", "oe", "-o", batch.scheduler_log(files), "-r", "n"]
         resources = []
