@@ -19,6 +19,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from cerise.model import locations
+
 FINAL_STATES = frozenset({"Success", "Cancelled", "PermanentFailure", "TemporaryFailure",
                           "SystemError"})
 
@@ -228,18 +230,13 @@ def _chunks(handle: Any) -> Iterator[bytes]:
 
 def _rewrite(value: Any, base: Path, place: Callable[[Path], str]) -> Any:
     """Replace local File/Directory references in a CWL value by uploaded ones."""
-    if isinstance(value, list):
-        return [_rewrite(item, base, place) for item in value]
-    if not isinstance(value, dict):
-        return value
-    found = {key: _rewrite(item, base, place) for key, item in value.items()}
-    if found.get("class") in ("File", "Directory"):
-        where = found.get("path") or found.get("location")
-        if isinstance(where, str) and not urlsplit(where).scheme:
-            local = (base / os.path.expanduser(where)).resolve()
-            if not local.exists():
-                raise ClientError(f"the input {where} does not exist (looked at {local})",
-                                  ExitCode.USAGE)
-            found["location"] = place(local)
-            found.pop("path", None)
-    return found
+    def move(where: str) -> str | None:
+        if urlsplit(where).scheme:
+            return None
+        local = (base / os.path.expanduser(where)).resolve()
+        if not local.exists():
+            raise ClientError(f"the input {where} does not exist (looked at {local})",
+                              ExitCode.USAGE)
+        return place(local)
+
+    return locations.moved(value, move)

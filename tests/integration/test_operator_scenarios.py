@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from tests.integration.test_operator_jobs import (
     upload,
     workflow,
 )
+from tests.integration.web import serving
 
 pytestmark = pytest.mark.integration
 
@@ -321,27 +320,12 @@ def flaky_web() -> Iterator[str]:
     """An HTTP server on 127.0.0.1 that fails the first request for a file, then serves it."""
     requests: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            if len(requests) == 1:
-                self.send_error(503, "try again")
-                return
-            body = b"served on the second try\n"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, bytes]:
+        requests.append(path)
+        return (503, b"") if len(requests) == 1 else (200, b"served on the second try\n")
 
-        def log_message(self, *_: object) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with serving(answer) as url:
+        yield url
 
 
 async def test_a_failed_download_is_retried(

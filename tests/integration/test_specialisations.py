@@ -5,11 +5,9 @@ reinstalls under running jobs, and jobs that wait for an install."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import io
 import json
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from tests.integration.test_operator_jobs import (
     upload,
     workflow,
 )
+from tests.integration.web import serving
 
 pytestmark = pytest.mark.integration
 
@@ -324,27 +323,8 @@ def archive(entries: dict[str, bytes], links: dict[str, str] | None = None) -> b
 def web() -> Iterator[tuple[str, dict[str, bytes]]]:
     """A real HTTP server on 127.0.0.1 serving the archives put in its dict."""
     served: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", served
-    server.shutdown()
-    thread.join()
+    with serving(lambda path: (200, served[path]) if path in served else (404, b"")) as url:
+        yield url, served
 
 
 async def test_archives_are_installed_and_hostile_ones_refused(

@@ -31,7 +31,7 @@ from cerise.apiserver import errors, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.kube.jobs import GROUP
-from cerise.model import states
+from cerise.model import locations, states
 
 router = APIRouter(tags=["GA4GH WES 1.1"])
 
@@ -413,23 +413,15 @@ def _workflow_location(workflow_url: str, names: list[str], base: str) -> str:
 
 
 def _relocated(value: Any, names: list[str], base: str) -> Any:
-    """`value` with File/Directory locations moved onto the attachments where they match."""
-    if isinstance(value, list):
-        return [_relocated(item, names, base) for item in value]
-    if not isinstance(value, dict):
-        return value
-    moved = {key: _relocated(item, names, base) for key, item in value.items()}
-    if moved.get("class") in ("File", "Directory"):
-        location = moved.get("location") or moved.get("path")
-        if isinstance(location, str):
-            found = _attachment_for(location, names)
-            if found is not None:
-                location = urljoin(base, quote(found))
-            elif not urlsplit(location).scheme:
-                location = urljoin(base, quote(location))
-            moved["location"] = location
-            moved.pop("path", None)
-    return moved
+    """`value` with File/Directory locations moved onto the attachments where they match,
+    and relative ones resolved against the attachments."""
+    def move(location: str) -> str | None:
+        found = _attachment_for(location, names)
+        if found is not None:
+            return urljoin(base, quote(found))
+        return location if urlsplit(location).scheme else urljoin(base, quote(location))
+
+    return locations.moved(value, move)
 
 
 def _attachment_for(location: str, names: list[str]) -> str | None:
