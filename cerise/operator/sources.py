@@ -18,13 +18,13 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from lightkube import AsyncClient
 
 from cerise.kube import objects
 from cerise.model import project_files
 from cerise.model.project_files import Entry, EntryKind, InvalidProject
 from cerise.model.specialisation import Source
+from cerise.operator import web
 from cerise.remote.install import ProjectFile
 
 MAX_ARCHIVE_BYTES = 256 << 20
@@ -102,25 +102,14 @@ def _files(root: Path, checked: list[project_files.Checked]) -> list[ProjectFile
 
 async def download(url: str, target: Path) -> None:
     """Fetch `url` into `target`, within the size and time limits."""
-    tls = await asyncio.to_thread(httpx.create_ssl_context)  # loading CAs blocks: a thread
-    size = 0
-    try:
-        async with asyncio.timeout(DOWNLOAD_TIMEOUT), \
-                httpx.AsyncClient(verify=tls, timeout=30, follow_redirects=True) as client, \
-                client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise SourceUnavailable(f"{url}: HTTP {response.status_code}")
-            with target.open("wb") as handle:
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_ARCHIVE_BYTES:
-                        raise InvalidProject(
-                            f"{url} is larger than {MAX_ARCHIVE_BYTES >> 20} MiB")
-                    await asyncio.to_thread(handle.write, chunk)
-    except TimeoutError:
-        raise SourceUnavailable(f"{url}: not downloaded within {DOWNLOAD_TIMEOUT:g} s") from None
-    except httpx.HTTPError as error:
-        raise SourceUnavailable(f"{url}: {type(error).__name__}: {error}") from None
+    with target.open("wb") as handle:
+        try:
+            async for chunk in web.fetch(url, limit=MAX_ARCHIVE_BYTES, timeout=DOWNLOAD_TIMEOUT):
+                await asyncio.to_thread(handle.write, chunk)
+        except web.TooLarge as error:
+            raise InvalidProject(str(error)) from None
+        except web.FetchFailed as error:
+            raise SourceUnavailable(str(error)) from None
 
 
 def unpack(archive: Path, target: Path) -> list[ProjectFile]:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cerise.model import cwl
 from cerise.model.exchange import DownloadSource, Exchange, RefusedLocation
+from cerise.operator import web
 from cerise.remote import staging
 
 MAX_WORKFLOW_BYTES = 1 << 20
+DOWNLOAD_TIMEOUT = 60.0
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 
 
@@ -79,20 +79,11 @@ def _read_local(path: Path, root: Path, shown: str) -> str:
 
 async def _download(url: str) -> str:
     data = bytearray()
-    tls = await asyncio.to_thread(httpx.create_ssl_context)  # loading CAs blocks: a thread
     try:
-        async with httpx.AsyncClient(verify=tls, timeout=30, follow_redirects=True) as client, \
-                client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise cwl.InvalidWorkflow(
-                    f"the workflow {url} could not be downloaded: HTTP {response.status_code}")
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > MAX_WORKFLOW_BYTES:
-                    break
-    except httpx.HTTPError as error:
-        raise cwl.InvalidWorkflow(
-            f"the workflow {url} could not be downloaded: {type(error).__name__}") from None
+        async for chunk in web.fetch(url, limit=MAX_WORKFLOW_BYTES, timeout=DOWNLOAD_TIMEOUT):
+            data += chunk
+    except web.FetchFailed as error:
+        raise cwl.InvalidWorkflow(f"the workflow could not be downloaded: {error}") from None
     return _decoded(bytes(data), url)
 
 

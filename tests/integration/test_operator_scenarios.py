@@ -338,3 +338,23 @@ async def test_a_failed_download_is_retried(
     assert job["status"]["phase"] == "Success", job["status"]
     counts = published(exchange_dir, job["status"]["output"]["counts"]["location"]).split()
     assert counts[:3] == [b"1", b"5", b"25"]
+
+
+async def test_a_workflow_is_fetched_from_the_web_within_its_size_limit(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    documents = {"/wc.cwl": WC.encode(), "/huge.cwl": b"#" * (2 << 20)}
+    with serving(lambda path: (200, documents[path]) if path in documents else (404, b"")) as url:
+        submit(control_plane, resource, f"{url}/wc.cwl",
+               {"file": upload(exchange_dir, "words.txt", b"a b\n")}, name="fetched")
+        submit(control_plane, resource, f"{url}/huge.cwl", name="huge")
+        submit(control_plane, resource, f"{url}/missing.cwl", name="missing")
+        fetched = await wait_for_job(control_plane, resource.namespace, "fetched", FINAL)
+        huge = await wait_for_job(control_plane, resource.namespace, "huge", FINAL)
+        missing = await wait_for_job(control_plane, resource.namespace, "missing", FINAL)
+    assert fetched["status"]["phase"] == "Success", fetched["status"]
+    assert huge["status"]["phase"] == "PermanentFailure"
+    assert "larger than 1024 KiB" in huge["status"]["message"]
+    assert missing["status"]["phase"] == "PermanentFailure"
+    assert "HTTP 404" in missing["status"]["message"]
