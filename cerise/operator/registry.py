@@ -12,6 +12,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -19,13 +20,13 @@ from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
-from cerise.kube.jobs import TransitionConflict
 from cerise.model import compute, states
 from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
 from cerise.operator import joblog, resources
 from cerise.operator.specialisations import Specialisations
+from cerise.operator.transitions import Transitions
 from cerise.operator.worker import Body, ResourceChanged, ResourceWorker
 from cerise.remote import executor
 from cerise.remote.connection import RemoteUnavailable
@@ -59,9 +60,13 @@ class Registry:
     """The jobs a worker still has work for (not final, not being deleted), per resource:
     a tick costs in proportion to them, not to every job ever run."""
     specialisations: Specialisations = field(init=False)
+    transitions: Transitions = field(init=False)
+    """Writes a new job's first phase."""
 
     def __post_init__(self) -> None:
         self.specialisations = Specialisations(self.kube)
+        self.transitions = Transitions(self.kube, remember=self.remember,
+                                       log_path=self._log_path)
 
     def jobs_on(self, key: ResourceKey) -> list[Body]:
         """The active jobs of one compute resource."""
@@ -98,23 +103,15 @@ class Registry:
             worker.wake.set()
 
     async def _initialise(self, body: Body) -> None:
-        meta = body["metadata"]
+        """Give a new job its first phase (a lost race: a newer version is on its way)."""
         resource = body["spec"]["computeResource"]
         waiting = "" if resource_of(body) in self.workers else (
             f"; waiting for ComputeResource {resource!r}")
-        try:
-            new = await kube_jobs.transition(
-                self.kube, namespace=meta["namespace"], name=meta["name"], source=None,
-                target=Phase.SUBMITTED, resource_version=meta["resourceVersion"],
-                message=f"accepted{waiting}", generation=meta.get("generation"))
-        except TransitionConflict:
-            return  # a newer version is on its way through the watch
-        new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
-        self._store(new_body)
-        kopf.event(cast(kopf.Body, body), type="Normal", reason="Submitted",
-                   message=f"accepted{waiting}")
-        exchange = self.exchange.for_namespace(meta["namespace"])
-        await joblog.message(exchange.log_path(meta["uid"]), "INFO", "Submitted job")
+        await self.transitions.move(body, None, Phase.SUBMITTED, f"accepted{waiting}")
+
+    def _log_path(self, body: Body) -> Path:
+        meta = body["metadata"]
+        return self.exchange.for_namespace(meta["namespace"]).log_path(meta["uid"])
 
     async def specialisation_event(self, event_type: str | None, body: Body) -> None:
         """Record a Specialisation's newest state; the workers of its namespace re-plan."""
@@ -136,7 +133,7 @@ class Registry:
 
     async def run_worker(
         self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped,
-        generation: Callable[[], int | None] = lambda: None,
+        generation: Callable[[], int | None] = lambda: None, uid: str = "",
     ) -> None:
         """Run the worker of one ComputeResource until the daemon is stopped.
 
@@ -166,7 +163,7 @@ class Registry:
             namespace=namespace, name=name, spec=parsed, remote=remote, scheduler=scheduler,
             kube=self.kube, exchange=self.exchange.for_namespace(namespace),
             jobs=lambda: self.jobs_on((namespace, name)), remember=self.remember,
-            specialisations=self.specialisations, generation=generation,
+            specialisations=self.specialisations, generation=generation, uid=uid,
         )
         self.workers[(namespace, name)] = worker
         for body in self.jobs_on((namespace, name)):

@@ -13,9 +13,12 @@ work, so an operator restarted at any instruction simply carries on:
 * a cancel request → its `CR` phase; `CR` phases are cancelled on the scheduler (resent
   now and then until the job is gone) and end in `Cancelled`.
 
-Staging in and out run as background tasks, at most one per job, so a slow upload never
-holds up polling. Every phase change is a compare-and-swap (`cerise.kube.jobs`); a worker
-that loses one re-reads the job and decides again on the next tick.
+What to do next for a job is decided by the pure functions of `cerise.model.decisions`;
+this module gathers their facts and carries out their answers. Staging in and out run as
+background tasks, at most one per job, so a slow upload never holds up polling. Every
+phase change is a compare-and-swap (`cerise.operator.transitions`); a worker that loses
+one re-reads the job and decides again on the next tick. An error in a job's work ends
+the job as `FAILURES` says, or is retried.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -33,9 +36,9 @@ from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
-from cerise.kube.jobs import TransitionConflict
-from cerise.model import compute, cwl, results, specialisation, states, steps
+from cerise.model import compute, cwl, decisions, results, specialisation, states, steps
 from cerise.model.compute import ResourceSpec
+from cerise.model.decisions import Decision, Memory, Move, Seen, Sighting, Submitted, Work
 from cerise.model.exchange import Exchange
 from cerise.model.specialisation import StepUse
 from cerise.model.states import Phase
@@ -43,6 +46,7 @@ from cerise.model.steps import Step
 from cerise.operator import joblog
 from cerise.operator.installer import Installer
 from cerise.operator.specialisations import Specialisations
+from cerise.operator.transitions import Transitions
 from cerise.operator.workflows import JobInput, load_job, workflow_text
 from cerise.remote import executor, installed, jobscript, staging
 from cerise.remote.connection import CommandTimedOut, Remote, RemoteUnavailable
@@ -53,8 +57,6 @@ logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3
 """Tries at staging a job in or out before an I/O error makes it a SystemError."""
-CANCEL_RESEND = 10.0
-"""Seconds between cancel requests to the scheduler while a cancelled job is still there."""
 LOG_CHUNK = 64 << 10
 STATUS_INTERVAL = 30.0
 """Most often the resource's `lastPoll` is written (etcd is not a heartbeat store)."""
@@ -66,12 +68,28 @@ def _key(body: Body) -> str:
     return str(body["metadata"]["uid"])
 
 
+RETRY = None
+"""In `FAILURES`: not the job's fault nor final; its work is tried again on a later tick."""
+
+FAILURES: tuple[tuple[type[BaseException], Phase | None, int], ...] = (
+    (RemoteUnavailable, RETRY, 0),  # the connection backs off by itself
+    (CommandTimedOut, RETRY, 0),
+    (staging.InputRejected, Phase.PERMANENT_FAILURE, 1),
+    (cwl.InvalidWorkflow, Phase.PERMANENT_FAILURE, 1),
+    (staging.OutputRejected, Phase.SYSTEM_ERROR, 1),
+    (OSError, Phase.SYSTEM_ERROR, ATTEMPTS),  # a download or a disk hiccup: try again
+    (Exception, Phase.SYSTEM_ERROR, 1),
+)
+"""What an error in a job's work does to it: (error type, the phase it ends the job in, the
+errors in a row that takes); the first entry whose type matches applies."""
+
+
 @dataclass
 class _Tracking:
     """What the worker remembers of a remote job between ticks (lost on restart: harmless)."""
 
-    vanished_since: float | None = None
-    cancel_sent: float = 0.0
+    memory: Memory = field(default_factory=Memory)
+    """What the decisions keep (`cerise.model.decisions`)."""
     log_offset: int | None = None
     failures: int = 0
     """Failed staging attempts (I/O errors) in a row."""
@@ -104,8 +122,13 @@ class ResourceWorker:
         remember: Callable[[Body], None],
         specialisations: Specialisations,
         generation: Callable[[], int | None] = lambda: None,
+        uid: str = "",
     ) -> None:
         self.namespace, self.name, self.spec = namespace, name, spec
+        self._resource: Body = {
+            "apiVersion": f"{kube_jobs.GROUP}/{kube_jobs.VERSION}", "kind": "ComputeResource",
+            "metadata": {"namespace": namespace, "name": name, "uid": uid}}
+        """What Events about the resource are about."""
         self._generation = generation
         self.observed_generation = generation()
         """The ComputeResource's spec generation this worker runs with."""
@@ -116,6 +139,9 @@ class ResourceWorker:
         self._tracking: dict[str, _Tracking] = {}
         self._installed: Mapping[str, str] | None = None
         self._prologue = compute.prologue(spec.environment)
+        self.transitions = Transitions(kube, remember=remember,
+                                       log_path=lambda body: exchange.log_path(_key(body)),
+                                       changed=self.wake.set)
         self._status: dict[str, Any] = {}
         self._status_written = 0.0
         self._ready_since = ""
@@ -166,17 +192,16 @@ class ResourceWorker:
         remote_jobs: list[Body] = []
         for body in self._jobs():
             phase = kube_jobs.phase_of(body)
-            if phase is None or phase in states.FINAL or body["metadata"].get("deletionTimestamp"):
-                continue
-            cancel = states.cancel_target(phase)
-            if body["spec"].get("cancel") and cancel is not None:
-                await self.move(body, phase, cancel, "cancellation requested")
-                continue
-            if phase in (Phase.SUBMITTED, Phase.STAGING_IN, Phase.STAGING_IN_CR):
+            decision = decisions.next_work(
+                phase, cancel=bool(body["spec"].get("cancel")),
+                deleting=bool(body["metadata"].get("deletionTimestamp")))
+            if decision.move is not None and phase is not None:
+                await self.move(body, phase, decision.move)
+            elif decision.work is Work.STAGE_IN:
                 self._spawn(body, self._stage_in)
-            elif phase in (Phase.FINISHED, Phase.STAGING_OUT, Phase.STAGING_OUT_CR):
+            elif decision.work is Work.STAGE_OUT:
                 self._spawn(body, self._stage_out)
-            elif phase in states.REMOTE:
+            elif decision.work is Work.POLL:
                 remote_jobs.append(body)
         if remote_jobs:
             try:
@@ -197,32 +222,39 @@ class ResourceWorker:
         self.wake.set()
 
     async def _guarded(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]) -> None:
+        """Run a job's work; an error in it ends the job, or not, as `FAILURES` says."""
         tracking = self._tracking.setdefault(_key(body), _Tracking())
         try:
             await work(body)
-        except RemoteUnavailable as error:
-            # Retried on a later tick; the connection backs off by itself.
-            await self._report(connected=False, error=str(error))
         except asyncio.CancelledError:
             raise
-        except OSError as error:
-            tracking.failures += 1
-            if tracking.failures < ATTEMPTS:  # e.g. a download or a disk hiccup: try again
-                logger.warning("job %s: %s (attempt %d of %d)", _key(body), error,
-                               tracking.failures, ATTEMPTS)
-                return
-            await self._fail(body, f"{error} (after {ATTEMPTS} attempts)")
         except Exception as error:
-            logger.exception("job %s/%s failed unexpectedly", self.namespace, _key(body))
-            await self._fail(body, f"internal error: {type(error).__name__}: {error}")
+            target, attempts = next((phase, attempts) for kind, phase, attempts in FAILURES
+                                    if isinstance(error, kind))
+            if target is RETRY:
+                await self._report(connected=False, error=str(error))
+                return
+            tracking.failures += 1
+            if tracking.failures < attempts:
+                logger.warning("job %s: %s (attempt %d of %d)", _key(body), error,
+                               tracking.failures, attempts)
+                return
+            await self._fail(body, target, _failure_message(error, attempts))
         else:
             tracking.failures = 0
 
-    async def _fail(self, body: Body, message: str) -> None:
+    async def _fail(self, body: Body, target: Phase, message: str) -> None:
+        """End the job in `target` (or SystemError, where `target` is not allowed now)."""
         current = self.current(body)
         phase = kube_jobs.phase_of(current)
-        if phase is not None and states.is_legal(phase, Phase.SYSTEM_ERROR):
-            await self.move(current, phase, Phase.SYSTEM_ERROR, message)
+        if phase is None:
+            return
+        if not states.is_legal(phase, target):
+            target = Phase.SYSTEM_ERROR
+        if states.is_legal(phase, target):
+            staging_out = phase in (Phase.STAGING_OUT, Phase.STAGING_OUT_CR)
+            fields: dict[str, Any] = {"output": {}} if staging_out else {}
+            await self.move(current, phase, Move(target, message, fields))
 
     def current(self, body: Body) -> Body:
         """The newest copy of a job this worker has."""
@@ -231,33 +263,10 @@ class ResourceWorker:
 
     # --- transitions -----------------------------------------------------------------------
 
-    async def move(
-        self, body: Body, source: Phase, target: Phase, message: str,
-        fields: dict[str, Any] | None = None,
-    ) -> Body | None:
-        """CAS `source` → `target`; the new body, or None if another writer got there first."""
-        meta = body["metadata"]
-        try:
-            new = await kube_jobs.transition(
-                self.kube, namespace=meta["namespace"], name=meta["name"], source=source,
-                target=target, message=message, fields=fields,
-                generation=meta.get("generation"))
-        except TransitionConflict:
-            self.wake.set()
-            return None
-        new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
-        self._remember(new_body)
-        level = "ERROR" if target in (Phase.SYSTEM_ERROR, Phase.PERMANENT_FAILURE) else "INFO"
-        kopf.event(cast(kopf.Body, body), type="Warning" if level == "ERROR" else "Normal",
-                   reason=target.value, message=f"{source.value} → {target.value}: {message}")
-        await joblog.message(self.exchange.log_path(_key(body)), level,
-                             f"{target.value}: {message}")
-        self.wake.set()
-        return new_body
-
-    async def _fresh(self, body: Body) -> Body | None:
-        meta = body["metadata"]
-        return await objects.get_job(self.kube, meta["namespace"], meta["name"])
+    async def move(self, body: Body, source: Phase, move: Move) -> Body | None:
+        """CAS `source` → `move.target`; the new body, or None if another writer got there
+        first."""
+        return await self.transitions.move(body, source, move.target, move.message, move.fields)
 
     # --- staging in and submitting ---------------------------------------------------------
 
@@ -290,14 +299,11 @@ class ResourceWorker:
                 job = await self._load(body)
                 staging.plan(job.references, self.exchange, self.files(body),
                              workflow_url=job.workflow_url)
-            except staging.InputRejected as error:
-                await self.move(body, phase, Phase.PERMANENT_FAILURE, str(error))
-                return
             except cwl.InvalidWorkflow as error:
-                await self.move(body, phase, Phase.PERMANENT_FAILURE,
-                                await self._explained(body, error))
+                await self.move(body, phase, Move(Phase.PERMANENT_FAILURE,
+                                                  await self._explained(body, error)))
                 return
-            moved = await self.move(body, phase, Phase.STAGING_IN, "staging inputs")
+            moved = await self.move(body, phase, Move(Phase.STAGING_IN, "staging inputs"))
             if moved is None:
                 return
             body, phase = moved, Phase.STAGING_IN
@@ -307,14 +313,9 @@ class ResourceWorker:
             return
         if phase is not Phase.STAGING_IN:
             return
-        try:
-            job = job or await self._load(body)
-            plan = staging.plan(job.references, self.exchange, files,
-                                workflow_url=job.workflow_url)
-            await staging.stage_in(self.remote, files, plan.transfers, self.exchange)
-        except (cwl.InvalidWorkflow, staging.InputRejected) as error:
-            await self.move(body, phase, Phase.PERMANENT_FAILURE, str(error))
-            return
+        job = job or await self._load(body)
+        plan = staging.plan(job.references, self.exchange, files, workflow_url=job.workflow_url)
+        await staging.stage_in(self.remote, files, plan.transfers, self.exchange)
         translated = cwl.translate_workflow(job.workflow, api_base=f"{self.base}/api")
         document = plan.apply(translated, cwl.Origin.WORKFLOW)
         inputs = plan.apply(job.input_object, cwl.Origin.INPUT_OBJECT)
@@ -351,20 +352,25 @@ class ResourceWorker:
         held = {p: waiting[p] for p in await self._projects_used(body) if p in waiting}
         if not held:
             return False
-        message = specialisation.waiting_message(held, self.name)
-        if body["status"].get("message") != message:
-            meta = body["metadata"]
-            try:
-                new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
-                                                   name=meta["name"], status={"message": message})
-            except ApiError as error:
-                logger.warning("job %s: waiting message not written: %s", _key(body), error)
-                return True
-            self._remember(new.to_dict())  # type: ignore[no-untyped-call]
-            kopf.event(cast(kopf.Body, body), type="Normal", reason="WaitingForProject",
-                       message=message)
-            await joblog.message(self.exchange.log_path(_key(body)), "INFO", message)
+        await self._note(body, specialisation.waiting_message(held, self.name),
+                         reason="WaitingForProject")
         return True
+
+    async def _note(self, body: Body, message: str, *, reason: str = "Retrying") -> None:
+        """Say why a job is held where it is, in its status message, an Event and its log
+        (once: not again while the message stays the same)."""
+        if body["status"].get("message") == message:
+            return
+        meta = body["metadata"]
+        try:
+            new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
+                                               name=meta["name"], status={"message": message})
+        except ApiError as error:
+            logger.warning("job %s: message not written: %s", _key(body), error)
+            return
+        self._remember(new.to_dict())  # type: ignore[no-untyped-call]
+        kopf.event(cast(kopf.Body, body), type="Normal", reason=reason, message=message)
+        await joblog.message(self.exchange.log_path(_key(body)), "INFO", message)
 
     async def _explained(self, body: Body, error: cwl.InvalidWorkflow) -> str:
         """The job's failure message; a step of a project that is not here says why."""
@@ -378,35 +384,21 @@ class ResourceWorker:
     async def _after_submit(
         self, body: Body, files: JobFiles, submitted: jobscript.SubmitResult
     ) -> None:
-        if submitted.outcome is not SubmitOutcome.SUBMITTED:
-            what = ("the scheduler refused the job" if submitted.outcome is SubmitOutcome.FAILED
-                    else "the outcome of an earlier submission is unknown")
-            await self.move(body, Phase.STAGING_IN, Phase.SYSTEM_ERROR,
-                            f"{what}: {submitted.detail}")
+        move = decisions.after_submit(_submitted(submitted.outcome), submitted.detail,
+                                      submitted.remote_id, files.job_dir, kube_jobs.now())
+        if move is None:
+            await self._note(body, f"submitting failed; trying again: {submitted.detail}")
             return
-        fields = {"remoteJobId": submitted.remote_id, "workDir": files.job_dir,
-                  "submittedAt": kube_jobs.now()}
-        message = f"submitted as {submitted.remote_id}"
-        if await self.move(body, Phase.STAGING_IN, Phase.WAITING, message, fields) is None:
-            latest = await self._fresh(body)
-            if latest is not None and kube_jobs.phase_of(latest) is Phase.STAGING_IN_CR:
-                # Cancelled while we submitted: hand the remote job to the cancel path.
-                await self.move(latest, Phase.STAGING_IN_CR, Phase.WAITING_CR, message, fields)
+        await self.transitions.carry_out(body, Phase.STAGING_IN, move)
 
     async def _settle_cancelled_staging(self, body: Body, files: JobFiles) -> None:
         """A cancel arrived during staging: was the job submitted (before a crash) or not?"""
         result = await self.remote.run(jobscript.lookup_script(files))
         found = jobscript.parse_submit(result.exit_status, result.stdout, result.stderr)
-        if found.outcome is SubmitOutcome.SUBMITTED:
-            await self.move(body, Phase.STAGING_IN_CR, Phase.WAITING_CR,
-                            f"submitted as {found.remote_id} before the cancel",
-                            {"remoteJobId": found.remote_id, "workDir": files.job_dir})
-        elif found.outcome is SubmitOutcome.NOT_SUBMITTED:
-            await self.move(body, Phase.STAGING_IN_CR, Phase.CANCELLED,
-                            "cancelled before submission")
-        else:
-            await self.move(body, Phase.STAGING_IN_CR, Phase.SYSTEM_ERROR,
-                            f"cancelled, but {found.detail}")
+        move = decisions.after_cancelled_staging(_submitted(found.outcome), found.detail,
+                                                 found.remote_id, files.job_dir)
+        if move is not None:
+            await self.move(body, Phase.STAGING_IN_CR, move)
 
     # --- polling ---------------------------------------------------------------------------
 
@@ -415,52 +407,23 @@ class ResourceWorker:
                        b["status"].get("remoteJobId", "")) for b in bodies]
         observed = await executor.poll(self.remote, self.scheduler, refs, self._prologue)
         await self._report(connected=True, error="")
-        to_cancel: list[JobRef] = []
         now = time.monotonic()
+        decided: list[tuple[Body, JobRef, Decision]] = []
         for body, ref in zip(bodies, refs, strict=True):
             tracking = self._tracking.setdefault(ref.key, _Tracking())
-            observation = observed[ref.key]
             phase = kube_jobs.phase_of(body)
             assert phase is not None
-            if phase in (Phase.WAITING_CR, Phase.RUNNING_CR):
-                if observation.state in (RemoteState.DONE, RemoteState.VANISHED):
-                    await self.move(body, phase, Phase.CANCELLED, "stopped on the compute resource")
-                    continue
-                if observation.state is RemoteState.RUNNING and phase is Phase.WAITING_CR:
-                    await self.move(body, phase, Phase.RUNNING_CR, "running; cancelling")
-                if now - tracking.cancel_sent >= CANCEL_RESEND:
-                    tracking.cancel_sent = now
-                    to_cancel.append(ref)
-                continue
-            if await self._progress(body, phase, observation, tracking, now):
-                to_cancel.append(ref)  # e.g. stuck in an error state: clear it from the queue
+            decision = decisions.after_poll(phase, _sighting(observed[ref.key]), tracking.memory,
+                                            now=now, refresh=self.spec.refresh)
+            tracking.memory = decision.memory
+            if decision.move is not None:
+                await self.move(body, phase, decision.move)
+            decided.append((body, ref, decision))
+        to_cancel = [ref for _, ref, decision in decided if decision.cancel_remote]
         if to_cancel:
             await executor.cancel(self.remote, self.scheduler, to_cancel, self._prologue)
-        await asyncio.gather(*(self._follow_log(b, observed[r.key].log_size)
-                               for b, r in zip(bodies, refs, strict=True)
-                               if kube_jobs.phase_of(b) is Phase.RUNNING))
-
-    async def _progress(self, body: Body, phase: Phase, observation: Observation,
-                        tracking: _Tracking, now: float) -> bool:
-        """Move a job along after a poll; True if it vanished and was given up on."""
-        if observation.state is RemoteState.RUNNING and phase is Phase.WAITING:
-            await self.move(body, phase, Phase.RUNNING, "running")
-        elif observation.state is RemoteState.DONE:
-            await self.move(body, phase, Phase.FINISHED,
-                            f"the runner exited with status {observation.exit_code}",
-                            {"exitCode": observation.exit_code})
-        elif observation.state is RemoteState.VANISHED:
-            grace = max(10.0, 3 * self.spec.refresh)
-            if tracking.vanished_since is None:
-                tracking.vanished_since = now
-            elif now - tracking.vanished_since > grace:
-                await self.move(body, phase, Phase.FINISHED,
-                                "the job left the scheduler without an exit code",
-                                {"exitCode": None})
-                return True
-        else:
-            tracking.vanished_since = None
-        return False
+        await asyncio.gather(*(self._follow_log(body, observed[ref.key].log_size)
+                               for body, ref, decision in decided if decision.follow_log))
 
     async def _follow_log(self, body: Body, size: int | None = None) -> None:
         """Append the runner's new log lines to the job log, and write the steps they start
@@ -506,7 +469,7 @@ class ResourceWorker:
     async def _stage_out(self, body: Body) -> None:
         phase = kube_jobs.phase_of(body)
         if phase is Phase.FINISHED:
-            moved = await self.move(body, phase, Phase.STAGING_OUT, "collecting outputs")
+            moved = await self.move(body, phase, Move(Phase.STAGING_OUT, "collecting outputs"))
             if moved is None:
                 return
             body, phase = moved, Phase.STAGING_OUT
@@ -514,28 +477,18 @@ class ResourceWorker:
             return
         files = JobFiles(body["status"].get("workDir") or self.files(body).job_dir)
         await self._follow_log(body)
-        try:
-            output = await staging.stage_out(self.remote, files, self.exchange, _key(body))
-        except staging.OutputRejected as error:
-            await self.move(body, phase, Phase.SYSTEM_ERROR, str(error), {"output": {}})
-            return
+        output = await staging.stage_out(self.remote, files, self.exchange, _key(body))
         if phase is Phase.STAGING_OUT_CR:
-            await self.move(body, phase, Phase.CANCELLED, "cancelled; partial outputs kept",
-                            {"output": output})
+            await self.move(body, phase, Move(Phase.CANCELLED, "cancelled; partial outputs kept",
+                                              {"output": output}))
             return
         end = self._tracking.get(_key(body), _Tracking()).log_offset or 0
         tail = await self.remote.read(files.stderr, max(0, end - LOG_CHUNK), 2 * LOG_CHUNK)
         log_tail = tail.decode(errors="replace")
-        final, message = results.final_phase(body["status"].get("exitCode"), log_tail)
-        failed_step = steps.failure(log_tail)
-        if failed_step and final in (Phase.PERMANENT_FAILURE, Phase.TEMPORARY_FAILURE):
-            how = "failed temporarily" if final is Phase.TEMPORARY_FAILURE else "failed"
-            message = f"the workflow {how}: {failed_step}"
-        if await self.move(body, phase, final, message, {"output": output}) is None:
-            latest = await self._fresh(body)
-            if latest is not None and kube_jobs.phase_of(latest) is Phase.STAGING_OUT_CR:
-                await self.move(latest, Phase.STAGING_OUT_CR, Phase.CANCELLED,
-                                "cancelled; partial outputs kept", {"output": output})
+        final, message = decisions.finish_message(
+            *results.final_phase(body["status"].get("exitCode"), log_tail),
+            end_reason=body["status"].get("endReason"), failed_step=steps.failure(log_tail))
+        await self.transitions.carry_out(body, phase, Move(final, message, {"output": output}))
 
     # --- deletion --------------------------------------------------------------------------
 
@@ -571,21 +524,54 @@ class ResourceWorker:
             return
         await self._report(connected=True, error="")
 
-    async def _report(self, *, connected: bool, error: str) -> None:
-        status: dict[str, Any] = {"connected": connected, "lastError": error}
+    async def _report(self, *, connected: bool, error: str, reason: str = "Unreachable") -> None:
+        """Write the resource's status (`connected`, `lastError`, its Ready condition) when it
+        changed or has not been written for a while; a change of it is also an Event."""
+        ready = connected and not error
+        status: dict[str, Any] = {"connected": connected, "lastError": error, "ready": ready}
         now = time.monotonic()
         if status == self._status and now - self._status_written < STATUS_INTERVAL:
             return
+        changed = status != self._status
+        del status["ready"]
         status["lastPoll"] = kube_jobs.now()
         if self.observed_generation is not None:
             status["observedGeneration"] = self.observed_generation
-        if self._status.get("connected") != connected:  # a Ready flip, or the first report
+        if self._status.get("ready") != ready:  # a Ready flip, or the first report
             self._ready_since = status["lastPoll"]
         status["conditions"] = [{
-            "type": "Ready", "status": "True" if connected else "False",
-            "reason": "Connected" if connected else "Unreachable",
-            "message": "the compute resource answers" if connected else error[:4096],
+            "type": "Ready", "status": "True" if ready else "False",
+            "reason": "Connected" if ready else reason,
+            "message": "the compute resource answers" if ready else error[:4096],
             "lastTransitionTime": self._ready_since}]
-        self._status, self._status_written = {"connected": connected, "lastError": error}, now
-        with contextlib.suppress(Exception):
+        previous = self._status
+        self._status = {"connected": connected, "lastError": error, "ready": ready}
+        self._status_written = now
+        if changed and (previous or not ready):
+            kopf.event(cast(kopf.Body, self._resource), type="Normal" if ready else "Warning",
+                       reason="Ready" if ready else reason,
+                       message="the compute resource answers again" if ready else error[:1024])
+        try:
             await objects.patch_resource_status(self.kube, self.namespace, self.name, status)
+        except ApiError as failure:
+            logger.warning("resource %s/%s: status not written: %s", self.namespace, self.name,
+                           failure)
+
+
+def _submitted(outcome: SubmitOutcome) -> Submitted:
+    return {SubmitOutcome.SUBMITTED: Submitted.SUBMITTED, SubmitOutcome.FAILED: Submitted.FAILED,
+            SubmitOutcome.UNKNOWN: Submitted.UNKNOWN,
+            SubmitOutcome.NOT_SUBMITTED: Submitted.NOT_SUBMITTED}[outcome]
+
+
+def _sighting(observation: Observation) -> Sighting:
+    return Sighting(Seen(observation.state.value), observation.exit_code)
+
+
+def _failure_message(error: BaseException, attempts: int) -> str:
+    if isinstance(error, (staging.InputRejected, staging.OutputRejected, cwl.InvalidWorkflow)):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"{error} (after {attempts} attempts)"
+    logger.error("unexpected error in a job's work", exc_info=error)
+    return f"internal error: {type(error).__name__}: {error}"

@@ -1,0 +1,216 @@
+"""What a resource worker does next for a job: pure decisions, carried out by the worker.
+
+The worker gathers the facts — the job's phase and cancel flag, the latest observation of
+it on the compute resource, what it remembers of the job between ticks (`Memory`), the
+time — and asks one of these functions. Each answers with a `Decision`: a transition to
+write, work to start, a cancel to send to the scheduler, the job's log to follow, and the
+memory to keep. Nothing here does I/O, so every phase is covered by unit tests.
+
+* `next_work` — at each tick, before the one status command: follow a cancel request, or
+  start staging in or out, or include the job in the poll.
+* `after_poll` — with the job's observation from that poll.
+* `after_submit` — with what the submit script reported.
+* `after_cancelled_staging` — a cancel arrived during staging: was the job submitted?
+* `after_lost_race` — a transition lost its compare-and-swap: follow a cancel that won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from cerise.model import states
+from cerise.model.states import Phase
+
+CANCEL_RESEND = 10.0
+"""Seconds between cancel requests to the scheduler while a cancelled job is still there."""
+MIN_VANISH_GRACE = 10.0
+"""Least seconds a job may be missing from the queue, without an exit code, before it is
+given up on (the marker may be late on a network file system)."""
+
+
+class Work(StrEnum):
+    """Work a job needs from its worker."""
+
+    NONE = "none"
+    STAGE_IN = "stage in"
+    STAGE_OUT = "stage out"
+    POLL = "poll"
+
+
+class Seen(StrEnum):
+    """A job's state on the compute resource, as the status command reported it."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    VANISHED = "vanished"
+    """Gone from the queue without an exit code."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What one poll said of one job (the worker translates the scheduler's observation)."""
+
+    seen: Seen
+    exit_code: int | None = None
+    end_reason: str | None = None
+    """Why the run ended, when it was not the runner's own doing (a time limit hit)."""
+    never_runs: str | None = None
+    """The scheduler's words when it holds the job for a reason that can never clear."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """A transition to write: `source` (the phase decided from) → `target`."""
+
+    target: Phase
+    message: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the worker remembers of a job between ticks (lost on a restart: harmless)."""
+
+    vanished_since: float | None = None
+    cancel_sent: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer: at most one transition, work to start, and what else to do."""
+
+    move: Move | None = None
+    work: Work = Work.NONE
+    cancel_remote: bool = False
+    """Ask the scheduler to stop the job (in the one cancel command of this tick)."""
+    follow_log: bool = False
+    """Read the runner's new log lines (only while it runs)."""
+    memory: Memory = Memory()
+
+
+def next_work(phase: Phase | None, *, cancel: bool, deleting: bool) -> Decision:
+    """A job's work at the start of a tick."""
+    if phase is None or phase in states.FINAL or deleting:
+        return Decision()
+    target = states.cancel_target(phase)
+    if cancel and target is not None:
+        return Decision(move=Move(target, "cancellation requested"))
+    if phase in (Phase.SUBMITTED, Phase.STAGING_IN, Phase.STAGING_IN_CR):
+        return Decision(work=Work.STAGE_IN)
+    if phase in (Phase.FINISHED, Phase.STAGING_OUT, Phase.STAGING_OUT_CR):
+        return Decision(work=Work.STAGE_OUT)
+    if phase in states.REMOTE:
+        return Decision(work=Work.POLL)
+    return Decision()
+
+
+def after_poll(
+    phase: Phase, sighting: Sighting, memory: Memory, *, now: float, refresh: float
+) -> Decision:
+    """A job in a remote phase, after the poll saw it as `sighting`."""
+    if phase in (Phase.WAITING_CR, Phase.RUNNING_CR):
+        return _cancelling(phase, sighting, memory, now)
+    memory = replace(memory, vanished_since=None) if sighting.seen is not Seen.VANISHED else memory
+    if sighting.seen is Seen.DONE:
+        fields: dict[str, Any] = {"exitCode": sighting.exit_code}
+        if sighting.end_reason:
+            fields["endReason"] = sighting.end_reason
+            message = sighting.end_reason
+        else:
+            message = f"the runner exited with status {sighting.exit_code}"
+        return Decision(move=Move(Phase.FINISHED, message, fields), memory=memory)
+    if sighting.seen is Seen.VANISHED:
+        if memory.vanished_since is None:
+            return Decision(memory=replace(memory, vanished_since=now))
+        if now - memory.vanished_since <= max(MIN_VANISH_GRACE, 3 * refresh):
+            return Decision(memory=memory)
+        # Given up on: make sure nothing of it lingers in the queue (an error state, say).
+        return Decision(move=Move(Phase.FINISHED, "the job left the scheduler without an exit "
+                                  "code", {"exitCode": None}), cancel_remote=True, memory=memory)
+    if phase is Phase.WAITING and sighting.never_runs:
+        return Decision(move=Move(Phase.PERMANENT_FAILURE, "the scheduler cannot run this job: "
+                                  f"{sighting.never_runs}"), cancel_remote=True, memory=memory)
+    if phase is Phase.WAITING and sighting.seen is Seen.RUNNING:
+        return Decision(move=Move(Phase.RUNNING, "running"), follow_log=True, memory=memory)
+    return Decision(follow_log=phase is Phase.RUNNING, memory=memory)
+
+
+def _cancelling(phase: Phase, sighting: Sighting, memory: Memory, now: float) -> Decision:
+    if sighting.seen in (Seen.DONE, Seen.VANISHED):
+        return Decision(move=Move(Phase.CANCELLED, "stopped on the compute resource"),
+                        memory=memory)
+    move = None
+    if sighting.seen is Seen.RUNNING and phase is Phase.WAITING_CR:
+        move = Move(Phase.RUNNING_CR, "running; cancelling")
+    if now - memory.cancel_sent >= CANCEL_RESEND:
+        return Decision(move=move, cancel_remote=True, memory=replace(memory, cancel_sent=now))
+    return Decision(move=move, memory=memory)
+
+
+class Submitted(StrEnum):
+    """What a submit (or a lookup of an earlier one) reported."""
+
+    SUBMITTED = "submitted"
+    REFUSED = "refused"
+    """The scheduler will never take this job as asked."""
+    FAILED = "failed"
+    """A passing failure (the scheduler is down): submitting again later may work."""
+    UNKNOWN = "unknown"
+    """An earlier submit holds the lock but recorded no id: it may or may not have happened."""
+    NOT_SUBMITTED = "not submitted"
+
+
+def after_submit(outcome: Submitted, detail: str, remote_id: str, work_dir: str,
+                 submitted_at: str) -> Move | None:
+    """A job in `StagingIn` after its submit; None to try again on a later tick."""
+    if outcome is Submitted.SUBMITTED:
+        return Move(Phase.WAITING, f"submitted as {remote_id}",
+                    {"remoteJobId": remote_id, "workDir": work_dir,
+                     "submittedAt": submitted_at})
+    if outcome is Submitted.REFUSED:
+        return Move(Phase.PERMANENT_FAILURE, f"the scheduler refused the job: {detail}")
+    if outcome is Submitted.UNKNOWN:
+        return Move(Phase.SYSTEM_ERROR,
+                    f"the outcome of an earlier submission is unknown: {detail}")
+    return None
+
+
+def after_cancelled_staging(outcome: Submitted, detail: str, remote_id: str,
+                            work_dir: str) -> Move | None:
+    """A job in `StagingInCR`: hand a submitted job to the cancel path, or end it."""
+    if outcome is Submitted.SUBMITTED:
+        return Move(Phase.WAITING_CR, f"submitted as {remote_id} before the cancel",
+                    {"remoteJobId": remote_id, "workDir": work_dir})
+    if outcome is Submitted.NOT_SUBMITTED:
+        return Move(Phase.CANCELLED, "cancelled before submission")
+    if outcome is Submitted.FAILED:
+        return None  # cannot tell yet: look again on a later tick
+    return Move(Phase.SYSTEM_ERROR, f"cancelled, but {detail}")
+
+
+def after_lost_race(intended: Move, source: Phase, latest: Phase | None) -> Move | None:
+    """A transition from `source` lost its compare-and-swap and the job is now in `latest`:
+    if a cancel won the race, the same step continues on the cancel path."""
+    if latest is None or states.cancel_target(source) != latest:
+        return None  # someone else moved it on; the next tick decides again
+    if intended.target is Phase.WAITING:  # the job was submitted: it must be stopped
+        return Move(Phase.WAITING_CR, intended.message, intended.fields)
+    if source is Phase.STAGING_OUT:
+        return Move(Phase.CANCELLED, "cancelled; partial outputs kept",
+                    {"output": intended.fields.get("output", {})})
+    return None
+
+
+def finish_message(final: Phase, message: str, *, end_reason: str | None,
+                   failed_step: str | None) -> tuple[Phase, str]:
+    """The final phase and message of a run, given why it ended and which step failed."""
+    if end_reason:
+        return Phase.PERMANENT_FAILURE, end_reason
+    if failed_step and final in (Phase.PERMANENT_FAILURE, Phase.TEMPORARY_FAILURE):
+        how = "failed temporarily" if final is Phase.TEMPORARY_FAILURE else "failed"
+        return final, f"the workflow {how}: {failed_step}"
+    return final, message

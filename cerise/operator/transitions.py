@@ -1,0 +1,84 @@
+"""Writing a job's transition: the compare-and-swap, its Event and its job log line.
+
+The one place a phase changes, for the registry (a new job's first phase) and the
+workers. A transition that loses its compare-and-swap is not an error: another writer (a
+cancel through the REST API, say) got there first, and the caller decides again from the
+newer job — or, for a step that must not be lost (a submitted job, collected outputs),
+`carry_out` re-reads the job and follows a cancel that won the race.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+from lightkube import AsyncClient
+
+from cerise.kube import jobs as kube_jobs
+from cerise.kube import objects
+from cerise.kube.jobs import TransitionConflict
+from cerise.model import decisions
+from cerise.model.decisions import Move
+from cerise.model.states import Phase
+from cerise.operator import joblog
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+_FAILED = frozenset({Phase.SYSTEM_ERROR, Phase.PERMANENT_FAILURE})
+
+
+class Transitions:
+    """Writes transitions of jobs and tells the operator's cache and workers of them."""
+
+    def __init__(self, kube: AsyncClient, *, remember: Callable[[Body], None],
+                 log_path: Callable[[Body], Path], changed: Callable[[], None] = lambda: None,
+                 ) -> None:
+        self.kube = kube
+        self._remember, self._log_path, self._changed = remember, log_path, changed
+
+    async def move(
+        self, body: Body, source: Phase | None, target: Phase, message: str,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Body | None:
+        """CAS `source` → `target` (a new job, `source` None, is guarded by its
+        resourceVersion); the new body, or None if another writer got there first."""
+        meta = body["metadata"]
+        try:
+            new = await kube_jobs.transition(
+                self.kube, namespace=meta["namespace"], name=meta["name"], source=source,
+                target=target, message=message, fields=fields,
+                resource_version=meta["resourceVersion"] if source is None else None,
+                generation=meta.get("generation"))
+        except TransitionConflict:
+            self._changed()
+            return None
+        new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
+        self._remember(new_body)
+        failed = target in _FAILED
+        kopf.event(cast(kopf.Body, body), type="Warning" if failed else "Normal",
+                   reason=target.value,
+                   message=f"{source.value if source else 'new'} → {target.value}: {message}")
+        await joblog.message(self._log_path(body), "ERROR" if failed else "INFO",
+                             f"{target.value}: {message}")
+        self._changed()
+        return new_body
+
+    async def carry_out(self, body: Body, source: Phase, move: Move) -> Body | None:
+        """`move` from `source`; if a cancel won the race meanwhile, its cancel-path twin."""
+        new = await self.move(body, source, move.target, move.message, move.fields)
+        if new is not None:
+            return new
+        meta = body["metadata"]
+        latest = await objects.get_job(self.kube, meta["namespace"], meta["name"])
+        if latest is None:
+            return None
+        phase = kube_jobs.phase_of(latest)
+        follow = decisions.after_lost_race(move, source, phase)
+        if follow is None or phase is None:
+            return None
+        return await self.move(latest, phase, follow.target, follow.message, follow.fields)

@@ -1,0 +1,215 @@
+"""The worker's decisions, over every phase: what happens next for a job."""
+
+from __future__ import annotations
+
+import pytest
+
+from cerise.model import decisions, states
+from cerise.model.decisions import (
+    CANCEL_RESEND,
+    MIN_VANISH_GRACE,
+    Memory,
+    Move,
+    Seen,
+    Sighting,
+    Submitted,
+    Work,
+)
+from cerise.model.states import Phase
+
+WORK = {
+    Phase.SUBMITTED: Work.STAGE_IN, Phase.STAGING_IN: Work.STAGE_IN,
+    Phase.STAGING_IN_CR: Work.STAGE_IN, Phase.WAITING: Work.POLL, Phase.WAITING_CR: Work.POLL,
+    Phase.RUNNING: Work.POLL, Phase.RUNNING_CR: Work.POLL, Phase.FINISHED: Work.STAGE_OUT,
+    Phase.STAGING_OUT: Work.STAGE_OUT, Phase.STAGING_OUT_CR: Work.STAGE_OUT,
+}
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_every_phase_has_its_work(phase: Phase) -> None:
+    decision = decisions.next_work(phase, cancel=False, deleting=False)
+    assert decision.move is None
+    assert decision.work is WORK.get(phase, Work.NONE)
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_a_cancel_request_moves_a_job_to_its_cancel_phase_first(phase: Phase) -> None:
+    decision = decisions.next_work(phase, cancel=True, deleting=False)
+    target = states.cancel_target(phase)
+    if target is None:  # final, or already cancelling: the work goes on
+        assert decision.move is None
+        assert decision.work is WORK.get(phase, Work.NONE)
+    else:
+        assert decision.move == Move(target, "cancellation requested")
+        assert decision.work is Work.NONE
+
+
+@pytest.mark.parametrize("phase", [None, *Phase])
+def test_a_job_being_deleted_or_without_a_phase_gets_no_work(phase: Phase | None) -> None:
+    assert decisions.next_work(phase, cancel=True, deleting=phase is not None) == \
+        decisions.Decision()
+
+
+def poll(phase: Phase, sighting: Sighting, memory: Memory | None = None, now: float = 100.0,
+         refresh: float = 1.0) -> decisions.Decision:
+    return decisions.after_poll(phase, sighting, memory or Memory(), now=now, refresh=refresh)
+
+
+def test_a_waiting_job_that_starts_running_moves_and_its_log_is_followed() -> None:
+    decision = poll(Phase.WAITING, Sighting(Seen.RUNNING))
+    assert decision.move == Move(Phase.RUNNING, "running")
+    assert decision.follow_log
+
+
+@pytest.mark.parametrize("phase", [Phase.WAITING, Phase.RUNNING])
+def test_a_done_job_is_finished_with_its_exit_code(phase: Phase) -> None:
+    decision = poll(phase, Sighting(Seen.DONE, exit_code=1))
+    assert decision.move == Move(Phase.FINISHED, "the runner exited with status 1",
+                                 {"exitCode": 1})
+
+
+def test_a_time_limit_end_is_carried_to_the_finished_job() -> None:
+    reason = "the job reached its time limit of 00:01:00"
+    decision = poll(Phase.RUNNING, Sighting(Seen.DONE, exit_code=143, end_reason=reason))
+    assert decision.move == Move(Phase.FINISHED, reason, {"exitCode": 143, "endReason": reason})
+    assert decisions.finish_message(Phase.PERMANENT_FAILURE, "terminated", end_reason=reason,
+                                    failed_step=None) == (Phase.PERMANENT_FAILURE, reason)
+
+
+def test_a_running_job_stays_and_its_log_is_followed() -> None:
+    decision = poll(Phase.RUNNING, Sighting(Seen.RUNNING))
+    assert decision.move is None and decision.follow_log and not decision.cancel_remote
+
+
+def test_a_queued_job_stays_quietly() -> None:
+    decision = poll(Phase.WAITING, Sighting(Seen.WAITING))
+    assert decision == decisions.Decision()
+
+
+def test_a_job_the_scheduler_can_never_run_fails_and_leaves_the_queue() -> None:
+    decision = poll(Phase.WAITING, Sighting(Seen.WAITING, never_runs="PartitionTimeLimit"))
+    assert decision.move is not None
+    assert decision.move.target is Phase.PERMANENT_FAILURE
+    assert "PartitionTimeLimit" in decision.move.message
+    assert decision.cancel_remote
+
+
+def test_a_vanished_job_gets_a_grace_period_then_ends_without_an_exit_code() -> None:
+    first = poll(Phase.RUNNING, Sighting(Seen.VANISHED), now=100.0)
+    assert first.move is None and first.memory.vanished_since == 100.0
+    within = poll(Phase.RUNNING, Sighting(Seen.VANISHED), first.memory,
+                  now=100.0 + MIN_VANISH_GRACE)
+    assert within.move is None
+    after = poll(Phase.RUNNING, Sighting(Seen.VANISHED), first.memory,
+                 now=101.0 + MIN_VANISH_GRACE)
+    assert after.move == Move(Phase.FINISHED, "the job left the scheduler without an exit code",
+                              {"exitCode": None})
+    assert after.cancel_remote
+
+
+def test_the_grace_period_grows_with_a_slow_refresh() -> None:
+    first = poll(Phase.RUNNING, Sighting(Seen.VANISHED), now=0.0, refresh=30.0)
+    assert poll(Phase.RUNNING, Sighting(Seen.VANISHED), first.memory, now=89.0,
+                refresh=30.0).move is None
+
+
+def test_a_job_seen_again_forgets_that_it_vanished() -> None:
+    memory = Memory(vanished_since=1.0)
+    assert poll(Phase.RUNNING, Sighting(Seen.RUNNING), memory).memory.vanished_since is None
+
+
+@pytest.mark.parametrize("phase", [Phase.WAITING_CR, Phase.RUNNING_CR])
+@pytest.mark.parametrize("seen", [Seen.DONE, Seen.VANISHED])
+def test_a_cancelled_job_gone_from_the_resource_is_cancelled(phase: Phase, seen: Seen) -> None:
+    decision = poll(phase, Sighting(seen, exit_code=143 if seen is Seen.DONE else None))
+    assert decision.move == Move(Phase.CANCELLED, "stopped on the compute resource")
+    assert not decision.cancel_remote
+
+
+def test_a_cancelled_job_is_asked_to_stop_again_now_and_then() -> None:
+    first = poll(Phase.WAITING_CR, Sighting(Seen.WAITING), now=100.0)
+    assert first.cancel_remote and first.memory.cancel_sent == 100.0
+    soon = poll(Phase.WAITING_CR, Sighting(Seen.WAITING), first.memory, now=101.0)
+    assert not soon.cancel_remote
+    later = poll(Phase.WAITING_CR, Sighting(Seen.WAITING), first.memory,
+                 now=100.0 + CANCEL_RESEND)
+    assert later.cancel_remote
+
+
+def test_a_cancelled_job_that_started_running_is_recorded_so() -> None:
+    decision = poll(Phase.WAITING_CR, Sighting(Seen.RUNNING), Memory(cancel_sent=99.0))
+    assert decision.move == Move(Phase.RUNNING_CR, "running; cancelling")
+    assert not decision.cancel_remote
+
+
+@pytest.mark.parametrize("phase", sorted(states.REMOTE))
+@pytest.mark.parametrize("seen", list(Seen))
+def test_every_move_after_a_poll_is_legal(phase: Phase, seen: Seen) -> None:
+    for sighting in (Sighting(seen, 0), Sighting(seen, never_runs="never")):
+        decision = poll(phase, sighting, Memory(vanished_since=0.0), now=1000.0)
+        if decision.move is not None:
+            assert states.is_legal(phase, decision.move.target)
+
+
+def test_a_submitted_job_waits_with_its_id() -> None:
+    move = decisions.after_submit(Submitted.SUBMITTED, "", "42", "/jobs/a", "T")
+    assert move == Move(Phase.WAITING, "submitted as 42",
+                        {"remoteJobId": "42", "workDir": "/jobs/a", "submittedAt": "T"})
+
+
+def test_a_refused_submit_is_a_permanent_failure_in_the_schedulers_words() -> None:
+    move = decisions.after_submit(Submitted.REFUSED, "Requested node configuration is not "
+                                  "available", "", "/jobs/a", "T")
+    assert move is not None and move.target is Phase.PERMANENT_FAILURE
+    assert "Requested node configuration is not available" in move.message
+
+
+def test_a_passing_submit_failure_is_tried_again() -> None:
+    assert decisions.after_submit(Submitted.FAILED, "Unable to contact slurm controller", "",
+                                  "/jobs/a", "T") is None
+
+
+def test_an_unknown_submit_outcome_is_a_system_error() -> None:
+    move = decisions.after_submit(Submitted.UNKNOWN, "lock held", "", "/jobs/a", "T")
+    assert move is not None and move.target is Phase.SYSTEM_ERROR
+
+
+@pytest.mark.parametrize(("outcome", "target"), [
+    (Submitted.SUBMITTED, Phase.WAITING_CR), (Submitted.NOT_SUBMITTED, Phase.CANCELLED),
+    (Submitted.UNKNOWN, Phase.SYSTEM_ERROR), (Submitted.REFUSED, Phase.SYSTEM_ERROR),
+    (Submitted.FAILED, None),
+])
+def test_a_cancel_during_staging_is_settled_by_what_the_submit_did(
+        outcome: Submitted, target: Phase | None) -> None:
+    move = decisions.after_cancelled_staging(outcome, "detail", "7", "/jobs/a")
+    assert (move.target if move else None) is target
+    if move is not None:
+        assert states.is_legal(Phase.STAGING_IN_CR, move.target)
+
+
+def test_a_submit_that_lost_to_a_cancel_goes_on_the_cancel_path() -> None:
+    intended = Move(Phase.WAITING, "submitted as 7", {"remoteJobId": "7"})
+    follow = decisions.after_lost_race(intended, Phase.STAGING_IN, Phase.STAGING_IN_CR)
+    assert follow == Move(Phase.WAITING_CR, "submitted as 7", {"remoteJobId": "7"})
+
+
+def test_outputs_collected_while_a_cancel_won_are_kept() -> None:
+    intended = Move(Phase.SUCCESS, "done", {"output": {"a": 1}})
+    follow = decisions.after_lost_race(intended, Phase.STAGING_OUT, Phase.STAGING_OUT_CR)
+    assert follow == Move(Phase.CANCELLED, "cancelled; partial outputs kept",
+                          {"output": {"a": 1}})
+
+
+@pytest.mark.parametrize("latest", [None, Phase.SYSTEM_ERROR, Phase.WAITING, Phase.CANCELLED])
+def test_a_race_lost_to_anything_but_a_cancel_is_left_to_the_next_tick(
+        latest: Phase | None) -> None:
+    intended = Move(Phase.WAITING, "submitted as 7")
+    assert decisions.after_lost_race(intended, Phase.STAGING_IN, latest) is None
+
+
+def test_a_failed_step_names_itself_in_the_final_message() -> None:
+    assert decisions.finish_message(Phase.PERMANENT_FAILURE, "the workflow failed", end_reason=None,
+                                    failed_step="step wc failed") == (
+        Phase.PERMANENT_FAILURE, "the workflow failed: step wc failed")
+    assert decisions.finish_message(Phase.SUCCESS, "ok", end_reason=None,
+                                    failed_step=None) == (Phase.SUCCESS, "ok")
