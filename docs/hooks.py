@@ -10,8 +10,9 @@ A page asks for generated content with an HTML comment, replaced at build time:
   ``SECTION`` (``spec`` or ``status``), with type, default and description;
 * ``<!-- generated: include PATH LANGUAGE -->``: the repository's file PATH as a fenced
   code block, so an example shown is the example tested;
-* ``<!-- generated: metrics -->``: the apiserver's Prometheus metrics
-  (`cerise.apiserver.metrics`), with their labels and help text.
+* ``<!-- generated: metrics [MODULE] -->``: the Prometheus metrics of MODULE (default
+  `cerise.apiserver.metrics`; also `cerise.operator.metrics`), with their labels and help
+  text.
 
 An unknown marker, a phase without a meaning here, or a phase the diagram cannot place
 fails the build. Lines ``# test: ...`` that open a fenced code block are instructions for
@@ -21,6 +22,7 @@ fails the build. Lines ``# test: ...`` that open a fenced code block are instruc
 from __future__ import annotations
 
 import html
+import importlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -393,22 +395,27 @@ def include(path: str, language: str) -> str:
     return f"`{path}`:\n\n```{language}\n{text}\n```"
 
 
-def metrics_table() -> str:
-    """Markdown: every metric `cerise.apiserver.metrics` defines, as Prometheus exposes it."""
+def metrics_table(module_name: str = "cerise.apiserver.metrics") -> str:
+    """Markdown: every metric a metrics module defines, as Prometheus exposes it: its metric
+    objects, and the families its `COLLECTOR` (if any) reports at scrape time."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from cerise.apiserver import metrics
-
+    module = importlib.import_module(module_name)
+    found: list[tuple[str, str, tuple[str, ...], str]] = [
+        (value._name, str(value._type), tuple(value._labelnames), value._documentation)
+        for value in vars(module).values() if isinstance(value, MetricWrapperBase)]
+    collector = getattr(module, "COLLECTOR", None)
+    if collector is not None:
+        found += [(family.name, family.type, tuple(family._labelnames), family.documentation)
+                  for family in collector.collect()]
+    if not found:
+        raise PluginError(f"{module_name} defines no metrics")
     suffix = {"counter": "_total"}
     lines = ["| metric | type | labels | what |", "|---|---|---|---|"]
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            kind = str(value._type)
-            labels = ", ".join(f"`{label}`" for label in value._labelnames)
-            lines.append(f"| `{value._name}{suffix.get(kind, '')}` | {kind} | {labels} | "
-                         f"{_describe(value._documentation)} |")
-    if len(lines) == 2:
-        raise PluginError("cerise.apiserver.metrics defines no metrics")
+    for name, kind, labels, documentation in found:
+        shown = ", ".join(f"`{label}`" for label in labels)
+        lines.append(f"| `{name}{suffix.get(kind, '')}` | {kind} | {shown} | "
+                     f"{_describe(documentation)} |")
     return "\n".join(lines)
 
 
@@ -430,8 +437,8 @@ def expand(markdown: str, where: str) -> str:
             return crd_fields(*arguments)
         if kind == "include" and len(arguments) == 2:
             return include(*arguments)
-        if kind == "metrics" and not arguments:
-            return metrics_table()
+        if kind == "metrics" and len(arguments) <= 1:
+            return metrics_table(*arguments)
         raise PluginError(f"{where}: unknown marker {match.group(0)!r}")
 
     return TEST_LINES.sub(r"\g<fence>", MARKER.sub(replace, markdown))

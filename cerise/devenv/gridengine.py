@@ -6,6 +6,9 @@ Its daemons run in the foreground (SGE_ND) on ports chosen at run time, which cl
 need as SGE_QMASTER_PORT/SGE_EXECD_PORT in their remote environment, next to
 SGE_ROOT/SGE_CELL. The configuration (host aliases, submit and exec host, parallel
 environment, queue, a fast scheduler) is applied idempotently at every start.
+
+Tests of outages stop and start the qmaster (`stop_qmaster`, `start_qmaster`); jobs keep
+running under execd meanwhile.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class GridEngineCell:
     slots: int
     qmaster_port: int
     execd_port: int
+    state: Path | None = None
+    """The run's state directory (daemon logs and records)."""
 
     @property
     def common(self) -> Path:
@@ -183,25 +188,25 @@ def start(*, queue_name: str = "all.q", pe: str = "smp", timeout: float = 60.0) 
     """Configure and start the cell; return once the queue on this host takes jobs."""
     require_programs(str(SBIN / "sge_qmaster"), str(SBIN / "sge_execd"), "qconf", "qstat")
     host = socket.gethostname()
-    cell = GridEngineCell(
-        root=SGE_ROOT,
-        cell=SGE_CELL,
-        host=host,
-        queue=queue_name,
-        pe=pe,
-        slots=len(os.sched_getaffinity(0)),
-        qmaster_port=free_port(),
-        execd_port=free_port(),
-    )
     resources = contextlib.ExitStack()
     try:
         state = statedir.claim("gridengine", exclusive=True)
         resources.callback(state.release)
+        cell = GridEngineCell(
+            root=SGE_ROOT,
+            cell=SGE_CELL,
+            host=host,
+            queue=queue_name,
+            pe=pe,
+            slots=len(os.sched_getaffinity(0)),
+            qmaster_port=free_port(),
+            execd_port=free_port(),
+            state=state.path,
+        )
         _stop_leftovers(cell)
         _write_host_files(cell)
-        qmaster = state.start(_daemon("sge_qmaster", cell, state.path))
-        resources.callback(qmaster.stop, grace=30)
-        qmaster.wait_ready(lambda: _qconf(cell, "-sh").returncode == 0, timeout=timeout)
+        resources.callback(stop_qmaster, cell, grace=30)
+        start_qmaster(cell, timeout=timeout, state=state)
         configure(cell)
         execd = state.start(_daemon("sge_execd", cell, state.path))
         resources.callback(execd.stop)
@@ -210,6 +215,28 @@ def start(*, queue_name: str = "all.q", pe: str = "smp", timeout: float = 60.0) 
         resources.close()
         raise
     return GridEngine(cell=cell, resources=resources)
+
+
+def start_qmaster(
+    cell: GridEngineCell, *, timeout: float = 60.0, state: statedir.StateDir | None = None
+) -> None:
+    """Start sge_qmaster (again); return once it answers. The cell's `stop` ends it,
+    whichever start it came from."""
+    assert cell.state is not None, "the cell was not started by `start`"
+    claimed = state or statedir.StateDir(path=cell.state, lock_fd=-1)  # records its pid only
+    qmaster = claimed.start(_daemon("sge_qmaster", cell, cell.state))
+    qmaster.wait_ready(lambda: _qconf(cell, "-sh").returncode == 0, timeout=timeout)
+
+
+def stop_qmaster(cell: GridEngineCell, grace: float = 30.0) -> None:
+    """Stop sge_qmaster (SIGTERM, then SIGKILL after `grace` s), as an outage would:
+    clients then fail with "unable to contact qmaster"."""
+    pid_file = _pid_files(cell)["sge_qmaster"]
+    _signal_if_running(pid_file, "sge_qmaster", signal.SIGTERM)
+    with contextlib.suppress(StartupError):
+        _wait_gone(pid_file, "sge_qmaster", grace)
+        return
+    _kill_if_running(pid_file, "sge_qmaster")
 
 
 def configure(cell: GridEngineCell) -> None:
@@ -275,27 +302,45 @@ def _stop_leftovers(cell: GridEngineCell) -> None:
     Those of crashed runs were already reaped with their state directories. A clean qmaster
     shutdown takes ~10 s; a killed one recovers its Berkeley DB spool at the next start.
     """
-    bootstrap = _settings((cell.common / "bootstrap").read_text())
-    pid_files = {
-        "sge_qmaster": Path(bootstrap["qmaster_spool_dir"]) / "qmaster.pid",
-        "sge_execd": EXECD_SPOOL / cell.host / "execd.pid",
-    }
-    for name, pid_file in pid_files.items():
+    for name, pid_file in _pid_files(cell).items():
         _kill_if_running(pid_file, name)
 
 
-def _kill_if_running(pid_file: Path, name: str) -> None:
-    """SIGKILL the process `pid_file` names if it is still the program `name`; wait for it."""
+def _pid_files(cell: GridEngineCell) -> dict[str, Path]:
+    bootstrap = _settings((cell.common / "bootstrap").read_text())
+    return {
+        "sge_qmaster": Path(bootstrap["qmaster_spool_dir"]) / "qmaster.pid",
+        "sge_execd": EXECD_SPOOL / cell.host / "execd.pid",
+    }
+
+
+def _running(pid_file: Path, name: str) -> int | None:
+    """The pid `pid_file` names if that process is still the program `name`."""
     try:
         pid = int(pid_file.read_text().split()[0])
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except (FileNotFoundError, ValueError, IndexError):
-        return
-    if comm != name:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not statedir.start_time(pid), timeout=10, what=f"old {name}")
+        return None
+    return pid if comm == name else None
+
+
+def _signal_if_running(pid_file: Path, name: str, signum: signal.Signals) -> None:
+    pid = _running(pid_file, name)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _wait_gone(pid_file: Path, name: str, timeout: float) -> None:
+    pid = _running(pid_file, name)
+    if pid is not None:
+        wait_until(lambda: not statedir.start_time(pid), timeout=timeout, what=f"{name} to end")
+
+
+def _kill_if_running(pid_file: Path, name: str) -> None:
+    """SIGKILL the process `pid_file` names if it is still the program `name`; wait for it."""
+    _signal_if_running(pid_file, name, signal.SIGKILL)
+    _wait_gone(pid_file, name, 10)
 
 
 def _settings(text: str) -> dict[str, str]:

@@ -5,6 +5,11 @@ private state directory; ports are chosen at run time. Nothing is written to /et
 clients (sbatch over SSH, the Torque wrappers) find the configuration through SLURM_CONF,
 which the compute resource exports in its remote environment, as a real site's module would.
 Jobs inherit it (sbatch's default --export=ALL).
+
+Tests of outages stop and start the controller (`stop_controller`, `start_controller`);
+jobs keep running under slurmd meanwhile, and the restarted controller recovers its state.
+The partition's limits are enforced at submit (`EnforcePartLimits=ALL`, as many sites do),
+and a job over its time limit is killed 5 s after its SIGTERM (`KillWait`).
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from cerise.devenv import statedir
-from cerise.devenv.process import Daemon, free_port
+from cerise.devenv.process import Daemon, StartupError, free_port, wait_until
 from cerise.devenv.system import require_programs
 
 SBIN = Path("/usr/sbin")
@@ -71,6 +77,10 @@ class SlurmLayout:
         return self.root / "slurmd"
 
     @property
+    def controller_pid(self) -> Path:
+        return self.root / "slurmctld.pid"
+
+    @property
     def munge_dir(self) -> Path:
         return self.root / "munge"
 
@@ -96,7 +106,7 @@ CredType=cred/munge
 AuthInfo=socket={layout.munge_socket}
 StateSaveLocation={layout.state_save}
 SlurmdSpoolDir={layout.slurmd_spool}
-SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmctldPidFile={layout.controller_pid}
 SlurmdPidFile={root / "slurmd.pid"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -109,6 +119,7 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=30
 KillWait=5
+EnforcePartLimits=ALL
 MailProg=/bin/true
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
@@ -144,9 +155,8 @@ def start(*, partition: str = "debug", timeout: float = 60.0) -> Slurm:
         munged = state.start(_munged(layout))
         resources.callback(munged.stop)
         munged.wait_ready(layout.munge_socket.is_socket, timeout=timeout)
-        slurmctld = state.start(_slurm_daemon("slurmctld", layout))
-        resources.callback(slurmctld.stop)
-        slurmctld.wait_ready(lambda: controller_up(cluster), timeout=timeout)
+        resources.callback(stop_controller, cluster)
+        start_controller(cluster, timeout=timeout, state=state)
         slurmd = state.start(_slurm_daemon("slurmd", layout))
         resources.callback(slurmd.stop)
         slurmd.wait_ready(lambda: node_state(cluster) == "idle", timeout=timeout)
@@ -154,6 +164,36 @@ def start(*, partition: str = "debug", timeout: float = 60.0) -> Slurm:
         resources.close()
         raise
     return Slurm(cluster=cluster, resources=resources)
+
+
+def start_controller(
+    cluster: SlurmCluster, *, timeout: float = 60.0, state: statedir.StateDir | None = None
+) -> None:
+    """Start slurmctld (again) with the cluster's state; return once it answers. The cluster's
+    `stop` ends it, whichever start it came from."""
+    layout = SlurmLayout(root=cluster.conf.parent)
+    claimed = state or statedir.StateDir(path=layout.root, lock_fd=-1)  # records its pid only
+    slurmctld = claimed.start(_slurm_daemon("slurmctld", layout))
+    slurmctld.wait_ready(lambda: controller_up(cluster), timeout=timeout)
+
+
+def stop_controller(cluster: SlurmCluster, grace: float = 10.0) -> None:
+    """Stop slurmctld, as an outage would: clients then fail with "Unable to contact slurm
+    controller"."""
+    pid_file = SlurmLayout(root=cluster.conf.parent).controller_pid
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ValueError, IndexError):
+        return
+    if name != "slurmctld":
+        return
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signum)
+        with contextlib.suppress(StartupError):
+            wait_until(lambda: not statedir.start_time(pid), timeout=grace, what="slurmctld")
+            return
 
 
 def controller_up(cluster: SlurmCluster) -> bool:

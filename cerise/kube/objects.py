@@ -47,6 +47,41 @@ async def get_job(client: AsyncClient, namespace: str, name: str) -> dict[str, A
     return body
 
 
+async def list_jobs(client: AsyncClient, namespace: str) -> list[dict[str, Any]]:
+    """Every WorkflowJob of a namespace, as plain dicts (one LIST, in pages)."""
+    found = []
+    async for item in client.list(WorkflowJob, namespace=namespace, chunk_size=500):
+        body: dict[str, Any] = item.to_dict()  # type: ignore[no-untyped-call]
+        body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        body.setdefault("kind", "WorkflowJob")
+        found.append(body)
+    return found
+
+
+async def get_resource(client: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ComputeResource as a plain dict, or None if it does not exist."""
+    try:
+        resource = await client.get(ComputeResource, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    body: dict[str, Any] = resource.to_dict()  # type: ignore[no-untyped-call]
+    return body
+
+
+async def delete_job(client: AsyncClient, namespace: str, name: str) -> bool:
+    """Ask the API server to delete a WorkflowJob (its finalizer then cleans up after it);
+    False if it was already gone."""
+    try:
+        await client.delete(WorkflowJob, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return False
+        raise
+    return True
+
+
 async def patch_resource_status(
     client: AsyncClient, namespace: str, name: str, status: dict[str, Any]
 ) -> None:

@@ -23,6 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cerise.model import input_cache, retention, webfence
+from cerise.model.pilot import PilotSpec
+from cerise.model.submissions import SubmitLimits
+
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CREDENTIAL_NAMES = ("USERNAME", "PASSWORD", "CERTFILE", "PASSPHRASE")
@@ -56,12 +60,28 @@ class ResourceSpec:
     scheduler_options: tuple[str, ...]
     parallel_environment: str | None = None
     """Grid Engine's parallel environment for jobs of more than one core."""
+    max_nodes: int | None = None
+    """Most nodes one job can get; None: not known (no check before submitting)."""
+    max_time: int | None = None
+    """Longest time limit a job can get, in seconds; None: not known."""
+    job_retention: float | None = None
+    """Seconds a finished job is kept before it is deleted; None: the operator's default."""
+    web_allow: tuple[str, ...] = ()
+    """Hosts and networks that http(s) inputs may come from besides the public internet."""
+    web_max_bytes: int = webfence.DEFAULT_MAX_BYTES
+    web_timeout: float = webfence.DEFAULT_TIMEOUT
+    cache_max_bytes: int = input_cache.DEFAULT_LIMIT
+    """The input cache's size limit (`cerise.model.input_cache`); 0: no cache."""
+    submit_limits: SubmitLimits = field(default_factory=SubmitLimits)
+    pilot: PilotSpec | None = None
+    """Pilot mode's settings; None when it is off."""
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
     """The typed spec; the API server has already enforced the schema."""
     jobs = spec.get("jobs") or {}
     files = spec.get("files") or {}
+    web = spec.get("webInputs") or {}
     protocol = jobs.get("protocol", "local")
     if files.get("protocol") == "sftp" and protocol == "local":
         raise InvalidResource("sftp files with local jobs are not supported")
@@ -84,7 +104,56 @@ def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
         slots_per_node=int(jobs.get("slotsPerNode", 1)),
         scheduler_options=tuple(jobs.get("schedulerOptions") or ()),
         parallel_environment=jobs.get("parallelEnvironment"),
+        max_nodes=int(jobs["maxNodes"]) if jobs.get("maxNodes") else None,
+        max_time=int(jobs["maxTime"]) if jobs.get("maxTime") else None,
+        job_retention=_retention(spec.get("jobRetention")),
+        web_allow=_web_allow(web.get("allow") or ()),
+        web_max_bytes=int(web.get("maxBytes", webfence.DEFAULT_MAX_BYTES)),
+        web_timeout=float(web.get("timeoutSeconds", webfence.DEFAULT_TIMEOUT)),
+        cache_max_bytes=int((spec.get("inputCache") or {}).get("maxBytes",
+                                                              input_cache.DEFAULT_LIMIT)),
+        submit_limits=SubmitLimits(per_minute=int(jobs.get("maxSubmitsPerMinute", 0)),
+                                   max_queued=int(jobs.get("maxQueuedJobs", 0))),
+        pilot=_pilot(jobs.get("pilot"), int(jobs.get("coresPerNode", 32))),
     )
+
+
+def _pilot(settings: Mapping[str, Any] | None, cores_per_node: int) -> PilotSpec | None:
+    if not settings or not settings.get("enabled", True):
+        return None
+    return PilotSpec(cores=int(settings.get("cores", cores_per_node)),
+                     time_limit=int(settings.get("timeLimitSeconds", 3600)),
+                     max_allocations=int(settings.get("maxAllocations", 1)),
+                     idle=int(settings.get("idleSeconds", 300)),
+                     max_attempts=int(settings.get("maxAttempts", 3)))
+
+
+def _web_allow(entries: Sequence[str]) -> tuple[str, ...]:
+    try:
+        webfence.parse_allowed(entries, webfence.RESOURCE_FIELD)
+    except ValueError as error:
+        raise InvalidResource(str(error)) from None
+    return tuple(entries)
+
+
+def web_inputs(spec: ResourceSpec, environ: Mapping[str, str]) -> webfence.WebInputs:
+    """How the resource's jobs fetch http(s) inputs: behind the operator's fence (from
+    `environ`) widened by the resource's `webInputs.allow`, within its limits."""
+    try:
+        fence = webfence.operator_fence(environ).widened(spec.web_allow,
+                                                         webfence.RESOURCE_FIELD)
+    except ValueError as error:
+        raise InvalidResource(f"the operator's environment: {error}") from None
+    return webfence.WebInputs(fence, spec.web_max_bytes, spec.web_timeout)
+
+
+def _retention(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return retention.parse_retention(str(text))
+    except ValueError as error:
+        raise InvalidResource(f"jobRetention: {error}") from None
 
 
 def base_path(spec: ResourceSpec, username: str) -> str:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from cerise.model import states
+from cerise.model import limits, states
+from cerise.model.observations import Observation, RemoteState, SubmitOutcome
 from cerise.model.states import Phase
 
 CANCEL_RESEND = 10.0
@@ -38,28 +39,6 @@ class Work(StrEnum):
     STAGE_IN = "stage in"
     STAGE_OUT = "stage out"
     POLL = "poll"
-
-
-class Seen(StrEnum):
-    """A job's state on the compute resource, as the status command reported it."""
-
-    WAITING = "waiting"
-    RUNNING = "running"
-    DONE = "done"
-    VANISHED = "vanished"
-    """Gone from the queue without an exit code."""
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """What one poll said of one job (the worker translates the scheduler's observation)."""
-
-    seen: Seen
-    exit_code: int | None = None
-    end_reason: str | None = None
-    """Why the run ended, when it was not the runner's own doing (a time limit hit)."""
-    never_runs: str | None = None
-    """The scheduler's words when it holds the job for a reason that can never clear."""
 
 
 @dataclass(frozen=True)
@@ -109,85 +88,80 @@ def next_work(phase: Phase | None, *, cancel: bool, deleting: bool) -> Decision:
 
 
 def after_poll(
-    phase: Phase, sighting: Sighting, memory: Memory, *, now: float, refresh: float
+    phase: Phase, seen: Observation, memory: Memory, *, now: float, refresh: float,
+    time_limit: int = 0,
 ) -> Decision:
-    """A job in a remote phase, after the poll saw it as `sighting`."""
+    """A job in a remote phase, after the poll saw it as `seen`; `now` in epoch seconds,
+    `time_limit` what the job asked for (to tell a time-limit end)."""
     if phase in (Phase.WAITING_CR, Phase.RUNNING_CR):
-        return _cancelling(phase, sighting, memory, now)
-    memory = replace(memory, vanished_since=None) if sighting.seen is not Seen.VANISHED else memory
-    if sighting.seen is Seen.DONE:
-        fields: dict[str, Any] = {"exitCode": sighting.exit_code}
-        if sighting.end_reason:
-            fields["endReason"] = sighting.end_reason
-            message = sighting.end_reason
-        else:
-            message = f"the runner exited with status {sighting.exit_code}"
-        return Decision(move=Move(Phase.FINISHED, message, fields), memory=memory)
-    if sighting.seen is Seen.VANISHED:
+        return _cancelling(phase, seen, memory, now)
+    if seen.state is not RemoteState.VANISHED:
+        memory = replace(memory, vanished_since=None)
+    if seen.state is RemoteState.DONE:
+        return Decision(move=_finished(seen, limits.time_limit_message(seen, time_limit),
+                                       f"the runner exited with status {seen.exit_code}"),
+                        memory=memory)
+    if seen.state is RemoteState.VANISHED:
         if memory.vanished_since is None:
             return Decision(memory=replace(memory, vanished_since=now))
         if now - memory.vanished_since <= max(MIN_VANISH_GRACE, 3 * refresh):
             return Decision(memory=memory)
         # Given up on: make sure nothing of it lingers in the queue (an error state, say).
-        return Decision(move=Move(Phase.FINISHED, "the job left the scheduler without an exit "
-                                  "code", {"exitCode": None}), cancel_remote=True, memory=memory)
-    if phase is Phase.WAITING and sighting.never_runs:
+        end = limits.time_limit_message(seen, time_limit, now=now)
+        return Decision(move=_finished(seen, end, "the job left the scheduler without an exit "
+                                       "code"), cancel_remote=True, memory=memory)
+    if phase is Phase.WAITING and seen.never_runs:
         return Decision(move=Move(Phase.PERMANENT_FAILURE, "the scheduler cannot run this job: "
-                                  f"{sighting.never_runs}"), cancel_remote=True, memory=memory)
-    if phase is Phase.WAITING and sighting.seen is Seen.RUNNING:
+                                  f"{seen.never_runs}"), cancel_remote=True, memory=memory)
+    if phase is Phase.WAITING and seen.state is RemoteState.RUNNING:
         return Decision(move=Move(Phase.RUNNING, "running"), follow_log=True, memory=memory)
     return Decision(follow_log=phase is Phase.RUNNING, memory=memory)
 
 
-def _cancelling(phase: Phase, sighting: Sighting, memory: Memory, now: float) -> Decision:
-    if sighting.seen in (Seen.DONE, Seen.VANISHED):
+def _finished(seen: Observation, end_reason: str | None, message: str) -> Move:
+    fields: dict[str, Any] = {"exitCode": seen.exit_code}
+    if end_reason:
+        fields["endReason"] = end_reason
+    return Move(Phase.FINISHED, end_reason or message, fields)
+
+
+def _cancelling(phase: Phase, seen: Observation, memory: Memory, now: float) -> Decision:
+    if seen.state in (RemoteState.DONE, RemoteState.VANISHED):
         return Decision(move=Move(Phase.CANCELLED, "stopped on the compute resource"),
                         memory=memory)
     move = None
-    if sighting.seen is Seen.RUNNING and phase is Phase.WAITING_CR:
+    if seen.state is RemoteState.RUNNING and phase is Phase.WAITING_CR:
         move = Move(Phase.RUNNING_CR, "running; cancelling")
     if now - memory.cancel_sent >= CANCEL_RESEND:
         return Decision(move=move, cancel_remote=True, memory=replace(memory, cancel_sent=now))
     return Decision(move=move, memory=memory)
 
 
-class Submitted(StrEnum):
-    """What a submit (or a lookup of an earlier one) reported."""
-
-    SUBMITTED = "submitted"
-    REFUSED = "refused"
-    """The scheduler will never take this job as asked."""
-    FAILED = "failed"
-    """A passing failure (the scheduler is down): submitting again later may work."""
-    UNKNOWN = "unknown"
-    """An earlier submit holds the lock but recorded no id: it may or may not have happened."""
-    NOT_SUBMITTED = "not submitted"
-
-
-def after_submit(outcome: Submitted, detail: str, remote_id: str, work_dir: str,
-                 submitted_at: str) -> Move | None:
-    """A job in `StagingIn` after its submit; None to try again on a later tick."""
-    if outcome is Submitted.SUBMITTED:
+def after_submit(outcome: SubmitOutcome, detail: str, remote_id: str, work_dir: str,
+                 submitted_at: str, time_limit: int = 0) -> Move | None:
+    """A job in `StagingIn` after its submit (asking for `time_limit` seconds); None to try
+    again on a later tick."""
+    if outcome is SubmitOutcome.SUBMITTED:
         return Move(Phase.WAITING, f"submitted as {remote_id}",
                     {"remoteJobId": remote_id, "workDir": work_dir,
-                     "submittedAt": submitted_at})
-    if outcome is Submitted.REFUSED:
+                     "submittedAt": submitted_at, "timeLimit": time_limit})
+    if outcome is SubmitOutcome.REFUSED:
         return Move(Phase.PERMANENT_FAILURE, f"the scheduler refused the job: {detail}")
-    if outcome is Submitted.UNKNOWN:
+    if outcome is SubmitOutcome.UNKNOWN:
         return Move(Phase.SYSTEM_ERROR,
                     f"the outcome of an earlier submission is unknown: {detail}")
     return None
 
 
-def after_cancelled_staging(outcome: Submitted, detail: str, remote_id: str,
+def after_cancelled_staging(outcome: SubmitOutcome, detail: str, remote_id: str,
                             work_dir: str) -> Move | None:
     """A job in `StagingInCR`: hand a submitted job to the cancel path, or end it."""
-    if outcome is Submitted.SUBMITTED:
+    if outcome is SubmitOutcome.SUBMITTED:
         return Move(Phase.WAITING_CR, f"submitted as {remote_id} before the cancel",
                     {"remoteJobId": remote_id, "workDir": work_dir})
-    if outcome is Submitted.NOT_SUBMITTED:
+    if outcome in (SubmitOutcome.NOT_SUBMITTED, SubmitOutcome.REFUSED):
         return Move(Phase.CANCELLED, "cancelled before submission")
-    if outcome is Submitted.FAILED:
+    if outcome is SubmitOutcome.FAILED:
         return None  # cannot tell yet: look again on a later tick
     return Move(Phase.SYSTEM_ERROR, f"cancelled, but {detail}")
 

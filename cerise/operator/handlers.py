@@ -3,26 +3,34 @@
 Run with `kopf run -m cerise.operator.handlers --all-namespaces` (or `cerise operator`).
 Configuration from the environment: CERISE_EXCHANGE_DIR (the file exchange directory),
 CERISE_EXCHANGE_URL (the URL clients see it under; with ``{namespace}`` in it, each
-namespace has its own exchange in a subdirectory of its name), and the CERISE_* credential
-overrides of `cerise.model.compute`.
+namespace has its own exchange in a subdirectory of its name), the CERISE_* credential
+overrides of `cerise.model.compute`, the metrics endpoint (CERISE_METRICS_PORT and
+CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished jobs
+(CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
+`cerise.operator.retention`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
 import kopf
+from aiohttp import web
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 from cerise.kube.jobs import GROUP, VERSION
 from cerise.model.exchange import Layout
+from cerise.operator import metrics, retention
 from cerise.operator.registry import Registry
 
 FINALIZER = f"{GROUP}/cleanup"
 _state: dict[str, Registry] = {}
+_endpoints: list[web.AppRunner] = []
+_tasks: list[asyncio.Task[None]] = []
 
 
 def registry() -> Registry:
@@ -32,7 +40,13 @@ def registry() -> Registry:
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Configure kopf and create the shared state."""
+    """Configure kopf, create the shared state, serve the metrics, start the retention
+    sweep."""
+    try:
+        endpoint = metrics.endpoint(os.environ)
+        sweeping = retention.settings(os.environ)
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from None
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -44,11 +58,23 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     kube = AsyncClient(config=KubeConfig.from_env(), field_manager="cerise-operator")
     _state["registry"] = Registry(kube=kube, exchange=exchange)
+    metrics.COLLECTOR.source = lambda: _state.get("registry")
+    if endpoint is not None and (runner := await metrics.serve(endpoint)) is not None:
+        _endpoints.append(runner)
+    sweeper = retention.Sweeper(registry, sweeping)
+    _tasks.append(asyncio.create_task(sweeper.run(), name="retention-sweep"))
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    """Close the API client."""
+    """Stop the sweep and the metrics endpoint; close the API client."""
+    for task in _tasks:
+        task.cancel()
+    await asyncio.gather(*_tasks, return_exceptions=True)
+    for runner in _endpoints:
+        await runner.cleanup()
+    _tasks.clear()
+    _endpoints.clear()
     state = _state.pop("registry", None)
     if state is not None:
         await state.kube.close()
@@ -82,4 +108,4 @@ async def resource_worker(
     new spec, whenever the spec changes: `meta` is kopf's live view of the object)."""
     assert namespace is not None, "ComputeResources are namespaced"
     await registry().run_worker(namespace, name, dict(spec), stopped,
-                                generation=lambda: meta.get("generation"))
+                                generation=lambda: meta.get("generation"), uid=meta["uid"])

@@ -36,7 +36,8 @@ from cerise.model.specialisation import (
     Report,
     State,
 )
-from cerise.operator import sources
+from cerise.model.webfence import Fence
+from cerise.operator import metrics, sources
 from cerise.operator.specialisations import Specialisations
 from cerise.remote import install
 from cerise.remote.connection import Remote, RemoteUnavailable
@@ -53,8 +54,11 @@ class Installer:
     def __init__(
         self, *, namespace: str, resource: str, remote: Remote, api: str, prologue: str,
         kube: AsyncClient, specialisations: Specialisations, on_change: Callable[[], None],
+        fence: Fence | None = None,
     ) -> None:
         self.namespace, self.resource, self.remote, self.api = namespace, resource, remote, api
+        self.fence = fence
+        """Where project archives may be fetched from (None: the operator's fence)."""
         self.prologue, self.kube, self.specialisations = prologue, kube, specialisations
         self._on_change = on_change
         self.attempts = specialisations.attempts.setdefault((namespace, resource), {})
@@ -137,7 +141,7 @@ class Installer:
         retry_at = None
         try:
             files = await sources.project(self.kube, claim.owner.namespace, claim.source,
-                                          scratch)
+                                          scratch, self.fence)
             done = await install.install(
                 self.remote, api=self.api, project=claim.project, version=claim.version.text,
                 owner=claim.owner, files=files, prologue=self.prologue)
@@ -166,6 +170,7 @@ class Installer:
             await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
         self.attempts[(claim.project, claim.owner.uid)] = Attempt(
             claim.owner.generation, claim.version.text, failure, retry_at)
+        metrics.install_failed(self.namespace, self.resource)
         self._event(claim, "Warning", failure.reason, f"{what}: {failure.message}")
 
     def _event(self, claim: Claim, kind: str, reason: str, message: str) -> None:

@@ -157,8 +157,12 @@ class Registry:
             raise kopf.TemporaryError(str(error), delay=RETRY_BROKEN_RESOURCE) from None
         try:
             await self.specialisations.load(namespace)
+            # Not to wait for the watch to go through every job (10,000 take kopf a while)
+            # before polling the ones in flight again after a restart.
+            for body in await objects.list_jobs(self.kube, namespace):
+                self.remember(body)
         except ApiError as error:  # the watch delivers them all the same
-            logger.warning("Specialisations of %s not listed: %s", namespace, error)
+            logger.warning("Specialisations or jobs of %s not listed: %s", namespace, error)
         worker = ResourceWorker(
             namespace=namespace, name=name, spec=parsed, remote=remote, scheduler=scheduler,
             kube=self.kube, exchange=self.exchange.for_namespace(namespace),

@@ -4,9 +4,10 @@ operator's file system, or an http(s) ``.tar.gz`` archive.
 Every entry passes `project_files.check_entries` before anything is written: an archive
 is listed (at most `MAX_ENTRIES` entries and `MAX_UNPACKED_BYTES`, going by its headers)
 and only then unpacked, into a scratch directory, with tarfile's ``data`` filter as a
-second guard. A download is limited to `MAX_ARCHIVE_BYTES` and `DOWNLOAD_TIMEOUT`
-seconds. A source that is missing or does not answer is `SourceUnavailable` (tried again
-later); one that is refused is `InvalidProject`.
+second guard. A download goes behind the web fence (`cerise.remote.web`) and is limited
+to `MAX_ARCHIVE_BYTES` and `DOWNLOAD_TIMEOUT` seconds. A source that is missing or does
+not answer is `SourceUnavailable` (tried again later); one that is refused (by the fence
+too) is `InvalidProject`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 from lightkube import AsyncClient
 
 from cerise.kube import objects
-from cerise.model import project_files
+from cerise.model import project_files, webfence
 from cerise.model.project_files import Entry, EntryKind, InvalidProject
 from cerise.model.specialisation import Source
-from cerise.operator import web
+from cerise.model.webfence import Fence
+from cerise.remote import web
 from cerise.remote.install import ProjectFile
 
 MAX_ARCHIVE_BYTES = 256 << 20
@@ -37,8 +39,9 @@ class SourceUnavailable(Exception):
 
 
 async def project(kube: AsyncClient, namespace: str, source: Source,
-                  scratch: Path) -> list[ProjectFile]:
-    """The files to install; `scratch` is an empty directory that outlives the install."""
+                  scratch: Path, fence: Fence | None = None) -> list[ProjectFile]:
+    """The files to install; `scratch` is an empty directory that outlives the install.
+    An archive is fetched behind `fence` (by default the operator's, from its environment)."""
     if source.kind == "configMap":
         try:
             data = await objects.configmap_files(kube, namespace, source.value)
@@ -49,7 +52,7 @@ async def project(kube: AsyncClient, namespace: str, source: Source,
         return await asyncio.to_thread(from_directory, Path(source.value))
     if source.kind == "url":
         archive = scratch / "project.tar.gz"
-        await download(source.value, archive)
+        await download(source.value, archive, fence or webfence.operator_fence(os.environ))
         return await asyncio.to_thread(unpack, archive, scratch / "project")
     raise InvalidProject(f"unknown source {source}")
 
@@ -100,16 +103,15 @@ def _files(root: Path, checked: list[project_files.Checked]) -> list[ProjectFile
     return found
 
 
-async def download(url: str, target: Path) -> None:
-    """Fetch `url` into `target`, within the size and time limits."""
-    with target.open("wb") as handle:
-        try:
-            async for chunk in web.fetch(url, limit=MAX_ARCHIVE_BYTES, timeout=DOWNLOAD_TIMEOUT):
-                await asyncio.to_thread(handle.write, chunk)
-        except web.TooLarge as error:
-            raise InvalidProject(str(error)) from None
-        except web.FetchFailed as error:
-            raise SourceUnavailable(str(error)) from None
+async def download(url: str, target: Path, fence: Fence) -> None:
+    """Fetch `url` into `target`, behind `fence` and within the size and time limits."""
+    try:
+        await web.download(url, target, fence=fence, limit=MAX_ARCHIVE_BYTES,
+                           timeout=DOWNLOAD_TIMEOUT)
+    except web.Refused as error:
+        raise InvalidProject(str(error)) from None
+    except web.FetchFailed as error:
+        raise SourceUnavailable(str(error)) from None
 
 
 def unpack(archive: Path, target: Path) -> list[ProjectFile]:

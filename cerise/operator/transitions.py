@@ -23,7 +23,7 @@ from cerise.kube.jobs import TransitionConflict
 from cerise.model import decisions
 from cerise.model.decisions import Move
 from cerise.model.states import Phase
-from cerise.operator import joblog
+from cerise.operator import joblog, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Transitions:
             return None
         new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
         self._remember(new_body)
+        metrics.transition(meta["namespace"], body["spec"]["computeResource"], source, target)
         failed = target in _FAILED
         kopf.event(cast(kopf.Body, body), type="Warning" if failed else "Normal",
                    reason=target.value,

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -36,21 +37,28 @@ from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
-from cerise.model import compute, cwl, decisions, results, specialisation, states, steps
+from cerise.model import compute, cwl, decisions, limits, results, specialisation, states, steps
+from cerise.model import pilot as pilot_decisions
 from cerise.model.compute import ResourceSpec
-from cerise.model.decisions import Decision, Memory, Move, Seen, Sighting, Submitted, Work
+from cerise.model.decisions import Decision, Memory, Move, Work
 from cerise.model.exchange import Exchange
 from cerise.model.specialisation import StepUse
 from cerise.model.states import Phase
 from cerise.model.steps import Step
-from cerise.operator import joblog
+from cerise.model.submissions import SubmitBudget
+from cerise.operator import joblog, metrics
+from cerise.operator.allocations import Allocations, is_pilot_run
 from cerise.operator.installer import Installer
+from cerise.operator.progress import ProgressWriter
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.transitions import Transitions
 from cerise.operator.workflows import JobInput, load_job, workflow_text
 from cerise.remote import executor, installed, jobscript, staging
 from cerise.remote.connection import CommandTimedOut, Remote, RemoteUnavailable
-from cerise.remote.jobscript import JobFiles, SubmitOutcome
+from cerise.remote.jobscript import JobFiles
+from cerise.remote.pilot import executor as pilot_executor
+from cerise.remote.pilot.requeue import RequeueOutcome
+from cerise.remote.pilot.status import RunSighting, RunVerdict
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request, Scheduler
 
 logger = logging.getLogger(__name__)
@@ -99,6 +107,8 @@ class _Tracking:
     """Whether `steps` has changed since it was last written."""
     projects: dict[str, StepUse] | None = None
     """The projects the job's workflow uses (read only when it matters)."""
+    request: Request | None = None
+    """What the job asks of the scheduler, once it is staged."""
 
 
 class ResourceChanged(Exception):
@@ -138,17 +148,28 @@ class ResourceWorker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tracking: dict[str, _Tracking] = {}
         self._installed: Mapping[str, str] | None = None
+        self.web_inputs = compute.web_inputs(spec, os.environ)
+        self.input_cache = (staging.InputCache(self.base, spec.cache_max_bytes)
+                            if spec.cache_max_bytes else None)
         self._prologue = compute.prologue(spec.environment)
         self.transitions = Transitions(kube, remember=remember,
                                        log_path=lambda body: exchange.log_path(_key(body)),
                                        changed=self.wake.set)
-        self._status: dict[str, Any] = {}
+        self.budget = SubmitBudget(spec.submit_limits)
+        self._submitting = 0
+        """Submits under way (their jobs are not yet `Waiting`)."""
+        self.pilot = None if spec.pilot is None else Allocations(
+            namespace=namespace, resource=name, spec=spec.pilot, remote=remote,
+            scheduler=scheduler, base=self.base, prologue=self._prologue, budget=self.budget)
+        """Pilot mode's allocations, when it is on: runs go to their queue, not the scheduler."""
+        self._status: tuple[dict[str, Any], dict[str, Any]] | None = None
+        """The resource's health and pilot fields as last written."""
         self._status_written = 0.0
         self._ready_since = ""
         self.installer = Installer(
             namespace=namespace, resource=name, remote=remote, api=f"{self.base}/api",
             prologue=self._prologue, kube=kube, specialisations=specialisations,
-            on_change=self._projects_changed)
+            on_change=self._projects_changed, fence=self.web_inputs.fence)
 
     # --- paths -----------------------------------------------------------------------------
 
@@ -203,11 +224,14 @@ class ResourceWorker:
                 self._spawn(body, self._stage_out)
             elif decision.work is Work.POLL:
                 remote_jobs.append(body)
-        if remote_jobs:
+        if remote_jobs or (self.pilot is not None and self.pilot.known):
             try:
                 await self._poll(remote_jobs)
-            except (RemoteUnavailable, CommandTimedOut, executor.RemoteCommandFailed) as error:
+            except (RemoteUnavailable, CommandTimedOut) as error:
                 await self._report(connected=False, error=str(error))
+            except executor.RemoteCommandFailed as error:  # the scheduler did not answer
+                await self._report(connected=True, error=str(error),
+                                   reason="SchedulerUnavailable")
 
     def _spawn(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]) -> None:
         key = _key(body)
@@ -240,6 +264,8 @@ class ResourceWorker:
                                tracking.failures, attempts)
                 return
             await self._fail(body, target, _failure_message(error, attempts))
+            if isinstance(error, (staging.InputRejected, cwl.InvalidWorkflow)):
+                metrics.validation_failed(self.namespace, self.name)
         else:
             tracking.failures = 0
 
@@ -283,11 +309,12 @@ class ResourceWorker:
 
     async def _load(self, body: Body) -> JobInput:
         try:
-            return await load_job(body["spec"], self.exchange, await self.installed_steps())
+            return await load_job(body["spec"], self.exchange, await self.installed_steps(),
+                                  self.web_inputs.fence)
         except cwl.InvalidWorkflow:
             # A step may have been installed since we last looked.
             return await load_job(body["spec"], self.exchange,
-                                  await self.installed_steps(refresh=True))
+                                  await self.installed_steps(refresh=True), self.web_inputs.fence)
 
     async def _stage_in(self, body: Body) -> None:
         phase = kube_jobs.phase_of(body)
@@ -299,9 +326,18 @@ class ResourceWorker:
                 job = await self._load(body)
                 staging.plan(job.references, self.exchange, self.files(body),
                              workflow_url=job.workflow_url)
+                request = _request(body, job)
             except cwl.InvalidWorkflow as error:
-                await self.move(body, phase, Move(Phase.PERMANENT_FAILURE,
-                                                  await self._explained(body, error)))
+                if await self.move(body, phase, Move(Phase.PERMANENT_FAILURE,
+                                                     await self._explained(body, error))):
+                    metrics.validation_failed(self.namespace, self.name)
+                return
+            refusal = limits.request_refusal(self.spec, request.cores, request.time_limit)
+            if refusal is None and self.spec.pilot is not None:
+                refusal = pilot_decisions.refusal(self.spec.pilot, request.cores,
+                                                  request.time_limit)
+            if refusal is not None:  # the resource can never give what the job asks
+                await self.move(body, phase, Move(Phase.PERMANENT_FAILURE, refusal))
                 return
             moved = await self.move(body, phase, Move(Phase.STAGING_IN, "staging inputs"))
             if moved is None:
@@ -313,32 +349,65 @@ class ResourceWorker:
             return
         if phase is not Phase.STAGING_IN:
             return
-        job = job or await self._load(body)
+        tracking = self._tracking.setdefault(_key(body), _Tracking())
+        if tracking.request is None:  # staged already when only the submit had to wait
+            tracking.request = await self._stage(body, files, job or await self._load(body))
+        latest = self.current(body)
+        if kube_jobs.phase_of(latest) is not Phase.STAGING_IN or latest["spec"].get("cancel"):
+            self.wake.set()  # cancelled or deleted meanwhile: the next tick settles it
+            return
+        runner = compute.runner_argv(self.spec, self.remote.username)
+        if self.pilot is not None:  # handed to the pilot queue: no batch job, no cap
+            submitted = await executor.submit(self.remote, self.pilot.queue, files,
+                                              tracking.request, runner, self._prologue)
+            await self._after_submit(latest, files, submitted, tracking.request.time_limit)
+            return
+        now = time.monotonic()
+        refusal = self.budget.refusal(now, self._queued() + self._submitting)
+        if refusal is not None:
+            await self._note(latest, refusal, reason="SubmitDeferred")
+            asyncio.get_running_loop().call_later(self.budget.next_room(now) or self.spec.refresh,
+                                                  self.wake.set)
+            return
+        self.budget.record(now)
+        self._submitting += 1
+        try:
+            with metrics.scheduler_command(self.namespace, self.name, "submit"):
+                submitted = await executor.submit(self.remote, self.scheduler, files,
+                                                  tracking.request, runner, self._prologue)
+        finally:
+            self._submitting -= 1
+        await self._after_submit(latest, files, submitted, tracking.request.time_limit)
+
+    async def _stage(self, body: Body, files: JobFiles, job: JobInput) -> Request:
+        """Send the job's inputs, workflow and input object; what it asks of the scheduler."""
         plan = staging.plan(job.references, self.exchange, files, workflow_url=job.workflow_url)
-        await staging.stage_in(self.remote, files, plan.transfers, self.exchange)
+        meta = body["metadata"]
+        started = time.monotonic()
+        async with ProgressWriter(self.kube, namespace=meta["namespace"], name=meta["name"],
+                                  direction="in", written=self._remember) as progress:
+            report = await staging.stage_in(self.remote, files, plan.transfers, self.exchange,
+                                            web_inputs=self.web_inputs, cache=self.input_cache,
+                                            progress=progress)
+        metrics.staging(self.namespace, self.name, "in", report.bytes_sent,
+                        time.monotonic() - started)
         translated = cwl.translate_workflow(job.workflow, api_base=f"{self.base}/api")
         document = plan.apply(translated, cwl.Origin.WORKFLOW)
         inputs = plan.apply(job.input_object, cwl.Origin.INPUT_OBJECT)
         await self.remote.write(files.workflow, cwl.to_json(document).encode())
         await self.remote.write(files.input, cwl.to_json(inputs).encode())
-        latest = self.current(body)
-        if kube_jobs.phase_of(latest) is not Phase.STAGING_IN or latest["spec"].get("cancel"):
-            self.wake.set()  # cancelled or deleted meanwhile: the next tick settles it
-            return
-        resources = cwl.required_resources(job.workflow)
-        time_limit = int(body["spec"].get("timeLimit") or resources.time_limit)
-        request = Request(name=f"cerise-{_key(body)}", cores=resources.cores,
-                          time_limit=time_limit)
-        runner = compute.runner_argv(self.spec, self.remote.username)
-        submitted = await executor.submit(self.remote, self.scheduler, files, request, runner,
-                                          self._prologue)
-        await self._after_submit(latest, files, submitted)
+        return _request(body, job)
+
+    def _queued(self) -> int:
+        """This resource's jobs in the scheduler now."""
+        return sum(kube_jobs.phase_of(body) in states.REMOTE for body in self._jobs())
 
     async def _projects_used(self, body: Body) -> dict[str, StepUse]:
         tracking = self._tracking.setdefault(_key(body), _Tracking())
         if tracking.projects is None:
             try:
-                text = await workflow_text(body["spec"].get("workflow") or "", self.exchange)
+                text = await workflow_text(body["spec"].get("workflow") or "", self.exchange,
+                                           self.web_inputs.fence)
             except cwl.InvalidWorkflow:
                 text = ""
             tracking.projects = specialisation.projects_used(text)
@@ -382,10 +451,10 @@ class ResourceWorker:
         return str(error)
 
     async def _after_submit(
-        self, body: Body, files: JobFiles, submitted: jobscript.SubmitResult
+        self, body: Body, files: JobFiles, submitted: jobscript.SubmitResult, time_limit: int
     ) -> None:
-        move = decisions.after_submit(_submitted(submitted.outcome), submitted.detail,
-                                      submitted.remote_id, files.job_dir, kube_jobs.now())
+        move = decisions.after_submit(submitted.outcome, submitted.detail, submitted.remote_id,
+                                      files.job_dir, kube_jobs.now(), time_limit)
         if move is None:
             await self._note(body, f"submitting failed; trying again: {submitted.detail}")
             return
@@ -395,7 +464,7 @@ class ResourceWorker:
         """A cancel arrived during staging: was the job submitted (before a crash) or not?"""
         result = await self.remote.run(jobscript.lookup_script(files))
         found = jobscript.parse_submit(result.exit_status, result.stdout, result.stderr)
-        move = decisions.after_cancelled_staging(_submitted(found.outcome), found.detail,
+        move = decisions.after_cancelled_staging(found.outcome, found.detail,
                                                  found.remote_id, files.job_dir)
         if move is not None:
             await self.move(body, Phase.STAGING_IN_CR, move)
@@ -403,27 +472,76 @@ class ResourceWorker:
     # --- polling ---------------------------------------------------------------------------
 
     async def _poll(self, bodies: list[Body]) -> None:
+        """ONE status command for the batch jobs, ONE for pilot mode's runs and allocations;
+        then every job's decision."""
         refs = [JobRef(_key(b), JobFiles(b["status"].get("workDir") or self.files(b).job_dir),
                        b["status"].get("remoteJobId", "")) for b in bodies]
-        observed = await executor.poll(self.remote, self.scheduler, refs, self._prologue)
+        batch = [ref for ref in refs if not is_pilot_run(ref.remote_id)]
+        observed: dict[str, Observation] = {}
+        if batch:
+            with metrics.scheduler_command(self.namespace, self.name, "status"):
+                observed = await executor.poll(self.remote, self.scheduler, batch,
+                                               self._prologue)
+        lost: dict[str, RunSighting] = {}
+        if self.pilot is not None:
+            status = await self.pilot.poll([ref for ref in refs if is_pilot_run(ref.remote_id)])
+            for key, run in status.runs.items():
+                observed[key] = run.observation
+                if run.verdict is RunVerdict.REQUEUE:
+                    lost[key] = run
+            await self.pilot.follow(status)
         await self._report(connected=True, error="")
-        now = time.monotonic()
+        now = time.time()
         decided: list[tuple[Body, JobRef, Decision]] = []
         for body, ref in zip(bodies, refs, strict=True):
             tracking = self._tracking.setdefault(ref.key, _Tracking())
             phase = kube_jobs.phase_of(body)
             assert phase is not None
-            decision = decisions.after_poll(phase, _sighting(observed[ref.key]), tracking.memory,
-                                            now=now, refresh=self.spec.refresh)
+            if ref.key in lost and phase not in states.CANCELLING:
+                await self._lost(body, phase, ref, lost[ref.key])
+                continue
+            decision = decisions.after_poll(
+                phase, observed[ref.key], tracking.memory, now=now, refresh=self.spec.refresh,
+                time_limit=int(body["status"].get("timeLimit") or body["spec"].get("timeLimit")
+                               or 0))
             tracking.memory = decision.memory
             if decision.move is not None:
                 await self.move(body, phase, decision.move)
             decided.append((body, ref, decision))
         to_cancel = [ref for _, ref, decision in decided if decision.cancel_remote]
-        if to_cancel:
-            await executor.cancel(self.remote, self.scheduler, to_cancel, self._prologue)
+        await self._cancel(to_cancel)
         await asyncio.gather(*(self._follow_log(body, observed[ref.key].log_size)
                                for body, ref, decision in decided if decision.follow_log))
+
+    async def _cancel(self, refs: Sequence[JobRef]) -> None:
+        """Stop jobs on the compute resource: batch jobs through the scheduler, pilot runs
+        through their queue and agents."""
+        batch = [ref for ref in refs if not is_pilot_run(ref.remote_id)]
+        if batch:
+            with metrics.scheduler_command(self.namespace, self.name, "cancel"):
+                await executor.cancel(self.remote, self.scheduler, batch, self._prologue)
+        runs = [ref for ref in refs if is_pilot_run(ref.remote_id)]
+        if runs and self.pilot is not None:
+            await self.pilot.cancel(runs)
+
+    async def _lost(self, body: Body, phase: Phase, ref: JobRef, run: RunSighting) -> None:
+        """A pilot run whose allocation ended under it: into the queue again, or given up."""
+        assert self.pilot is not None and self.spec.pilot is not None
+        ticket = run.ticket
+        answer = pilot_decisions.after_lost(self.spec.pilot, ticket.attempt, ticket.died_in,
+                                            ticket.allocation)
+        if isinstance(answer, Move):
+            await self.move(body, phase, answer)
+            return
+        result = await self.pilot.requeue(ref.files, ticket.allocation)
+        if result.outcome is not RequeueOutcome.REQUEUED:
+            return  # still held, or already done: the next refresh looks again
+        tracking = self._tracking.setdefault(ref.key, _Tracking())
+        tracking.log_offset = 0  # the new attempt's log starts afresh (the old one is kept)
+        await joblog.runner_output(self.exchange.log_path(ref.key), "", 0)
+        await self._note(body, f"allocation {ticket.allocation} ended before the run did; it "
+                         f"runs again (attempt {result.attempt} of "
+                         f"{self.spec.pilot.max_attempts})", reason="Requeued")
 
     async def _follow_log(self, body: Body, size: int | None = None) -> None:
         """Append the runner's new log lines to the job log, and write the steps they start
@@ -477,7 +595,14 @@ class ResourceWorker:
             return
         files = JobFiles(body["status"].get("workDir") or self.files(body).job_dir)
         await self._follow_log(body)
-        output = await staging.stage_out(self.remote, files, self.exchange, _key(body))
+        meta = body["metadata"]
+        started = time.monotonic()
+        async with ProgressWriter(self.kube, namespace=meta["namespace"], name=meta["name"],
+                                  direction="out", written=self._remember) as progress:
+            output = await staging.stage_out(self.remote, files, self.exchange, _key(body),
+                                             progress=progress)
+        metrics.staging(self.namespace, self.name, "out", progress.done,
+                        time.monotonic() - started)
         if phase is Phase.STAGING_OUT_CR:
             await self.move(body, phase, Move(Phase.CANCELLED, "cancelled; partial outputs kept",
                                               {"output": output}))
@@ -502,14 +627,21 @@ class ResourceWorker:
         files = JobFiles(body.get("status", {}).get("workDir") or self.files(body).job_dir)
         remote_id = body.get("status", {}).get("remoteJobId")
         phase = kube_jobs.phase_of(body)
+        ref = JobRef(key, files, remote_id or "")
+        scheduler = self.scheduler
+        if self.pilot is not None and is_pilot_run(ref.remote_id):
+            scheduler = self.pilot.queue
         if remote_id and phase not in states.FINAL:
-            ref = JobRef(key, files, remote_id)
-            await executor.cancel(self.remote, self.scheduler, [ref], self._prologue)
+            await self._cancel([ref])
             for _ in range(50):
-                observed = await executor.poll(self.remote, self.scheduler, [ref], self._prologue)
+                with metrics.scheduler_command(self.namespace, self.name, "status"):
+                    observed = await executor.poll(self.remote, scheduler, [ref],
+                                                   self._prologue)
                 if observed[key].state in (RemoteState.DONE, RemoteState.VANISHED):
                     break
                 await asyncio.sleep(0.2)
+        if self.pilot is not None and is_pilot_run(ref.remote_id):
+            await pilot_executor.forget_runs(self.remote, self.pilot.queue, [ref])
         await executor.remove_job_dir(self.remote, files)
         self._tracking.pop(key, None)
 
@@ -522,32 +654,43 @@ class ResourceWorker:
         except (RemoteUnavailable, CommandTimedOut) as error:
             await self._report(connected=False, error=str(error))
             return
+        if self.input_cache is not None:
+            try:
+                await self.input_cache.survey(self.remote)  # lists it, evicts over the limit
+            except OSError as error:
+                logger.warning("resource %s/%s: input cache not listed: %s",
+                               self.namespace, self.name, error)
         await self._report(connected=True, error="")
 
     async def _report(self, *, connected: bool, error: str, reason: str = "Unreachable") -> None:
-        """Write the resource's status (`connected`, `lastError`, its Ready condition) when it
-        changed or has not been written for a while; a change of it is also an Event."""
+        """Write the resource's status (`connected`, `lastError`, its Ready condition, pilot
+        mode's allocations) when it changed or has not been written for a while; a change of
+        its health is also an Event."""
         ready = connected and not error
-        status: dict[str, Any] = {"connected": connected, "lastError": error, "ready": ready}
+        if ready and self.pilot is not None and self.pilot.problem:
+            # It answers, but the scheduler refuses pilot mode's allocations.
+            ready, error, reason = False, self.pilot.problem, "AllocationRefused"
+        health = {"connected": connected, "lastError": error, "ready": ready}
+        extra = self.pilot.status_fields() if self.pilot is not None else {}
         now = time.monotonic()
-        if status == self._status and now - self._status_written < STATUS_INTERVAL:
+        if (health, extra) == self._status and now - self._status_written < STATUS_INTERVAL:
             return
-        changed = status != self._status
-        del status["ready"]
-        status["lastPoll"] = kube_jobs.now()
+        previous = self._status[0] if self._status else None
+        self._status, self._status_written = (health, extra), now
+        status: dict[str, Any] = {"connected": connected, "lastError": error, **extra,
+                                  "lastPoll": kube_jobs.now()}
         if self.observed_generation is not None:
             status["observedGeneration"] = self.observed_generation
-        if self._status.get("ready") != ready:  # a Ready flip, or the first report
+        if previous is None or previous["ready"] != ready:  # a Ready flip, or the first report
             self._ready_since = status["lastPoll"]
         status["conditions"] = [{
             "type": "Ready", "status": "True" if ready else "False",
             "reason": "Connected" if ready else reason,
             "message": "the compute resource answers" if ready else error[:4096],
             "lastTransitionTime": self._ready_since}]
-        previous = self._status
-        self._status = {"connected": connected, "lastError": error, "ready": ready}
-        self._status_written = now
-        if changed and (previous or not ready):
+        if self.input_cache is not None:
+            status["inputCache"] = self.input_cache.status_fields()
+        if previous != health and (previous is not None or not ready):
             kopf.event(cast(kopf.Body, self._resource), type="Normal" if ready else "Warning",
                        reason="Ready" if ready else reason,
                        message="the compute resource answers again" if ready else error[:1024])
@@ -558,14 +701,12 @@ class ResourceWorker:
                            failure)
 
 
-def _submitted(outcome: SubmitOutcome) -> Submitted:
-    return {SubmitOutcome.SUBMITTED: Submitted.SUBMITTED, SubmitOutcome.FAILED: Submitted.FAILED,
-            SubmitOutcome.UNKNOWN: Submitted.UNKNOWN,
-            SubmitOutcome.NOT_SUBMITTED: Submitted.NOT_SUBMITTED}[outcome]
-
-
-def _sighting(observation: Observation) -> Sighting:
-    return Sighting(Seen(observation.state.value), observation.exit_code)
+def _request(body: Body, job: JobInput) -> Request:
+    """What a job asks of the scheduler: its workflow's cores, and the time limit of its
+    spec or else its workflow's."""
+    resources = cwl.required_resources(job.workflow)
+    return Request(name=f"cerise-{_key(body)}", cores=resources.cores,
+                   time_limit=int(body["spec"].get("timeLimit") or resources.time_limit))
 
 
 def _failure_message(error: BaseException, attempts: int) -> str:

@@ -11,12 +11,10 @@ from collections.abc import Sequence
 
 from cerise.remote import jobscript, schedulers
 from cerise.remote.connection import Remote
+from cerise.remote.failures import RemoteCommandFailed as RemoteCommandFailed
+from cerise.remote.failures import StatusUnavailable
 from cerise.remote.jobscript import JobFiles, SubmitResult
 from cerise.remote.schedulers import JobRef, Observation, Request, Scheduler
-
-
-class RemoteCommandFailed(RuntimeError):
-    """A remote housekeeping command failed; the message has its stderr."""
 
 
 async def _check(remote: Remote, script: str, what: str) -> str:
@@ -35,23 +33,40 @@ async def submit(
     runner: Sequence[str],
     prologue: str = "",
 ) -> SubmitResult:
-    """Write the job script and submit it at most once (see `jobscript.submit_script`)."""
-    script = jobscript.job_script(files, runner, prologue)
+    """Write the job script and submit it at most once (see `jobscript.submit_script`).
+
+    SUBMITTED with the scheduler's id, UNKNOWN, REFUSED (the scheduler's words say it will
+    never take the job) or FAILED (a passing failure: try again later); see
+    `schedulers.judge_submit`.
+    """
+    directives = (scheduler.directives(files, request)
+                  if isinstance(scheduler, schedulers.Directing) else ())
+    script = jobscript.job_script(files, runner, prologue, directives)
     await remote.write(files.script, script.encode(), mode=0o700)
     command = scheduler.submit_command(files, request)
     result = await remote.run(jobscript.submit_script(files, f"{prologue}\n{command}"))
-    return jobscript.parse_submit(result.exit_status, result.stdout, result.stderr)
+    return schedulers.judge_submit(
+        jobscript.parse_submit(result.exit_status, result.stdout, result.stderr))
 
 
 async def poll(
-    remote: Remote, scheduler: Scheduler, jobs: Sequence[JobRef], prologue: str = ""
+    remote: Remote, scheduler: Scheduler, jobs: Sequence[JobRef], prologue: str = "",
+    queue_timeout: int = schedulers.QUEUE_TIMEOUT,
 ) -> dict[str, Observation]:
-    """The state of every job of a compute resource, from one remote command."""
+    """The state of every job of a compute resource, from one remote command.
+
+    Raises StatusUnavailable (a RemoteCommandFailed) when the scheduler's status cannot be
+    read — nothing is then known of any job; CommandTimedOut and RemoteUnavailable come
+    from the connection.
+    """
     if not jobs:
         return {}
-    output = await _check(remote, f"{prologue}\n{schedulers.status_script(scheduler, jobs)}",
-                          "polling the scheduler failed")
-    return schedulers.parse_status(scheduler, output, jobs)
+    script = schedulers.status_script(scheduler, jobs, queue_timeout)
+    result = await remote.run(f"{prologue}\n{script}")
+    if result.exit_status != 0:
+        detail = result.stderr.strip()[-1000:] or f"exit status {result.exit_status}"
+        raise StatusUnavailable(f"{scheduler.name}: the status command failed: {detail}")
+    return schedulers.parse_status(scheduler, result.stdout, jobs)
 
 
 async def cancel(

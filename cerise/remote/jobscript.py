@@ -10,12 +10,18 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
     stderr.txt     the runner's log
     job.sh         the job script
     started        written when the job script starts (its start time, epoch seconds)
-    exit_code      written when the runner ends (143 if the job was terminated)
+    terminated     written when the job script is first signalled: `TERM <time>` or
+                   `USR2 <time>` (a scheduler's stop, a cancel), or `LIMIT <time>` when its
+                   own time limit (scheduler `none`) stopped the runner
+    exit_code      written when the runner ends (`TERMINATED_CODE` if it was stopped)
     submit.lock/   made atomically by the first submit; later submits find it
     remote_id      the scheduler's id for the job, written once by the submit that won
 
 The markers exist because finished jobs vanish from batch queues and accounting may be
-off: `exit_code` is the only reliable word that a job has ended.
+off: `exit_code` is the only reliable word that a job has ended, and `terminated` says
+why when it was stopped. They are written by bash builtins (no process a signal to the
+job's process group could kill), and `exit_code` with the signals ignored, so a second
+signal cannot cut it short; only a KILL can, and then `terminated` is already there.
 
 Exactly once: the submit script takes `submit.lock` with `mkdir` (atomic on every POSIX
 file system, NFS included) before it submits, and records the scheduler's id in
@@ -24,7 +30,8 @@ and prints the recorded id instead of submitting again. The script ignores SIGHU
 SIGPIPE so that a dropped SSH channel cannot stop it between submitting and recording the
 id; its children inherit that. If a lock holder has not recorded an id within
 `wait_seconds`, the submit reports that the outcome is unknown rather than risk a second
-submission.
+submission. A submit that failed or was refused releases the lock, so a later one may
+submit.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+
+from cerise.model.observations import SubmitOutcome as SubmitOutcome
 
 SUBMITTED_PREFIX = "cerise-remote-id: "
 """The submit script's last line on success: this prefix, then the scheduler's id."""
@@ -41,13 +49,12 @@ UNKNOWN_MARK = "cerise-submit-unknown"
 """Printed instead of an id when an earlier submit holds the lock but recorded no id."""
 
 
-class SubmitOutcome(StrEnum):
-    """What a submit (or lookup) script reported."""
-
-    SUBMITTED = "submitted"
-    UNKNOWN = "unknown"
-    FAILED = "failed"
-    NOT_SUBMITTED = "not submitted"
+TERMINATED_CODE = 143
+"""The exit code a job script records when it was stopped (a signal, or its time limit)."""
+TIME_LIMIT_VARIABLE = "CERISE_TIME_LIMIT"
+"""Seconds; set in its environment, the job script stops the runner itself at that limit."""
+KILL_GRACE = 30
+"""Seconds a runner stopped at the job script's own time limit has before it is killed."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,10 @@ class JobFiles:
         return self._path("started")
 
     @property
+    def terminated(self) -> str:
+        return self._path("terminated")
+
+    @property
     def exit_code(self) -> str:
         return self._path("exit_code")
 
@@ -115,35 +126,75 @@ def _atomic_write(path: str, value: str) -> str:
     return f"printf '%s\\n' {value} > {tmp} && mv {tmp} {shlex.quote(path)}"
 
 
-def job_script(files: JobFiles, runner: Sequence[str], prologue: str = "") -> str:
-    """The job script: run the CWL runner in `work/`, with `started` and `exit_code` markers.
+def job_script(
+    files: JobFiles, runner: Sequence[str], prologue: str = "", directives: Sequence[str] = ()
+) -> str:
+    """The job script: run the CWL runner in `work/`, with its markers (see above).
 
     `runner` is the runner's argv before the workflow and input paths (e.g. ["cwltool"]).
     `prologue` is shell text run first (the resource's environment), already quoted.
+    `directives` are comment lines for the scheduler (`#PBS ...`), right after `#!`.
     On SIGTERM (scancel, a time limit, a cancel of a direct job) or SIGUSR2 (Grid Engine's
     warning before it kills a job submitted with -notify) the runner is terminated too and
-    `exit_code` records 143.
+    `exit_code` records `TERMINATED_CODE`; so it does when the runner itself died of
+    either signal (a scheduler signals every process of the job, and the runner may end
+    before the script's trap runs). With `TIME_LIMIT_VARIABLE` in its environment the
+    script stops the runner (and everything it started) at that many seconds itself.
     """
+    for line in directives:
+        if not line.startswith("#") or any(ord(char) < 32 for char in line):
+            raise ValueError(f"not a one-line directive: {line[:100]!r}")
     q = shlex.quote
     argv = " ".join(q(arg) for arg in (*runner, files.workflow, files.input))
+    output = f"> {q(files.stdout)} 2> {q(files.stderr)}"
+    header = "".join(f"{line}\n" for line in directives)
     return f"""#!/bin/bash
-runner=
-terminated=
-trap 'terminated=1; [ -n "$runner" ] && kill -TERM "$runner" 2>/dev/null' TERM USR2
+{header}__cerise_limit=${{{TIME_LIMIT_VARIABLE}:-}}
+unset {TIME_LIMIT_VARIABLE}
+__cerise_runner= __cerise_signal=
+__cerise_stop() {{
+    if [ -z "$__cerise_signal" ]; then
+        __cerise_signal=$1
+        printf '%s %(%s)T\\n' "$1" -1 > {q(files.terminated)}
+    fi
+    [ -n "$__cerise_runner" ] && kill -TERM "$__cerise_runner" 2>/dev/null
+}}
+trap '__cerise_stop TERM' TERM
+trap '__cerise_stop USR2' USR2
 {prologue}
 cd {q(files.work)} || exit 1
-{_atomic_write(files.started, '"$(date +%s)"')}
-{argv} > {q(files.stdout)} 2> {q(files.stderr)} &
-runner=$!
-[ -n "$terminated" ] && kill -TERM "$runner" 2>/dev/null
+printf '%(%s)T\\n' -1 > {q(files.started)}
+printf -v __cerise_begun '%(%s)T' -1
+if [ -n "$__cerise_limit" ]; then
+    timeout -s TERM -k {KILL_GRACE} "$__cerise_limit" {argv} {output} &
+else
+    {argv} {output} &
+fi
+__cerise_runner=$!
+[ -n "$__cerise_signal" ] && kill -TERM "$__cerise_runner" 2>/dev/null
 while :; do
-    wait "$runner"
-    code=$?
-    kill -0 "$runner" 2>/dev/null || break
+    wait "$__cerise_runner"
+    __cerise_code=$?
+    kill -0 "$__cerise_runner" 2>/dev/null || break
 done
-[ -n "$terminated" ] && code=143
-{_atomic_write(files.exit_code, '"$code"')}
-exit "$code"
+trap '' TERM USR2
+printf -v __cerise_now '%(%s)T' -1
+if [ -z "$__cerise_signal" ]; then
+    case $__cerise_code in
+        # The scheduler signalled every process and the runner went first.
+        {TERMINATED_CODE}) __cerise_signal=TERM ;;
+        140) __cerise_signal=USR2 ;;
+        # `timeout`: 124 after its TERM, 137 when it had to KILL.
+        124|137) [ -n "$__cerise_limit" ] &&
+            [ $((__cerise_now - __cerise_begun)) -ge "$__cerise_limit" ] &&
+            __cerise_signal=LIMIT ;;
+    esac
+    [ -n "$__cerise_signal" ] &&
+        printf '%s %s\\n' "$__cerise_signal" "$__cerise_now" > {q(files.terminated)}
+fi
+[ -n "$__cerise_signal" ] && __cerise_code={TERMINATED_CODE}
+{_atomic_write(files.exit_code, '"$__cerise_code"')}
+exit "$__cerise_code"
 """
 
 

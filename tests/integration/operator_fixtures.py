@@ -23,6 +23,12 @@ from tests.integration.remote_fixtures import ssh_remote
 API_PORT = free_port()
 """The port of the session's single-user apiserver, which serves the operator's exchange."""
 EXCHANGE_URL = f"http://localhost:{API_PORT}/files"
+METRICS_PORT = free_port()
+METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+"""The session operator's Prometheus endpoint."""
+RETENTION_SWEEP = 0.5
+"""Seconds between the session operator's retention sweeps (only resources with a
+`jobRetention` have jobs to delete)."""
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +47,12 @@ def operator(
     privileged identity (ClusterRole `cerise-operator`), for the whole session."""
     process = OperatorProcess(
         kubeconfig=control_plane.kubeconfig_for(IDENTITY[0]), exchange_dir=exchange_dir,
-        exchange_url=EXCHANGE_URL, log=tmp_path_factory.mktemp("operator") / "operator.log")
+        exchange_url=EXCHANGE_URL, log=tmp_path_factory.mktemp("operator") / "operator.log",
+        extra_env={"CERISE_METRICS_PORT": str(METRICS_PORT),
+                   "CERISE_RETENTION_SWEEP_SECONDS": str(RETENTION_SWEEP),
+                   # the tests' web servers (tests/integration/web.py) are on the loopback,
+                   # which the web fence refuses unless allowed
+                   "CERISE_WEB_ALLOW": "127.0.0.1"})
     process.start()
     yield process
     process.stop()

@@ -402,7 +402,12 @@ def test_install_creates_the_objects(control_plane: ControlPlane, namespace: str
                "-n", namespace)
     assert not can(control_plane, operator, namespace, "list", "workflowjobs.cerise.dev",
                    "-n", "default")
+    # It deletes finished jobs past their retention, and nothing else.
+    assert can(control_plane, operator, namespace, "delete", "workflowjobs.cerise.dev",
+               "-n", namespace)
     assert not can(control_plane, operator, namespace, "delete", "workflowjobs.cerise.dev",
+                   "-n", "default")
+    assert not can(control_plane, operator, namespace, "delete", "computeresources.cerise.dev",
                    "-n", namespace)
     assert can(control_plane, operator, namespace, "watch", "namespaces")
     assert can(control_plane, operator, namespace, "list", "customresourcedefinitions")

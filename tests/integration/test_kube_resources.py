@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from cerise.devenv.controlplane import REPO, ControlPlane
+from tests.integration.api_fixtures import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,9 @@ def test_crd_is_established(control_plane: ControlPlane, crd: str) -> None:
 def test_kubectl_explain_documents_fields(
     control_plane: ControlPlane, field: str, words: str
 ) -> None:
+    # The API server publishes a new CRD's schema a moment after it is established.
+    poll_until(lambda: control_plane.kubectl("explain", field, check=False).returncode == 0,
+               timeout=30, what=f"kubectl explain {field}")
     out = control_plane.kubectl("explain", field).stdout
     assert words in " ".join(out.split())
 
@@ -107,7 +111,7 @@ def test_printer_columns_show_state_phase_and_resource(
         "-p", json.dumps({"status": {"phase": "StagingIn", "state": "Waiting"}}),
     )
     lines = control_plane.kubectl("get", "wfj", "-n", namespace).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "PHASE", "RESOURCE", "AGE"]
+    assert lines[0].split() == ["NAME", "STATE", "PHASE", "RESOURCE", "STAGED", "AGE"]
     assert lines[1].split()[:4] == ["count-words", "Waiting", "StagingIn", "local"]
 
 

@@ -267,7 +267,8 @@ def test_kubectl_contexts_of_tenants_are_isolated(
         ("get", "secrets", True),
         ("create", "events", True),
         ("list", "secrets", False),
-        ("delete", "workflowjobs.cerise.dev", False),
+        ("delete", "workflowjobs.cerise.dev", True),  # finished ones past their retention
+        ("delete", "computeresources.cerise.dev", False),
         ("create", "workflowjobs.cerise.dev", False),
         ("create", "pods", False),
     ],

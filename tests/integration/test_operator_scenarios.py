@@ -358,3 +358,30 @@ async def test_a_workflow_is_fetched_from_the_web_within_its_size_limit(
     assert "larger than 1024 KiB" in huge["status"]["message"]
     assert missing["status"]["phase"] == "PermanentFailure"
     assert "HTTP 404" in missing["status"]["message"]
+
+
+async def test_a_web_input_inside_the_cluster_is_refused_with_the_rule(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    submit(control_plane, resource, WC, {"file": {
+        "class": "File", "location": "http://169.254.169.254/latest/meta-data/iam"}})
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "PermanentFailure"
+    assert "169.254.169.254 is in" in job["status"]["message"]
+    assert "webInputs.allow" in job["status"]["message"]
+
+
+async def test_staging_progress_is_in_the_status_and_the_job_list(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+    exchange_dir: Path,
+) -> None:
+    size = 5 << 20
+    file = upload(exchange_dir, "big.txt", b"word " * (size // 5))
+    submit(control_plane, resource, WC, {"file": file})
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
+    assert job["status"]["progress"]["in"] == {"done": size, "total": size}
+    out = job["status"]["progress"]["out"]
+    assert out["done"] == out["total"] > 0
+    listed = control_plane.kubectl("get", "wfj", "job", "-n", resource.namespace)
+    assert job["status"]["progressText"] in listed.stdout

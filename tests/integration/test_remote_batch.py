@@ -9,7 +9,10 @@ cancelled when the test ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shlex
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +24,7 @@ from cerise.devenv.gridengine import GridEngineCell
 from cerise.devenv.slurm import SlurmCluster
 from cerise.devenv.sshd import SshEndpoint
 from cerise.devenv.torque import TorqueWrappers
+from cerise.model import limits
 from cerise.model.compute import prologue
 from cerise.remote import executor
 from cerise.remote.connection import (
@@ -33,12 +37,13 @@ from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.schedulers import (
     JobRef,
     Observation,
+    QueueEntry,
     QueueState,
     RemoteState,
     Request,
     Scheduler,
 )
-from cerise.remote.schedulers.batch import BatchSettings
+from cerise.remote.schedulers.batch import BatchSettings, job_name
 from cerise.remote.schedulers.gridengine import GridEngineScheduler
 from cerise.remote.schedulers.slurm import SlurmScheduler
 from cerise.remote.schedulers.torque import TorqueScheduler
@@ -64,6 +69,18 @@ class Batch:
     """The exit code a cancelled running job records (None: killed before it can)."""
     count_named: Callable[[str], str]
     """Job name → shell text printing how many jobs of that name the queue holds."""
+    refusal: str
+    """What the scheduler says when it refuses a job asking for far more cores than it has."""
+    tagged: Callable[[str], tuple[str, ...]]
+    """A value → submit options that carry it to the scheduler verbatim."""
+    read_back: Callable[[str], str]
+    """A job id → shell text printing `<job name>|<the value the options carried>`."""
+    kept: Callable[[str], str]
+    """How the scheduler keeps that value."""
+    named: Callable[[str], str]
+    """The job name the scheduler shows for a requested name."""
+    stop_signal: str
+    """The signal the scheduler stops a job with at its time limit."""
 
     @property
     def scheduler(self) -> Scheduler:
@@ -84,6 +101,12 @@ def slurm_batch(cluster: SlurmCluster) -> Batch:
         cancelled_code=143,
         count_named=lambda name: (
             f'squeue -u "$(id -un)" -h -t all -n {shlex.quote(name)} -o %i | wc -l'),
+        refusal="Batch job submission failed: More processors requested than permitted",
+        tagged=lambda value: (f"--comment={value}",),
+        read_back=lambda job_id: f"squeue -h -j {job_id} -o '%j|%k'",
+        kept=str,
+        named=lambda name: name,
+        stop_signal="TERM",
     )
 
 
@@ -98,6 +121,13 @@ def torque_batch(wrappers: TorqueWrappers) -> Batch:
         cancelled_code=143,
         count_named=lambda name: (
             f"{{ qstat -f || true; }} | grep -c -x $'\\tJob_Name = '{shlex.quote(name)}"),
+        # the wrapper's own words around sbatch's
+        refusal="Batch job submission failed: More processors requested than permitted",
+        tagged=lambda value: ("-A", value),  # a #PBS directive: sbatch reads it as data
+        read_back=lambda job_id: f"squeue -h -j {job_id} -o '%j|%a'",
+        kept=str.lower,  # Slurm's account names
+        named=lambda name: job_name(name, keep="A-Za-z0-9", limit=15),
+        stop_signal="TERM",
     )
 
 
@@ -111,6 +141,16 @@ def gridengine_batch(cell: GridEngineCell) -> Batch:
         cancelled_code=143,  # -notify: USR2 before the SIGKILL, trapped like TERM
         count_named=lambda name: (
             f'qstat -u "$(id -un)" -xml | grep -c -F {shlex.quote(f"<JB_name>{name}</JB_name>")}'),
+        refusal="Unable to run job: error: no suitable queues",
+        # not the account: it may not hold slashes or backslashes
+        tagged=lambda value: ("-ac", f"CERISE_TAG={value}"),
+        read_back=lambda job_id: (
+            f"qstat -j {job_id} | awk '/^job_name:/ {{sub(/^job_name: +/, \"\"); n = $0}} "
+            "/^context:/ {sub(/^context: +CERISE_TAG=/, \"\"); a = $0} "
+            "END {print n \"|\" a}'"),
+        kept=str,
+        named=lambda name: job_name(name, keep="A-Za-z0-9_.-", limit=255),
+        stop_signal="USR2",  # -notify: USR2 before the SIGKILL at h_rt
     )
 
 
@@ -135,13 +175,21 @@ async def remote(sshd: SshEndpoint) -> AsyncIterator[Remote]:
         await connection.close()
 
 
-@pytest.fixture
-async def base(remote: Remote) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def fresh_directory(remote: Remote) -> AsyncIterator[str]:
     """A fresh directory in the test user's home, removed afterwards."""
     made = await remote.run("mkdir -p ~/cerise-tests && mktemp -d ~/cerise-tests/batch.XXXXXX")
     path = made.stdout.strip()
-    yield path
-    await remote.run(f"rm -rf -- {shlex.quote(path)}")
+    try:
+        yield path
+    finally:
+        await remote.run(f"rm -rf -- {shlex.quote(path)}")
+
+
+@pytest.fixture
+async def base(remote: Remote) -> AsyncIterator[str]:
+    async with fresh_directory(remote) as path:
+        yield path
 
 
 class Jobs:
@@ -196,7 +244,8 @@ class Jobs:
         scheduler = self.batch.scheduler
         listing = await self.remote.run(f"{self.batch.prologue}\n{scheduler.queue_script([job])}")
         assert listing.exit_status == 0, listing.stderr
-        return scheduler.parse_queue(listing.stdout, [job])[job.key]
+        entry = scheduler.parse_queue(listing.stdout, [job])[job.key]
+        return entry.state if isinstance(entry, QueueEntry) else entry
 
     async def wait_until_gone(self, job: JobRef) -> None:
         """Poll the queue until the job has left it (the marker may come first)."""
@@ -230,7 +279,10 @@ async def jobs(ssh: SshRemote, batch: Batch, base: str) -> AsyncIterator[Jobs]:
 async def test_job_runs_with_its_cores_and_output(jobs: Jobs) -> None:
     runner = ["bash", "-c", f'echo "cores={jobs.batch.cores}"; echo hi >&2; exit 0', "r"]
     job = await jobs.submit(runner, request=Request("cerise-run", cores=2, time_limit=600))
-    assert await jobs.wait_for(job, RemoteState.DONE) == Observation(RemoteState.DONE, 0, 3)
+    observed = await jobs.wait_for(job, RemoteState.DONE)
+    assert (observed.exit_code, observed.log_size, observed.signal) == (0, 3, None)
+    assert observed.started is not None and observed.ended is not None
+    assert 0 <= observed.ended - observed.started < TIMEOUT
     assert await jobs.remote.read(job.files.stdout) == b"cores=2\n"
     assert await jobs.remote.read(job.files.stderr) == b"hi\n"
 
@@ -244,12 +296,14 @@ async def test_cancel_of_running_job(jobs: Jobs) -> None:
     files = await jobs.new()
     pid_file = f"{files.job_dir}/runner.pid"
     job = await jobs.submit(["bash", "-c", f"echo $$ > {shlex.quote(pid_file)}; sleep 300", "r"],
-                            files=files)
+                            files=files, request=Request("cerise-cancel", time_limit=600))
     await jobs.wait_for(job, RemoteState.RUNNING)
     await jobs.wait_until_file(pid_file)
     await jobs.cancel([job])
     observed = await jobs.wait_for(job, RemoteState.DONE, RemoteState.VANISHED)
     assert observed.exit_code == jobs.batch.cancelled_code
+    assert observed.signal == jobs.batch.stop_signal
+    assert limits.time_limit_message(observed, 600) is None, "a cancel is not a time limit"
     await jobs.wait_until_gone(job)
     pid = (await jobs.remote.read(pid_file)).decode().strip()
     assert (await jobs.remote.run(f"kill -0 {pid}")).exit_status != 0, "the runner survived"
@@ -295,14 +349,120 @@ async def test_only_unknown_ids_poll_as_vanished(jobs: Jobs) -> None:
 async def test_gridengine_job_that_cannot_start(
     remote: Remote, gridengine: GridEngineCell, base: str
 ) -> None:
-    """A job whose directory is gone sits in `Eqw`: it polls as vanished, and qdel removes it."""
+    """A job whose directory is gone sits in `Eqw` forever: it polls as waiting with Grid
+    Engine's reason, and qdel removes it."""
     jobs = Jobs(remote, gridengine_batch(gridengine), base)
     job = await jobs.submit(["bash", "-c", "exit 0", "r"], held=True)
     try:
         await jobs.shell(f"rm -rf {shlex.quote(job.files.work)} && qrls {job.remote_id}")
-        await jobs.wait_for(job, RemoteState.VANISHED)
-        listing = await jobs.shell(f"qstat -u \"$(id -un)\" | awk '$1 == {job.remote_id}'")
-        assert listing.split()[4] == "Eqw"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while not (observed := (await jobs.poll([job]))[job.key]).never_runs:
+            assert loop.time() < deadline, observed
+            await asyncio.sleep(0.1)
+        assert observed.state is RemoteState.WAITING
+        assert observed.never_runs.startswith("Grid Engine holds it in error state Eqw: ")
+        assert f"can't chdir to {job.files.work}: No such file or directory" in (
+            observed.never_runs)
     finally:
         await jobs.cancel([job])
     assert (await jobs.shell(f"qstat -u \"$(id -un)\" | awk '$1 == {job.remote_id}'")) == ""
+
+
+async def test_impossible_core_request_is_refused_with_the_schedulers_words(jobs: Jobs) -> None:
+    files = await jobs.new()
+    far_too_many = 64 * jobs.batch.settings.cores_per_node
+    refused = await executor.submit(jobs.remote, jobs.batch.scheduler, files,
+                                    Request("cerise-too-big", cores=far_too_many), ["true"],
+                                    jobs.batch.prologue)
+    assert refused.outcome is SubmitOutcome.REFUSED, refused
+    assert jobs.batch.refusal in refused.detail
+    # Nothing was submitted and the lock is free: the job asking for what there is submits.
+    assert (await jobs.remote.run(f"test -e {shlex.quote(files.lock)}")).exit_status != 0
+    job = await jobs.submit(["bash", "-c", "exit 0", "r"], files=files,
+                            request=Request("cerise-fits", cores=1))
+    assert (await jobs.wait_for(job, RemoteState.DONE)).exit_code == 0
+
+
+async def test_hostile_options_and_names_reach_the_scheduler_as_data(jobs: Jobs) -> None:
+    canary = f"cerise-canary-{uuid.uuid4().hex[:8]}"
+    touch = f"cd; touch {canary}"
+    hostile = f"$({touch}) `{touch}`; {touch} && 'single' \"double\" back\\slash #hash"
+    name = f"cerise {hostile}"
+    options = (*jobs.batch.hold, *jobs.batch.tagged(hostile))
+    scheduler = jobs.batch.make(replace(jobs.batch.settings, options=options))
+    files = await jobs.new()
+    result = await executor.submit(jobs.remote, scheduler, files, Request(name), ["true"],
+                                   jobs.batch.prologue)
+    assert result.outcome is SubmitOutcome.SUBMITTED, result
+    jobs.submitted.append(JobRef("hostile", files, result.remote_id))
+    shown = await jobs.shell(jobs.batch.read_back(result.remote_id))
+    assert shown == f"{jobs.batch.named(name)}|{jobs.batch.kept(hostile)}\n"
+    assert (await jobs.remote.run(f"test -e ~/{canary}")).exit_status != 0
+
+
+async def until_ended(jobs: Jobs, job: JobRef, timeout: float) -> Observation:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ended = (RemoteState.DONE, RemoteState.VANISHED)
+    while (observed := (await jobs.poll([job]))[job.key]).state not in ended:
+        assert loop.time() < deadline, f"{job} still {observed} after {timeout:.0f} s"
+        await asyncio.sleep(0.5)
+    return observed
+
+
+async def test_time_limit_ends_the_job_with_a_message_on_each_batch_system(
+    remote: Remote, slurm: SlurmCluster, torque: TorqueWrappers, gridengine: GridEngineCell,
+    base: str,
+) -> None:
+    """Slurm keeps whole minutes and checks every ~30 s, so its jobs run together."""
+    systems = [(slurm_batch(slurm), 60), (torque_batch(torque), 60),
+               (gridengine_batch(gridengine), 5)]
+
+    async def hit(batch: Batch, limit: int) -> Observation:
+        jobs = Jobs(remote, batch, base)
+        job = await jobs.submit(["bash", "-c", "sleep 600", "r"],
+                                request=Request("cerise-limit", time_limit=limit))
+        try:
+            return await until_ended(jobs, job, limit + 120)
+        finally:
+            await jobs.cancel([job])
+
+    ended = await asyncio.gather(*(hit(batch, limit) for batch, limit in systems))
+    for (batch, limit), observed in zip(systems, ended, strict=True):
+        assert (observed.state, observed.exit_code) == (RemoteState.DONE, 143), observed
+        assert observed.signal == batch.stop_signal
+        message = limits.time_limit_message(observed, limit)
+        assert message is not None, observed
+        assert message.startswith(
+            f"the job reached its time limit of {limits.duration(limit)} after running "), message
+
+
+async def scontrol(cluster: SlurmCluster, *args: str) -> None:
+    """scontrol as the Slurm administrator (root, here)."""
+    await asyncio.to_thread(subprocess.run, ["scontrol", *args], check=True, timeout=30,
+                            env={**os.environ, **dict(cluster.environment)})
+
+
+async def test_slurm_job_beyond_its_partitions_limit_never_runs(
+    remote: Remote, slurm: SlurmCluster, base: str
+) -> None:
+    """A limit lowered after the submit (EnforcePartLimits refuses it at submit): the job
+    pends forever with reason PartitionTimeLimit, which the poll reports."""
+    jobs = Jobs(remote, slurm_batch(slurm), base)
+    job = await jobs.submit(["bash", "-c", "exit 0", "r"], held=True,
+                            request=Request("cerise-long", time_limit=7200))
+    try:
+        await scontrol(slurm, "update", f"PartitionName={slurm.partition}", "MaxTime=60")
+        await jobs.shell(f"scontrol release {job.remote_id}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while not (observed := (await jobs.poll([job]))[job.key]).never_runs:
+            assert loop.time() < deadline, observed
+            await asyncio.sleep(0.2)
+        assert observed == Observation(
+            RemoteState.WAITING, never_runs="Slurm holds it with reason PartitionTimeLimit: "
+            "its time limit is beyond its partition's")
+    finally:
+        await scontrol(slurm, "update", f"PartitionName={slurm.partition}", "MaxTime=INFINITE")
+        await jobs.cancel([job])

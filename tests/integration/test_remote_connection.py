@@ -65,9 +65,12 @@ async def test_files_round_trip(remote: Remote, tmp_path: Path) -> None:
     assert await remote.read(f"{base}/missing") == b""
     source = tmp_path / "source"
     source.write_bytes(bytes(range(256)) * 1000)
-    await remote.upload(source, f"{base}/copy")
-    await remote.download(f"{base}/copy", tmp_path / "back")
+    uploaded: list[int] = []
+    downloaded: list[int] = []
+    await remote.upload(source, f"{base}/copy", progress=uploaded.append)
+    await remote.download(f"{base}/copy", tmp_path / "back", progress=downloaded.append)
     assert (tmp_path / "back").read_bytes() == source.read_bytes()
+    assert sum(uploaded) == sum(downloaded) == 256_000
     mode = await remote.run(f"stat -c %a {base}/copy && rm -rf {base}")
     assert mode.exit_status == 0
 

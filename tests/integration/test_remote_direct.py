@@ -8,11 +8,12 @@ from typing import cast
 
 import pytest
 
+from cerise.model import limits
 from cerise.remote import executor
 from cerise.remote.connection import (
     Remote,
 )
-from cerise.remote.jobscript import JobFiles, SubmitOutcome
+from cerise.remote.jobscript import JobFiles, SubmitOutcome, SubmitResult
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request
 from cerise.remote.schedulers.direct import DirectScheduler
 from tests.integration.remote_fixtures import CountingRemote, make_job_dir
@@ -86,16 +87,75 @@ async def test_cancel_stops_the_runner(remote: Remote) -> None:
     await executor.cancel(remote, SCHEDULER, [job])
     assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 143
     pid = (await remote.read(f"{files.job_dir}/runner.pid")).decode().strip()
-    alive = await remote.run(f"kill -0 {pid}")
-    assert alive.exit_status != 0, "the runner survived the cancel"
+    assert not await alive(remote, pid), "the runner survived the cancel"
 
 
 async def test_time_limit_terminates_the_job(remote: Remote) -> None:
     files = await new_job(remote)
-    result = await executor.submit(remote, SCHEDULER, files, Request("t", time_limit=1),
+    runner = ["bash", "-c", f"sleep 300 & echo $! > '{files.job_dir}/child.pid'; wait", "r"]
+    result = await executor.submit(remote, SCHEDULER, files, Request("t", time_limit=1), runner)
+    job = JobRef("k", files, result.remote_id)
+    observed = await wait_for(remote, job, RemoteState.DONE)
+    assert (observed.exit_code, observed.signal) == (143, "LIMIT")
+    assert observed.started is not None and observed.signalled_at is not None
+    assert limits.time_limit_message(observed, 1) == (
+        "the job reached its time limit of 1 s after running "
+        f"{limits.duration(observed.signalled_at - observed.started)} and was stopped")
+    child = (await remote.read(f"{files.job_dir}/child.pid")).decode().strip()
+    for _ in range(100):  # killed at once, but perhaps not yet gone
+        if not await alive(remote, child):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the runner's child outlived the time limit")
+
+
+async def alive(remote: Remote, pid: str) -> bool:
+    """Whether process `pid` runs (a killed orphan may linger as a zombie until reaped)."""
+    state = (await remote.run(f"ps -o stat= -p {pid}")).stdout.strip()
+    return state != "" and not state.startswith("Z")
+
+
+async def test_cancel_is_not_a_time_limit(remote: Remote) -> None:
+    files = await new_job(remote)
+    result = await executor.submit(remote, SCHEDULER, files, Request("t", time_limit=600),
                                    ["bash", "-c", "sleep 300", "r"])
     job = JobRef("k", files, result.remote_id)
-    assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 143
+    await wait_for(remote, job, RemoteState.RUNNING)
+    await executor.cancel(remote, SCHEDULER, [job])
+    observed = await wait_for(remote, job, RemoteState.DONE)
+    assert (observed.exit_code, observed.signal) == (143, "TERM")
+    assert limits.time_limit_message(observed, 600) is None
+
+
+async def test_impossible_core_request_is_refused(remote: Remote) -> None:
+    files = await new_job(remote)
+    cores = (await remote.run("nproc")).stdout.strip()
+    result = await executor.submit(remote, SCHEDULER, files, Request("t", cores=100000),
+                                   ["bash", "-c", "exit 0", "r"])
+    assert result == SubmitResult(
+        SubmitOutcome.REFUSED,
+        detail=f"none: the job asks for 100000 cores, but this host has {cores}")
+    assert (await remote.run(f"test -e '{files.lock}'")).exit_status != 0
+    fits = await executor.submit(remote, SCHEDULER, files, Request("t", cores=1),
+                                 ["bash", "-c", "exit 0", "r"])
+    assert fits.outcome is SubmitOutcome.SUBMITTED
+
+
+async def test_hostile_paths_and_names_run_no_command(remote: Remote) -> None:
+    canary = f"cerise-canary-{uuid.uuid4().hex[:8]}"
+    hostile = f"$(cd; touch {canary}) `cd; touch {canary}`; cd; touch {canary} 'q' \"d\""
+    base = (await remote.run("mktemp -d")).stdout.strip()
+    files = JobFiles(f"{base}/{hostile}/jobs/{uuid.uuid4()}")
+    await make_job_dir(remote, files)
+    for path in (files.workflow, files.input):
+        await remote.write(path, b"{}")
+    result = await executor.submit(remote, SCHEDULER, files, Request(hostile, time_limit=60),
+                                   ["bash", "-c", 'printf "%s" "$1"', "r", hostile])
+    job = JobRef("k", files, result.remote_id)
+    assert (await wait_for(remote, job, RemoteState.DONE)).exit_code == 0
+    assert await remote.read(files.stdout) == hostile.encode()
+    assert (await remote.run(f"test -e ~/{canary}")).exit_status != 0
 
 
 async def test_poll_of_many_jobs_is_one_command(remote: Remote) -> None:

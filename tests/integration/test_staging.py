@@ -1,7 +1,9 @@
-"""Staging in and out over real SSH (OpenSSH sshd) and locally, with a real HTTP server."""
+"""Staging in and out over real SSH (OpenSSH sshd) and locally, with a real HTTP server;
+its progress written to a job on a real API server."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import http.server
@@ -17,19 +19,28 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
 
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.sshd import SshEndpoint
+from cerise.kube.jobs import WorkflowJob
 from cerise.model import cwl
 from cerise.model.cwl import Origin
 from cerise.model.exchange import Exchange
+from cerise.model.webfence import Fence, WebInputs
+from cerise.operator.progress import INTERVAL, ProgressWriter
 from cerise.remote import staging
-from cerise.remote.connection import Remote
+from cerise.remote.connection import Progress, Remote, SshRemote
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.staging import InputRejected, OutputRejected
-from tests.integration.remote_fixtures import make_job_dir
+from tests.integration.remote_fixtures import make_job_dir, ssh_target
 
 pytestmark = pytest.mark.integration
 
 URL = "http://localhost:29593/files"
+LOOPBACK = WebInputs(Fence().widened(["127.0.0.1"], "the test"))
+"""The test web server's address allowed through the fence."""
 HOSTILE = ["my data.txt", "it's \"quoted\".txt", "$(touch pwned).txt", "a;b&&c|d", "..x", "-rf"]
 
 
@@ -41,10 +52,20 @@ def exchange(tmp_path: Path) -> Exchange:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on 127.0.0.1 serving a directory: its base URL and the directory."""
+    """A real HTTP server on 127.0.0.1 serving a directory: its base URL and the directory.
+    ``/redirect/<percent-encoded URL>`` redirects there."""
     directory = tmp_path_factory.mktemp("web")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/redirect/"):
+                self.send_response(302)
+                self.send_header("Location", unquote(self.path.removeprefix("/redirect/")))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
@@ -139,7 +160,7 @@ async def test_every_kind_of_input_arrives_where_the_rewritten_input_says(
     plan = staging.plan(cwl.check_inputs(workflow, values), exchange, files,
                         workflow_url=f"{URL}/input/job/workflow.cwl")
 
-    report = await staging.stage_in(remote, files, plan.transfers, exchange)
+    report = await staging.stage_in(remote, files, plan.transfers, exchange, web_inputs=LOOPBACK)
 
     moved = plan.apply(values, Origin.INPUT_OBJECT)
     expected = {
@@ -219,7 +240,7 @@ async def test_inputs_the_user_got_wrong_are_rejected_with_a_reason(
         references = cwl.check_inputs(workflow, {"f": a_file(location)})
         with pytest.raises(InputRejected) as info:
             plan = staging.plan(references, exchange, files)
-            await staging.stage_in(remote, files, plan.transfers, exchange)
+            await staging.stage_in(remote, files, plan.transfers, exchange, web_inputs=LOOPBACK)
         return str(info.value)
 
     assert "outside the file exchange" in await rejection(f"file://{secret}")
@@ -350,3 +371,235 @@ async def test_a_run_that_wrote_no_output_publishes_nothing(
     await remote.write(files.stdout, b"Traceback (most recent call last):")
     with pytest.raises(OutputRejected, match="not valid JSON"):
         await staging.stage_out(remote, files, exchange, "uid-5")
+
+
+# --- the web fence -----------------------------------------------------------------------
+
+
+async def test_web_inputs_off_the_public_internet_are_refused_naming_the_rule(
+    remote: Remote, files: JobFiles, exchange: Exchange, web: tuple[str, Path]
+) -> None:
+    web_url, web_dir = web
+    (web_dir / "data.txt").write_bytes(b"served")
+    port = urlsplit(web_url).port
+    workflow = parse({"f": "File"})
+
+    async def rejection(location: str, web_inputs: WebInputs | None = None) -> str:
+        plan = staging.plan(cwl.check_inputs(workflow, {"f": a_file(location)}), exchange, files)
+        with pytest.raises(InputRejected) as info:
+            await staging.stage_in(remote, files, plan.transfers, exchange,
+                                   web_inputs=web_inputs)
+        return str(info.value)
+
+    allow = "; allow it with spec.webInputs.allow of the ComputeResource or the operator's " \
+            "CERISE_WEB_ALLOW"
+    assert await rejection("http://10.0.0.5/x") == (
+        f"File http://10.0.0.5/x: 10.0.0.5 is in a private range (10.0.0.0/8){allow}")
+    cases = {
+        f"{web_url}/data.txt": "127.0.0.1 is in the loopback range (127.0.0.0/8)",
+        f"http://[::1]:{port}/data.txt": "::1 is in the loopback range (::1/128)",
+        f"http://2130706433:{port}/data.txt":
+            "2130706433 resolves to 127.0.0.1, which is in the loopback range",
+        f"http://0x7f.1:{port}/data.txt": "0x7f.1 resolves to 127.0.0.1, which is in the loopback",
+        f"http://localhost:{port}/data.txt": "localhost resolves to",
+        "http://169.254.169.254/latest/meta-data/": "is in the link-local range (169.254.0.0/16)",
+        "http://100.64.0.1/x": "the shared address space of carrier-grade NAT (100.64.0.0/10)",
+        "http://[fd00::1]/x": "fd00::1 is in a unique local (private) range (fc00::/7)",
+        "http://192.168.1.1/x": "192.168.1.1 is in a private range (192.168.0.0/16)",
+    }
+    for location, reason in cases.items():
+        message = await rejection(location)
+        assert reason in message and message.endswith(allow), (location, message)
+
+    redirected = await rejection(
+        f"{web_url}/redirect/{quote('http://10.255.255.1/secret', safe='')}", LOOPBACK)
+    assert redirected == (
+        f"File {web_url}/redirect/http%3A%2F%2F10.255.255.1%2Fsecret (redirected to "
+        f"http://10.255.255.1/secret): 10.255.255.1 is in a private range (10.0.0.0/8){allow}")
+    to_file = await rejection(f"{web_url}/redirect/{quote('file:///etc/passwd', safe='')}",
+                              LOOPBACK)
+    assert "(redirected to file:/etc/passwd): only http(s) URLs" in to_file
+    capped = WebInputs(LOOPBACK.fence, max_bytes=5)
+    assert await rejection(f"{web_url}/data.txt", capped) == (
+        f"File {web_url}/data.txt is larger than 5 bytes (the compute resource's "
+        "spec.webInputs.maxBytes)")
+
+
+async def test_web_inputs_from_allowed_hosts_arrive(
+    remote: Remote, files: JobFiles, exchange: Exchange, web: tuple[str, Path]
+) -> None:
+    web_url, web_dir = web
+    (web_dir / "allowed.txt").write_bytes(b"allowed")
+    port = urlsplit(web_url).port
+    values = {"many": [a_file(f"http://localhost:{port}/allowed.txt"),
+                       a_file(f"http://localhost:{port}/redirect/%2Fallowed.txt")]}
+    plan = staging.plan(cwl.check_inputs(parse({"many": "File[]"}), values), exchange, files)
+    by_name = WebInputs(Fence().widened(["localhost"], "the test"))  # not its address
+
+    await staging.stage_in(remote, files, plan.transfers, exchange, web_inputs=by_name)
+
+    for value in plan.apply(values, Origin.INPUT_OBJECT)["many"]:
+        assert await remote.read(remote_path(value["location"])) == b"allowed"
+
+
+# --- the input cache ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def base(remote: Remote) -> AsyncIterator[str]:
+    """A new base directory on the remote side (for jobs and the cache), removed afterwards."""
+    made = (await remote.run("mktemp -d")).stdout.strip()
+    yield made
+    await remote.run(f"rm -rf {shlex.quote(made)}")
+
+
+class CountingSsh(SshRemote):
+    """The real SSH remote, counting the bytes that its uploads send."""
+
+    sent = 0
+
+    async def upload(self, local: Path | bytes, remote: str, *, mode: int = 0o600,
+                     progress: Progress | None = None) -> int:
+        size = await super().upload(local, remote, mode=mode, progress=progress)
+        self.sent += size
+        return size
+
+
+async def stage(remote: Remote, exchange: Exchange, job: JobFiles, url: str,
+                **options: Any) -> tuple[staging.StageInReport, str]:
+    """Stage one File input into `job`; the report and where the file is."""
+    plan = staging.plan(cwl.check_inputs(parse({"f": "File"}), {"f": a_file(url)}),
+                        exchange, job)
+    report = await staging.stage_in(remote, job, plan.transfers, exchange, **options)
+    return report, remote_path(plan.locations(Origin.INPUT_OBJECT)[("f",)])
+
+
+async def test_an_input_of_twenty_jobs_is_sent_once(
+    sshd: SshEndpoint, exchange: Exchange
+) -> None:
+    data = os.urandom(100 << 20)
+    url = put(exchange, "shared.bin", data)
+    remote = CountingSsh(ssh_target(sshd))
+    base = (await remote.run("mktemp -d")).stdout.strip()
+    cache = staging.InputCache(base, max_bytes=1 << 30)
+    try:
+        staged = await asyncio.gather(*(
+            stage(remote, exchange, JobFiles(f"{base}/jobs/job-{i}"), url, cache=cache)
+            for i in range(20)))  # at once: the first sends it, the others wait and link
+
+        digest = hashlib.sha256(data).hexdigest()
+        assert remote.sent == len(data)
+        assert sum(report.bytes_sent for report, _ in staged) == len(data)
+        assert sum(report.files_cached for report, _ in staged) == 19
+        entry = f"{base}/cache/{digest}"
+        links = await remote.run(f"stat -c '%h %a' {entry}; sha256sum < {entry}")
+        assert links.stdout.split() == ["21", "400", digest, "-"]  # the cache and every job
+        inodes = await remote.run(f"stat -c %i {entry} " + " ".join(p for _, p in staged))
+        assert len(set(inodes.stdout.split())) == 1  # one file, linked into every job
+        assert cache.status_fields() == {
+            "limitBytes": 1 << 30, "hits": 19, "misses": 1, "bytes": len(data), "files": 1,
+            "pinnedBytes": len(data), "hitRatio": 0.95}
+
+        again, _ = await stage(remote, exchange, JobFiles(f"{base}/jobs/job-later"), url,
+                               cache=cache)
+        assert (again.files_cached, again.bytes_sent, remote.sent) == (1, 0, len(data))
+    finally:
+        await remote.run(f"rm -rf {shlex.quote(base)}")
+        await remote.close()
+
+
+async def test_eviction_keeps_what_jobs_link_to_and_removes_the_least_recently_used(
+    remote: Remote, base: str, exchange: Exchange
+) -> None:
+    mib = 1 << 20
+    content = {name: os.urandom(2 * mib) for name in "abcd"}
+    urls = {name: put(exchange, f"{name}.bin", data) for name, data in content.items()}
+    digest = {name: hashlib.sha256(data).hexdigest() for name, data in content.items()}
+    cache = staging.InputCache(base, max_bytes=3 * mib)
+
+    async def cached() -> set[str]:
+        listing = await remote.run(f"ls {shlex.quote(cache.directory)}")
+        return {name for name, value in digest.items() if value in listing.stdout.split()}
+
+    waiting, _ = await stage(remote, exchange, JobFiles(f"{base}/jobs/waiting"), urls["a"],
+                             cache=cache)
+    await stage(remote, exchange, JobFiles(f"{base}/jobs/deleted"), urls["b"], cache=cache)
+    await remote.run(f"rm -rf {base}/jobs/deleted")
+    await stage(remote, exchange, JobFiles(f"{base}/jobs/running"), urls["c"], cache=cache)
+
+    # a and c are linked from jobs; b, which no job needs now, went to make room
+    assert await cached() == {"a", "c"}
+    assert cache.counters.evicted == 1
+    assert await remote.read(f"{base}/jobs/waiting/work/01_a.bin", limit=3 * mib) == content["a"]
+
+    again, _ = await stage(remote, exchange, JobFiles(f"{base}/jobs/later"), urls["b"],
+                           cache=cache)
+    assert again.bytes_sent == 2 * mib  # sent anew: it had been evicted
+    assert await cached() == {"a", "b", "c"}  # over the limit, as jobs hold all three
+    assert cache.status_fields()["pinnedBytes"] == 6 * mib
+
+    await remote.run(f"rm -rf {base}/jobs/waiting {base}/jobs/running")
+    await stage(remote, exchange, JobFiles(f"{base}/jobs/last"), urls["d"], cache=cache)
+    assert await cached() == {"b", "d"}  # a and c were used least recently
+    assert waiting.files_sent == 1
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+async def test_progress_moves_during_a_large_staging_both_ways(
+    ssh: SshRemote, exchange: Exchange
+) -> None:
+    data = os.urandom(64 << 20)
+    base = (await ssh.run("mktemp -d")).stdout.strip()
+    files = JobFiles(f"{base}/jobs/job")
+    small = put(exchange, "small.txt", b"small")
+    values = {"many": [a_file(put(exchange, "big.bin", data)), a_file(small)]}
+    plan = staging.plan(cwl.check_inputs(parse({"many": "File[]"}), values), exchange, files)
+    seen_in: list[tuple[int, int]] = []
+    seen_out: list[tuple[int, int]] = []
+    try:
+        await staging.stage_in(ssh, files, plan.transfers, exchange,
+                               progress=lambda done, total: seen_in.append((done, total)))
+        moved = plan.apply(values, Origin.INPUT_OBJECT)
+        await ssh.write(files.stdout, json.dumps({"o": moved["many"]}).encode())
+        await staging.stage_out(ssh, files, exchange, "uid-progress",
+                                progress=lambda done, total: seen_out.append((done, total)))
+    finally:
+        await ssh.run(f"rm -rf {shlex.quote(base)}")
+
+    total = len(data) + len(b"small")
+    for seen in (seen_in, seen_out):
+        assert seen[0] == (0, total) and seen[-1] == (total, total)
+        done = [value for value, _ in seen]
+        assert done == sorted(done)
+        assert len({value for value in done if 0 < value < total}) >= 4, seen
+
+
+async def test_progress_reaches_the_jobs_status_throttled_and_kubectl_shows_it(
+    ssh: SshRemote, exchange: Exchange, kube: AsyncClient, namespace: str,
+    control_plane: ControlPlane,
+) -> None:
+    await kube.create(WorkflowJob(metadata=ObjectMeta(name="staged", namespace=namespace),
+                                  spec={"workflow": "x.cwl", "computeResource": "none"}))
+    data = os.urandom(64 << 20)
+    base = (await ssh.run("mktemp -d")).stdout.strip()
+    files = JobFiles(f"{base}/jobs/job")
+    plan = staging.plan(cwl.check_inputs(parse({"f": "File"}), {
+        "f": a_file(put(exchange, "big.bin", data))}), exchange, files)
+    writes: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with ProgressWriter(kube, namespace=namespace, name="staged", direction="in",
+                                  written=lambda job: writes.append(job["status"])) as writer:
+            await staging.stage_in(ssh, files, plan.transfers, exchange, progress=writer)
+    finally:
+        await ssh.run(f"rm -rf {shlex.quote(base)}")
+    elapsed = loop.time() - started
+
+    assert writes[-1]["progress"] == {"in": {"done": len(data), "total": len(data)}}
+    assert writes[-1]["progressText"] == "in 100% of 67.1 MB"
+    assert 2 <= len(writes) <= elapsed / INTERVAL + 2  # the first, throttled ones, the last
+    shown = control_plane.kubectl("get", "wfj", "staged", "-n", namespace).stdout
+    assert "STAGED" in shown and "in 100% of 67.1 MB" in shown

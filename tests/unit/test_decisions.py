@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cerise.model import decisions, states
-from cerise.model.decisions import (
-    CANCEL_RESEND,
-    MIN_VANISH_GRACE,
-    Memory,
-    Move,
-    Seen,
-    Sighting,
-    Submitted,
-    Work,
-)
+from cerise.model.decisions import CANCEL_RESEND, MIN_VANISH_GRACE, Memory, Move, Work
+from cerise.model.observations import Observation, RemoteState, SubmitOutcome
 from cerise.model.states import Phase
 
 WORK = {
@@ -50,44 +42,67 @@ def test_a_job_being_deleted_or_without_a_phase_gets_no_work(phase: Phase | None
         decisions.Decision()
 
 
-def poll(phase: Phase, sighting: Sighting, memory: Memory | None = None, now: float = 100.0,
-         refresh: float = 1.0) -> decisions.Decision:
-    return decisions.after_poll(phase, sighting, memory or Memory(), now=now, refresh=refresh)
+def poll(phase: Phase, sighting: Observation, memory: Memory | None = None,
+         now: float = 100.0, refresh: float = 1.0, time_limit: int = 0) -> decisions.Decision:
+    return decisions.after_poll(phase, sighting, memory or Memory(), now=now, refresh=refresh,
+                                time_limit=time_limit)
 
 
 def test_a_waiting_job_that_starts_running_moves_and_its_log_is_followed() -> None:
-    decision = poll(Phase.WAITING, Sighting(Seen.RUNNING))
+    decision = poll(Phase.WAITING, Observation(RemoteState.RUNNING))
     assert decision.move == Move(Phase.RUNNING, "running")
     assert decision.follow_log
 
 
 @pytest.mark.parametrize("phase", [Phase.WAITING, Phase.RUNNING])
 def test_a_done_job_is_finished_with_its_exit_code(phase: Phase) -> None:
-    decision = poll(phase, Sighting(Seen.DONE, exit_code=1))
+    decision = poll(phase, Observation(RemoteState.DONE, exit_code=1))
     assert decision.move == Move(Phase.FINISHED, "the runner exited with status 1",
                                  {"exitCode": 1})
 
 
 def test_a_time_limit_end_is_carried_to_the_finished_job() -> None:
-    reason = "the job reached its time limit of 00:01:00"
-    decision = poll(Phase.RUNNING, Sighting(Seen.DONE, exit_code=143, end_reason=reason))
+    seen = Observation(RemoteState.DONE, 143, started=1000, ended=1061, signal="TERM",
+                       signalled_at=1060)
+    decision = poll(Phase.RUNNING, seen, time_limit=60)
+    assert decision.move is not None
+    reason = decision.move.message
+    assert "time limit of 1 min" in reason
     assert decision.move == Move(Phase.FINISHED, reason, {"exitCode": 143, "endReason": reason})
     assert decisions.finish_message(Phase.PERMANENT_FAILURE, "terminated", end_reason=reason,
                                     failed_step=None) == (Phase.PERMANENT_FAILURE, reason)
 
 
+def test_a_cancel_long_before_the_limit_is_no_time_limit_end() -> None:
+    seen = Observation(RemoteState.DONE, 143, started=1000, ended=1006, signal="TERM",
+                       signalled_at=1005)
+    decision = poll(Phase.RUNNING, seen, time_limit=600)
+    assert decision.move is not None and "endReason" not in decision.move.fields
+
+
+def test_a_job_killed_outright_at_its_limit_says_so_when_given_up_on() -> None:
+    seen = Observation(RemoteState.VANISHED, started=1000)
+    first = poll(Phase.RUNNING, seen, now=1061.0, time_limit=60)
+    after = poll(Phase.RUNNING, seen, first.memory, now=1061.0 + MIN_VANISH_GRACE + 1,
+                 time_limit=60)
+    assert after.move is not None and after.move.target is Phase.FINISHED
+    assert "time limit" in after.move.message
+    assert after.move.fields["endReason"] == after.move.message
+
+
 def test_a_running_job_stays_and_its_log_is_followed() -> None:
-    decision = poll(Phase.RUNNING, Sighting(Seen.RUNNING))
+    decision = poll(Phase.RUNNING, Observation(RemoteState.RUNNING))
     assert decision.move is None and decision.follow_log and not decision.cancel_remote
 
 
 def test_a_queued_job_stays_quietly() -> None:
-    decision = poll(Phase.WAITING, Sighting(Seen.WAITING))
+    decision = poll(Phase.WAITING, Observation(RemoteState.WAITING))
     assert decision == decisions.Decision()
 
 
 def test_a_job_the_scheduler_can_never_run_fails_and_leaves_the_queue() -> None:
-    decision = poll(Phase.WAITING, Sighting(Seen.WAITING, never_runs="PartitionTimeLimit"))
+    decision = poll(Phase.WAITING,
+                    Observation(RemoteState.WAITING, never_runs="PartitionTimeLimit"))
     assert decision.move is not None
     assert decision.move.target is Phase.PERMANENT_FAILURE
     assert "PartitionTimeLimit" in decision.move.message
@@ -95,12 +110,12 @@ def test_a_job_the_scheduler_can_never_run_fails_and_leaves_the_queue() -> None:
 
 
 def test_a_vanished_job_gets_a_grace_period_then_ends_without_an_exit_code() -> None:
-    first = poll(Phase.RUNNING, Sighting(Seen.VANISHED), now=100.0)
+    first = poll(Phase.RUNNING, Observation(RemoteState.VANISHED), now=100.0)
     assert first.move is None and first.memory.vanished_since == 100.0
-    within = poll(Phase.RUNNING, Sighting(Seen.VANISHED), first.memory,
+    within = poll(Phase.RUNNING, Observation(RemoteState.VANISHED), first.memory,
                   now=100.0 + MIN_VANISH_GRACE)
     assert within.move is None
-    after = poll(Phase.RUNNING, Sighting(Seen.VANISHED), first.memory,
+    after = poll(Phase.RUNNING, Observation(RemoteState.VANISHED), first.memory,
                  now=101.0 + MIN_VANISH_GRACE)
     assert after.move == Move(Phase.FINISHED, "the job left the scheduler without an exit code",
                               {"exitCode": None})
@@ -108,79 +123,82 @@ def test_a_vanished_job_gets_a_grace_period_then_ends_without_an_exit_code() -> 
 
 
 def test_the_grace_period_grows_with_a_slow_refresh() -> None:
-    first = poll(Phase.RUNNING, Sighting(Seen.VANISHED), now=0.0, refresh=30.0)
-    assert poll(Phase.RUNNING, Sighting(Seen.VANISHED), first.memory, now=89.0,
+    first = poll(Phase.RUNNING, Observation(RemoteState.VANISHED), now=0.0, refresh=30.0)
+    assert poll(Phase.RUNNING, Observation(RemoteState.VANISHED), first.memory, now=89.0,
                 refresh=30.0).move is None
 
 
 def test_a_job_seen_again_forgets_that_it_vanished() -> None:
     memory = Memory(vanished_since=1.0)
-    assert poll(Phase.RUNNING, Sighting(Seen.RUNNING), memory).memory.vanished_since is None
+    decision = poll(Phase.RUNNING, Observation(RemoteState.RUNNING), memory)
+    assert decision.memory.vanished_since is None
 
 
 @pytest.mark.parametrize("phase", [Phase.WAITING_CR, Phase.RUNNING_CR])
-@pytest.mark.parametrize("seen", [Seen.DONE, Seen.VANISHED])
-def test_a_cancelled_job_gone_from_the_resource_is_cancelled(phase: Phase, seen: Seen) -> None:
-    decision = poll(phase, Sighting(seen, exit_code=143 if seen is Seen.DONE else None))
+@pytest.mark.parametrize("seen", [RemoteState.DONE, RemoteState.VANISHED])
+def test_a_cancelled_job_gone_from_the_resource_is_cancelled(
+        phase: Phase, seen: RemoteState) -> None:
+    decision = poll(phase, Observation(seen, exit_code=143 if seen is RemoteState.DONE else None))
     assert decision.move == Move(Phase.CANCELLED, "stopped on the compute resource")
     assert not decision.cancel_remote
 
 
 def test_a_cancelled_job_is_asked_to_stop_again_now_and_then() -> None:
-    first = poll(Phase.WAITING_CR, Sighting(Seen.WAITING), now=100.0)
+    first = poll(Phase.WAITING_CR, Observation(RemoteState.WAITING), now=100.0)
     assert first.cancel_remote and first.memory.cancel_sent == 100.0
-    soon = poll(Phase.WAITING_CR, Sighting(Seen.WAITING), first.memory, now=101.0)
+    soon = poll(Phase.WAITING_CR, Observation(RemoteState.WAITING), first.memory, now=101.0)
     assert not soon.cancel_remote
-    later = poll(Phase.WAITING_CR, Sighting(Seen.WAITING), first.memory,
+    later = poll(Phase.WAITING_CR, Observation(RemoteState.WAITING), first.memory,
                  now=100.0 + CANCEL_RESEND)
     assert later.cancel_remote
 
 
 def test_a_cancelled_job_that_started_running_is_recorded_so() -> None:
-    decision = poll(Phase.WAITING_CR, Sighting(Seen.RUNNING), Memory(cancel_sent=99.0))
+    decision = poll(Phase.WAITING_CR, Observation(RemoteState.RUNNING), Memory(cancel_sent=99.0))
     assert decision.move == Move(Phase.RUNNING_CR, "running; cancelling")
     assert not decision.cancel_remote
 
 
 @pytest.mark.parametrize("phase", sorted(states.REMOTE))
-@pytest.mark.parametrize("seen", list(Seen))
-def test_every_move_after_a_poll_is_legal(phase: Phase, seen: Seen) -> None:
-    for sighting in (Sighting(seen, 0), Sighting(seen, never_runs="never")):
+@pytest.mark.parametrize("seen", list(RemoteState))
+def test_every_move_after_a_poll_is_legal(phase: Phase, seen: RemoteState) -> None:
+    for sighting in (Observation(seen, 0), Observation(seen, never_runs="never")):
         decision = poll(phase, sighting, Memory(vanished_since=0.0), now=1000.0)
         if decision.move is not None:
             assert states.is_legal(phase, decision.move.target)
 
 
 def test_a_submitted_job_waits_with_its_id() -> None:
-    move = decisions.after_submit(Submitted.SUBMITTED, "", "42", "/jobs/a", "T")
+    move = decisions.after_submit(SubmitOutcome.SUBMITTED, "", "42", "/jobs/a", "T", 60)
     assert move == Move(Phase.WAITING, "submitted as 42",
-                        {"remoteJobId": "42", "workDir": "/jobs/a", "submittedAt": "T"})
+                        {"remoteJobId": "42", "workDir": "/jobs/a", "submittedAt": "T",
+                         "timeLimit": 60})
 
 
 def test_a_refused_submit_is_a_permanent_failure_in_the_schedulers_words() -> None:
-    move = decisions.after_submit(Submitted.REFUSED, "Requested node configuration is not "
+    move = decisions.after_submit(SubmitOutcome.REFUSED, "Requested node configuration is not "
                                   "available", "", "/jobs/a", "T")
     assert move is not None and move.target is Phase.PERMANENT_FAILURE
     assert "Requested node configuration is not available" in move.message
 
 
 def test_a_passing_submit_failure_is_tried_again() -> None:
-    assert decisions.after_submit(Submitted.FAILED, "Unable to contact slurm controller", "",
+    assert decisions.after_submit(SubmitOutcome.FAILED, "Unable to contact slurm controller", "",
                                   "/jobs/a", "T") is None
 
 
 def test_an_unknown_submit_outcome_is_a_system_error() -> None:
-    move = decisions.after_submit(Submitted.UNKNOWN, "lock held", "", "/jobs/a", "T")
+    move = decisions.after_submit(SubmitOutcome.UNKNOWN, "lock held", "", "/jobs/a", "T")
     assert move is not None and move.target is Phase.SYSTEM_ERROR
 
 
 @pytest.mark.parametrize(("outcome", "target"), [
-    (Submitted.SUBMITTED, Phase.WAITING_CR), (Submitted.NOT_SUBMITTED, Phase.CANCELLED),
-    (Submitted.UNKNOWN, Phase.SYSTEM_ERROR), (Submitted.REFUSED, Phase.SYSTEM_ERROR),
-    (Submitted.FAILED, None),
+    (SubmitOutcome.SUBMITTED, Phase.WAITING_CR), (SubmitOutcome.NOT_SUBMITTED, Phase.CANCELLED),
+    (SubmitOutcome.UNKNOWN, Phase.SYSTEM_ERROR), (SubmitOutcome.REFUSED, Phase.CANCELLED),
+    (SubmitOutcome.FAILED, None),
 ])
 def test_a_cancel_during_staging_is_settled_by_what_the_submit_did(
-        outcome: Submitted, target: Phase | None) -> None:
+        outcome: SubmitOutcome, target: Phase | None) -> None:
     move = decisions.after_cancelled_staging(outcome, "detail", "7", "/jobs/a")
     assert (move.target if move else None) is target
     if move is not None:

@@ -50,19 +50,118 @@ def test_job_script_records_the_runners_exit_code(files: JobFiles) -> None:
     assert Path(files.exit_code).read_text() == "7\n"
 
 
+def start_job(files: JobFiles, runner: list[str], prologue: str = "",
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    Path(files.script).write_text(jobscript.job_script(files, runner, prologue))
+    job = subprocess.Popen(["bash", files.script], start_new_session=True,
+                           env={**os.environ, **(env or {})})
+    wait_until(lambda: Path(files.started).exists(), timeout=10, what="job script")
+    return job
+
+
+def left_in_session(job: subprocess.Popen[bytes]) -> str:
+    """The live processes of the job's session (killed orphans may wait to be reaped)."""
+    listing = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-s", str(job.pid)],
+                             capture_output=True, text=True).stdout
+    return "".join(line for line in listing.splitlines(keepends=True)
+                   if not line.startswith("Z"))
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])
-def test_terminated_job_records_143_and_stops_the_runner(
+def test_terminated_job_records_the_signal_and_143_and_stops_the_runner(
     files: JobFiles, signum: signal.Signals
 ) -> None:
-    runner = ["bash", "-c", "sleep 300", "runner"]
-    Path(files.script).write_text(jobscript.job_script(files, runner))
-    job = subprocess.Popen(["bash", files.script], start_new_session=True)
-    wait_until(lambda: Path(files.started).exists(), timeout=10, what="job script")
+    job = start_job(files, ["bash", "-c", "sleep 300", "runner"])
+    before = int(time.time())
     os.kill(job.pid, signum)
     assert job.wait(timeout=10) == 143
     assert Path(files.exit_code).read_text() == "143\n"
-    leftover = subprocess.run(["pgrep", "-s", str(job.pid), "sleep"], capture_output=True)
-    assert leftover.returncode == 1, "the runner outlived its job script"
+    name, at = Path(files.terminated).read_text().split()
+    assert name == signum.name.removeprefix("SIG")
+    assert before <= int(at) <= time.time()
+    assert left_in_session(job) == "", "the runner outlived its job script"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])
+def test_a_runner_signalled_before_its_script_counts_as_terminated(
+    files: JobFiles, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A scheduler signals every process of the job; the runner may die before the script's
+    trap runs, and the script's own signal may come after it stopped listening."""
+    pid_file = tmp_path / "runner.pid"
+    job = start_job(files, ["bash", "-c", f"echo $$ > {pid_file}; sleep 300", "runner"])
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", timeout=10,
+               what="the runner")
+    os.kill(int(pid_file.read_text()), signum)
+    assert job.wait(timeout=10) == 143
+    assert Path(files.terminated).read_text().split()[0] == signum.name.removeprefix("SIG")
+    assert Path(files.exit_code).read_text() == "143\n"
+
+
+def test_a_second_signal_to_the_group_cannot_stop_the_exit_code_being_written(
+    files: JobFiles, tmp_path: Path
+) -> None:
+    """What `timeout` does (TERM to the child, then to its whole process group) and Slurm
+    too (every process of the job): a signal reaching the `mv` that writes `exit_code`."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    slow_mv = shims / "mv"
+    slow_mv.write_text(f"#!/bin/bash\ntouch {tmp_path}/moving\nsleep 1\nexec /bin/mv \"$@\"\n")
+    slow_mv.chmod(0o755)
+    job = start_job(files, ["bash", "-c", "sleep 300", "runner"],
+                    prologue=f"export PATH={shims}:$PATH")
+    os.kill(job.pid, signal.SIGTERM)
+    wait_until(lambda: (tmp_path / "moving").exists(), timeout=10, what="the marker's mv")
+    os.killpg(job.pid, signal.SIGTERM)
+    assert job.wait(timeout=10) == 143
+    assert Path(files.exit_code).read_text() == "143\n"
+
+
+def test_a_signal_before_the_runner_starts_still_stops_it(files: JobFiles,
+                                                          tmp_path: Path) -> None:
+    Path(files.script).write_text(jobscript.job_script(
+        files, ["bash", "-c", f"touch {tmp_path}/ran; sleep 300"],
+        prologue=f"touch {tmp_path}/prologue; sleep 1"))
+    job = subprocess.Popen(["bash", files.script], start_new_session=True)
+    wait_until(lambda: (tmp_path / "prologue").exists(), timeout=10, what="the prologue")
+    os.kill(job.pid, signal.SIGTERM)
+    assert job.wait(timeout=10) == 143
+    assert Path(files.terminated).read_text().startswith("TERM ")
+    assert left_in_session(job) == ""
+
+
+def test_its_own_time_limit_stops_the_runner_and_all_it_started(files: JobFiles) -> None:
+    runner = ["bash", "-c", "sleep 300 & sleep 300; wait", "runner"]
+    job = start_job(files, runner, env={jobscript.TIME_LIMIT_VARIABLE: "1"})
+    assert job.wait(timeout=20) == 143
+    started = int(Path(files.started).read_text())
+    name, at = Path(files.terminated).read_text().split()
+    assert name == "LIMIT"
+    assert 1 <= int(at) - started <= 5
+    assert Path(files.exit_code).read_text() == "143\n"
+    assert left_in_session(job) == "", "the runner or its children outlived the limit"
+
+
+def test_a_runner_within_its_time_limit_ends_as_usual(files: JobFiles) -> None:
+    job = start_job(files, ["bash", "-c", "exit 5"], env={jobscript.TIME_LIMIT_VARIABLE: "60"})
+    assert job.wait(timeout=20) == 5
+    assert Path(files.exit_code).read_text() == "5\n"
+    assert not Path(files.terminated).exists()
+
+
+def test_time_limit_is_not_passed_on_to_the_runner(files: JobFiles) -> None:
+    runner = ["bash", "-c", f'echo "[${jobscript.TIME_LIMIT_VARIABLE}]"']
+    job = start_job(files, runner, env={jobscript.TIME_LIMIT_VARIABLE: "60"})
+    assert job.wait(timeout=20) == 0
+    assert Path(files.stdout).read_text() == "[]\n"
+
+
+def test_directives_come_right_after_the_interpreter_line(files: JobFiles) -> None:
+    script = jobscript.job_script(files, ["cwltool"], directives=["#PBS -l mem=4gb -A x"])
+    assert script.startswith("#!/bin/bash\n#PBS -l mem=4gb -A x\n__cerise")
+    for bad in ("#PBS -A x\ntouch pwned", "-A x", "#PBS \r"):
+        with pytest.raises(ValueError, match="not a one-line directive"):
+            jobscript.job_script(files, ["cwltool"], directives=[bad])
 
 
 def submit_once(files: JobFiles, counter: Path, wait_seconds: int = 2) -> jobscript.SubmitResult:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from cerise.remote import schedulers
 from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, Observation, QueueState, RemoteState, Request
+from cerise.remote.schedulers import (
+    JobRef,
+    Observation,
+    QueueEntry,
+    QueueState,
+    RemoteState,
+    Request,
+    StatusUnavailable,
+)
 from cerise.remote.schedulers.batch import BatchSettings
-from cerise.remote.schedulers.gridengine import GridEngineScheduler, queue_state
+from cerise.remote.schedulers.gridengine import ERRORS_BEGIN, GridEngineScheduler, queue_state
 from tests.unit.command_stubs import run_with_stub
 
 SCHEDULER = GridEngineScheduler(BatchSettings(parallel_environment="smp"))
@@ -22,11 +31,11 @@ def job(key: str, remote_id: str) -> JobRef:
     return JobRef(key, JobFiles(f"/home/cerise-test/cap/{key}"), remote_id)
 
 
-# Son of Grid Engine 8.1.9, the status script of GridEngineScheduler run as cerise-test:
+# Son of Grid Engine 8.1.9, `qstat -u cerise-test -xml` run as cerise-test:
 # job 16 exited 0, 17 exited 3, 18 is held, 19 is running, 20 was deleted while running
 # (SIGKILL: no exit code), 21 asks for 4 slots of a 2-slot host, 22 lost its directory
 # before it started (Eqw); 9999 is unknown.
-CAPTURED_STATUS = """\
+CAPTURED_QSTAT = """\
 <?xml version='1.0'?>
 <job_info  xmlns:xsd="http://arc.liv.ac.uk/repos/darcs/sge/source/dist/util/resources/schemas/qstat/qstat.xsd">
   <queue_info>
@@ -74,15 +83,6 @@ CAPTURED_STATUS = """\
     </job_list>
   </job_info>
 </job_info>
---cerise-markers--
-934b4a22ea4d 0
-c841b538bfba 3
-2e2432289a20 -
-9a51d092cf3c -
-4fe5d013c30a -
-420bedf6aa97 -
-6143fce5b567 -
-gone -
 """
 CAPTURED_JOBS = [
     job("934b4a22ea4d", "16"),
@@ -107,25 +107,40 @@ EMPTY_QUEUE = """\
 """
 
 
-def test_status_of_captured_jobs() -> None:
-    observed = schedulers.parse_status(SCHEDULER, CAPTURED_STATUS, CAPTURED_JOBS)
-    assert [observed[j.key] for j in CAPTURED_JOBS] == [
-        Observation(RemoteState.DONE, 0),
-        Observation(RemoteState.DONE, 3),
-        Observation(RemoteState.WAITING),
-        Observation(RemoteState.RUNNING),
-        Observation(RemoteState.VANISHED),
-        Observation(RemoteState.WAITING),
-        Observation(RemoteState.VANISHED),
-        Observation(RemoteState.VANISHED),
+# Captured: `qstat -j 22` of the job in Eqw above (the lines the status script keeps).
+CAPTURED_ERROR = ("error reason    1:          11/25/2026 12:27:40 [1001:31622]: error: can't "
+                  "chdir to /home/cerise-test/cap/6143fce5b567/work: No such file or directory")
+
+
+def test_queue_of_captured_jobs() -> None:
+    errors = f"{ERRORS_BEGIN}\n22 {CAPTURED_ERROR}\n"
+    entries = SCHEDULER.parse_queue(CAPTURED_QSTAT + errors, CAPTURED_JOBS)
+    assert [entries[j.key] for j in CAPTURED_JOBS] == [
+        QueueEntry(QueueState.ABSENT),
+        QueueEntry(QueueState.ABSENT),
+        QueueEntry(QueueState.WAITING, "hqw"),
+        QueueEntry(QueueState.RUNNING, "r"),
+        QueueEntry(QueueState.ABSENT),
+        QueueEntry(QueueState.WAITING, "qw"),
+        QueueEntry(QueueState.WAITING, "Eqw", "Grid Engine holds it in error state Eqw: "
+                   "11/25/2026 12:27:40 [1001:31622]: error: can't chdir to "
+                   "/home/cerise-test/cap/6143fce5b567/work: No such file or directory"),
+        QueueEntry(QueueState.ABSENT),
     ]
 
 
+def test_empty_queue_lists_no_jobs() -> None:
+    entries = SCHEDULER.parse_queue(EMPTY_QUEUE, CAPTURED_JOBS)
+    assert set(entries.values()) == {QueueEntry(QueueState.ABSENT)}
+
+
 @pytest.mark.parametrize(
-    "output", [EMPTY_QUEUE, "", "error: commlib error: got select error\n", "<job_info><job"]
+    "output", ["", "error: commlib error: got select error\n", "<job_info><job",
+               "<html><body>maintenance</body></html>"]
 )
-def test_empty_or_unreadable_output_lists_no_jobs(output: str) -> None:
-    assert set(SCHEDULER.parse_queue(output, CAPTURED_JOBS).values()) == {QueueState.ABSENT}
+def test_unreadable_output_makes_the_status_unavailable(output: str) -> None:
+    with pytest.raises(StatusUnavailable, match="qstat printed what Cerise cannot read"):
+        SCHEDULER.parse_queue(output, CAPTURED_JOBS)
 
 
 @pytest.mark.parametrize(
@@ -133,18 +148,54 @@ def test_empty_or_unreadable_output_lists_no_jobs(output: str) -> None:
     [("qw", QueueState.WAITING), ("hqw", QueueState.WAITING), ("Rq", QueueState.WAITING),
      ("r", QueueState.RUNNING), ("t", QueueState.RUNNING), ("Rr", QueueState.RUNNING),
      ("s", QueueState.RUNNING), ("S", QueueState.RUNNING), ("dr", QueueState.RUNNING),
-     ("Eqw", QueueState.ABSENT), ("z", QueueState.ABSENT), ("", QueueState.ABSENT)],
+     ("Eqw", QueueState.WAITING), ("z", QueueState.ABSENT), ("", QueueState.ABSENT)],
 )
 def test_queue_state(state: str, expected: QueueState) -> None:
     assert queue_state(state) is expected
 
 
-def test_failing_qstat_fails_the_poll(tmp_path: Path) -> None:
+QSTAT_STUB = """#!/bin/bash
+printf '%s\\0' "$@" >> {calls}
+if [ "$1" = -j ]; then
+    printf 'job_number:                 %s\\n' "$2"
+    cat {error}
+else
+    cat {listing}
+fi
+"""
+
+
+def test_status_asks_why_only_for_our_jobs_in_an_error_state(tmp_path: Path) -> None:
+    listing, calls, error = tmp_path / "listing.xml", tmp_path / "calls", tmp_path / "error"
+    listing.write_text(CAPTURED_QSTAT)
+    error.write_text(f"{CAPTURED_ERROR}\nscheduling info:            -\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "qstat"
+    stub.write_text(QSTAT_STUB.format(calls=calls, listing=listing, error=error))
+    stub.chmod(0o755)
+    for jobs in (CAPTURED_JOBS, CAPTURED_JOBS[:-2]):
+        calls.write_text("")
+        script = f"export PATH={bin_dir}:$PATH\n{schedulers.status_script(SCHEDULER, jobs)}"
+        run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        observed = schedulers.parse_status(SCHEDULER, run.stdout, jobs)
+        if jobs is CAPTURED_JOBS:
+            assert observed["6143fce5b567"].never_runs == (
+                "Grid Engine holds it in error state Eqw: 11/25/2026 12:27:40 [1001:31622]: "
+                "error: can't chdir to /home/cerise-test/cap/6143fce5b567/work: No such file "
+                "or directory")
+            assert calls.read_text().count("-j\0") == 1
+        else:
+            assert calls.read_text().count("-j\0") == 0
+        assert observed["9a51d092cf3c"] == Observation(RemoteState.RUNNING)
+
+
+def test_failing_qstat_makes_the_status_unavailable(tmp_path: Path) -> None:
     run = run_with_stub(tmp_path, "qstat", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
                         stderr="error: unable to contact qmaster using port 6444\n", status=1)
-    assert run.result.returncode == 1
-    assert schedulers.MARKERS_BEGIN not in run.result.stdout
     assert run.calls[0][0] == "-u" and run.calls[0][2:] == ["-xml"]
+    with pytest.raises(StatusUnavailable, match="unable to contact qmaster using port 6444"):
+        schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
 
 
 def test_submit_quotes_every_value(tmp_path: Path) -> None:
@@ -157,7 +208,7 @@ def test_submit_quotes_every_value(tmp_path: Path) -> None:
     assert run.result.returncode == 0, run.result.stderr
     assert run.result.stdout == "42\n"
     assert run.calls == [[
-        "-terse", "-notify", "-S", "/bin/bash", "-N", "cerise-uid1", "-wd", files.work,
+        "-terse", "-notify", "-w", "e", "-S", "/bin/bash", "-N", "cerise-uid1", "-wd", files.work,
         "-j", "y", "-o", f"{files.job_dir}/scheduler.txt", "-r", "n",
         "-l", "h_rt=25:01:01", "-pe", "mpi fill", "4", "-q", HOSTILE_QUEUE, *HOSTILE_OPTIONS,
         files.script,
@@ -170,8 +221,9 @@ def test_one_core_needs_no_parallel_environment(tmp_path: Path, cores: int) -> N
     command = GridEngineScheduler().submit_command(JobFiles("/j"), Request("9", cores=cores))
     run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")
     assert run.result.stdout == "5\n"
-    assert run.calls == [["-terse", "-notify", "-S", "/bin/bash", "-N", "j9", "-wd", "/j/work",
-                          "-j", "y", "-o", "/j/scheduler.txt", "-r", "n", "/j/job.sh"]]
+    assert run.calls == [["-terse", "-notify", "-w", "e", "-S", "/bin/bash", "-N", "j9",
+                          "-wd", "/j/work", "-j", "y", "-o", "/j/scheduler.txt", "-r", "n",
+                          "/j/job.sh"]]
 
 
 def test_many_cores_without_parallel_environment_are_refused(tmp_path: Path) -> None:

@@ -8,9 +8,17 @@ import pytest
 
 from cerise.remote import schedulers
 from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, Observation, QueueState, RemoteState, Request
+from cerise.remote.schedulers import (
+    JobRef,
+    Observation,
+    QueueEntry,
+    QueueState,
+    RemoteState,
+    Request,
+    StatusUnavailable,
+)
 from cerise.remote.schedulers.batch import BatchSettings
-from cerise.remote.schedulers.slurm import SlurmScheduler, queue_state, slurm_time
+from cerise.remote.schedulers.slurm import SlurmScheduler, never_runs, queue_state, slurm_time
 from tests.unit.command_stubs import run_with_stub
 
 SCHEDULER = SlurmScheduler()
@@ -22,26 +30,22 @@ def job(key: str, remote_id: str) -> JobRef:
     return JobRef(key, JobFiles(f"/home/cerise-test/cap/{key}"), remote_id)
 
 
-# Slurm 22.05.8, the status script of SlurmScheduler run as cerise-test: job 14 exited 0,
-# 15 exited 3, 10 was held, 11 was cancelled while running (its record has expired), 16
-# was cancelled while pending, 7 hit its time limit, 13 asked for 2 nodes of a 1-node
-# cluster (pending, reason PartitionConfig); 12 is someone else's job, still running.
-CAPTURED_STATUS = """\
-16|CANCELLED
-14|COMPLETED
-15|FAILED
-13|PENDING
-10|PENDING
-12|RUNNING
-7|TIMEOUT
---cerise-markers--
-882a30a930f2 0
-10fbb43da3f3 3
-bff51311b082 -
-16d9aa3df4dd 143
-23d4fd09b8a4 -
-abfce9989df2 143
-a1a6c9402f29 -
+# Slurm 22.05.8 without EnforcePartLimits, `squeue -h -t all -o '%i|%T|%r'` as cerise-test,
+# lines captured on this machine (ids renumbered): 14 exited 0, 15 exited 3, 10 was held,
+# 11 was cancelled while running (its record has expired), 16 was cancelled while pending,
+# 7 hit its time limit, 13 asked for 2 nodes of a 1-node cluster, 17 for 64 CPUs of a 2-CPU
+# node, 18 for 2 days of a 1-day partition (all three pending forever); 12 is someone
+# else's job, still running.
+CAPTURED_SQUEUE = """\
+16|CANCELLED|JobHeldUser
+14|COMPLETED|None
+15|FAILED|NonZeroExitCode
+13|PENDING|PartitionNodeLimit
+17|PENDING|PartitionConfig
+18|PENDING|PartitionTimeLimit
+10|PENDING|JobHeldUser
+12|RUNNING|None
+7|TIMEOUT|TimeLimit
 """
 CAPTURED_JOBS = [
     job("882a30a930f2", "14"),
@@ -52,28 +56,49 @@ CAPTURED_JOBS = [
     job("abfce9989df2", "7"),
     job("a1a6c9402f29", "13"),
 ]
-
-
-def test_status_of_captured_jobs() -> None:
-    observed = schedulers.parse_status(SCHEDULER, CAPTURED_STATUS, CAPTURED_JOBS)
-    assert [observed[j.key] for j in CAPTURED_JOBS] == [
-        Observation(RemoteState.DONE, 0),
-        Observation(RemoteState.DONE, 3),
-        Observation(RemoteState.WAITING),
-        Observation(RemoteState.DONE, 143),
-        Observation(RemoteState.VANISHED),
-        Observation(RemoteState.DONE, 143),
-        Observation(RemoteState.WAITING),
-    ]
+NEVER = {
+    "13": "Slurm holds it with reason PartitionNodeLimit: it asks for more nodes than its "
+          "partition has or allows",
+    "17": "Slurm holds it with reason PartitionConfig: no node of its partition has what it "
+          "asks for",
+    "18": "Slurm holds it with reason PartitionTimeLimit: its time limit is beyond its "
+          "partition's",
+}
 
 
 def test_queue_of_captured_jobs() -> None:
-    queue_text = CAPTURED_STATUS.partition(schedulers.MARKERS_BEGIN)[0]
-    jobs = [job("a", "12"), job("b", "16"), job("c", "13"), job("d", "99999"), job("e", "")]
-    assert SCHEDULER.parse_queue(queue_text, jobs) == {
-        "a": QueueState.RUNNING, "b": QueueState.ABSENT, "c": QueueState.WAITING,
-        "d": QueueState.ABSENT, "e": QueueState.ABSENT,
-    }
+    jobs = [*CAPTURED_JOBS, job("b", "17"), job("c", "18"), job("d", "12"), job("e", "99999"),
+            job("f", "")]
+    entries = SCHEDULER.parse_queue(CAPTURED_SQUEUE, jobs)
+    assert [entries[j.key] for j in jobs] == [
+        QueueEntry(QueueState.ABSENT, "COMPLETED"),
+        QueueEntry(QueueState.ABSENT, "FAILED"),
+        QueueEntry(QueueState.WAITING, "PENDING"),
+        QueueEntry(QueueState.ABSENT),
+        QueueEntry(QueueState.ABSENT, "CANCELLED"),
+        QueueEntry(QueueState.ABSENT, "TIMEOUT", timed_out=True),
+        QueueEntry(QueueState.WAITING, "PENDING", NEVER["13"]),
+        QueueEntry(QueueState.WAITING, "PENDING", NEVER["17"]),
+        QueueEntry(QueueState.WAITING, "PENDING", NEVER["18"]),
+        QueueEntry(QueueState.RUNNING, "RUNNING"),
+        QueueEntry(QueueState.ABSENT),
+        QueueEntry(QueueState.ABSENT),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "never"),
+    [
+        ("PartitionTimeLimit", True), ("BadConstraints", True),
+        ("DependencyNeverSatisfied", True), ("QOSMaxWallDurationPerJobLimit", True),
+        ("AssocMaxCpuPerJobLimit", True), ("QOSMinCpuNotSatisfied", True),
+        ("Resources", False), ("Priority", False), ("JobHeldUser", False),
+        ("ReqNodeNotAvail, UnavailableNodes:vm", False), ("QOSMaxJobsPerUserLimit", False),
+        ("AssocGrpCpuLimit", False), ("BeginTime", False), ("None", False),
+    ],
+)
+def test_pending_reasons_that_never_clear(reason: str, never: bool) -> None:
+    assert (never_runs(reason) is not None) is never
 
 
 @pytest.mark.parametrize(
@@ -94,16 +119,25 @@ def test_queue_state(state: str, expected: QueueState) -> None:
     assert queue_state(state) is expected
 
 
-def test_failing_squeue_fails_the_poll(tmp_path: Path) -> None:
+def test_status_script_asks_for_every_job_and_its_reason(tmp_path: Path) -> None:
+    run = run_with_stub(tmp_path, "squeue", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
+                        stdout=CAPTURED_SQUEUE)
+    assert run.calls[0][0] == "-u"
+    assert run.calls[0][2:] == ["-h", "-t", "all", "-o", "%i|%T|%r"]
+    observed = schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
+    assert observed["a1a6c9402f29"] == Observation(RemoteState.WAITING, never_runs=NEVER["13"])
+    assert observed["abfce9989df2"].timed_out
+
+
+def test_failing_squeue_makes_the_status_unavailable(tmp_path: Path) -> None:
     # Captured: squeue when the controller's configuration cannot be read.
     stderr = ("squeue: error: ClusterName needs to be specified\n"
               "squeue: fatal: Unable to process configuration file\n")
     run = run_with_stub(tmp_path, "squeue", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
                         stderr=stderr, status=1)
-    assert run.result.returncode == 1
-    assert schedulers.MARKERS_BEGIN not in run.result.stdout
-    assert run.calls[0][0] == "-u"
-    assert run.calls[0][2:] == ["-h", "-t", "all", "-o", "%i|%T"]
+    with pytest.raises(StatusUnavailable, match="ClusterName needs to be specified squeue: "
+                       "fatal: Unable to process configuration file"):
+        schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
 
 
 def test_submit_quotes_every_value(tmp_path: Path) -> None:

@@ -8,24 +8,32 @@ import pytest
 
 from cerise.remote import schedulers
 from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, Observation, QueueState, RemoteState, Request
+from cerise.remote.schedulers import (
+    JobRef,
+    Observation,
+    QueueEntry,
+    QueueState,
+    RemoteState,
+    Request,
+    StatusUnavailable,
+)
 from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.torque import TorqueScheduler, queue_state, short_id
 from tests.unit.command_stubs import run_with_stub
 
 SCHEDULER = TorqueScheduler()
 HOSTILE_QUEUE = "batch $(touch pwned) `touch pwned`; touch pwned"
-HOSTILE_OPTIONS = ("-W", "umask=it's \"quoted\" $(touch pwned)", "-M", "a b\nc")
+HOSTILE_OPTIONS = ("-W", "umask=it's \"quoted\" $(touch pwned)", "-M", "a b;`touch pwned`")
 
 
 def job(key: str, remote_id: str) -> JobRef:
     return JobRef(key, JobFiles(f"/home/cerise-test/cap/{key}"), remote_id)
 
 
-# Slurm 22.05.8's Torque wrappers, the status script of TorqueScheduler run as cerise-test:
+# Slurm 22.05.8's Torque wrappers, the queue script of TorqueScheduler run as cerise-test:
 # job 17 exited 0, 18 exited 3, 19 is held, 20 was cancelled while running, 21 was cancelled
 # before its script started, 22 (2 cores) is running; 9999 is unknown.
-CAPTURED_STATUS = """\
+CAPTURED_QSTAT = """\
 Job Id:\t17
 \tJob_Name = cerisecf5f0a2ae
 \tJob_Owner = cerise-test@localhost
@@ -118,14 +126,6 @@ Job Id:\t22
 \tResource_List.nodect = 1
 \tResource_List.ncpus = 2
 
---cerise-markers--
-cf5f0a2ae530 0
-8d40873ab69c 3
-3d4f2f011dd8 -
-e47c189c0c86 143
-12dff4c6677b -
-be1c8645b8eb -
-gone -
 """
 CAPTURED_JOBS = [
     job("cf5f0a2ae530", "17"),
@@ -138,17 +138,24 @@ CAPTURED_JOBS = [
 ]
 
 
-def test_status_of_captured_jobs() -> None:
-    observed = schedulers.parse_status(SCHEDULER, CAPTURED_STATUS, CAPTURED_JOBS)
-    assert [observed[j.key] for j in CAPTURED_JOBS] == [
-        Observation(RemoteState.DONE, 0),
-        Observation(RemoteState.DONE, 3),
-        Observation(RemoteState.WAITING),
-        Observation(RemoteState.DONE, 143),
-        Observation(RemoteState.VANISHED),
-        Observation(RemoteState.RUNNING),
-        Observation(RemoteState.VANISHED),
+def test_queue_of_captured_jobs() -> None:
+    entries = SCHEDULER.parse_queue(CAPTURED_QSTAT, CAPTURED_JOBS)
+    assert [entries[j.key] for j in CAPTURED_JOBS] == [
+        QueueEntry(QueueState.ABSENT, "C"),
+        QueueEntry(QueueState.ABSENT, "C"),
+        QueueEntry(QueueState.WAITING, "Q"),
+        QueueEntry(QueueState.ABSENT, "C"),
+        QueueEntry(QueueState.ABSENT, "C"),
+        QueueEntry(QueueState.RUNNING, "R"),
+        QueueEntry(QueueState.ABSENT),
     ]
+
+
+@pytest.mark.parametrize("output", [
+    "qstat: Unknown queue\n", "<html>\n", CAPTURED_QSTAT + "garbage\n"])
+def test_unreadable_output_makes_the_status_unavailable(output: str) -> None:
+    with pytest.raises(StatusUnavailable, match="qstat printed what Cerise cannot read"):
+        SCHEDULER.parse_queue(output, CAPTURED_JOBS)
 
 
 # Real Torque's layout (4-space indent, ids with the server's name, `-1` off), after
@@ -169,7 +176,8 @@ Job Id: 4802.head.cluster.example.org
 
 def test_ids_match_without_the_server_name() -> None:
     jobs = [job("a", "4801.head"), job("b", "4802.head.cluster.example.org"), job("c", "4803")]
-    assert SCHEDULER.parse_queue(TORQUE_OUTPUT, jobs) == {
+    entries = SCHEDULER.parse_queue(TORQUE_OUTPUT, jobs)
+    assert {key: entry.state for key, entry in entries.items()} == {
         "a": QueueState.RUNNING, "b": QueueState.WAITING, "c": QueueState.ABSENT}
     assert short_id(" 123.server\n") == "123"
 
@@ -185,24 +193,44 @@ def test_queue_state(state: str, expected: QueueState) -> None:
 
 
 @pytest.mark.parametrize(("status", "polled"), [(0, True), (153, True), (255, False)])
-def test_unknown_ids_do_not_fail_the_poll(tmp_path: Path, status: int, polled: bool) -> None:
+def test_unknown_ids_do_not_make_the_status_unavailable(
+    tmp_path: Path, status: int, polled: bool
+) -> None:
     # 153: some (Torque) or all (wrappers) ids unknown; 255: the wrapper's `die`.
     run = run_with_stub(tmp_path, "qstat", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
-                        stderr="qstat: Unknown Job Id 9999\n", status=status)
-    assert (run.result.returncode == 0) is polled
-    assert (schedulers.MARKERS_BEGIN in run.result.stdout) is polled
+                        stdout=CAPTURED_QSTAT, stderr="qstat: Unknown Job Id 9999\n",
+                        status=status)
     assert run.calls == [["-f", "17", "18", "19", "20", "21", "22", "9999"]]
+    if polled:
+        observed = schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
+        assert observed["3d4f2f011dd8"] == Observation(RemoteState.WAITING)
+    else:
+        with pytest.raises(StatusUnavailable, match=r"\(exit status 255\): qstat: Unknown"):
+            schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
 
 
-@pytest.mark.parametrize("settings", [
-    BatchSettings(queue=HOSTILE_QUEUE), BatchSettings(options=HOSTILE_OPTIONS),
-    *(BatchSettings(options=(option,)) for option in
-      ("--comment=$(touch pwned)", "--comment=`id`", "a;b", "--x='y'", 'x"y', "a b")),
-])
-def test_values_the_wrappers_shell_would_read_are_refused(settings: BatchSettings) -> None:
-    # Slurm's qsub wrapper runs the sbatch line it builds through /bin/sh.
+@pytest.mark.parametrize("queue", [HOSTILE_QUEUE, "a b", "x;y", "q'"])
+def test_a_queue_the_wrappers_shell_would_read_is_refused(queue: str) -> None:
+    # The queue goes on qsub's command line, which Slurm's wrapper runs through /bin/sh.
     with pytest.raises(ValueError, match="would pass to a shell"):
-        TorqueScheduler(settings)
+        TorqueScheduler(BatchSettings(queue=queue))
+
+
+@pytest.mark.parametrize("option", ["a\nb", "x\ty", "\r", "\x7f"])
+def test_an_option_with_a_control_character_is_refused(option: str) -> None:
+    # A line break would end the #PBS directive and start a command in the job script.
+    with pytest.raises(ValueError, match="control character"):
+        TorqueScheduler(BatchSettings(options=("-A", option)))
+
+
+def test_options_are_a_directive_with_each_word_as_qsub_reads_it() -> None:
+    options = ("-l", "mem=4gb", "-A", "it's \"quoted\" $(touch pwned)", "-W",
+               "umask=`id`;x", "-M", "back\\slash #not-a-comment", "")
+    scheduler = TorqueScheduler(BatchSettings(options=options))
+    assert scheduler.directives(JobFiles("/j"), Request("n")) == [
+        '#PBS -l mem=4gb -A "it\'s \\"quoted\\" $(touch pwned)" -W umask=`id`;x '
+        '-M "back\\\\slash #not-a-comment" ""']
+    assert SCHEDULER.directives(JobFiles("/j"), Request("n")) == []
 
 
 def test_job_paths_the_wrappers_shell_would_read_are_refused(tmp_path: Path) -> None:
@@ -211,20 +239,19 @@ def test_job_paths_the_wrappers_shell_would_read_are_refused(tmp_path: Path) -> 
         SCHEDULER.submit_command(files, Request("cerise-3f2a1b2c-4d5e"))
 
 
-def test_submit_passes_every_value_as_a_word(tmp_path: Path) -> None:
+def test_submit_passes_every_value_as_a_word_and_no_option(tmp_path: Path) -> None:
     files = JobFiles(str(tmp_path / "jobs" / "uid-1"))
-    settings = BatchSettings(queue="long.q", cores_per_node=16,
-                             options=("--account=proj_1", "-l", "mem=4gb"))
+    settings = BatchSettings(queue="long.q", cores_per_node=16, options=HOSTILE_OPTIONS[:2])
     command = TorqueScheduler(settings).submit_command(
-        files, Request("cerise-3f2a1b2c-4d5e", cores=20, time_limit=360000))
+        files, Request("cerise-3f2a1b2c-4d5e $(touch pwned)", cores=20, time_limit=360000))
     run = run_with_stub(tmp_path, "qsub", command, stdout="123.server\n")
     assert run.result.returncode == 0, run.result.stderr
     assert run.result.stdout == "123.server\n"
     assert run.calls == [[
         "-N", "cerise3f2a1b2c4", "-j", "oe", "-o", f"{files.job_dir}/scheduler.txt", "-r", "n",
-        "-l", "walltime=100:00:00,nodes=2:ppn=10", "-q", "long.q", "--account=proj_1", "-l",
-        "mem=4gb", files.script,
+        "-l", "walltime=100:00:00,nodes=2:ppn=10", "-q", "long.q", files.script,
     ]]
+    assert not list(tmp_path.rglob("pwned"))
 
 
 def test_plain_submit(tmp_path: Path) -> None:

@@ -1,102 +1,204 @@
-"""Scheduler plug-ins: status parsing on captured output, and the observation rules."""
+"""Scheduler plug-ins: the status script run by bash on real marker files, outages that must
+never look like ended jobs, the observation rules, and refused versus passing submits."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from cerise.remote import schedulers
-from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, QueueState, RemoteState
+from cerise.remote.jobscript import JobFiles, SubmitOutcome, SubmitResult
+from cerise.remote.schedulers import (
+    JobRef,
+    Markers,
+    Observation,
+    QueueEntry,
+    QueueState,
+    RemoteState,
+    StatusUnavailable,
+)
 from cerise.remote.schedulers.direct import DirectScheduler
+from cerise.remote.schedulers.slurm import SlurmScheduler
+from tests.unit.command_stubs import run_with_stub
 
-JOBS = [
-    JobRef("uid-1", JobFiles("/home/u/.cerise/jobs/uid-1"), "4101"),
-    JobRef("uid-2", JobFiles("/home/u/.cerise/jobs/uid-2"), "4102"),
-    JobRef("uid-3", JobFiles("/home/u/.cerise/jobs/uid-3"), "4103"),
-]
+SLURM = SlurmScheduler()
+
+
+def job_dirs(tmp_path: Path, *keys: str) -> list[JobRef]:
+    jobs = []
+    for number, key in enumerate(keys):
+        files = JobFiles(str(tmp_path / "jobs" / key))
+        Path(files.job_dir).mkdir(parents=True)
+        jobs.append(JobRef(key, files, str(4101 + number)))
+    return jobs
+
+
+def write(path: str, text: str, mtime: int | None = None) -> None:
+    Path(path).write_text(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def status(tmp_path: Path, jobs: list[JobRef], squeue: str = "", *, stderr: str = "",
+           code: int = 0, timeout: int = 60) -> str:
+    """The real status script's output, with a stand-in squeue."""
+    script = schedulers.status_script(SLURM, jobs, timeout)
+    run = run_with_stub(tmp_path, "squeue", script, stdout=squeue, stderr=stderr, status=code)
+    assert run.result.returncode == 0, run.result.stderr
+    return run.result.stdout
+
+
+def test_markers_and_queue_make_each_observation(tmp_path: Path) -> None:
+    done, killed, waiting, running, vanished = jobs = job_dirs(
+        tmp_path, "done", "killed", "waiting", "running", "vanished")
+    write(done.files.started, "1795659000\n")
+    write(done.files.stderr, "INFO Final process status is success\n")
+    write(done.files.exit_code, "0\n", mtime=1795659100)
+    write(killed.files.started, "1795659000\n")
+    write(killed.files.terminated, "TERM 1795659083\n")  # then a KILL before its exit code
+    squeue = "4103|PENDING|Priority\n4104|RUNNING|None\n4102|TIMEOUT|TimeLimit\n"
+    observed = schedulers.parse_status(SLURM, status(tmp_path, jobs, squeue), jobs)
+    assert observed == {
+        "done": Observation(RemoteState.DONE, 0, 37, started=1795659000, ended=1795659100),
+        "killed": Observation(RemoteState.DONE, 143, started=1795659000, signal="TERM",
+                              signalled_at=1795659083, timed_out=True),
+        "waiting": Observation(RemoteState.WAITING),
+        "running": Observation(RemoteState.RUNNING),
+        "vanished": Observation(RemoteState.VANISHED),
+    }
+    assert [observed[j.key].log_size for j in (waiting, running, vanished)] == [0, 0, 0]
+
+
+def test_markers_of_odd_paths_are_read(tmp_path: Path) -> None:
+    job = JobRef("k", JobFiles(str(tmp_path / "odd dir" / "$(touch pwned)")), "1")
+    Path(job.files.job_dir).mkdir(parents=True)
+    write(job.files.exit_code, "3\n")
+    write(job.files.stderr, "x")
+    observed = schedulers.parse_status(SLURM, status(tmp_path, [job]), [job])
+    assert (observed["k"].exit_code, observed["k"].log_size) == (3, 1)
+    assert not list(tmp_path.rglob("pwned"))
+
+
+def test_garbled_markers_are_not_taken_for_an_end(tmp_path: Path) -> None:
+    (job,) = job_dirs(tmp_path, "k")
+    write(job.files.exit_code, "garbage\n")
+    write(job.files.started, "")
+    write(job.files.terminated, "\n")
+    observed = schedulers.parse_status(SLURM, status(tmp_path, [job]), [job])
+    assert observed["k"] == Observation(RemoteState.VANISHED)
+
+
+def test_a_failing_queue_command_is_an_outage_with_its_words(tmp_path: Path) -> None:
+    (job,) = job_dirs(tmp_path, "k")
+    write(job.files.exit_code, "0\n")  # even a finished job: nothing is concluded
+    output = status(tmp_path, [job], stderr="slurm_load_jobs error: Unable to contact slurm "
+                    "controller (connect failure)\n", code=1)
+    with pytest.raises(StatusUnavailable, match=r"slurm: the queue command failed \(exit status "
+                       r"1\): slurm_load_jobs error: Unable to contact slurm controller"):
+        schedulers.parse_status(SLURM, output, [job])
+
+
+def test_a_queue_command_that_hangs_is_an_outage(tmp_path: Path) -> None:
+    (job,) = job_dirs(tmp_path, "k")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/bash\nsleep 60\n")
+    (bin_dir / "squeue").chmod(0o755)
+    script = f"export PATH={bin_dir}:$PATH\n{schedulers.status_script(SLURM, [job], 1)}"
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    with pytest.raises(StatusUnavailable, match=r"exit status 124\): no answer within 1 s"):
+        schedulers.parse_status(SLURM, run.stdout, [job])
+
+
+@pytest.mark.parametrize("squeue", [
+    "%%% garbage <html> ***\n",
+    "4101|RUNNING|None\n<html>502 Bad Gateway</html>\n",
+    "4101 RUNNING\n",
+])
+def test_garbage_from_the_queue_command_is_an_outage(tmp_path: Path, squeue: str) -> None:
+    (job,) = job_dirs(tmp_path, "k")
+    with pytest.raises(StatusUnavailable, match="squeue printed what Cerise cannot read"):
+        schedulers.parse_status(SLURM, status(tmp_path, [job], squeue), [job])
+
+
+def test_cut_short_output_is_an_outage(tmp_path: Path) -> None:
+    (job,) = job_dirs(tmp_path, "k")
+    write(job.files.exit_code, "0\n")
+    full = status(tmp_path, [job], "4101|RUNNING|None\n")
+    end = full.index(schedulers.END_LINE)
+    for cut in (0, full.index(schedulers.QUEUE_LINE) + 5, full.index(schedulers.MARKERS_BEGIN),
+                end - 1, end + 3):
+        with pytest.raises(StatusUnavailable, match="cut short"):
+            schedulers.parse_status(SLURM, full[:cut], [job])
+    other = JobRef("other", job.files, "4102")
+    with pytest.raises(StatusUnavailable, match="lacks job other"):
+        schedulers.parse_status(SLURM, full, [job, other])
+    assert schedulers.parse_status(SLURM, full, [job])["k"].state is RemoteState.DONE
+
+
+def test_status_is_one_command_for_all_jobs_without_a_process_per_job(tmp_path: Path) -> None:
+    jobs = job_dirs(tmp_path, *(f"j{n}" for n in range(50)))
+    script = schedulers.status_script(DirectScheduler(), jobs)
+    assert script.count("ps -o") == 1
+    assert script.count("$(") == 1  # the queue command's words; markers are read by builtins
+    assert script.count("xargs") == 1
 
 
 @pytest.mark.parametrize(
-    ("queue", "code", "expected"),
+    ("entry", "markers", "expected"),
     [
-        (QueueState.WAITING, None, RemoteState.WAITING),
-        (QueueState.RUNNING, None, RemoteState.RUNNING),
-        (QueueState.ABSENT, None, RemoteState.VANISHED),
-        (QueueState.RUNNING, 0, RemoteState.DONE),
-        (QueueState.ABSENT, 143, RemoteState.DONE),
+        (QueueEntry(QueueState.WAITING), Markers(), RemoteState.WAITING),
+        (QueueEntry(QueueState.RUNNING), Markers(), RemoteState.RUNNING),
+        (QueueEntry(QueueState.ABSENT), Markers(), RemoteState.VANISHED),
+        (QueueEntry(QueueState.RUNNING), Markers(exit_code=0), RemoteState.DONE),
+        (QueueEntry(QueueState.ABSENT), Markers(exit_code=143), RemoteState.DONE),
+        # signalled and still stopping: the queue still has it
+        (QueueEntry(QueueState.RUNNING), Markers(signal="TERM"), RemoteState.RUNNING),
+        (QueueEntry(QueueState.ABSENT), Markers(signal="USR2"), RemoteState.DONE),
     ],
 )
-def test_observe(queue: QueueState, code: int | None, expected: RemoteState) -> None:
-    observation = schedulers.observe(queue, code)
+def test_observe(entry: QueueEntry, markers: Markers, expected: RemoteState) -> None:
+    observation = schedulers.observe(entry, markers)
     assert observation.state is expected
-    assert observation.exit_code == code
+    if expected is RemoteState.DONE:
+        assert observation.exit_code == (143 if markers.exit_code is None else markers.exit_code)
 
 
-def test_direct_status_from_captured_output() -> None:
-    output = (
-        " 4101 bash /home/u/.cerise/jobs/uid-1/job.sh\n"
-        " 4102 /usr/bin/python3 something-else-reusing-the-pid\n"
-        "--cerise-markers--\n"
-        "uid-1 -\n"
-        "uid-2 -\n"
-        "uid-3 1\n"
-    )
-    observed = schedulers.parse_status(DirectScheduler(), output, JOBS)
-    assert observed == {
-        "uid-1": schedulers.Observation(RemoteState.RUNNING),
-        "uid-2": schedulers.Observation(RemoteState.VANISHED),
-        "uid-3": schedulers.Observation(RemoteState.DONE, 1),
-    }
+def test_only_a_waiting_job_carries_why_it_never_runs() -> None:
+    entry = QueueEntry(QueueState.WAITING, "PENDING", "Slurm holds it with reason X: y")
+    assert schedulers.observe(entry).never_runs == "Slurm holds it with reason X: y"
+    assert schedulers.observe(entry, Markers(exit_code=1)).never_runs is None
 
 
-def test_direct_status_is_one_command_for_all_jobs() -> None:
-    script = schedulers.status_script(DirectScheduler(), JOBS)
-    assert script.count("ps ") == 1
-    assert "-p 4101,4102,4103" in script
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        ("sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+         "(connect failure)", SubmitOutcome.FAILED),
+        ("sbatch: error: Batch job submission failed: Socket timed out on send/recv "
+         "operation", SubmitOutcome.FAILED),
+        ("error: commlib error: got select error (Connection refused)\nUnable to run job: "
+         "unable to contact qmaster using port 6444 on host \"vm\"", SubmitOutcome.FAILED),
+        ("qsub: cannot connect to server head (errno=111) Connection refused",
+         SubmitOutcome.FAILED),
+        ("submit exited with status 255", SubmitOutcome.FAILED),
+        ("sbatch: error: Batch job submission failed: More processors requested than "
+         "permitted", SubmitOutcome.REFUSED),
+        ("sbatch: error: Batch job submission failed: Requested node configuration is not "
+         "available", SubmitOutcome.REFUSED),
+        ("sbatch: error: invalid partition specified: nope", SubmitOutcome.REFUSED),
+        ("Unable to run job: error: no suitable queues\nExiting.", SubmitOutcome.REFUSED),
+        ("none: the job asks for 64 cores, but this host has 2", SubmitOutcome.REFUSED),
+    ],
+)
+def test_refused_and_passing_submit_failures(detail: str, expected: SubmitOutcome) -> None:
+    judged = schedulers.judge_submit(SubmitResult(SubmitOutcome.FAILED, detail=detail))
+    assert judged == SubmitResult(expected, detail=detail)
 
 
-def test_direct_ignores_ids_that_are_not_pids() -> None:
-    hostile = [JobRef("k", JobFiles("/j"), "1; rm -rf ~")]
-    scheduler = DirectScheduler()
-    assert scheduler.queue_script(hostile) == "true"
-    assert scheduler.cancel_script(hostile) == "true"
-
-
-def test_markers_script_quotes_paths() -> None:
-    job = JobRef("k", JobFiles("/odd dir/$(x)"), "1")
-    script = schedulers.markers_script([job])
-    assert "'/odd dir/$(x)/exit_code'" in script
-
-
-def test_garbled_marker_is_not_an_exit_code() -> None:
-    output = "--cerise-markers--\nuid-1 garbage\n"
-    observed = schedulers.parse_status(DirectScheduler(), output, JOBS[:1])
-    assert observed["uid-1"].state is RemoteState.VANISHED
-
-
-def test_markers_report_the_size_of_each_runner_log() -> None:
-    output = (
-        "--cerise-markers--\n"
-        "uid-1 - 1234\n"
-        "uid-2 0 0\n"
-        "uid-3 -\n"
-    )
-    observed = schedulers.parse_status(DirectScheduler(), output, JOBS)
-    assert [observed[j.key].log_size for j in JOBS] == [1234, 0, 0]
-    assert observed["uid-2"] == schedulers.Observation(RemoteState.DONE, 0, 0)
-
-
-def test_markers_script_measures_logs_with_a_real_shell(tmp_path: Path) -> None:
-    done = JobFiles(str(tmp_path / "done"))
-    Path(done.job_dir).mkdir()
-    Path(done.stderr).write_text("INFO Final process status is success\n")
-    Path(done.exit_code).write_text("0\n")
-    jobs = [JobRef("done", done, "1"), JobRef("missing", JobFiles(str(tmp_path / "no")), "2")]
-    output = subprocess.run(["bash", "-c", schedulers.markers_script(jobs)],
-                            capture_output=True, text=True, check=True).stdout
-    observed = schedulers.parse_status(DirectScheduler(), output, jobs)
-    assert observed["done"] == schedulers.Observation(RemoteState.DONE, 0, 37)
-    assert observed["missing"] == schedulers.Observation(RemoteState.VANISHED, None, 0)
+def test_only_failures_are_judged() -> None:
+    submitted = SubmitResult(SubmitOutcome.SUBMITTED, remote_id="7")
+    assert schedulers.judge_submit(submitted) is submitted

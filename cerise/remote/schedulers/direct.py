@@ -1,19 +1,34 @@
 """Scheduler `none`: the job script runs as a background process group on the host itself.
 
-The id is the PID of the process `setsid` starts (the job script, or `timeout` in front of
-it when the job has a time limit), which is also the process group id, so a cancel
-signals the script and the runner together. A PID can be reused after the job has
-ended, so the queue view only counts a process as ours if its command line names our
-job script.
+The id is the PID of the job script that `setsid` starts, which is also the process group
+id, so a cancel signals the script (whose trap stops the runner) and the runner together.
+A PID can be reused after the job has ended, so the queue view only counts a process as
+ours if its command line names our job script; a line `ps` would not print makes the
+status unavailable.
+
+Limits: there is no queue to refuse a job, so the submit refuses one that asks for more
+cores than the host has (`nproc`). A time limit is enforced by the job script itself
+(`jobscript.TIME_LIMIT_VARIABLE`): it runs the runner under `timeout` in a process group
+of its own, so the script, whose traps are set before the clock starts, always outlives
+the runner and records that the limit stopped it.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, QueueState, Request
+from cerise.remote.jobscript import TIME_LIMIT_VARIABLE, JobFiles
+from cerise.remote.schedulers import (
+    JobRef,
+    QueueEntry,
+    QueueState,
+    Request,
+    StatusUnavailable,
+)
+
+PS_LINE = re.compile(r"\s*(\d+)\s+(.*)")
 
 
 class DirectScheduler:
@@ -24,9 +39,12 @@ class DirectScheduler:
     def submit_command(self, files: JobFiles, request: Request) -> str:
         script = shlex.quote(files.script)
         log = shlex.quote(f"{files.job_dir.rstrip('/')}/scheduler.txt")
-        # A wall-clock limit: `timeout` sends SIGTERM, which the job script turns into 143.
-        limit = f"timeout -s TERM {int(request.time_limit)} " if request.time_limit > 0 else ""
-        return f"setsid {limit}bash {script} > {log} 2>&1 < /dev/null & echo $!"
+        cores = max(1, int(request.cores))
+        check = (f'[ {cores} -le "$(nproc)" ] || {{ echo "none: the job asks for {cores} '
+                 f'cores, but this host has $(nproc)" >&2; exit 1; }}; ')
+        limit = (f"{TIME_LIMIT_VARIABLE}={int(request.time_limit)} "
+                 if request.time_limit > 0 else "")
+        return f"{check}{limit}setsid bash {script} > {log} 2>&1 < /dev/null & echo $!"
 
     def queue_script(self, jobs: Sequence[JobRef]) -> str:
         pids = ",".join(job.remote_id for job in jobs if job.remote_id.isdigit())
@@ -34,16 +52,21 @@ class DirectScheduler:
             return "true"
         return f"ps -o pid=,args= -p {pids} || true"
 
-    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueState]:
+    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
         commands: dict[str, str] = {}
         for line in output.splitlines():
-            pid, _, command = line.strip().partition(" ")
-            commands[pid] = command.strip()
-        states: dict[str, QueueState] = {}
+            if not line.strip():
+                continue
+            match = PS_LINE.fullmatch(line)
+            if match is None:
+                raise StatusUnavailable(
+                    f"none: ps printed what Cerise cannot read: {line[:200]!r}")
+            commands[match.group(1)] = match.group(2).strip()
+        entries: dict[str, QueueEntry] = {}
         for job in jobs:
             ours = commands.get(job.remote_id, "").endswith(job.files.script)
-            states[job.key] = QueueState.RUNNING if ours else QueueState.ABSENT
-        return states
+            entries[job.key] = QueueEntry(QueueState.RUNNING if ours else QueueState.ABSENT)
+        return entries
 
     def cancel_script(self, jobs: Sequence[JobRef]) -> str:
         groups = " ".join(f"-{job.remote_id}" for job in jobs if job.remote_id.isdigit())

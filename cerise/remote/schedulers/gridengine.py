@@ -1,45 +1,53 @@
 """Scheduler `gridengine`: qsub, qstat -xml and qdel of (Son of) Grid Engine 8.
 
-Submit: `qsub -terse -notify -S /bin/bash -N NAME -wd WORK -j y -o LOG -r n -l h_rt=HH:MM:SS
-[-pe PE N] [-q QUEUE] [options] job.sh` prints `ID` (`ID.1-10:1` for an array job); the id
-is the part before the dot. `-notify` makes qdel and an exceeded `h_rt` send SIGUSR2
-before SIGKILL, which the job script treats like SIGTERM (it records 143). `-S /bin/bash`
-because queues usually start scripts with /bin/sh, ignoring `#!`. Names lose the
-characters Grid Engine refuses and may not start with a digit. A job of more than one
-core needs the resource's parallel environment (`-pe`); without one, the submit fails
-and says so rather than run the job on one slot.
+Submit: `qsub -terse -notify -w e -S /bin/bash -N NAME -wd WORK -j y -o LOG -r n
+-l h_rt=HH:MM:SS [-pe PE N] [-q QUEUE] [options] job.sh` prints `ID` (`ID.1-10:1` for an
+array job); the id is the part before the dot. `-notify` makes qdel and an exceeded
+`h_rt` send SIGUSR2 (then SIGKILL after the queue's `notify` time), which the job script
+treats like SIGTERM. `-w e` makes qsub refuse a job no queue could ever run, as
+configured, whatever the load ("no suitable queues") rather than queue it forever.
+`-S /bin/bash` because queues usually start scripts with /bin/sh, ignoring `#!`. Names
+lose the characters Grid Engine refuses and may not start with a digit. A job of more
+than one core needs the resource's parallel environment (`-pe`); without one, the submit
+is refused and says so rather than run the job on one slot.
 
 Status: one `qstat -u USER -xml` of all the user's jobs still in the queue, read with
-ElementTree (qstat's own output; anything unreadable counts as no jobs). `qw`/`hqw` are
-waiting; `r`, `t` and the suspended `s`/`S`/`T` running. A state with `E` (`Eqw`: the job
-could not start, e.g. its directory is gone) counts as absent. Such a job never leaves the
-queue by itself and has no exit code, so it polls as vanished, which the operator ends as
-a failure after its grace period; a cancel (qdel) removes it from the queue.
-
-Limits: qdel, like an `h_rt` overrun, kills the job with SIGKILL (the queue's default
-`terminate_method`), so its TERM trap cannot write an exit code: a cancelled or overrun
-job shows as vanished rather than done with 143.
+ElementTree; output that is not qstat's XML makes the status unavailable. `qw`/`hqw` are
+waiting; `r`, `t` and the suspended `s`/`S`/`T` running. A job in an error state (`Eqw`:
+it could not start, e.g. its directory is gone) never leaves the queue nor starts by
+itself: it counts as waiting, with the error reason `qstat -j` gives (asked only for such
+jobs of ours) as `never_runs`; a cancel (qdel) removes it.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
 from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, QueueState, Request, batch
+from cerise.remote.schedulers import (
+    JobRef,
+    QueueEntry,
+    QueueState,
+    Request,
+    StatusUnavailable,
+    batch,
+)
 from cerise.remote.schedulers.batch import BatchSettings
 
 RUNNING_LETTERS = frozenset("rtsST")
 WAITING_LETTERS = frozenset("qwh")
+ERRORS_BEGIN = "--cerise-job-errors--"
+"""Starts the `<id> error reason …` lines of the jobs in an error state."""
 
 
 def queue_state(state: str) -> QueueState:
     """qstat's state letters (`qw`, `hqw`, `r`, `Eqw`, `dr`…) as a queue state."""
     letters = set(state)
     if "E" in letters:
-        return QueueState.ABSENT
+        return QueueState.WAITING  # held by the error until someone clears or deletes it
     if letters & RUNNING_LETTERS:
         return QueueState.RUNNING
     if letters & WAITING_LETTERS:
@@ -47,17 +55,31 @@ def queue_state(state: str) -> QueueState:
     return QueueState.ABSENT
 
 
-def job_states(output: str) -> dict[str, QueueState]:
-    """Each listed job's state by id; none if the output is not XML."""
+def job_states(output: str) -> dict[str, str]:
+    """Each listed job's state letters by id; StatusUnavailable if `output` is not qstat's
+    XML."""
     try:
         root = ElementTree.fromstring(output)  # noqa: S314 - qstat's output, not user data
     except ElementTree.ParseError:
-        return {}
+        root = None
+    if root is None or root.tag != "job_info":
+        raise StatusUnavailable(
+            f"gridengine: qstat printed what Cerise cannot read: {output.strip()[:200]!r}")
     return {
-        (entry.findtext("JB_job_number") or "").strip():
-            queue_state((entry.findtext("state") or "").strip())
+        (entry.findtext("JB_job_number") or "").strip(): (entry.findtext("state") or "").strip()
         for entry in root.iter("job_list")
     }
+
+
+def error_reasons(text: str) -> dict[str, str]:
+    """`qstat -j`'s error reasons by job id, from the `<id> error reason N: …` lines."""
+    reasons: dict[str, str] = {}
+    for line in text.splitlines():
+        job_id, _, reason = line.partition(" ")
+        words = reason.partition(":")[2].strip()
+        if job_id and words:
+            reasons[job_id] = f"{reasons[job_id]}; {words}" if job_id in reasons else words
+    return reasons
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,7 @@ class GridEngineScheduler:
                        "resource names no parallel environment (jobs.parallelEnvironment)")
             return f"{batch.command(['echo', message])} >&2; false"
         words = [
-            "qsub", "-terse", "-notify", "-S", "/bin/bash",
+            "qsub", "-terse", "-notify", "-w", "e", "-S", "/bin/bash",
             "-N", batch.job_name(request.name, keep="A-Za-z0-9_.-", limit=255),
             "-wd", files.work,
             "-j", "y", "-o", batch.scheduler_log(files),
@@ -90,11 +112,35 @@ class GridEngineScheduler:
         return f"out=$({batch.command(words)}) && printf '%s\\n' \"${{out%%.*}}\""
 
     def queue_script(self, jobs: Sequence[JobRef]) -> str:
-        return 'qstat -u "$(id -un)" -xml || exit'
+        ours = shlex.quote(" " + " ".join(batch.job_ids(jobs)) + " ")
+        return f"""__out=$(qstat -u "$(id -un)" -xml) || exit
+printf '%s\\n' "$__out"
+case $__out in *'<state>E'*)
+    echo {ERRORS_BEGIN}
+    for __id in $(printf '%s\\n' "$__out" | awk -F'[<>]' \\
+            '$2 == "JB_job_number" {{id = $3}} $2 == "state" && $3 ~ /E/ {{print id}}'); do
+        case {ours} in *" $__id "*) ;; *) continue;; esac
+        qstat -j "$__id" 2>/dev/null | while IFS= read -r __line; do
+            case $__line in "error reason"*) printf '%s %s\\n' "$__id" "$__line";; esac
+        done
+    done;;
+esac"""
 
-    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueState]:
-        states = job_states(output)
-        return {job.key: states.get(job.remote_id, QueueState.ABSENT) for job in jobs}
+    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
+        listing, _, errors = output.partition(f"{ERRORS_BEGIN}\n")
+        states, reasons = job_states(listing), error_reasons(errors)
+        entries: dict[str, QueueEntry] = {}
+        for job in jobs:
+            word = states.get(job.remote_id)
+            if word is None:
+                entries[job.key] = QueueEntry(QueueState.ABSENT)
+                continue
+            why = None
+            if "E" in word:
+                reason = reasons.get(job.remote_id) or f"see qstat -j {job.remote_id}"
+                why = f"Grid Engine holds it in error state {word}: {reason}"
+            entries[job.key] = QueueEntry(queue_state(word), word, why)
+        return entries
 
     def cancel_script(self, jobs: Sequence[JobRef]) -> str:
         # qdel fails for jobs that already left; it still deletes the others.

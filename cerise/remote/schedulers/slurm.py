@@ -5,23 +5,39 @@ The job script's output (not the runner's) goes to `scheduler.txt` in the job di
 stderr included. `--no-requeue`: a requeued job would run its script again after the TERM
 trap had already written the `exit_code` that the poller takes as the end.
 
-Status: one `squeue` of all the user's jobs in all states. Not `-j <ids>`: a single
-unknown id (records expire `MinJobAge` after the end) makes it fail with "Invalid job id
-specified". Finished states (COMPLETED, FAILED, CANCELLED, TIMEOUT…) and unknown ones
-count as absent, so the `exit_code` marker decides. A failing squeue (controller down or
-timed out) fails the poll rather than making every job look gone.
+Status: one `squeue` of all the user's jobs in all states, with the pending reason. Not
+`-j <ids>`: a single unknown id (records expire `MinJobAge` after the end) makes it fail
+with "Invalid job id specified". Finished states (COMPLETED, FAILED, CANCELLED, TIMEOUT…)
+and unknown ones count as absent, so the markers decide; TIMEOUT also says the time limit
+ended the job. A pending job whose reason cannot clear by itself (`NEVER_RUNS`: beyond its
+partition's limits, impossible constraints, a dependency that can never be met, a
+per-job QOS or association limit) carries the reason as `never_runs`. Reasons that
+clear (Resources, Priority, ReqNodeNotAvail: a node down or reserved for maintenance) do
+not. A line squeue would not print makes the status unavailable.
 
-Limits: Slurm keeps time limits in whole minutes and rounds up. Cores become nodes, tasks
-and CPUs per task as `batch.node_shape` says; options are appended and may override.
+Limits: Slurm keeps time limits in whole minutes and rounds up; it stops a job at its
+limit with SIGTERM (then SIGKILL after KillWait), checking about every 30 s. Cores become
+nodes, tasks and CPUs per task as `batch.node_shape` says; options are appended and may
+override. With `EnforcePartLimits` a request beyond the partition's limits is refused at
+submit ("More processors requested than permitted"); without, it pends forever with a
+reason of `NEVER_RUNS`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, QueueState, Request, batch
+from cerise.remote.schedulers import (
+    JobRef,
+    QueueEntry,
+    QueueState,
+    Request,
+    StatusUnavailable,
+    batch,
+)
 from cerise.remote.schedulers.batch import BatchSettings
 
 WAITING_STATES = frozenset({
@@ -30,6 +46,31 @@ WAITING_STATES = frozenset({
 RUNNING_STATES = frozenset({
     "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING",
 })
+
+
+NEVER_RUNS = {
+    "PartitionTimeLimit": "its time limit is beyond its partition's",
+    "PartitionNodeLimit": "it asks for more nodes than its partition has or allows",
+    "PartitionConfig": "no node of its partition has what it asks for",
+    "BadConstraints": "its constraints can never be met",
+    "DependencyNeverSatisfied": "a job it depends on can no longer end as required",
+    "InvalidAccount": "its account is not valid",
+    "InvalidQOS": "its QOS is not valid",
+}
+"""Pending reasons that do not clear by themselves, with what they mean."""
+PER_JOB_LIMIT = re.compile(r"(Assoc|QOS)Max\w*PerJob\w*|QOSMin\w+")
+"""Reasons naming a per-job limit of an association or QOS (not a per-user one, which
+clears as other jobs end)."""
+LINE = re.compile(r"([^|\s]+)\|([A-Z_]+)\|(.*)")
+"""`%i|%T|%r`: id, state, reason."""
+
+
+def never_runs(reason: str) -> str | None:
+    """Slurm's words for a pending reason that cannot clear by itself, else None."""
+    meaning = NEVER_RUNS.get(reason)
+    if meaning is None and PER_JOB_LIMIT.fullmatch(reason):
+        meaning = "it asks for more than a per-job limit of its account or QOS allows"
+    return f"Slurm holds it with reason {reason}: {meaning}" if meaning else None
 
 
 def slurm_time(seconds: int) -> str:
@@ -76,15 +117,24 @@ class SlurmScheduler:
         return f"out=$({batch.command(words)}) && printf '%s\\n' \"${{out%%;*}}\""
 
     def queue_script(self, jobs: Sequence[JobRef]) -> str:
-        return "squeue -u \"$(id -un)\" -h -t all -o '%i|%T' || exit"
+        return "squeue -u \"$(id -un)\" -h -t all -o '%i|%T|%r'"
 
-    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueState]:
-        states: dict[str, QueueState] = {}
+    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
+        entries: dict[str, QueueEntry] = {}
         for line in output.splitlines():
-            job_id, separator, state = line.strip().partition("|")
-            if separator:
-                states[job_id] = queue_state(state)
-        return {job.key: states.get(job.remote_id, QueueState.ABSENT) for job in jobs}
+            if not line.strip():
+                continue
+            match = LINE.fullmatch(line.strip())
+            if match is None:
+                raise StatusUnavailable(
+                    f"slurm: squeue printed what Cerise cannot read: {line[:200]!r}")
+            job_id, word, reason = match.groups()
+            state = queue_state(word)
+            entries[job_id] = QueueEntry(
+                state, word, never_runs(reason) if state is QueueState.WAITING else None,
+                timed_out=word == "TIMEOUT")
+        absent = QueueEntry(QueueState.ABSENT)
+        return {job.key: entries.get(job.remote_id, absent) for job in jobs}
 
     def cancel_script(self, jobs: Sequence[JobRef]) -> str:
         # scancel exits 0 for finished and unknown ids, so a failure is a real one.

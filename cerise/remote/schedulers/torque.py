@@ -4,22 +4,28 @@ Written against both: Slurm's Perl wrappers (`slurm-wlm-torque`, tested) and rea
 (by its documentation). What works on both:
 
 * Submit: `qsub -N NAME -j oe -o LOG -r n -l walltime=HH:MM:SS,nodes=N:ppn=P [-q QUEUE]
-  [options] job.sh`. No `-d` (the wrappers reject it; the job script `cd`s itself), no
-  stdin script, no `DD:HH:MM:SS` walltime. Names are cut to 15 letters and digits (POSIX
-  and older Torque). The output is the id: `123` (wrappers) or `123.server` (Torque).
-  The wrappers print their errors on stdout; the submit moves them to stderr.
+  job.sh`, and the resource's options as a `#PBS` directive in the job script. No `-d`
+  (the wrappers reject it; the job script `cd`s itself), no stdin script, no
+  `DD:HH:MM:SS` walltime. Names are cut to 15 letters and digits (POSIX and older
+  Torque). The output is the id: `123` (wrappers) or `123.server` (Torque). The wrappers
+  print their errors on stdout; the submit moves them to stderr.
 * Status: one `qstat -f ID…` for the jobs polled, read by `Job Id:` and `job_state`.
   Exit status 153 means some (Torque) or all (wrappers) ids are unknown, which is normal
-  for finished jobs; any other failure fails the poll. Ids match on the part before the
-  first dot, as `qstat` may print the server's full name.
+  for finished jobs; any other failure, or a line qstat would not print, makes the status
+  unavailable. Ids match on the part before the first dot, as `qstat` may print the
+  server's full name. Neither says why a queued job waits, so an impossible request is
+  caught before submitting (`cerise.model.limits`) or refused by qsub, not seen pending.
 * Cancel: `qdel ID…`, whose exit status is ignored: both fail for finished jobs.
 
 Limits: the wrappers' qsub rebuilds the sbatch command as shell text and runs it through
-`/bin/sh`, so a value holding shell syntax would run as a command there. Every value we
-pass (queue, options, the job's paths) is therefore limited to `SAFE` characters on this
-backend: a resource whose queue or options hold others is refused with a message, and so
-is a job whose paths do (a base path with spaces, say). `ppn` is the cores per node; the
-slots setting does not apply.
+`/bin/sh`, so a value holding shell syntax on qsub's command line would run as a command
+there. The resource's options therefore never go on it: they are a `#PBS` directive line
+in the job script, which qsub (Torque) or sbatch (the wrappers) read as data, each word
+double-quoted if it holds a blank, quote, backslash or `#`. Being directives, they cannot
+override what the command line sets (name, output, walltime, nodes, queue). The values
+that do go on the command line are limited to `SAFE` characters: the queue, and the job's
+paths (a base path with spaces is refused with a message). `ppn` is the cores per node;
+the slots setting does not apply.
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cerise.remote.jobscript import JobFiles
-from cerise.remote.schedulers import JobRef, QueueState, Request, batch
+from cerise.remote.schedulers import (
+    JobRef,
+    QueueEntry,
+    QueueState,
+    Request,
+    StatusUnavailable,
+    batch,
+)
 from cerise.remote.schedulers.batch import BatchSettings
 
 UNKNOWN_JOB = 153
@@ -58,7 +71,12 @@ def short_id(job_id: str) -> str:
 
 
 SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-"""Characters that mean the same to a shell as to qsub: all a value may hold on this backend."""
+"""Characters that mean the same to a shell as to qsub: all a value on qsub's command line
+may hold on this backend."""
+
+
+PLAIN_WORD = re.compile(r"[^\s\"'\\#]+")
+"""A directive word that needs no quotes."""
 
 
 def _check(what: str, value: str) -> str:
@@ -68,6 +86,19 @@ def _check(what: str, value: str) -> str:
             "to a shell; on the torque scheduler only letters, digits and _@%+=:,./- are "
             "allowed")
     return value
+
+
+def directive_word(word: str) -> str:
+    """`word` as qsub and sbatch read it from a `#PBS` line: as is, or double-quoted with
+    backslashes before `"` and `\\`. A control character (a newline would end the
+    directive and start a command) is refused."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in word):
+        raise ValueError(f"the scheduler option {word[:100]!r} holds a control character "
+                         "(a line break, a tab); the torque scheduler cannot pass it")
+    if PLAIN_WORD.fullmatch(word):
+        return word
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 @dataclass(frozen=True)
@@ -81,7 +112,13 @@ class TorqueScheduler:
         if self.settings.queue:
             _check("the queue", self.settings.queue)
         for option in self.settings.options:
-            _check("the scheduler option", option)
+            directive_word(option)
+
+    def directives(self, files: JobFiles, request: Request) -> list[str]:
+        """The resource's options as one `#PBS` line (none without options)."""
+        if not self.settings.options:
+            return []
+        return ["#PBS " + " ".join(directive_word(word) for word in self.settings.options)]
 
     def submit_command(self, files: JobFiles, request: Request) -> str:
         _check("the job directory", files.job_dir)
@@ -97,7 +134,7 @@ class TorqueScheduler:
             words += ["-l", ",".join(resources)]
         if self.settings.queue:
             words += ["-q", self.settings.queue]
-        words += [*self.settings.options, files.script]
+        words.append(files.script)
         return (
             f"if out=$({batch.command(words)}); then printf '%s\\n' \"$out\"; "
             "else printf '%s\\n' \"$out\" >&2; false; fi"
@@ -113,17 +150,22 @@ class TorqueScheduler:
             '|| exit "$status"'
         )
 
-    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueState]:
-        states: dict[str, QueueState] = {}
+    def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
+        entries: dict[str, QueueEntry] = {}
         current = ""
         for line in output.splitlines():
             text = line.strip()
             if text.startswith("Job Id:"):
                 current = short_id(text.removeprefix("Job Id:"))
+            elif text and not line[:1].isspace():
+                # Attributes (and their continuation lines) are indented.
+                raise StatusUnavailable(
+                    f"torque: qstat printed what Cerise cannot read: {line[:200]!r}")
             elif current and text.startswith("job_state"):
-                _, _, state = text.partition("=")
-                states[current] = queue_state(state.strip())
-        return {job.key: states.get(short_id(job.remote_id), QueueState.ABSENT) for job in jobs}
+                word = text.partition("=")[2].strip()
+                entries[current] = QueueEntry(queue_state(word), word)
+        absent = QueueEntry(QueueState.ABSENT)
+        return {job.key: entries.get(short_id(job.remote_id), absent) for job in jobs}
 
     def cancel_script(self, jobs: Sequence[JobRef]) -> str:
         ids = batch.job_ids(jobs)

@@ -1,0 +1,106 @@
+"""Outages of the scheduler while jobs run: no job is marked done or failed because of one,
+the resource's status and an Event say what is wrong while it lasts, polling resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import uuid
+from typing import Any
+
+import pytest
+
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
+from cerise.devenv.sshd import SshEndpoint
+from tests.integration.api_fixtures import poll_until
+from tests.integration.operator_fixtures import wait_for_job
+from tests.integration.remote_fixtures import ssh_remote
+from tests.integration.test_operator_batch import scheduler_resource
+from tests.integration.test_operator_jobs import FINAL, SLEEP, submit
+
+pytestmark = pytest.mark.integration
+
+VANISH_GRACE = 10.0
+"""The worker's least grace for a job missing from the queue (decisions.MIN_VANISH_GRACE):
+an outage longer than it would have failed jobs had it been taken for their end."""
+
+
+def resource_status(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    result = plane.kubectl("get", "cres", name, "-n", namespace, "-o", "json")
+    status: dict[str, Any] = json.loads(result.stdout).get("status", {})
+    return status
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+
+
+def events(plane: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    result = plane.kubectl("get", "events", "-n", namespace, "-o", "json",
+                           "--field-selector", f"involvedObject.name={name}")
+    found: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return found
+
+
+BROKEN_SQUEUE = """#!/bin/sh
+# squeue, broken on demand: while {dir}/broken exists it fails as the test says.
+if [ -e {dir}/broken ]; then
+    date +%s >> {dir}/failures
+    case "$(cat {dir}/broken)" in
+        garbage) echo '%%% garbage <html> ***'; exit 0 ;;
+        *) echo 'squeue: error: Unable to contact slurm controller (connect failure)' >&2; exit 1 ;;
+    esac
+fi
+exec {real} "$@"
+"""
+
+
+@pytest.mark.parametrize("failure", ["fails", "garbage"])
+async def test_a_status_command_that_fails_for_many_refreshes_fails_no_job(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, sshd: SshEndpoint, failure: str,
+) -> None:
+    remote = ssh_remote(sshd)
+    folder = f"/home/{sshd.username}/.outage-{uuid.uuid4().hex[:8]}"
+    real = (await remote.run("command -v squeue")).stdout.strip()
+    await remote.run(f"mkdir -p {shlex.quote(folder)}/bin")
+    await remote.write(f"{folder}/bin/squeue",
+                       BROKEN_SQUEUE.format(dir=shlex.quote(folder), real=real).encode(),
+                       mode=0o755)
+    path = f"{folder}/bin:/usr/local/bin:/usr/bin:/bin"
+    async with scheduler_resource(request, control_plane, namespace, sshd, "slurm",
+                                  environment=(("PATH", path),)) as resource:
+        name = submit(control_plane, resource, SLEEP, {"delay": 6})
+        await wait_for_job(control_plane, namespace, name, {"Running", *FINAL}, timeout=120)
+        await remote.write(f"{folder}/broken", failure.encode())
+        loop = asyncio.get_running_loop()
+        broken_at = loop.time()
+
+        poll_until(lambda: ready(resource_status(
+            control_plane, namespace, resource.name)).get("status") == "False",
+            timeout=30, what="the resource becoming not Ready")
+        condition = ready(resource_status(control_plane, namespace, resource.name))
+        assert condition["reason"] == "SchedulerUnavailable"
+        if failure == "fails":
+            assert "Unable to contact slurm controller" in condition["message"]
+        assert any(e["type"] == "Warning" and e["reason"] == "SchedulerUnavailable"
+                   for e in events(control_plane, namespace, resource.name))
+        # Outlast the sleep and the grace a vanished job gets, with the status still broken.
+        while loop.time() - broken_at < 6 + VANISH_GRACE + 2:
+            job = await wait_for_job(control_plane, namespace, name, {"Running"}, timeout=5)
+            assert job["status"]["phase"] == "Running", job["status"]
+            await asyncio.sleep(1)
+        failures = await remote.run(f"wc -l < {shlex.quote(folder)}/failures")
+        assert int(failures.stdout) >= 3
+        await remote.run(f"rm {shlex.quote(folder)}/broken")
+
+        job = await wait_for_job(control_plane, namespace, name, FINAL, timeout=120)
+        assert job["status"]["phase"] == "Success", job["status"]
+        poll_until(lambda: ready(resource_status(
+            control_plane, namespace, resource.name)).get("status") == "True",
+            timeout=30, what="the resource becoming Ready again")
+        assert any(e["reason"] == "Ready" for e in
+                   events(control_plane, namespace, resource.name))
+    await remote.run(f"rm -rf {shlex.quote(folder)}")

@@ -1,0 +1,60 @@
+"""Gentle on the scheduler: the caps on submissions per minute and on queued batch jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
+from cerise.devenv.sshd import SshEndpoint
+from tests.integration.operator_fixtures import apply
+from tests.integration.test_operator_batch import scheduler_resource
+from tests.integration.test_operator_jobs import HOSTNAME
+
+pytestmark = pytest.mark.integration
+
+RUNS = 200
+PER_MINUTE = 5
+
+
+def jobs(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    result = plane.kubectl("get", "wfj", "-n", namespace, "-o", "json")
+    found: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return found
+
+
+async def test_the_submission_cap_holds_under_200_waiting_runs(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, sshd: SshEndpoint,
+) -> None:
+    async with scheduler_resource(request, control_plane, namespace, sshd, "slurm",
+                                  jobs_spec={"maxSubmitsPerMinute": PER_MINUTE}) as resource:
+        runs = [{"apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
+                 "metadata": {"name": f"run-{number}"},
+                 "spec": {"workflow": HOSTNAME, "computeResource": resource.name}}
+                for number in range(RUNS)]
+        apply(control_plane, namespace, *runs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 150
+        while True:  # until every run is submitted or held at the cap
+            current = jobs(control_plane, namespace)
+            submitted = [j for j in current if j.get("status", {}).get("remoteJobId")]
+            held = [j for j in current if "submissions a minute" in
+                    j.get("status", {}).get("message", "")
+                    and j["status"]["phase"] == "StagingIn"]
+            if len(submitted) + len(held) == RUNS or loop.time() > deadline:
+                break
+            await asyncio.sleep(1)
+        assert len(submitted) + len(held) == RUNS, (len(submitted), len(held))
+        assert held, "no run was held at the cap"
+        stamps = sorted(datetime.datetime.fromisoformat(j["status"]["submittedAt"]).timestamp()
+                        for j in submitted)
+        for index, first in enumerate(stamps):  # never more than the cap in any minute
+            in_minute = [s for s in stamps[index:] if s < first + 60 - 1]  # 1 s resolution
+            assert len(in_minute) <= PER_MINUTE, stamps
+        control_plane.kubectl("delete", "wfj", "--all", "-n", namespace, "--wait=false")
