@@ -50,5 +50,5 @@ ENV PATH=/opt/cerise/venv/bin:$PATH \
     CERISE_EXCHANGE_DIR=/var/lib/cerise/files
 USER 10001:10001
 WORKDIR /home/cerise
-EXPOSE 29593 8080
+EXPOSE 29593 29594 8080
 CMD ["python", "-m", "cerise.apiserver", "--host=0.0.0.0"]

@@ -4,8 +4,8 @@ Starts a control plane, the test sshd, a one-node Slurm cluster and the operator
 metrics endpoint), and makes ComputeResource `slurm` in namespace `default`: ssh to the
 sshd's user, scheduler slurm, the example project installed, and as its runner a light
 script that sleeps for the job's `delay` input (not cwltool: the benchmarks measure what
-Cerise adds, not what the runner costs). Needs root, like the integration tests' remote
-side.
+Cerise adds, not what the runner costs), or cwltool itself when asked (`cwltool=True`).
+Needs root, like the integration tests' remote side.
 """
 
 from __future__ import annotations
@@ -163,8 +163,11 @@ def _apply(plane: ControlPlane, *bodies: Mapping[str, Any]) -> None:
 @contextlib.asynccontextmanager
 async def slurm_cerise(
     work: Path, *, refresh: float, operator_env: Mapping[str, str] | None = None,
+    cwltool: bool = False, jobs_spec: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[SlurmCerise]:
-    """Start everything under `work`, the resource refreshed every `refresh` seconds."""
+    """Start everything under `work`, the resource refreshed every `refresh` seconds; with
+    `cwltool` its runner is cwltool (the default) rather than the light script; `jobs_spec`
+    is added to its `jobs` (e.g. `pilot`)."""
     stack = contextlib.AsyncExitStack()
     async with stack:
         plane = controlplane.start(work / "control-plane")
@@ -190,8 +193,9 @@ async def slurm_cerise(
         jobs: dict[str, Any] = {
             "protocol": "ssh", "host": endpoint.host, "port": endpoint.port,
             "scheduler": "slurm", "queue": cluster.cluster.partition,
-            "coresPerNode": cluster.cluster.cpus, "cwlRunner": runner_path,
-            "environment": [{"name": n, "value": v} for n, v in cluster.cluster.environment]}
+            "coresPerNode": cluster.cluster.cpus,
+            "environment": [{"name": n, "value": v} for n, v in cluster.cluster.environment],
+            **({} if cwltool else {"cwlRunner": runner_path}), **(jobs_spec or {})}
         _apply(plane,
                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
                 "stringData": {"username": endpoint.username,

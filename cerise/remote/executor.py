@@ -17,7 +17,8 @@ from cerise.remote.jobscript import JobFiles, SubmitResult
 from cerise.remote.schedulers import JobRef, Observation, Request, Scheduler
 
 
-async def _check(remote: Remote, script: str, what: str) -> str:
+async def checked(remote: Remote, script: str, what: str) -> str:
+    """Run `script`; its output, or RemoteCommandFailed saying `what` failed and why."""
     result = await remote.run(script)
     if result.exit_status != 0:
         detail = result.stderr.strip()[-1000:] or f"exit status {result.exit_status}"
@@ -74,10 +75,10 @@ async def cancel(
 ) -> None:
     """Ask the scheduler to stop `jobs`, wherever they are."""
     if jobs:
-        await _check(remote, f"{prologue}\n{scheduler.cancel_script(jobs)}", "cancel failed")
+        await checked(remote, f"{prologue}\n{scheduler.cancel_script(jobs)}", "cancel failed")
 
 
 async def remove_job_dir(remote: Remote, files: JobFiles) -> None:
     """Delete the job directory and everything in it."""
-    await _check(remote, f"rm -rf -- {shlex.quote(files.job_dir)}",
+    await checked(remote, f"rm -rf -- {shlex.quote(files.job_dir)}",
                  f"cannot remove {files.job_dir}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cerise.devenv import slurm as devenv_slurm
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
@@ -104,3 +105,30 @@ async def test_a_status_command_that_fails_for_many_refreshes_fails_no_job(
         assert any(e["reason"] == "Ready" for e in
                    events(control_plane, namespace, resource.name))
     await remote.run(f"rm -rf {shlex.quote(folder)}")
+
+
+async def test_jobs_running_through_a_slurm_controller_restart_all_succeed(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, sshd: SshEndpoint,
+) -> None:
+    slurm = request.getfixturevalue("slurm")
+    async with scheduler_resource(request, control_plane, namespace, sshd,
+                                  "slurm") as resource:
+        names = [submit(control_plane, resource, SLEEP, {"delay": 5}, name=f"job-{n}")
+                 for n in range(2)]
+        for name in names:
+            await wait_for_job(control_plane, namespace, name, {"Running"}, timeout=120)
+        await asyncio.to_thread(devenv_slurm.stop_controller, slurm)
+        try:
+            poll_until(lambda: ready(resource_status(
+                control_plane, namespace, resource.name)).get("reason") ==
+                "SchedulerUnavailable", timeout=30, what="the outage in the resource's status")
+            await asyncio.sleep(VANISH_GRACE)  # longer than a vanished job's grace
+            for name in names:
+                job = await wait_for_job(control_plane, namespace, name, {"Running"}, timeout=5)
+                assert job["status"]["phase"] == "Running"
+        finally:
+            await asyncio.to_thread(devenv_slurm.start_controller, slurm)
+        for name in names:
+            job = await wait_for_job(control_plane, namespace, name, FINAL, timeout=120)
+            assert job["status"]["phase"] == "Success", job["status"]

@@ -142,7 +142,12 @@ def _memory_files() -> list[str]:
 
 
 def _command_lines(pids: set[int]) -> list[str]:
-    return [Path(f"/proc/{pid}/cmdline").read_text() for pid in pids]
+    """The command lines of those of `pids` still alive (one may end as it is read)."""
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            lines.append(Path(f"/proc/{pid}/cmdline").read_text())
+    return lines
 
 
 @pytest.mark.parametrize("passphrase", [None, "s3cret"])

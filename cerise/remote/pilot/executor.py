@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from cerise.remote import executor
 from cerise.remote.connection import Remote
-from cerise.remote.failures import RemoteCommandFailed, StatusUnavailable
+from cerise.remote.failures import StatusUnavailable
 from cerise.remote.jobscript import JobFiles, SubmitResult
 from cerise.remote.pilot import agent, layout, requeue, status
 from cerise.remote.pilot.agent import AgentSettings
@@ -29,14 +29,6 @@ def allocation_ref(pilot: PilotLayout, name: str, remote_id: str) -> JobRef:
     return JobRef(name, pilot.allocation(name), remote_id)
 
 
-async def _run(remote: Remote, script: str, what: str) -> str:
-    result = await remote.run(script)
-    if result.exit_status != 0:
-        detail = result.stderr.strip()[-1000:] or f"exit status {result.exit_status}"
-        raise RemoteCommandFailed(f"{what}: {detail}")
-    return result.stdout
-
-
 async def submit_allocation(
     remote: Remote, scheduler: Scheduler, pilot: PilotLayout, name: str,
     settings: AgentSettings, prologue: str = "",
@@ -45,7 +37,7 @@ async def submit_allocation(
     after a crash returns the recorded id, as for any batch job)."""
     files = pilot.allocation(name)
     directories = " ".join(shlex.quote(path) for path in (files.work, *pilot.directories))
-    await _run(remote, f"umask 077 && mkdir -p {directories}",
+    await executor.checked(remote, f"umask 077 && mkdir -p {directories}",
                f"cannot create the directories of allocation {name}")
     await remote.write(layout.agent_path(files),
                        agent.agent_script(pilot, name, settings).encode(), mode=0o700)
@@ -78,7 +70,7 @@ async def requeue_run(
 
 async def remove_allocation(remote: Remote, pilot: PilotLayout, name: str) -> bool:
     """Remove a gone allocation's directories; False while it still holds tickets."""
-    output = await _run(remote, agent.removal_script(pilot, name),
+    output = await executor.checked(remote, agent.removal_script(pilot, name),
                         f"cannot remove allocation {name}")
     return output.strip() == agent.REMOVED_MARK
 
@@ -86,4 +78,4 @@ async def remove_allocation(remote: Remote, pilot: PilotLayout, name: str) -> bo
 async def forget_runs(remote: Remote, queue: PilotQueue, runs: Sequence[JobRef]) -> None:
     """Remove the tickets of runs out of play (before their job directories go)."""
     if runs:
-        await _run(remote, queue.forget_script(runs), "cannot remove pilot tickets")
+        await executor.checked(remote, queue.forget_script(runs), "cannot remove pilot tickets")
