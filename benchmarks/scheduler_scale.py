@@ -74,7 +74,8 @@ def quantile(values: list[float], q: float) -> float:
 
 async def refreshes(cerise: SlurmCerise, window: float) -> dict[str, float]:
     """Watch the operator poll for `window` seconds: status commands, their mean latency,
-    the refreshes that fit (the interval plus a poll each), and operator CPU per refresh."""
+    the refreshes that fit (a poll starts every interval, or when the last one ended if it
+    took longer), and operator CPU per refresh."""
     await asyncio.sleep(3 * cerise.refresh)  # let the wake-ups of the last changes pass
     pid = cerise.operator.daemon.pid if cerise.operator.daemon else 0
     before, cpu_before, began = cerise.scrape(), cpu_seconds(pid), time.monotonic()
@@ -87,7 +88,7 @@ async def refreshes(cerise: SlurmCerise, window: float) -> dict[str, float]:
 
     polls = moved(STATUS)
     latency = moved(f"{STATUS_SECONDS}_sum") / polls if polls else 0.0
-    fitting = elapsed / (cerise.refresh + latency)
+    fitting = elapsed / max(cerise.refresh, latency)
     rss, peak = memory_mib(pid)
     return {"polls": polls, "elapsed": elapsed, "latency": latency, "refreshes": fitting,
             "per_refresh": polls / fitting, "cpu": (cpu_after - cpu_before) / max(polls, 1),

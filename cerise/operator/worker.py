@@ -165,6 +165,10 @@ class ResourceWorker:
         self._status: tuple[dict[str, Any], dict[str, Any]] | None = None
         """The resource's health and pilot fields as last written."""
         self._status_written = 0.0
+        self._polled_at = float("-inf")
+        """When the remote jobs were last polled (monotonic seconds)."""
+        self._polling = False
+        """Whether the last tick found jobs (or allocations) on the resource to poll."""
         self._ready_since = ""
         self.installer = Installer(
             namespace=namespace, resource=name, remote=remote, api=f"{self.base}/api",
@@ -183,13 +187,15 @@ class ResourceWorker:
     # --- the loop --------------------------------------------------------------------------
 
     async def run(self, stopped: kopf.DaemonStopped) -> None:
-        """Tick at the refresh interval, or sooner when a job changes, until stopped, or until
+        """Tick when a job changes, and when the next poll is due, until stopped, or until
         the ComputeResource's spec changes (ResourceChanged: a new worker takes over)."""
         try:
             await self._probe()
             while not stopped:
+                due = self._polled_at + self.spec.refresh - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.spec.refresh)
+                    await asyncio.wait_for(self.wake.wait(),
+                                           max(0.0, due) if self._polling else self.spec.refresh)
                 self.wake.clear()
                 if self._generation() != self.observed_generation:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
@@ -224,7 +230,11 @@ class ResourceWorker:
                 self._spawn(body, self._stage_out)
             elif decision.work is Work.POLL:
                 remote_jobs.append(body)
-        if remote_jobs or (self.pilot is not None and self.pilot.known):
+        self._polling = bool(remote_jobs) or (self.pilot is not None and bool(self.pilot.known))
+        # At most one poll a refresh: the many changes of many jobs wake the worker far
+        # more often than that.
+        if self._polling and time.monotonic() - self._polled_at >= self.spec.refresh:
+            self._polled_at = time.monotonic()
             try:
                 await self._poll(remote_jobs)
             except (RemoteUnavailable, CommandTimedOut) as error:
