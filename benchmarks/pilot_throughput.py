@@ -17,14 +17,17 @@ inside the allocation, each run's time from its ticket entering the queue to its
 script's `started` marker, and its dispatch overhead — from the moment it could start (its
 ticket queued, the agent up and a core free: the run before it on that core wrote its exit
 code) to `started` (goal: p95 <= 100 ms); the share of the allocation's core-seconds spent
-running runs (goal: >= 90 %); for killed, the runs lost and run twice (goals 0 and 0),
+running runs (goal: >= 90 %); the same dispatch overhead of Slurm's for (a) (could start:
+submitted, a core free); for killed, the runs lost and run twice (goals 0 and 0),
 with each run's starts (1 + the logs of its dead attempts, `stderr.<n>.txt`) and the job
 scripts of a run seen running at once (this machine's /proc, sampled).
 
-The runner is cwltool, which needs 1-2 s of CPU per run even for `sleep 0` (printed as
-measured): on a 2-core machine that shares its cores with the operator, the control plane
-and Slurm, the runner, not the dispatch, bounds the throughput of both modes. Other work
-on the machine is printed with each scenario (load average, CPU busy, pytest processes).
+The runner is cwltool, which needs about a second of CPU per run even for `sleep 0`
+(printed as measured): on a 2-core machine that also runs the operator, the control plane
+and Slurm, the runner, not the dispatch, bounds pilot mode's throughput (batch mode adds
+Slurm's own second or so per job on top). Other work on the machine is printed with each
+scenario (load average, pytest processes, CPU busy and the CPU time of the processes of
+this benchmark and of everyone else's).
 
     CERISE_BIN_DIR=... .venv/bin/python benchmarks/pilot_throughput.py [--runs 1000]
         [--killed 50] [--scenarios batch,pilot,killed]
@@ -41,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +54,6 @@ from slurm_cerise import (
     FINAL,
     NAMESPACE,
     SlurmCerise,
-    cpu_seconds,
     resource_value,
     slurm_cerise,
 )
@@ -92,20 +94,72 @@ def load_average() -> str:
     return " ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
+Processes = dict[int, tuple[str, int, float]]
+
+
+def processes() -> Processes:
+    """Every process now: its name, its parent and the CPU seconds it used (user + system)."""
+    found: Processes = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                head, _, rest = Path(entry.path, "stat").read_text().rpartition(")")
+            except OSError:  # gone meanwhile
+                continue
+            fields = rest.split()
+            found[int(entry.name)] = (head.partition("(")[2], int(fields[1]),
+                                      (int(fields[11]) + int(fields[12])) / 100)
+    return found
+
+
+def cpu_used(before: Processes, after: Processes,
+             names: Mapping[int, str]) -> tuple[dict[str, float], float]:
+    """CPU seconds used between two snapshots by the processes alive at the second: this
+    benchmark's descendants by name (or `names`), and all other processes together."""
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        while pid in after and pid > 1:
+            if pid == me:
+                return True
+            pid = after[pid][1]
+        return False
+
+    mine: dict[str, float] = {}
+    others = 0.0
+    for pid, (name, _, cpu) in after.items():
+        old = before.get(pid)
+        used = cpu - (old[2] if old is not None and old[0] == name else 0.0)
+        if ours(pid):
+            key = names.get(pid, name)
+            mine[key] = mine.get(key, 0.0) + used
+        else:
+            others += used
+    return mine, others
+
+
 @dataclass
 class Load:
-    """What else the machine did while a scenario ran."""
+    """What the machine did while a scenario ran."""
 
     average: str = field(default_factory=load_average)
     pytest: int = field(default_factory=pytest_processes)
     jiffies: tuple[int, int] = field(default_factory=cpu_jiffies)
+    processes: Processes = field(default_factory=processes)
 
-    def summary(self) -> str:
+    def summary(self, names: Mapping[int, str]) -> str:
         busy, total = cpu_jiffies()
         share = (busy - self.jiffies[0]) / max(1, total - self.jiffies[1])
+        spent = (busy - self.jiffies[0]) / 100
+        mine, others = cpu_used(self.processes, processes(), names)
+        ended = spent - sum(mine.values()) - others
+        top = ", ".join(f"{name} {cpu:.0f}" for name, cpu in
+                        sorted(mine.items(), key=lambda item: -item[1])[:6])
         return (f"machine ({os.cpu_count()} cores): load average {self.average} at the start, "
-                f"{load_average()} at the end; CPU busy "
-                f"{share:.0%} meanwhile; {self.pytest} pytest processes at the start")
+                f"{load_average()} at the end; {self.pytest} pytest processes at the start; "
+                f"CPU busy {share:.0%} meanwhile, {spent:.0f} CPU-s: {top}; other users' "
+                f"processes {others:.0f}; processes that ended meanwhile (the runs' cwltool "
+                f"and shells among them) {ended:.0f}")
 
 
 # --- what the resource's file system says -----------------------------------------------------
@@ -125,7 +179,7 @@ class AllocationRecord:
     """Its job script's `exit_code` marker, else its agent's `ended` record, else Slurm's
     EndTime."""
     end_reason: str = ""
-    """idle or terminated (the agent's `ended` record)."""
+    """idle or terminated (its agent's `ended` record), else Slurm's job state."""
     end_source: str = ""
     """Which of the three `ended` came from."""
     claims: int = 0
@@ -169,7 +223,8 @@ def parse_allocations(output: str) -> dict[str, AllocationRecord]:
             started=times.get("started"), agent=times.get("agent"),
             ended=times.get("exit_code") or times.get("ended"),
             end_reason=ended.split(" ", 1)[0], claims=int(claims or 0),
-            end_source=next((key for key in ("exit_code", "ended") if key in times), ""))
+            end_source=next((f"its {key} marker" for key in ("exit_code", "ended")
+                             if key in times), ""))
     return found
 
 
@@ -208,23 +263,25 @@ class AllocationWatch:
             await self.look()
             for name, record in list(self.seen.items()):
                 if record.ended is None and name not in self.present:
-                    ended = await slurm_end(self.cerise, record.remote_id)
+                    state, ended = await slurm_end(self.cerise, record.remote_id)
                     self.seen[name] = replace(record, ended=ended,
+                                              end_reason=record.end_reason or state,
                                               end_source="Slurm's EndTime")
             if all(record.ended is not None for record in self.seen.values()):
                 return
             if time.monotonic() > deadline:
                 raise SystemExit(f"allocations not ended after {timeout:g} s: {self.seen}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)  # the operator removes an ended one within a refresh
 
 
-async def slurm_end(cerise: SlurmCerise, remote_id: str) -> float | None:
-    """When Slurm says a job ended (whole seconds), None if it did not yet."""
+async def slurm_end(cerise: SlurmCerise, remote_id: str) -> tuple[str, float | None]:
+    """A job's state as Slurm has it, and when it ended (whole seconds; None if not yet)."""
     shown = await cerise.slurm_command(f"scontrol -o show job {shlex.quote(remote_id)} || true")
     fields = dict(word.partition("=")[::2] for word in shown.split())
-    if fields.get("JobState", "") in ("", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
-        return None
-    return datetime.fromisoformat(fields["EndTime"]).timestamp()
+    state = fields.get("JobState", "")
+    if state in ("", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+        return state, None
+    return state, datetime.fromisoformat(fields["EndTime"]).timestamp()
 
 
 @dataclass(frozen=True)
@@ -233,6 +290,8 @@ class RunRecord:
 
     name: str
     """Its job directory's name (the WorkflowJob's uid)."""
+    submitted: float | None = None
+    """Its `remote_id` marker: handed to the batch scheduler or the pilot queue."""
     started: float | None = None
     """Its job script's (last) `started` marker."""
     exited: float | None = None
@@ -257,10 +316,13 @@ class RunRecord:
         return len(self.dead_attempts) + (self.started is not None or not self.dead_attempts)
 
 
+MARKERS = {"remote_id": "submitted", "started": "started", "exit_code": "exited"}
+"""A job directory's markers → the `RunRecord` field of their modification time."""
+
 _RUNS = r"""cd "$B" || exit 1
 echo --markers--
-find jobs -mindepth 2 -maxdepth 2 \( -name started -o -name exit_code -o -name 'stderr.*.txt' \) \
-    -printf '%h %f %T@\n'
+find jobs -mindepth 2 -maxdepth 2 \( -name remote_id -o -name started -o -name exit_code \
+    -o -name 'stderr.*.txt' \) -printf '%h %f %T@\n'
 for mark in steps runs; do
     echo "--$mark--"
     [ $mark = steps ] && line=$STEP || line=$RUN
@@ -291,7 +353,7 @@ async def run_records(cerise: SlurmCerise) -> dict[str, RunRecord]:
             if name.startswith("stderr."):
                 record["dead_attempts"].append(float(mtime))
             else:
-                record["exited" if name == "exit_code" else "started"] = float(mtime)
+                record[MARKERS[name]] = float(mtime)
         elif section in ("--steps--", "--runs--"):
             path, _, count = line.rpartition(":")
             record = records.setdefault(path.split("/")[1], {"dead_attempts": []})
@@ -371,6 +433,12 @@ def dispatch_delays(runs: Iterable[RunRecord],
     return delays
 
 
+def run_times(runs: Iterable[RunRecord]) -> list[float]:
+    """Each run's time from its `started` marker to its `exit_code`."""
+    return [run.exited - run.started for run in runs
+            if run.started is not None and run.exited is not None]
+
+
 def busy_core_seconds(runs: Iterable[RunRecord], allocation: str = "") -> float:
     return sum((run.exited - run.started) * run.cores for run in runs
                if run.started is not None and run.exited is not None
@@ -383,42 +451,95 @@ def busy_core_seconds(runs: Iterable[RunRecord], allocation: str = "") -> float:
 class Outcome:
     wall: float
     submits: float
+    began: float
+    """When the first WorkflowJob was created (epoch seconds: the resource's clock is ours)."""
+    dispatch: Sequence[float] = ()
+    """Each run's dispatch overhead (`dispatch_delays`)."""
+
+
+class Finals:
+    """When each WorkflowJob was first seen in a final phase, from a watch (which costs the
+    machine less than scraping the operator's metrics every fraction of a second)."""
+
+    def __init__(self, cerise: SlurmCerise) -> None:
+        self.cerise = cerise
+        self.seen: dict[str, float] = {}
+        """Job name → time.monotonic() when first seen final."""
+
+    async def follow(self) -> None:
+        async for _, job in self.cerise.client.watch(WorkflowJob, namespace=NAMESPACE):
+            assert job.metadata is not None and job.metadata.name is not None
+            if (job.get("status") or {}).get("phase") in FINAL:
+                self.seen.setdefault(job.metadata.name, time.monotonic())
+
+    async def until(self, count: int, timeout: float) -> float:
+        """Wait until `count` jobs are final; when the last of them was seen final."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(self.seen)} of {count} runs final after "
+                                 f"{timeout:g} s")
+            await asyncio.sleep(0.05)
+        return max(self.seen.values())
 
 
 async def create_and_wait(cerise: SlurmCerise, count: int, delay: int) -> Outcome:
     """Create `count` runs and wait until all are final: the seconds from the first one
     created to the last one final, and the batch jobs submitted meanwhile."""
-    before = resource_value(cerise.scrape(), SUBMITS, kind="submit")
+    before = await submitted(cerise)
     created: dict[str, float] = {}
-    creating = asyncio.create_task(cerise.create_jobs(
-        (f"run-{i}" for i in range(count)), delay=delay, created=created))
-    await cerise.wait_phases(FINAL, count, timeout=300 + 30 * count)
-    ended = time.monotonic()
-    await creating
-    submits = resource_value(cerise.scrape(), SUBMITS, kind="submit") - before
-    return Outcome(ended - min(created.values()), submits)
+    finals = Finals(cerise)
+    following = asyncio.create_task(finals.follow())
+    try:
+        creating = asyncio.create_task(cerise.create_jobs(
+            (f"run-{i}" for i in range(count)), delay=delay, created=created))
+        ended = await finals.until(count, timeout=300 + 30 * count)
+        await creating
+    finally:
+        following.cancel()
+    submits = await submitted(cerise) - before
+    first = min(created.values())
+    return Outcome(ended - first, submits, first + time.time() - time.monotonic())
 
 
-def final_phases(cerise: SlurmCerise) -> str:
-    return str({phase: int(n) for phase, n in sorted(cerise.phases().items()) if n})
+async def submitted(cerise: SlurmCerise) -> float:
+    """Batch jobs the operator submitted for the resource so far."""
+    return resource_value(await asyncio.to_thread(cerise.scrape), SUBMITS, kind="submit")
+
+
+async def final_phases(cerise: SlurmCerise) -> str:
+    found = await asyncio.to_thread(cerise.phases)
+    return str({phase: int(n) for phase, n in sorted(found.items()) if n})
 
 
 async def batch(args: argparse.Namespace, work: Path) -> Outcome:
     async with slurm_cerise(work, refresh=args.refresh, cwltool=True) as cerise:
-        load, cpu = Load(), operator_cpu(cerise)
+        load = Load()
         outcome = await create_and_wait(cerise, args.runs, 0)
         print(f"(a) one batch job per run: {args.runs} runs, wall {outcome.wall:.1f} s "
-              f"({args.runs / outcome.wall:.2f} runs/s); final phases {final_phases(cerise)}")
+              f"({args.runs / outcome.wall:.2f} runs/s); final phases {await final_phases(cerise)}")
         print(f"    batch jobs submitted: {outcome.submits:.0f} "
-              f"({outcome.submits / args.runs:.3f} per run); operator CPU "
-              f"{operator_cpu(cerise) - cpu:.1f} s")
-        print(f"    {load.summary()}", flush=True)
-        return outcome
+              f"({outcome.submits / args.runs:.3f} per run)")
+        print(f"    {load.summary(named(cerise))}", flush=True)
+        # The node as one allocation whose runs are queued when their submit recorded an id.
+        node = AllocationRecord(name="node", cores=cerise.slurm.cpus)
+        runs = [replace(run, queued=run.submitted, allocation=node.name)
+                for run in (await run_records(cerise)).values()]
+        dispatch = dispatch_delays(runs, {node.name: node})
+        print(f"    Slurm's dispatch overhead, could start (submitted, a core free) -> started: "
+              f"{milliseconds(dispatch)}")
+        print(f"    a run, started -> exit code (cwltool and `sleep 0`): "
+              f"{seconds(run_times(runs))}", flush=True)
+        return replace(outcome, dispatch=dispatch)
 
 
-def operator_cpu(cerise: SlurmCerise) -> float:
+def named(cerise: SlurmCerise) -> dict[int, str]:
+    """Names for the processes of the benchmark and its operator (both python3)."""
     daemon = cerise.operator.daemon
-    return cpu_seconds(daemon.pid) if daemon is not None and daemon.pid else 0.0
+    found = {os.getpid(): "benchmark"}
+    if daemon is not None and daemon.pid:
+        found[daemon.pid] = "operator"
+    return found
 
 
 async def pilot(args: argparse.Namespace, work: Path) -> Outcome:
@@ -428,7 +549,7 @@ async def pilot(args: argparse.Namespace, work: Path) -> Outcome:
             "maxAllocations": 1, "timeLimitSeconds": limit, "idleSeconds": args.idle}},
             ) as cerise:
         cores = cerise.slurm.cpus
-        load, cpu = Load(), operator_cpu(cerise)
+        load = Load()
         watch = AllocationWatch(cerise)
         watching = asyncio.create_task(watch.follow(1.0))
         try:
@@ -437,29 +558,33 @@ async def pilot(args: argparse.Namespace, work: Path) -> Outcome:
             watching.cancel()
         print(f"(b) pilot mode, 1 allocation of {cores} cores: {args.runs} runs, wall "
               f"{outcome.wall:.1f} s ({args.runs / outcome.wall:.2f} runs/s); final phases "
-              f"{final_phases(cerise)}")
+              f"{await final_phases(cerise)}")
         print(f"    batch jobs submitted: {outcome.submits:.0f} "
-              f"({outcome.submits / args.runs:.4f} per run, goal <= 0.01); operator CPU "
-              f"{operator_cpu(cerise) - cpu:.1f} s")
-        print(f"    {load.summary()}", flush=True)
+              f"({outcome.submits / args.runs:.4f} per run, goal <= 0.01)")
+        print(f"    {load.summary(named(cerise))}", flush=True)
         await watch.until_all_ended(timeout=args.idle + 120)
         runs = list((await run_records(cerise)).values())
-        report_allocation(runs, watch.seen)
+        dispatch = report_allocation(runs, watch.seen, outcome.began)
         await report_runner(cerise, runs, args.runs, outcome.wall)
-        return outcome
+        return replace(outcome, dispatch=dispatch)
 
 
-def report_allocation(runs: Sequence[RunRecord],
-                      allocations: dict[str, AllocationRecord]) -> None:
-    """The runs' dispatch and the allocations' use, as measured on the resource."""
+def report_allocation(runs: Sequence[RunRecord], allocations: dict[str, AllocationRecord],
+                      began: float) -> list[float]:
+    """The runs' dispatch and the allocations' use, as measured on the resource (`began`:
+    when the first WorkflowJob was created); the runs' dispatch overheads."""
+    first = min((run.queued for run in runs if run.queued is not None), default=began)
+    start = min((a.started for a in allocations.values() if a.started), default=began)
+    print(f"    after the first WorkflowJob was created: the first ticket queued at "
+          f"+{first - began:.1f} s, the allocation started at +{start - began:.1f} s")
     waits = [run.started - run.queued for run in runs
              if run.started is not None and run.queued is not None]
-    durations = [run.exited - run.started for run in runs
-                 if run.started is not None and run.exited is not None]
     print(f"    ticket queued -> started, waiting for a free core included: {seconds(waits)}")
-    print(f"    dispatch overhead, could start -> started: "
-          f"{milliseconds(dispatch_delays(runs, allocations))} (goal: p95 <= 100 ms)")
-    print(f"    a run, started -> exit code (cwltool and `sleep 0`): {seconds(durations)}")
+    dispatch = dispatch_delays(runs, allocations)
+    print(f"    dispatch overhead, could start -> started: {milliseconds(dispatch)} "
+          f"(goal: p95 <= 100 ms)")
+    print(f"    a run, started -> exit code (cwltool and `sleep 0`): "
+          f"{seconds(run_times(runs))}")
     held = busy = 0.0
     for name, allocation in sorted(allocations.items()):
         if allocation.started is None or allocation.ended is None:
@@ -474,13 +599,14 @@ def report_allocation(runs: Sequence[RunRecord],
         working = used / max(allocation.cores * (last - allocation.started), 1e-9)
         print(f"    allocation {name} (Slurm job {allocation.remote_id}, {allocation.cores} "
               f"cores): lived {life:.1f} s, ended {allocation.end_reason or '?'} "
-              f"{allocation.ended - last:.1f} s after its last run's end (from its "
+              f"{allocation.ended - last:.1f} s after its last run's end (end time from "
               f"{allocation.end_source}); runs used {share:.1%} of its core-seconds, "
               f"{working:.1%} up to its last run's end")
     if len(allocations) > 1 and held:
         print(f"    all allocations: runs used {busy / held:.1%} of their core-seconds")
     print(f"    share of allocated core-seconds running runs: "
           f"{busy / held if held else 0.0:.1%} (goal: >= 90 %)", flush=True)
+    return dispatch
 
 
 _RUNNER_COST = r"""TIMEFORMAT='%R %U %S'
@@ -554,20 +680,20 @@ class JobScripts:
             await asyncio.sleep(interval)
 
 
-async def mid_batch(cerise: SlurmCerise, watch: AllocationWatch,
+async def mid_batch(finals: Finals, watch: AllocationWatch,
                     count: int) -> tuple[AllocationRecord, int]:
     """Wait until a third of the runs ended and an allocation holds a run, preferably with
     both allocations running; that allocation, and the runs ended by then."""
     while True:
         present = await watch.look()
-        ended = int(sum(n for phase, n in cerise.phases().items() if phase in FINAL))
+        ended = len(finals.seen)
         running = [a for a in present.values() if a.agent is not None and a.ended is None]
         holding = sorted((a for a in running if a.claims), key=lambda a: -a.claims)
         if holding and ended >= count // 3 and (len(running) > 1 or ended >= 2 * count // 3):
             return holding[0], ended
         if ended >= count:
             raise SystemExit("every run ended before an allocation could be killed under one")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
 
 
 async def killed(args: argparse.Namespace, work: Path) -> None:
@@ -576,21 +702,23 @@ async def killed(args: argparse.Namespace, work: Path) -> None:
             "cores": 1, "maxAllocations": 2, "timeLimitSeconds": 3600,
             "idleSeconds": args.idle}}) as cerise:
         load = Load()
-        before = resource_value(cerise.scrape(), SUBMITS, kind="submit")
+        before = await submitted(cerise)
         watch, scripts = AllocationWatch(cerise), JobScripts(f"{cerise.base}/jobs")
+        finals = Finals(cerise)
         sampling = asyncio.create_task(scripts.follow(0.2))
+        following = asyncio.create_task(finals.follow())
         try:
             created: dict[str, float] = {}
             creating = asyncio.create_task(cerise.create_jobs(
                 (f"run-{i}" for i in range(count)), delay=args.kill_delay, created=created))
-            target, ended = await mid_batch(cerise, watch, count)
+            target, ended = await mid_batch(finals, watch, count)
             await cerise.slurm_command(f"scancel {shlex.quote(target.remote_id)}")
-            await cerise.wait_phases(FINAL, count, timeout=600 + 30 * count)
-            wall = time.monotonic() - min(created.values())
+            wall = await finals.until(count, timeout=600 + 30 * count) - min(created.values())
             await creating
         finally:
             sampling.cancel()
-        submits = resource_value(cerise.scrape(), SUBMITS, kind="submit") - before
+            following.cancel()
+        submits = await submitted(cerise) - before
         runs, phase = await run_records(cerise), await phases(cerise)
         lost = sorted(name for name, p in phase.items() if p != "Success")
         starts = Counter(runs[name].starts if name in runs else 0 for name in phase)
@@ -604,7 +732,7 @@ async def killed(args: argparse.Namespace, work: Path) -> None:
         print(f"killed: {count} runs of `sleep {args.kill_delay}` in pilot mode, 2 allocations "
               f"of 1 core; scancel of allocation {target.name} (Slurm job {target.remote_id}) "
               f"holding {target.claims} run(s) after {ended} runs had ended")
-        print(f"    wall {wall:.1f} s; final phases {final_phases(cerise)}; batch jobs "
+        print(f"    wall {wall:.1f} s; final phases {await final_phases(cerise)}; batch jobs "
               f"submitted: {submits:.0f} (allocations)")
         print(f"    runs lost (not Success): {len(lost)} (goal 0) {lost or ''}")
         print(f"    starts per run (1 + logs of attempts that died, stderr.<n>.txt): "
@@ -624,7 +752,7 @@ async def killed(args: argparse.Namespace, work: Path) -> None:
         if gaps:
             print(f"    a requeued run started again {min(gaps):.1f} s (at the least) after its "
                   f"dead attempt's log last changed")
-        print(f"    {load.summary()}", flush=True)
+        print(f"    {load.summary(named(cerise))}", flush=True)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -641,8 +769,12 @@ async def main(args: argparse.Namespace) -> None:
                 (work / name).mkdir()
                 outcomes[name] = await scenario(args, work / name)
         if len(outcomes) == 2:
-            ratio = outcomes["pilot"].wall / outcomes["batch"].wall
+            pilot_run, batch_run = outcomes["pilot"], outcomes["batch"]
+            ratio = pilot_run.wall / batch_run.wall
             print(f"wall time, pilot / batch: {ratio:.2f} (batch takes {1 / ratio:.2f}x as long)")
+            (p50, p95, _), (b50, b95, _) = (quantiles(pilot_run.dispatch),
+                                           quantiles(batch_run.dispatch))
+            print(f"dispatch overhead, pilot / Slurm: p50 {p50 / b50:.3f}, p95 {p95 / b95:.3f}")
         if "killed" in chosen:
             (work / "killed").mkdir()
             await killed(args, work / "killed")

@@ -73,6 +73,10 @@ class Registry:
         return list(self.active.get(key, {}).values())
 
     def _store(self, body: Body) -> None:
+        # managedFields (who wrote which field) is most of a job's size and of no use here:
+        # 10,000 jobs would hold hundreds of MB of it.
+        body = {**body, "metadata": {key: value for key, value in body["metadata"].items()
+                                     if key != "managedFields"}}
         uid = body["metadata"]["uid"]
         self.jobs[uid] = body
         on_resource = self.active.setdefault(resource_of(body), {})

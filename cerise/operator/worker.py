@@ -65,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3
 """Tries at staging a job in or out before an I/O error makes it a SystemError."""
+COALESCE = 0.05
+"""Seconds a wake-up waits for more changes before the tick (10,000 jobs changing at once
+would otherwise be 10,000 ticks)."""
 LOG_CHUNK = 64 << 10
 STATUS_INTERVAL = 30.0
 """Most often the resource's `lastPoll` is written (etcd is not a heartbeat store)."""
@@ -196,6 +199,8 @@ class ResourceWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(),
                                            max(0.0, due) if self._polling else self.spec.refresh)
+                if self.wake.is_set():  # one tick for a burst of changes, not one for each
+                    await asyncio.sleep(COALESCE)
                 self.wake.clear()
                 if self._generation() != self.observed_generation:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
