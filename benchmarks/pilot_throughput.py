@@ -44,11 +44,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from slurm_cerise import (
     FINAL,
@@ -59,6 +59,7 @@ from slurm_cerise import (
 )
 
 from cerise.kube.jobs import WorkflowJob
+from cerise.remote.connection import RemoteUnavailable
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.pilot.layout import PilotLayout
 
@@ -164,6 +165,20 @@ class Load:
 
 # --- what the resource's file system says -----------------------------------------------------
 
+T = TypeVar("T")
+
+
+async def retried(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, again after a lost connection: other test runs on this machine kill every
+    sshd session of the test user (`pkill -u <user> -f sshd` in tests/integration)."""
+    for _ in range(3):
+        try:
+            return await call()
+        except RemoteUnavailable:
+            await asyncio.sleep(1)
+    return await call()
+
+
 @dataclass(frozen=True)
 class AllocationRecord:
     """One allocation, from its directory (and Slurm once that is gone)."""
@@ -171,6 +186,8 @@ class AllocationRecord:
     name: str
     remote_id: str = ""
     cores: int = 0
+    submitted: float | None = None
+    """Its `remote_id` marker (sbatch answered)."""
     started: float | None = None
     """Its job script's `started` marker (the batch job began)."""
     agent: float | None = None
@@ -188,7 +205,9 @@ class AllocationRecord:
     def merged(self, newer: AllocationRecord) -> AllocationRecord:
         """This record updated by a later look (a field once known stays known)."""
         return replace(newer, remote_id=newer.remote_id or self.remote_id,
-                       cores=newer.cores or self.cores, started=newer.started or self.started,
+                       cores=newer.cores or self.cores,
+                       submitted=newer.submitted or self.submitted,
+                       started=newer.started or self.started,
                        agent=newer.agent or self.agent, ended=newer.ended or self.ended,
                        end_reason=newer.end_reason or self.end_reason,
                        end_source=newer.end_source or self.end_source)
@@ -202,7 +221,8 @@ _ALLOCATIONS = r"""for d in "$P"/allocations/*/; do
     [ -s "$d/agent" ] && read -r agent < "$d/agent"
     [ -s "$d/ended" ] && read -r ended < "$d/ended"
     for t in "$P/claimed/$n"/*; do [ -e "$t" ] && claims=$((claims + 1)); done
-    times=$(cd "$d" 2>/dev/null && stat -c '%n=%.9Y' started agent ended exit_code 2>/dev/null)
+    times=$(cd "$d" 2>/dev/null && stat -c '%n=%.9Y' remote_id started agent ended \
+        exit_code 2>/dev/null)
     printf '%s|%s|%s|%s|%s|%s\n' "$n" "$id" "$agent" "$ended" "$claims" "${times//$'\n'/ }"
 done"""
 
@@ -220,7 +240,8 @@ def parse_allocations(output: str) -> dict[str, AllocationRecord]:
         found[name] = AllocationRecord(
             name=name, remote_id=remote_id,
             cores=int(agent_fields[2]) if len(agent_fields) > 2 else 0,
-            started=times.get("started"), agent=times.get("agent"),
+            submitted=times.get("remote_id"), started=times.get("started"),
+            agent=times.get("agent"),
             ended=times.get("exit_code") or times.get("ended"),
             end_reason=ended.split(" ", 1)[0], claims=int(claims or 0),
             end_source=next((f"its {key} marker" for key in ("exit_code", "ended")
@@ -241,7 +262,7 @@ class AllocationWatch:
 
     async def look(self) -> dict[str, AllocationRecord]:
         """Look now; the allocations present."""
-        result = await self.cerise.remote.run(self.script)
+        result = await retried(lambda: self.cerise.remote.run(self.script))
         found = parse_allocations(result.stdout)
         for name, record in found.items():
             old = self.seen.get(name)
@@ -276,7 +297,8 @@ class AllocationWatch:
 
 async def slurm_end(cerise: SlurmCerise, remote_id: str) -> tuple[str, float | None]:
     """A job's state as Slurm has it, and when it ended (whole seconds; None if not yet)."""
-    shown = await cerise.slurm_command(f"scontrol -o show job {shlex.quote(remote_id)} || true")
+    shown = await retried(lambda: cerise.slurm_command(
+        f"scontrol -o show job {shlex.quote(remote_id)} || true"))
     fields = dict(word.partition("=")[::2] for word in shown.split())
     state = fields.get("JobState", "")
     if state in ("", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
@@ -337,9 +359,9 @@ echo --end--"""
 
 async def run_records(cerise: SlurmCerise) -> dict[str, RunRecord]:
     """Every run's record, by name, from one command."""
-    result = await cerise.remote.run(
+    result = await retried(lambda: cerise.remote.run(
         f"B={shlex.quote(cerise.base)} STEP={shlex.quote(STEP_ENDED)} "
-        f"RUN={shlex.quote(RUN_ENDED)}\n{_RUNS}", timeout=600)
+        f"RUN={shlex.quote(RUN_ENDED)}\n{_RUNS}", timeout=600))
     if "--end--" not in result.stdout:
         raise SystemExit(f"the runs' records were not read: {result.stderr[-2000:]}")
     records: dict[str, dict[str, Any]] = {}
@@ -573,10 +595,14 @@ def report_allocation(runs: Sequence[RunRecord], allocations: dict[str, Allocati
                       began: float) -> list[float]:
     """The runs' dispatch and the allocations' use, as measured on the resource (`began`:
     when the first WorkflowJob was created); the runs' dispatch overheads."""
+    if not allocations:
+        raise SystemExit("no allocation was seen")
     first = min((run.queued for run in runs if run.queued is not None), default=began)
-    start = min((a.started for a in allocations.values() if a.started), default=began)
+    allocation = min(allocations.values(), key=lambda a: a.submitted or float("inf"))
     print(f"    after the first WorkflowJob was created: the first ticket queued at "
-          f"+{first - began:.1f} s, the allocation started at +{start - began:.1f} s")
+          f"+{first - began:.1f} s, the first allocation submitted at "
+          f"+{(allocation.submitted or began) - began:.1f} s and started at "
+          f"+{(allocation.started or began) - began:.1f} s")
     waits = [run.started - run.queued for run in runs
              if run.started is not None and run.queued is not None]
     print(f"    ticket queued -> started, waiting for a free core included: {seconds(waits)}")
@@ -621,8 +647,8 @@ async def report_runner(cerise: SlurmCerise, runs: Sequence[RunRecord], count: i
                         wall: float) -> None:
     """What cwltool alone costs for one of the runs (three times, one after another)."""
     files = JobFiles(f"{cerise.base}/jobs/{runs[0].name}")
-    result = await cerise.remote.run(
-        f"W={shlex.quote(files.workflow)} I={shlex.quote(files.input)}\n{_RUNNER_COST}")
+    result = await retried(lambda: cerise.remote.run(
+        f"W={shlex.quote(files.workflow)} I={shlex.quote(files.input)}\n{_RUNNER_COST}"))
     times = [[float(n) for n in line.split()] for line in result.stdout.splitlines()
              if len(line.split()) == 3]
     if not times:
@@ -712,7 +738,8 @@ async def killed(args: argparse.Namespace, work: Path) -> None:
             creating = asyncio.create_task(cerise.create_jobs(
                 (f"run-{i}" for i in range(count)), delay=args.kill_delay, created=created))
             target, ended = await mid_batch(finals, watch, count)
-            await cerise.slurm_command(f"scancel {shlex.quote(target.remote_id)}")
+            await retried(lambda: cerise.slurm_command(
+                f"scancel {shlex.quote(target.remote_id)}"))
             wall = await finals.until(count, timeout=600 + 30 * count) - min(created.values())
             await creating
         finally:
@@ -744,8 +771,8 @@ async def killed(args: argparse.Namespace, work: Path) -> None:
         print(f"    runs run twice: {len(twice)} completed twice, {len(together)} with two job "
               f"scripts at once (goal 0 and 0) {twice + together or ''}")
         if steps_again:
-            tail = await cerise.remote.run("tail -n 3 " + shlex.quote(
-                f"{cerise.base}/jobs/{steps_again[0].name}/stderr.1.txt"))
+            dead_log = f"{cerise.base}/jobs/{steps_again[0].name}/stderr.1.txt"
+            tail = await retried(lambda: cerise.remote.run(f"tail -n 3 {shlex.quote(dead_log)}"))
             print(f"    runs whose step had ended in an attempt that died, so that the step ran "
                   f"to its end again: {len(steps_again)}; the end of one's dead attempt's log:")
             print("      " + tail.stdout.strip().replace("\n", "\n      "))
