@@ -39,7 +39,10 @@ def test_yaml_and_json_give_the_same_workflow(text: str | bytes) -> None:
 
     assert workflow.document == workflow_doc()
     assert workflow.steps == (
-        cwl.Step(id="wc", run=cwl.StepPath("cerise/test/wc.cwl"), resources=Resources()),
+        cwl.Step(
+            id="wc", run=cwl.StepPath("cerise/test/wc.cwl"), resources=Resources(),
+            at=("steps", "wc"),
+        ),
     )
     assert [(p.name, p.type, p.required) for p in workflow.inputs] == [
         ("file", cwl.Primitive.FILE, True)

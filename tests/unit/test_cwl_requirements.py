@@ -58,7 +58,7 @@ def test_requirements_that_would_change_installed_steps_are_refused(
 
     prefix = "step 'wc': " if level == "step" else ""
     assert message.startswith(f"{prefix}{kind!r} is not allowed in a submitted workflow")
-    assert "allowed are InlineJavascriptRequirement, MultipleInputFeatureRequirement, " in message
+    assert "allowed are MultipleInputFeatureRequirement, ResourceRequirement, " in message
 
 
 @pytest.mark.parametrize("form", ["map", "list"])

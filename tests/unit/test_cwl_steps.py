@@ -96,14 +96,15 @@ def test_run_must_be_a_plain_relative_step_path(run: str, problem: str) -> None:
             "an inline CommandLineTool",
         ),
         ({"class": "ExpressionTool", "expression": "${return {}}"}, "an inline ExpressionTool"),
-        ({"class": "Workflow", "inputs": [], "outputs": [], "steps": {}}, "an inline Workflow"),
+        ({"class": "Operation", "inputs": [], "outputs": []}, "an inline Operation"),
         ({"baseCommand": "sh"}, "an inline process"),
     ],
 )
-def test_inline_run_objects_are_refused(run: dict[str, Any], what: str) -> None:
+def test_inline_tools_are_refused(run: dict[str, Any], what: str) -> None:
     assert refusal(with_step(run=run)) == (
-        f"step 'wc' runs {what}; inline tools and workflows are not allowed, 'run' must name "
-        "an installed step as '<project>/<path>.cwl', e.g. 'cerise/test/wc.cwl'"
+        f"step 'wc' runs {what}; inline tools are not allowed, 'run' must name "
+        "an installed step as '<project>/<path>.cwl', e.g. 'cerise/test/wc.cwl' "
+        "(or be an inline class: Workflow whose steps do)"
     )
 
 
@@ -168,7 +169,8 @@ def test_files_beside_the_steps_are_not_steps() -> None:
 @pytest.mark.parametrize(
     ("steps", "expected"),
     [
-        ({"": {"run": "cerise/test/wc.cwl"}}, "a step needs a non-empty name"),
+        ({"": {"run": "cerise/test/wc.cwl"}}, "'/steps/': a step needs a non-empty name"),
+        ([{"run": "cerise/test/wc.cwl"}], "'/steps/0': each step in list form needs an 'id'"),
         (
             {"wc": {"id": "count", "run": "cerise/test/wc.cwl"}},
             "step 'wc' has a different id 'count'; remove the 'id'",
@@ -177,10 +179,6 @@ def test_files_beside_the_steps_are_not_steps() -> None:
         (
             {"a b'$(x);": {"run": "/x"}},
             "step \"a b'$(x);\" runs '/x', which is an absolute path",
-        ),
-        (
-            [{"id": "wc", "run": "cerise/test/wc.cwl", "in": [], "out": []}],
-            "'steps' is a list; write it as a mapping from step name to step, e.g. steps: {",
         ),
     ],
 )

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, NamedTuple
 
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
@@ -30,7 +31,13 @@ _LOADER_VOCABULARIES = ("https://w3id.org/cwl/", "http://commonwl.org/cwltool#")
 _NAMED_ENTRIES = frozenset(
     {"$namespaces", "inputs", "outputs", "steps", "in", "fields", "requirements", "hints"}
 )
-"""Keys whose mapping's keys are names, not fields."""
+"""Fields whose mapping's keys are names, not fields."""
+DATA_FIELDS = frozenset({"default", "doc", "label"})
+"""Fields whose values are data or text for people, never read as part of the process."""
+_LINE_BREAKING = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+"""Control characters, Unicode line and paragraph separators and bidi controls."""
 
 
 def _too_deep(what: str) -> str:
@@ -103,35 +110,54 @@ def load_workflow(text: str | bytes) -> dict[str, Any]:
     return document
 
 
+class Node(NamedTuple):
+    """A value of the document, where it is, and whether its keys are names (of inputs,
+    steps, record fields, requirement classes…) rather than fields."""
+
+    value: Any
+    at: Pointer
+    names: bool
+
+
+def nodes(document: Any) -> Iterator[Node]:
+    """Every value of `document` with its pointer, depth-first, except what the fields in
+    `DATA_FIELDS` hold: values the runner treats as data (or text for people), never as
+    part of the process."""
+    stack: list[Node] = [Node(document, (), False)]
+    while stack:
+        node = stack.pop()
+        yield node
+        value, at, names = node
+        if isinstance(value, list):
+            stack.extend(Node(item, (*at, index), False) for index, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not names and key in DATA_FIELDS:
+                    continue
+                named = not names and key in _NAMED_ENTRIES and isinstance(item, dict)
+                stack.append(Node(item, (*at, key), named))
+
+
 def _refuse_aliases(document: dict[str, Any]) -> None:
     """Refuse field names that name a field of CWL or cwltool by its URI (``cwl:run``, a
     prefix of the document's ``$namespaces``, the full URI): the loader reads such a key as
-    the field itself, so ``cwl:run`` would replace the ``run`` that was checked. Keys that
-    are names (of inputs, steps, record fields, requirement classes…) and the data in
-    ``default`` are not fields."""
+    the field itself, so ``cwl:run`` would replace the ``run`` that was checked."""
     namespaces = document.get("$namespaces")
     declared = namespaces if isinstance(namespaces, dict) else {}
-    stack: list[tuple[Any, Pointer]] = [(document, ())]
-    while stack:
-        node, at = stack.pop()
-        names = bool(at) and at[-1] in _NAMED_ENTRIES
-        if isinstance(node, list):
-            stack.extend((item, (*at, index)) for index, item in enumerate(node))
-        if not isinstance(node, dict):
+    for value, at, names in nodes(document):
+        if names or not isinstance(value, dict):
             continue
-        for key, item in node.items():
+        for key in value:
             prefix, colon, rest = key.partition(":")
             meanings = [key]
             if colon:
                 bases = (_LOADER_PREFIXES.get(prefix), declared.get(prefix))
                 meanings += [f"{base}{rest}" for base in bases if isinstance(base, str)]
-            if not names and any(m.startswith(_LOADER_VOCABULARIES) for m in meanings):
+            if any(m.startswith(_LOADER_VOCABULARIES) for m in meanings):
                 raise InvalidWorkflow(
                     f"the key {quote(key)} at {show(at)} is not allowed: it names a field of "
                     "CWL or cwltool by its URI; write the field's plain name"
                 )
-            if key != "default":
-                stack.append((item, (*at, key)))
 
 
 def scan(value: Any, *, what: str, max_nodes: int | None) -> Any:
@@ -155,6 +181,11 @@ def scan(value: Any, *, what: str, max_nodes: int | None) -> Any:
                 if not isinstance(key, str):
                     raise InvalidWorkflow(
                         f"key {key!r} at {show(at)} in {what} is not a string; quote it"
+                    )
+                if _LINE_BREAKING.search(key):
+                    raise InvalidWorkflow(
+                        f"the key {quote(key)} at {show(at)} in {what} contains a control, "
+                        "line-separator or bidi character, which would garble logs"
                     )
                 if key in _EXTERNAL_KEYS:
                     raise InvalidWorkflow(

@@ -36,18 +36,18 @@ class InputParameter:
     default_references: tuple[FileReference, ...]
 
 
-def parse_inputs(raw: Any) -> tuple[InputParameter, ...]:
-    """The inputs declared in the workflow's ``inputs`` (map or list form)."""
+def parse_inputs(raw: Any, at: Pointer = ("inputs",)) -> tuple[InputParameter, ...]:
+    """The inputs declared in a workflow's ``inputs`` (map or list form), found at `at`."""
     if isinstance(raw, Mapping):
-        entries = [(name, spec, ("inputs", name)) for name, spec in raw.items()]
+        entries = [(name, spec, (*at, name)) for name, spec in raw.items()]
     elif isinstance(raw, list):
         entries = []
         for index, spec in enumerate(raw):
             if not isinstance(spec, Mapping) or not isinstance(spec.get("id"), str):
                 raise InvalidWorkflow(
-                    f"{show(('inputs', index))}: each input in list form needs an 'id'"
+                    f"{show((*at, index))}: each input in list form needs an 'id'"
                 )
-            entries.append((types.short_name(spec["id"]), spec, ("inputs", index)))
+            entries.append((types.short_name(spec["id"]), spec, (*at, index)))
     else:
         return ()  # absent, or not valid CWL, which the loader refuses
     parameters: dict[str, InputParameter] = {}

@@ -1,7 +1,8 @@
 """Requirements and hints: which a submitted workflow may use, and the cores and time asked for.
 
 A workflow's requirements apply to the installed steps it runs, so only the classes in
-`ALLOWED_REQUIREMENTS` may appear in it. The job's reservation is read from
+`ALLOWED_REQUIREMENTS` may appear in it (InlineJavascriptRequirement is not one: no
+JavaScript in a submitted workflow). The job's reservation is read from
 ``ResourceRequirement`` and ``ToolTimeLimit`` (or the original's ``TimeLimit``) of the
 workflow, its steps and the installed tools they run. Rules: docs/workflows.md.
 """
@@ -20,7 +21,6 @@ ALLOWED_REQUIREMENTS = frozenset(
         "ResourceRequirement",
         "TimeLimit",
         "ToolTimeLimit",
-        "InlineJavascriptRequirement",
         "ScatterFeatureRequirement",
         "MultipleInputFeatureRequirement",
         "StepInputExpressionRequirement",
@@ -71,6 +71,12 @@ def listed(process: Mapping[str, Any], at: Pointer) -> list[Requirement]:
 def check_allowed(requirements: Sequence[Requirement], prefix: str) -> None:
     """Refuse requirements and hints that would change what installed steps execute."""
     for requirement in requirements:
+        if requirement.kind == "InlineJavascriptRequirement":
+            raise InvalidWorkflow(
+                f"{prefix}InlineJavascriptRequirement is not allowed in a submitted workflow: "
+                "JavaScript would run code of yours on the compute resource; use parameter "
+                "references such as $(inputs.name) instead"
+            )
         if requirement.kind == "SchemaDefRequirement":
             raise InvalidWorkflow(
                 f"{prefix}SchemaDefRequirement is not allowed: it can pull in outside "

@@ -1,7 +1,8 @@
-"""The steps of a submitted workflow: each runs an installed step, named by a safe path.
+"""The steps of a submitted workflow: each runs an installed step, named by a safe path,
+or an inline Workflow whose steps do.
 
 ``run`` is ``<project>/<path>.cwl`` (at most `MAX_STEP_PATH` characters of plain path
-components) naming an installed step; inline processes, URLs, absolute paths, ``..`` and
+components) naming an installed step; inline tools, URLs, absolute paths, ``..`` and
 anything a shell or command line could misread are refused, and an unknown step is
 refused with the closest installed names. Rules: docs/workflows.md.
 """
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NewType
 
-from cerise.model.cwl import document, requirements
+from cerise.model.cwl import document, requirements, types
 from cerise.model.cwl.messages import InvalidWorkflow, Pointer, did_you_mean, quote, show
 from cerise.model.cwl.requirements import Resources
 from cerise.model.cwl.values import FileReference, Mismatch, Origin, Walk
@@ -26,12 +27,14 @@ StepPath = NewType("StepPath", str)
 
 @dataclass(frozen=True)
 class Step:
-    """A step of the workflow: its key in ``steps``, the installed step it runs, and the
-    larger of what its entry in the workflow and the installed tool ask for."""
+    """An installed step the workflow runs: its name (``sub/wc`` for step ``wc`` of the
+    subworkflow of step ``sub``), its path, the larger of what its entry in the workflow
+    and the installed tool ask for, and where its entry is in the document."""
 
     id: str
     run: StepPath
     resources: Resources
+    at: Pointer
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -40,47 +43,66 @@ _COMPONENT = re.compile(r"[A-Za-z0-9_.-]+")
 _STEP_FORM = "name an installed step as '<project>/<path>.cwl', e.g. 'cerise/test/wc.cwl'"
 
 
-def parse_steps(
-    raw: Any, installed: Mapping[str, str]
-) -> tuple[tuple[Step, ...], tuple[FileReference, ...]]:
-    """The steps in the workflow's ``steps`` and the Files in their inputs' defaults;
-    `installed` maps each installed step's path to its document."""
-    if isinstance(raw, list):
-        raise InvalidWorkflow(
-            "'steps' is a list; write it as a mapping from step name to step, e.g. "
-            "steps: {count: {run: cerise/test/wc.cwl, in: {file: file}, out: [output]}}"
-        )
-    if not isinstance(raw, Mapping):
-        return (), ()  # absent or not valid CWL, which the loader refuses: nothing runs
-    steps = []
-    defaults: list[FileReference] = []
-    for step_id, body in raw.items():
+def entries(raw: Any, at: Pointer) -> list[tuple[str, Mapping[str, Any], Pointer]]:
+    """The steps of a process's ``steps`` (map or list form): name, body and pointer.
+    What is not valid CWL is left out, for the loader to refuse."""
+    if isinstance(raw, Mapping):
+        found = [(key, body, (*at, key)) for key, body in raw.items()]
+    elif isinstance(raw, list):
+        found = []
+        for index, body in enumerate(raw):
+            own_id = body.get("id") if isinstance(body, Mapping) else None
+            if not isinstance(own_id, str):
+                raise InvalidWorkflow(f"{show((*at, index))}: each step in list form needs an 'id'")
+            found.append((types.short_name(own_id), body, (*at, index)))
+    else:
+        return []  # absent or not valid CWL, which the loader refuses: nothing runs
+    result = []
+    for step_id, body, step_at in found:
         name = f"step {quote(step_id)}"
         if not step_id:
-            raise InvalidWorkflow("a step needs a non-empty name")
+            raise InvalidWorkflow(f"{show(step_at)}: a step needs a non-empty name")
         if not isinstance(body, Mapping):
             continue  # not valid CWL, which the loader refuses: nothing runs
         own_id = body.get("id")
-        if own_id is not None and (not isinstance(own_id, str) or own_id.lstrip("#") != step_id):
+        if isinstance(raw, Mapping) and own_id is not None and (
+            not isinstance(own_id, str) or own_id.lstrip("#") != step_id
+        ):
             raise InvalidWorkflow(f"{name} has a different id {quote(own_id)}; remove the 'id'")
-        listed = requirements.listed(body, ("steps", step_id))
-        requirements.check_allowed(listed, f"{name}: ")
-        path = _step_path(name, body.get("run"), installed)
-        tool = document.parse(installed[path], what=f"the installed step {path}")
-        own = requirements.declared(tool) if isinstance(tool, Mapping) else Resources()
-        steps.append(Step(step_id, path, requirements.resources(listed).larger(own)))
-        defaults.extend(_step_defaults(name, body.get("in"), ("steps", step_id, "in")))
-    return tuple(steps), tuple(defaults)
+        result.append((step_id, body, step_at))
+    return result
 
 
-def _step_path(name: str, run: Any, installed: Mapping[str, str]) -> StepPath:
-    if isinstance(run, Mapping):
-        kind = run.get("class")
+def inline_workflow(name: str, run: Mapping[str, Any]) -> None:
+    """Refuse an inline ``run`` unless it is a Workflow (whose steps are checked in turn)."""
+    kind = run.get("class")
+    if kind != "Workflow":
         what = f"an inline {kind}" if isinstance(kind, str) else "an inline process"
         raise InvalidWorkflow(
-            f"{name} runs {what}; inline tools and workflows are not allowed, 'run' must "
-            f"{_STEP_FORM}"
+            f"{name} runs {what}; inline tools are not allowed, 'run' must {_STEP_FORM} "
+            "(or be an inline class: Workflow whose steps do)"
         )
+    for key in run:
+        if key.startswith("$"):
+            raise InvalidWorkflow(
+                f"{name}: {quote(key)} is not allowed in an inline workflow: it can pull in "
+                "outside content"
+            )
+
+
+def installed_step(
+    step_id: str, name: str, body: Mapping[str, Any], at: Pointer, installed: Mapping[str, str]
+) -> Step:
+    """The installed step that the step `body` runs (its ``run`` is a string)."""
+    path = step_path(name, body.get("run"), installed)
+    tool = document.parse(installed[path], what=f"the installed step {path}")
+    own = requirements.declared(tool) if isinstance(tool, Mapping) else Resources()
+    listed = requirements.listed(body, at)
+    return Step(step_id, path, requirements.resources(listed).larger(own), at)
+
+
+def step_path(name: str, run: Any, installed: Mapping[str, str]) -> StepPath:
+    """The installed step named by the string `run`."""
     if not isinstance(run, str):
         raise InvalidWorkflow(f"{name}: 'run' must be a string; it must {_STEP_FORM}")
     problem = _path_problem(run)
@@ -123,7 +145,7 @@ def _path_problem(run: str) -> str | None:
     return None
 
 
-def _step_defaults(name: str, raw: Any, at: Pointer) -> list[FileReference]:
+def step_defaults(name: str, raw: Any, at: Pointer) -> list[FileReference]:
     """File references in the ``default`` of a step's inputs (``in``, map or list form)."""
     if isinstance(raw, Mapping):
         entries = [(entry, (*at, key)) for key, entry in raw.items()]

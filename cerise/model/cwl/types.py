@@ -97,13 +97,14 @@ def parse_type(raw: Any, at: Pointer, depth: int = 0) -> InputType:
     raise InvalidWorkflow(f"{show(at)}: {raw!r} is not a type")
 
 
-def check_output_types(raw: Any) -> None:
-    """Parse the types of the workflow's ``outputs`` (map or list form), so that they keep
-    to the same forms and depth as inputs; what is not valid CWL is left to the loader."""
+def check_output_types(raw: Any, at: Pointer = ("outputs",)) -> None:
+    """Parse the types of a workflow's ``outputs`` (map or list form, found at `at`), so that
+    they keep to the same forms and depth as inputs; what is not valid CWL is left to the
+    loader."""
     if isinstance(raw, Mapping):
-        entries = [(spec, ("outputs", name)) for name, spec in raw.items()]
+        entries = [(spec, (*at, name)) for name, spec in raw.items()]
     elif isinstance(raw, list):
-        entries = [(spec, ("outputs", index)) for index, spec in enumerate(raw)]
+        entries = [(spec, (*at, index)) for index, spec in enumerate(raw)]
     else:
         return
     for spec, at in entries:

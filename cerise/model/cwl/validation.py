@@ -5,9 +5,8 @@ document, given as text: its fetcher serves those documents from memory under a 
 that never resolves and refuses every other URL, so validation touches neither the
 network nor the file system. It finds what one document cannot show: a ``source`` or
 ``outputSource`` naming nothing, a step output or required step input the tool does not
-have, types that do not connect. Added: a step input the tool does not have and no
-expression of the step uses (the loader only warns) is refused as a misspelling, and the
-requirement and step rules are checked again on what the loader read.
+have, types that do not connect. Added: the requirement and step rules are checked again
+on what the loader read.
 
 A validation takes milliseconds (the first in a process also loads the CWL schemas, about
 half a second) and holds a lock, as cwltool is not known to be thread-safe: call it from
@@ -25,10 +24,10 @@ from cwltool.context import LoadingContext
 from cwltool.errors import WorkflowException
 from cwltool.load_tool import load_tool
 from cwltool.process import shortname
+from cwltool.update import ORIGINAL_CWLVERSION
 from cwltool.workflow import Workflow, default_make_tool
 from schema_salad.exceptions import ValidationException
 from schema_salad.fetcher import Fetcher
-from schema_salad.sourceline import SourceLine
 
 from cerise.model.cwl.messages import InvalidWorkflow
 from cerise.model.cwl.requirements import ALLOWED_REQUIREMENTS
@@ -38,6 +37,12 @@ BASE = "https://cerise.invalid/"
 WORKFLOW_NAME = "workflow.cwl"
 """The submitted workflow's name in the loader's messages."""
 MESSAGE_LIMIT = 2000
+
+_UPGRADE_HINTS = (
+    {"class": "LoadListingRequirement", "loadListing": "deep_listing"},
+    {"class": "NetworkAccess", "networkAccess": True},
+)
+"""The hints cwltool's loader gives a CWL v1.0 workflow when it upgrades it."""
 
 _lock = threading.Lock()
 
@@ -80,43 +85,44 @@ def validate(text: str, steps: Mapping[str, str]) -> None:
             if not isinstance(process, Workflow):
                 raise ValidationException("the document is not a Workflow")
             _refuse_what_the_rules_forbid(process, steps)
-            _refuse_unused_step_inputs(process)
         except Exception as error:  # the loader raises anything on odd input
             raise InvalidWorkflow(_readable(error)) from None
 
 
 def _refuse_what_the_rules_forbid(process: Workflow, steps: Mapping[str, str]) -> None:
     """Cerise's rules once more, on what the loader made of the document: only allowed
-    requirements and hints, and every step runs an installed step. (The rules were applied
-    to the document as written; this is in case the loader reads a field where they did
-    not look.)"""
-    # cwltool hands an installed tool's SchemaDefRequirement to the step that runs it.
-    injected = [
-        step.embedded_tool.get_requirement("SchemaDefRequirement")[0] for step in process.steps
-    ]
-    for part in [process.tool, *(step.tool for step in process.steps)]:
-        for entry in [*part.get("requirements", []), *part.get("hints", [])]:
-            kind = str(entry.get("class")).removeprefix(BASE)  # the loader's name for "X"
-            if kind not in ALLOWED_REQUIREMENTS and entry not in injected:
+    requirements and hints, and every step runs an installed step or an inline Workflow
+    whose steps do. (The rules were applied to the document as written; this is in case the
+    loader reads a field where they did not look.) What the loader itself adds when it
+    upgrades a CWL v1.0 document is not the user's doing, and is not judged."""
+    upgraded = process.metadata.get(ORIGINAL_CWLVERSION) == "v1.0"
+    added: list[Any] = list(_UPGRADE_HINTS) if upgraded else []
+    pending: list[tuple[Workflow, list[Any]]] = [(process, added)]
+    while pending:
+        workflow, added = pending.pop()
+        # cwltool hands an installed tool's SchemaDefRequirement to the step that runs it.
+        injected = [
+            step.embedded_tool.get_requirement("SchemaDefRequirement")[0]
+            for step in workflow.steps
+        ]
+        for part in [workflow.tool, *(step.tool for step in workflow.steps)]:
+            for entry in [*part.get("requirements", []), *part.get("hints", [])]:
+                kind = str(entry.get("class")).removeprefix(BASE)  # the loader's name for "X"
+                if part is workflow.tool and {**entry, "class": kind} in added:
+                    added.remove({**entry, "class": kind})
+                    continue
+                if kind not in ALLOWED_REQUIREMENTS and entry not in injected:
+                    raise ValidationException(
+                        f"{kind!r} is not allowed in a submitted workflow (the CWL "
+                        "loader found it under a name Cerise's rules do not know)"
+                    )
+        for step in workflow.steps:
+            run = step.tool.get("run")
+            if isinstance(step.embedded_tool, Workflow) and isinstance(run, Mapping):
+                pending.append((step.embedded_tool, []))
+            elif not isinstance(run, str) or run.removeprefix(BASE) not in steps:
                 raise ValidationException(
-                    f"{kind!r} is not allowed in a submitted workflow (the CWL "
-                    "loader found it under a name Cerise's rules do not know)"
-                )
-    for step in process.steps:
-        run = step.tool.get("run")
-        if not isinstance(run, str) or run.removeprefix(BASE) not in steps:
-            raise ValidationException(f"step {shortname(step.id)} does not run an installed step")
-
-
-def _refuse_unused_step_inputs(process: Workflow) -> None:
-    for step in sorted(process.steps, key=lambda step: str(step.id)):
-        inputs: list[Any] = step.tool["inputs"]
-        for sink in inputs:
-            if sink.get("not_connected") and not sink.get("used_by_step"):
-                known = [shortname(i["id"]) for i in inputs if not i.get("not_connected")]
-                raise SourceLine(sink, "id", ValidationException).makeError(
-                    f"'{shortname(sink['id'])}' is not an input parameter of "
-                    f"{step.tool['run']}, expected {', '.join(known) or 'none'}"
+                    f"step {shortname(step.id)} does not run an installed step"
                 )
 
 
