@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 from pathlib import Path
 
 import cerise_client
@@ -52,6 +53,10 @@ steps:
 """
 
 
+def ended(job: cerise_client.Job) -> bool:
+    return not job.is_running()
+
+
 def test_the_published_cerise_client_runs_every_version(
     single_user_api: Api, tmp_path: Path
 ) -> None:
@@ -66,7 +71,7 @@ def test_the_published_cerise_client_runs_every_version(
         job.run()
         jobs[version] = job
     for version, job in jobs.items():
-        poll_until(lambda job=job: not job.is_running(), 90, f"the {version} job ending")
+        poll_until(partial(ended, job), 90, f"the {version} job ending")
         assert job.state == "Success", (version, job.log)
         assert job.outputs["counts"].text.split()[:3] == COUNTS, version
 
@@ -102,15 +107,13 @@ def test_workflow_jobs_applied_with_kubectl_run_every_version(
                 "file": {"class": "File",
                          "location": f"{EXCHANGE_URL}/input/{folder}/words.txt"}}}})
 
-    def phase(name: str) -> str:
-        found = control_plane.kubectl("get", "wfj", name, "-n", SINGLE, "-o",
+    def final(name: str) -> bool:
+        phase = control_plane.kubectl("get", "wfj", name, "-n", SINGLE, "-o",
                                       "jsonpath={.status.phase}").stdout
-        return found
+        return phase in {"Success", "PermanentFailure", "SystemError", "TemporaryFailure"}
 
     for version, name in names.items():
-        poll_until(lambda name=name: phase(name) in {"Success", "PermanentFailure",
-                                                     "SystemError", "TemporaryFailure"},
-                   90, f"the {version} WorkflowJob ending")
+        poll_until(partial(final, name), 90, f"the {version} WorkflowJob ending")
         job = json.loads(control_plane.kubectl("get", "wfj", name, "-n", SINGLE, "-o",
                                                "json").stdout)
         assert job["status"]["phase"] == "Success", (version, job["status"])

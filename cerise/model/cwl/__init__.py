@@ -8,9 +8,11 @@ the installed steps the workflow runs, the cores and time to reserve
 `relocate`) and the document for the remote runner (`translate_workflow`, `to_json`).
 
 Modules by concern: `document` (reading and scanning), `requirements` (allowed classes,
-resources), `steps` (step paths), `types` and `values` (input types and values), `inputs`
-(declared inputs, the input object), `validation` (the CWL loader), `workflow` (all of it
-together). The rules, in full: docs/workflows.md.
+resources), `steps` (step paths, inline subworkflows), `types` and `values` (input types
+and values), `inputs` (declared inputs, the input object), `expressions` (parameter
+references only, no JavaScript), `boundaries` (fields that could reach outside the job),
+`validation` (the CWL loader), `workflow` (all of it together). The rules, in full:
+docs/workflows.md.
 """
 
 from cerise.model.cwl.document import MAX_DEPTH, MAX_NODES
