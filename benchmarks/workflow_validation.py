@@ -45,6 +45,42 @@ steps:
   host: {run: cerise/test/hostname.cwl, in: {}, out: [output]}
   wc: {run: cerise/test/wc.cwl, in: {file: host/output}, out: [output]}
 """,
+    "wc in CWL v1.0": """\
+cwlVersion: v1.0
+class: Workflow
+inputs: {file: File}
+outputs: {counts: {type: File, outputSource: wc/output}}
+steps: {wc: {run: cerise/test/wc.cwl, in: {file: file}, out: [output]}}
+""",
+    "wc in an inline subworkflow, list forms": """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {SubworkflowFeatureRequirement: {}}
+inputs: [{id: file, type: File}]
+outputs: [{id: counts, type: File, outputSource: count/counts}]
+steps:
+  - id: count
+    run:
+      class: Workflow
+      inputs: {file: File}
+      outputs: {counts: {type: File, outputSource: wc/output}}
+      steps:
+        - {id: wc, run: cerise/test/wc.cwl, in: [{id: file, source: file}], out: [output]}
+    in: [{id: file, source: file}]
+    out: [counts]
+""",
+    "JavaScript in valueFrom (refused)": """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {StepInputExpressionRequirement: {}}
+inputs: {file: File}
+outputs: {counts: {type: File, outputSource: wc/output}}
+steps:
+  wc:
+    run: cerise/test/wc.cwl
+    in: {file: {source: file, valueFrom: "$(self.basename.length)"}}
+    out: [output]
+""",
     "wrong outputSource (refused)": """\
 cwlVersion: v1.2
 class: Workflow

@@ -84,6 +84,9 @@ JS_IN_RESOURCES = indexed([".idx"]) | {"requirements": {"ResourceRequirement": {
     "coresMin": f"$({ESCAPE}.length)"}}}
 JS_IN_SUBWORKFLOW = in_subworkflow(JS_IN_VALUE_FROM)
 TRAVERSAL = indexed(["^/../../../../../../../../../../{secret}"])
+OUTSIDE_DEFAULT = in_subworkflow(echo({"source": "spare", "valueFrom": "$(self.basename)"},
+                                      inputs={"spare": {"type": "File", "default": {
+                                          "class": "File", "location": "file:///{secret}"}}}))
 
 REFERENCES = echo({"source": "file", "valueFrom": "$(self.basename)"},
                   steps={"echo": {"run": "cerise/test/echo.cwl", "when": "$(inputs.go)",
@@ -101,6 +104,7 @@ HOSTILE = {
     "js-resources": (JS_IN_RESOURCES, "'/requirements/ResourceRequirement/coresMin'"),
     "js-subworkflow": (JS_IN_SUBWORKFLOW, "'/steps/sub/run/steps/echo/in/message/valueFrom'"),
     "secondary-traversal": (TRAVERSAL, "contains '/'"),
+    "default-outside": (OUTSIDE_DEFAULT, "is outside the file exchange"),
     "import-local": (echo({"source": "file"}, outputs={"$import": "/etc/hostname"}),
                      "$import at '/outputs' in the workflow is not allowed"),
     "include-local": (echo({"source": "file", "valueFrom": {"$include": "file:///etc/hostname"}}),

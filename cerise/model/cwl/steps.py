@@ -94,15 +94,14 @@ def installed_step(
     step_id: str, name: str, body: Mapping[str, Any], at: Pointer, installed: Mapping[str, str]
 ) -> Step:
     """The installed step that the step `body` runs (its ``run`` is a string)."""
-    path = step_path(name, body.get("run"), installed)
+    path = _step_path(name, body.get("run"), installed)
     tool = document.parse(installed[path], what=f"the installed step {path}")
     own = requirements.declared(tool) if isinstance(tool, Mapping) else Resources()
     listed = requirements.listed(body, at)
     return Step(step_id, path, requirements.resources(listed).larger(own), at)
 
 
-def step_path(name: str, run: Any, installed: Mapping[str, str]) -> StepPath:
-    """The installed step named by the string `run`."""
+def _step_path(name: str, run: Any, installed: Mapping[str, str]) -> StepPath:
     if not isinstance(run, str):
         raise InvalidWorkflow(f"{name}: 'run' must be a string; it must {_STEP_FORM}")
     problem = _path_problem(run)
@@ -148,13 +147,13 @@ def _path_problem(run: str) -> str | None:
 def step_defaults(name: str, raw: Any, at: Pointer) -> list[FileReference]:
     """File references in the ``default`` of a step's inputs (``in``, map or list form)."""
     if isinstance(raw, Mapping):
-        entries = [(entry, (*at, key)) for key, entry in raw.items()]
+        found = [(entry, (*at, key)) for key, entry in raw.items()]
     elif isinstance(raw, list):
-        entries = [(entry, (*at, index)) for index, entry in enumerate(raw)]
+        found = [(entry, (*at, index)) for index, entry in enumerate(raw)]
     else:
         return []  # absent, or not valid CWL, which the loader refuses
     references = []
-    for entry, entry_at in entries:
+    for entry, entry_at in found:
         if isinstance(entry, Mapping) and entry.get("default") is not None:
             walk = Walk(Origin.WORKFLOW)
             try:

@@ -88,8 +88,9 @@ def _check_process(
     # The top workflow's input defaults are staged when the input object leaves them out
     # (`check_inputs`); a subworkflow's may be needed whatever the input object says.
     defaults = [ref for parameter in declared for ref in parameter.default_references] if at else []
+    asked = requirements.resources(listed)
     times: list[int] = []
-    cores = [requirements.resources(listed).cores]
+    cores = [asked.cores]
     for step_id, body, step_at in steps.entries(process.get("steps"), (*at, "steps")):
         name = f"step {quote(prefix + step_id)}"
         step_listed = requirements.listed(body, step_at)
@@ -109,7 +110,7 @@ def _check_process(
         times.append(own.time_limit)
         defaults.extend(steps.step_defaults(name, body.get("in"), (*step_at, "in")))
     steps_total = sum(times) if times and all(times) else 0
-    time_limit = max(requirements.resources(listed).time_limit, steps_total)
+    time_limit = max(asked.time_limit, steps_total)
     return _Checked(declared, tuple(found), tuple(defaults), Resources(max(cores), time_limit))
 
 
