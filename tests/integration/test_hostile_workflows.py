@@ -98,7 +98,7 @@ SUFFIX = indexed([".idx"])
 HOSTILE = {
     "js-value-from": (JS_IN_VALUE_FROM, "is not a parameter reference"),
     "js-block": (JS_BLOCK, "the JavaScript block"),
-    "inline-javascript": (WITH_INLINE_JS, "InlineJavascriptRequirement is not allowed"),
+    "inline-javascript": (WITH_INLINE_JS, "InlineJavascriptRequirement at '/requirements/"),
     "js-when": (JS_IN_WHEN, "'/steps/echo/when': the expression"),
     "js-output": (JS_IN_OUTPUT, "may not have an outputBinding"),
     "js-resources": (JS_IN_RESOURCES, "'/requirements/ResourceRequirement/coresMin'"),

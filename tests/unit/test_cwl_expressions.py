@@ -137,7 +137,8 @@ def test_inline_javascript_is_refused(section: str, level: str) -> None:
 
     message = refusal(document)
 
-    prefix = "step 'wc': " if level == "step" else ""
+    prefix, at = ("step 'wc': ", "/steps/wc") if level == "step" else ("", "")
     assert message.startswith(
-        f"{prefix}InlineJavascriptRequirement is not allowed in a submitted workflow: JavaScript"
+        f"{prefix}InlineJavascriptRequirement at '{at}/{section}/0' is not allowed in a "
+        "submitted workflow: JavaScript"
     )

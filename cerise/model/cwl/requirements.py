@@ -73,7 +73,8 @@ def check_allowed(requirements: Sequence[Requirement], prefix: str) -> None:
     for requirement in requirements:
         if requirement.kind == "InlineJavascriptRequirement":
             raise InvalidWorkflow(
-                f"{prefix}InlineJavascriptRequirement is not allowed in a submitted workflow: "
+                f"{prefix}InlineJavascriptRequirement at {show(requirement.at)} is not allowed "
+                "in a submitted workflow: "
                 "JavaScript would run code of yours on the compute resource; use parameter "
                 "references such as $(inputs.name) instead"
             )
