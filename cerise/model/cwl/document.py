@@ -3,7 +3,9 @@
 JSON, or YAML read with the CWL loader's own reader (YAML 1.2, no timestamps), so that
 the document checked here is the one the loader validates and the runner is handed (as
 JSON). The scan keeps JSON values only, within `MAX_DEPTH` and `MAX_NODES`, and refuses
-anything that pulls in outside content. Rules: docs/workflows.md.
+anything that pulls in outside content and keys that would garble logs. `nodes` walks a
+scanned document, telling the names of things from CWL's fields, for the other rules.
+Rules: docs/workflows.md.
 """
 
 from __future__ import annotations
@@ -162,8 +164,9 @@ def _refuse_aliases(document: dict[str, Any]) -> None:
 
 def scan(value: Any, *, what: str, max_nodes: int | None) -> Any:
     """`value` as plain JSON values; refuses what JSON cannot hold, outside content
-    (``$import``, ``$include``, ``$mixin``) and excessive depth or size (values are
-    counted with YAML aliases expanded, so a small "billion laughs" text stays small)."""
+    (``$import``, ``$include``, ``$mixin``), keys with control, line-separator or bidi
+    characters, and excessive depth or size (values are counted with YAML aliases
+    expanded, so a small "billion laughs" text stays small)."""
     seen = 0
 
     def copy(node: Any, at: Pointer) -> Any:
