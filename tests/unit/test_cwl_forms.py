@@ -140,6 +140,10 @@ def test_inline_workflows_of_installed_steps_are_accepted_at_any_depth(levels: i
          "step 'sub/sub/wc' runs an inline Operation"),
         ({"hints": {"DockerRequirement": {"dockerPull": "evil"}}},
          "step 'sub/sub/wc': 'DockerRequirement' is not allowed in a submitted workflow"),
+        ({"cwl:run": "cerise/test/echo.cwl"},
+         "the key 'cwl:run' at '/steps/sub/run/steps/sub/run/steps/wc' is not allowed"),
+        ({"in": {"file": {"source": "file", "valueFrom": "${return 1}"}}},
+         "'/steps/sub/run/steps/sub/run/steps/wc/in/file/valueFrom': the JavaScript block"),
         ({"in": {"file": {"default": a_file(basename="..")}}},
          "step 'sub/sub/wc': default at '/steps/sub/run/steps/sub/run/steps/wc/in/file/default/"
          "basename': the basename '..' is not a file name"),

@@ -225,3 +225,59 @@ def test_an_installed_tools_own_type_definitions_are_its_business() -> None:
     installed = {**INSTALLED, "cerise/test/wc.cwl": wc}
 
     assert cwl.parse_workflow(WC, installed_steps=installed).steps[0].run == "cerise/test/wc.cwl"
+
+
+NESTED = """\
+cwlVersion: v1.0
+class: Workflow
+requirements: {SubworkflowFeatureRequirement: {}}
+inputs: {file: File}
+outputs: {counts: {type: File, outputSource: sub/counts}}
+steps:
+  sub:
+    run:
+      class: Workflow
+      inputs: {file: File}
+      outputs: {counts: {type: File, outputSource: wc/output}}
+      steps:
+        wc:
+          run: cerise/test/wc.cwl
+          in: {file: file}
+          out: [output]
+    in: {file: file}
+    out: [counts]
+"""
+
+
+def test_the_loader_accepts_an_upgraded_v1_0_workflow_with_a_subworkflow() -> None:
+    validation.validate(NESTED, INSTALLED)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            NESTED.replace(
+                "      inputs: {file: File}\n",
+                "      cwl:hints: [{class: EnvVarRequirement, envDef: {X: y}}]\n"
+                "      inputs: {file: File}\n",
+            ),
+            "'EnvVarRequirement' is not allowed in a submitted workflow (the CWL loader found it",
+        ),
+        (
+            NESTED.replace(
+                "          run: cerise/test/wc.cwl\n",
+                "          run: cerise/test/wc.cwl\n          cwl:run: {class: CommandLineTool,"
+                " baseCommand: sh, inputs: {file: File}, outputs: {output: stdout}}\n",
+            ),
+            "step wc does not run an installed step",
+        ),
+    ],
+)
+def test_the_rules_hold_for_what_the_loader_reads_in_subworkflows(
+    text: str, expected: str
+) -> None:
+    with pytest.raises(InvalidWorkflow) as info:
+        validation.validate(text, INSTALLED)
+
+    assert expected in flat(str(info.value))
