@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
+import httpx2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -199,6 +200,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if not _is_wes(request):
             return JSONResponse({"detail": _readable(error)}, status_code=422)
         return _answer(request, 400, "; ".join(_readable(error)))
+
+    @app.exception_handler(httpx2.TransportError)
+    async def unreachable(request: Request, error: httpx2.TransportError) -> JSONResponse:
+        log.warning("the Kubernetes API did not answer %s %s: %r", request.method,
+                    request.url.path, error)
+        return _answer(request, 503, "the Kubernetes API cannot be reached right now; "
+                       "try again in a moment", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -141,10 +141,11 @@ def test_unsafe_names_are_refused_by_the_cli_before_anything_is_uploaded(
         stack: Stack, tmp_path: Path, label: str) -> None:
     (tmp_path / "wf.cwl").write_text("cwlVersion: v1.2\nclass: Workflow\n")
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "cerise"), "submit", "wf.cwl",
+        [sys.executable, "-m", "cerise.cli", "submit", "wf.cwl",
          "--name", f"my{REFUSED[label]}job", "--url", stack.api.url],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"})
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200",
+             "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert done.returncode == 2, done
     assert f"U+{ord(REFUSED[label]):04X}" in done.stderr
     assert not list(stack.api.exchange_dir.rglob("wf.cwl"))
@@ -190,6 +191,9 @@ def test_health_says_so_while_the_kubernetes_api_is_down(stack: Stack) -> None:
         reason = stack.health().json()["reason"]
         assert "has not followed the Kubernetes API" in reason
         assert stack.http.get("/livez").status_code == 200
+        refused = stack.http.post("/jobs", json={"name": "in the outage", "workflow": WORKFLOW})
+        assert refused.status_code == 503, refused.text
+        assert "cannot be reached" in refused.json()["detail"]
     finally:
         apiserver.start()
     poll_until(lambda: stack.health().status_code == 200, timeout=60,

@@ -69,8 +69,11 @@ def _fields(base_url: str, body: JobBody) -> dict[str, Any]:
 
 
 def _listing(base_url: str, bodies: Sequence[JobBody]) -> bytes:
-    return json.dumps([_fields(base_url, body) for body in bodies],
-                      ensure_ascii=False, separators=(",", ":")).encode()
+    # One dumps per job: a single call would hold the GIL, and so stall the event loop,
+    # for the whole list.
+    return b"[" + b",".join(
+        json.dumps(_fields(base_url, body), ensure_ascii=False, separators=(",", ":")).encode()
+        for body in bodies) + b"]"
 
 
 @router.get("/jobs", summary="List jobs", response_model=list[Job])
