@@ -42,6 +42,8 @@ PAGE = 500
 """Objects per LIST request."""
 FIRST_RETRY, LAST_RETRY = 0.5, 10.0
 """Back-off, in seconds, between attempts to list again after a failure."""
+STEADY = 30.0
+"""Seconds a copy must have followed the API before a failure starts the back-off afresh."""
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,14 @@ def http_client(config: SingleConfig) -> httpx.AsyncClient:
     """An HTTP client for the API server of `config`, with its credentials (lightkube's)."""
     return client_adapter.AsyncClient(
         config, client_adapter.ConnectionParams(timeout=httpx.Timeout(10.0)))
+
+
+def retry_delay(previous: float, followed_for: float) -> float:
+    """Seconds to wait before listing again, after `previous` such seconds (0 at first) and a
+    try that followed the API for `followed_for` seconds before it failed."""
+    if followed_for > STEADY:
+        return FIRST_RETRY
+    return min(max(2 * previous, FIRST_RETRY), LAST_RETRY)
 
 
 def version(body: Body) -> int:
@@ -208,28 +218,32 @@ class ObjectCache:
 
     async def run(self) -> None:
         """Keep the copy current until cancelled; every failure is logged and retried."""
-        delay = FIRST_RETRY
+        delay = 0.0
         while True:
+            began = time.monotonic()
             try:
                 resource_version = await self._list()
                 self._caught_up()
-                delay = FIRST_RETRY
                 while True:
                     resource_version = await self._watch(resource_version)
-            except Expired as error:
-                self._fell_behind(f"the watch expired ({error})")
-                log.info("the %s watch expired; listing again", self.kind.name)
-                continue
-            except (httpx.HTTPError, watch.WatchFailed) as error:
-                self._fell_behind(_describe(error))
-                log.warning("the %s watch broke (%s); listing again in %.1f s",
-                            self.kind.name, _describe(error), delay)
-            except Exception as error:
-                self._fell_behind(f"unexpected error: {_describe(error)}")
-                log.exception("unexpected error following %ss; listing again in %.1f s",
-                              self.kind.name, delay)
+            except Exception as error:  # cancelling is a BaseException, and ends the loop
+                delay = retry_delay(delay, time.monotonic() - began)
+                self._report(error, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, LAST_RETRY)
+
+    def _report(self, error: Exception, delay: float) -> None:
+        """Log why the copy fell behind, as expected or not."""
+        if isinstance(error, Expired):
+            self._fell_behind(f"the watch expired ({error})")
+            log.info("the %s watch expired; listing again in %.1f s", self.kind.name, delay)
+        elif isinstance(error, httpx.HTTPError | watch.WatchFailed):
+            self._fell_behind(_describe(error))
+            log.warning("the %s watch broke (%s); listing again in %.1f s",
+                        self.kind.name, _describe(error), delay)
+        else:
+            self._fell_behind(f"unexpected error: {_describe(error)}")
+            log.error("unexpected error following %ss; listing again in %.1f s",
+                      self.kind.name, delay, exc_info=error)
 
     async def _list(self) -> str:
         fresh: dict[str, _Namespace] = {}

@@ -95,3 +95,11 @@ def test_an_older_version_does_not_replace_a_newer_one() -> None:
     found.remember(event("MODIFIED", "a", rv=4, phase="Waiting")["object"])
     assert found.tallied("ns") == {"Running": 1}
 
+
+
+def test_failures_back_off_and_a_steady_spell_starts_afresh() -> None:
+    delays = [0.0]
+    for _ in range(7):
+        delays.append(cache.retry_delay(delays[-1], followed_for=1))
+    assert delays[1:] == [0.5, 1, 2, 4, 8, 10, 10]
+    assert cache.retry_delay(10, followed_for=cache.STEADY + 1) == cache.FIRST_RETRY

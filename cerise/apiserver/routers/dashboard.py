@@ -311,18 +311,20 @@ def _versions(bodies: list[Body]) -> str:
     return "|".join(f"{body['metadata']['name']}@{version(body)}" for body in bodies)
 
 
-def _fragment(request: Request, template: str, shown: str,
-              context: Callable[[], dict[str, object]]) -> Response:
+async def _fragment(request: Request, template: str, shown: str,
+                    context: Callable[[], dict[str, object]]) -> Response:
     """`template` rendered with `context()`, or 304 if the client has it already. A
     fragment depends only on the objects it shows and the request (ages are the script's
     work), so `shown`, which changes when they do, makes its ETag; an unchanged poll
-    renders nothing."""
+    renders nothing. Rendering runs off the event loop (a table of every job is slow), so
+    `context` must read only what its caller took from the cache."""
     digest = hashlib.sha256(f"{_STARTED}|{request.url.path}?{request.url.query}|{shown}"
                             .encode()).hexdigest()[:32]
     headers = {**FRAGMENT_HEADERS, "ETag": f'"{digest}"'}
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    return TEMPLATES.TemplateResponse(request, template, context(), headers=headers)
+    return await asyncio.to_thread(
+        lambda: TEMPLATES.TemplateResponse(request, template, context(), headers=headers))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -343,22 +345,19 @@ async def jobs_fragment(
 ) -> Response:
     """The jobs table, newest first: the newest `LIST_LIMIT` unless `show_all`."""
     revision = tenant.services.jobs.revision(tenant.namespace)
-
-    def context() -> dict[str, object]:
-        counts = workflowjobs.counts(tenant)
-        shown = (workflowjobs.listed(tenant)[::-1] if show_all
-                 else workflowjobs.newest(tenant, LIST_LIMIT))
-        return {"jobs": [job_view(body) for body in shown], "total": sum(counts.values()),
-                "summary": summary(counts), "base": tenant.prefix}
-
-    return _fragment(request, "_jobs.html", f"jobs@{revision}", context)
+    counts = workflowjobs.counts(tenant)
+    shown = (workflowjobs.listed(tenant)[::-1] if show_all
+             else workflowjobs.newest(tenant, LIST_LIMIT))
+    return await _fragment(request, "_jobs.html", f"jobs@{revision}", lambda: {
+        "jobs": [job_view(body) for body in shown], "total": sum(counts.values()),
+        "summary": summary(counts), "base": tenant.prefix})
 
 
 @router.get("/ui/fragments/jobs/{job_id}", response_class=HTMLResponse)
 async def job_fragment(request: Request, tenant: ReadTenant, job_id: JobId) -> Response:
     """A job's state, steps and outputs."""
     body = workflowjobs.find(tenant, job_id)
-    return _fragment(request, "_job.html", _versions([body]), lambda: {"job": job_view(body)})
+    return await _fragment(request, "_job.html", _versions([body]), lambda: {"job": job_view(body)})
 
 
 @router.get("/ui/fragments/jobs/{job_id}/log", response_class=PlainTextResponse)
@@ -389,7 +388,7 @@ async def resources_fragment(request: Request, tenant: ReadTenant) -> Response:
     """The namespace's compute resources."""
     found = sorted(tenant.services.resources.in_namespace(tenant.namespace),
                    key=lambda body: str(body["metadata"]["name"]))
-    return _fragment(request, "_resources.html", _versions(found), lambda: {
+    return await _fragment(request, "_resources.html", _versions(found), lambda: {
         "resources": [resource_view(body) for body in found]})
 
 
