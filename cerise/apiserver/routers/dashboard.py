@@ -57,6 +57,9 @@ FRAGMENT_HEADERS = {**PAGE_HEADERS, "Cache-Control": "no-store"}
 LOG_OFFSET = "X-Log-Offset"
 LIST_LIMIT = 100
 """Jobs the list shows unless asked for all."""
+ALL_LIMIT = 1000
+"""Jobs the list shows when asked for all: a longer table takes seconds to render and is no
+use to read; `cerise list` and ``GET /jobs`` list every job."""
 _STARTED = uuid.uuid4().hex
 """Part of every ETag, so that a new version of the templates is never taken for an old."""
 
@@ -343,14 +346,13 @@ async def job_page(request: Request, job_id: JobId) -> HTMLResponse:
 async def jobs_fragment(
     request: Request, tenant: ReadTenant, show_all: ShowAll = False,
 ) -> Response:
-    """The jobs table, newest first: the newest `LIST_LIMIT` unless `show_all`."""
+    """The jobs table, newest first: the newest `LIST_LIMIT`, or `ALL_LIMIT` if `show_all`."""
     revision = tenant.services.jobs.revision(tenant.namespace)
     counts = workflowjobs.counts(tenant)
-    shown = (workflowjobs.listed(tenant)[::-1] if show_all
-             else workflowjobs.newest(tenant, LIST_LIMIT))
+    shown = workflowjobs.newest(tenant, ALL_LIMIT if show_all else LIST_LIMIT)
     return await _fragment(request, "_jobs.html", f"jobs@{revision}", lambda: {
         "jobs": [job_view(body) for body in shown], "total": sum(counts.values()),
-        "summary": summary(counts), "base": tenant.prefix})
+        "summary": summary(counts), "base": tenant.prefix, "show_all": show_all})
 
 
 @router.get("/ui/fragments/jobs/{job_id}", response_class=HTMLResponse)
