@@ -44,9 +44,9 @@ def object_name(name: str | None) -> str:
     return f"{slug}-{uuid.uuid4().hex[:12]}"
 
 
-def check_name(name: str | None, what: str = "the job name") -> None:
+def check_name(name: str | None) -> None:
     """Refuse a job name that `cerise.model.names` does not allow."""
-    problem = None if name is None else names.problem(name, what)
+    problem = None if name is None else names.problem(name)
     if problem is not None:
         raise errors.BadRequest(problem)
 

@@ -186,10 +186,6 @@ class ObjectCache:
         """A number that grows whenever an object of `namespace` changes (for ETags)."""
         return max(self._relisted, self._revisions.get(namespace, 0))
 
-    def all(self) -> list[Body]:
-        """Every known object."""
-        return [body for found in self._by_namespace.values() for body in found.objects.values()]
-
     # Health.
 
     def lag(self) -> float:
