@@ -93,3 +93,9 @@ def test_summary_counts_jobs_by_colour() -> None:
     counts = {Phase.SUCCESS: 2, Phase.RUNNING_CR: 1, Phase.SUBMITTED: 1, Phase.WAITING: 1}
     assert dashboard.summary(counts) == [
         ("running", "active", 2), ("success", "succeeded", 2), ("cancelled", "cancelled", 1)]
+
+
+def test_a_name_stored_before_the_rules_is_shown_escaped() -> None:
+    body = job("Success")
+    body["spec"]["name"] = "invoice\u202etxt.exe\u2028next"
+    assert dashboard.job_view(body).name == "invoice\\u202etxt.exe\\u2028next"
