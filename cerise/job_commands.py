@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cerise.client import FINAL_STATES, Client, ClientError, ExitCode, exit_code_for
+from cerise.model import names
 
 DEFAULT_URL = "http://localhost:29593"
 CONFIG = (Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
@@ -90,12 +91,15 @@ def submit(
     url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False,
 ) -> None:
     """Submit a workflow run; with --wait, follow it live and exit 0 only on Success."""
+    local = Path(workflow)
     with _client(url, token) as client:
+        problem = names.problem(name or local.stem)
+        if problem is not None:  # before anything is uploaded
+            raise ClientError(problem, ExitCode.USAGE)
         input_object: dict[str, Any] = {}
         if inputs is not None:
             input_object = _read_inputs(inputs)
             input_object = client.upload_inputs(input_object, inputs.resolve().parent)
-        local = Path(workflow)
         if local.is_file():
             location = client.upload_workflow(local)
         elif "://" in workflow:
@@ -147,7 +151,7 @@ def _follow(client: Client, job_id: str, *, quiet: bool = False,
                           task.get("end_time") or "")
         tail = "\n".join(client.log(job_id).splitlines()[-LOG_TAIL:])
         header = Text.assemble(("job ", "bold"), (job["id"], "bold"), "  ",
-                               _state(job["state"]), f"  {job.get('name', '')}")
+                               _state(job["state"]), f"  {names.printable(job.get('name', ''))}")
         # Text, not markup: cwltool's "[step wc]" must not be read as a style tag.
         return job, Group(header, steps, Panel(Text(tail or "(no log yet)"), title="log",
                                                border_style="dim"))
@@ -185,7 +189,8 @@ def list_jobs(url: UrlOption = None, token: TokenOption = None,
         return
     table = Table("id", "name", "state", box=None)
     for job in jobs:
-        table.add_row(job["id"], job.get("name", ""), _state(job["state"]))
+        table.add_row(job["id"], Text(names.printable(job.get("name", ""))),
+                      _state(job["state"]))
     out.print(table if jobs else "no jobs")
 
 

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
+import httpx2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -16,15 +17,16 @@ from lightkube.config.kubeconfig import KubeConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cerise.apiserver import errors, metrics
+from cerise.apiserver import errors, metrics, workflowjobs
 from cerise.apiserver.routers import cerise_jobs, dashboard, files, wes
 from cerise.apiserver.settings import AuthMode, Settings
 from cerise.apiserver.tenancy import TENANT_PREFIX, Services, namespace_path
-from cerise.kube import access
-from cerise.kube.cache import ObjectCache
-from cerise.kube.jobs import ComputeResource, WorkflowJob
+from cerise.kube import access, cache
+from cerise.kube.jobs import GROUP, VERSION
 
 WES_PATH = "/ga4gh/wes/v1"
+JOBS = cache.Kind(GROUP, VERSION, "workflowjobs", "WorkflowJob")
+RESOURCES = cache.Kind(GROUP, VERSION, "computeresources", "ComputeResource")
 log = logging.getLogger(__name__)
 
 
@@ -37,25 +39,32 @@ def create_app(settings: Settings) -> FastAPI:
         if config is None:
             raise RuntimeError("the Kubernetes configuration names no current context")
         kube = AsyncClient(config=config, field_manager="cerise-apiserver")
+        http = cache.http_client(config)
         watched = None if settings.auth is AuthMode.KUBERNETES else settings.namespace
         shared = Services(
             settings=settings, kube=kube,
-            jobs=ObjectCache(kube, WorkflowJob, namespace=watched),
-            resources=ObjectCache(kube, ComputeResource, namespace=watched),
+            jobs=cache.ObjectCache(http, JOBS, namespace=watched, order=workflowjobs.order,
+                                   tally=workflowjobs.tally),
+            resources=cache.ObjectCache(http, RESOURCES, namespace=watched),
             callers=access.Callers(config) if settings.auth is AuthMode.KUBERNETES else None,
         )
         app.state.services = shared
-        tasks = [asyncio.create_task(cache.run()) for cache in (shared.jobs, shared.resources)]
+        app.state.followers = [
+            asyncio.create_task(followed.run(), name=f"{followed.kind.name} cache")
+            for followed in (shared.jobs, shared.resources)]
+        for task in app.state.followers:
+            task.add_done_callback(_stopped)
         try:
             await asyncio.wait_for(asyncio.gather(shared.jobs.synced.wait(),
                                                   shared.resources.synced.wait()), 60)
             yield
         finally:
-            for task in tasks:
+            for task in app.state.followers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*app.state.followers, return_exceptions=True)
             if shared.callers is not None:
                 await shared.callers.close()
+            await http.aclose()
             await kube.close()
 
     app = FastAPI(
@@ -74,9 +83,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(metrics.RequestMetrics)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        """Alive, and the caches are filled (the server answers only after they are)."""
-        return {"status": "ok"}
+    async def healthz(request: Request) -> JSONResponse:
+        """Ready: the caches follow the Kubernetes API (503 with the reason if one has not
+        for `Settings.cache_stale_seconds`). The server answers only once they are filled."""
+        return _health(_unready(request.app, settings.cache_stale_seconds))
+
+    @app.get("/livez", include_in_schema=False)
+    async def livez(request: Request) -> JSONResponse:
+        """Alive: the event loop answers and no cache has stopped following the API
+        (an API server that is down makes the service unready, not dead)."""
+        return _health(_stopped_follower(request.app))
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -89,6 +105,37 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(files.router, prefix=prefix, dependencies=declared)
         app.include_router(dashboard.router, prefix=prefix, dependencies=declared)
     return app
+
+
+def _stopped(task: asyncio.Task[None]) -> None:
+    """Log a cache that stopped following the API (only shutdown should stop one)."""
+    if not task.cancelled():
+        log.error("the %s stopped: %r; /livez now answers 503", task.get_name(),
+                  task.exception())
+
+
+def _stopped_follower(app: FastAPI) -> str | None:
+    for task in app.state.followers:
+        if task.done():
+            return f"the {task.get_name()} stopped following the Kubernetes API"
+    return None
+
+
+def _unready(app: FastAPI, bound: float) -> str | None:
+    """Why the service's view may be stale, or None."""
+    services: Services = app.state.services
+    for followed in (services.jobs, services.resources):
+        lag = followed.lag()
+        if lag > bound:
+            return (f"the {followed.kind.name} cache has not followed the Kubernetes API for "
+                    f"{lag:.0f} s ({followed.last_error})")
+    return _stopped_follower(app)
+
+
+def _health(problem: str | None) -> JSONResponse:
+    if problem is None:
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "unhealthy", "reason": problem}, status_code=503)
 
 
 _FILES = re.compile(r"^(/ns/[^/]+)?/files(/|$)")
@@ -153,6 +200,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if not _is_wes(request):
             return JSONResponse({"detail": _readable(error)}, status_code=422)
         return _answer(request, 400, "; ".join(_readable(error)))
+
+    @app.exception_handler(httpx2.TransportError)
+    async def unreachable(request: Request, error: httpx2.TransportError) -> JSONResponse:
+        log.warning("the Kubernetes API did not answer %s %s: %r", request.method,
+                    request.url.path, error)
+        return _answer(request, 503, "the Kubernetes API cannot be reached right now; "
+                       "try again in a moment", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -11,6 +11,8 @@ import json
 import logging
 from typing import Any
 
+from cerise.model import names
+
 FIELDS = ("job", "namespace")
 
 
@@ -26,7 +28,8 @@ class JsonLines(logging.Formatter):
         line.update({key: getattr(record, key) for key in FIELDS if hasattr(record, key)})
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        # One record, one line, even for readers that split at U+2028 or NEL.
+        return names.printable(json.dumps(line, ensure_ascii=False))
 
 
 CONFIG: dict[str, Any] = {

@@ -9,6 +9,8 @@
 * ``CERISE_EXCHANGE_DIR`` / ``CERISE_EXCHANGE_URL``: the file exchange, as the operator
   has it (see `cerise.model.exchange.Layout`).
 * ``CERISE_MAX_REQUEST_BYTES``: the largest JSON or form body accepted (default 8 MiB).
+* ``CERISE_CACHE_STALE_SECONDS``: how long a cache may fail to follow the Kubernetes API
+  before ``/healthz`` answers 503 (default 20).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Settings:
     namespace: str = "default"
     default_resource: str | None = None
     max_request_bytes: int = 8 << 20
+    cache_stale_seconds: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +61,7 @@ class Settings:
             namespace=env.get("CERISE_NAMESPACE", "default"),
             default_resource=env.get("CERISE_DEFAULT_RESOURCE") or None,
             max_request_bytes=int(env.get("CERISE_MAX_REQUEST_BYTES", str(8 << 20))),
+            cache_stale_seconds=float(env.get("CERISE_CACHE_STALE_SECONDS", "20")),
         )
         if settings.auth is AuthMode.KUBERNETES and not settings.exchange.per_namespace:
             raise ValueError(

@@ -1,11 +1,12 @@
 """The apiserver's job service: REST requests as WorkflowJob operations.
 
 A job's REST id is its WorkflowJob's object name. The name a client gives is kept in
-``spec.name`` and may be anything printable; the object name is derived from it (lower
-case, letters, digits and '-') plus a random suffix, so any name the original Cerise
-accepted still works. Reads come from the watch-fed cache, and every write is put into
-the cache at once, so a client always reads its own writes. A job being deleted is gone
-as far as the REST APIs are concerned.
+``spec.name`` and may be any text `cerise.model.names` allows; the object name is derived
+from it (lower case, letters, digits and '-') plus a random suffix, so any name the original
+Cerise accepted still works. Reads come from the watch-fed cache, which keeps each
+namespace's jobs in submission order and counted by phase (`order`, `tally`), and every
+write is put into the cache at once, so a client always reads its own writes. A job being
+deleted is gone as far as the REST APIs are concerned.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from cerise.apiserver.tenancy import Tenant
 from cerise.kube import submission
 from cerise.kube.cache import Body
 from cerise.kube.jobs import GROUP, VERSION, phase_of
+from cerise.model import names
 from cerise.model.states import Phase
 
-MAX_NAME = 256
 MAX_WORKFLOW = 262144
 """The longest workflow text a job may carry (the CRD's limit); larger ones go by URL."""
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cerise-apiserver"}
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DELETING = "deleting"
+"""The `tally` of a job being deleted."""
+NEWEST = ("\uffff", "")
+"""A place after every job's (creation time, name)."""
 log = logging.getLogger(__name__)
 
 
@@ -41,15 +45,10 @@ def object_name(name: str | None) -> str:
 
 
 def check_name(name: str | None) -> None:
-    """Refuse a job name no person could have meant."""
-    if name is None:
-        return
-    if len(name) > MAX_NAME:
-        raise errors.BadRequest(f"the job name is {len(name)} characters long; at most "
-                                f"{MAX_NAME} are allowed")
-    if _CONTROL.search(name):
-        raise errors.BadRequest("the job name contains a control character (e.g. NUL or a "
-                                "line break); use printable characters only")
+    """Refuse a job name that `cerise.model.names` does not allow."""
+    problem = None if name is None else names.problem(name)
+    if problem is not None:
+        raise errors.BadRequest(problem)
 
 
 def check_workflow(workflow: str) -> None:
@@ -128,19 +127,55 @@ async def submit(
     return created
 
 
+def order(body: Body) -> str:
+    """What the cache sorts a namespace's jobs by (then by name): their creation time."""
+    created: str = body["metadata"].get("creationTimestamp") or ""
+    return created
+
+
+def place(body: Body) -> tuple[str, str]:
+    """Where the job is in the cache's order."""
+    return order(body), body["metadata"]["name"]
+
+
+def tally(body: Body) -> str:
+    """What the cache counts a namespace's jobs by: their phase, or `DELETING`."""
+    return DELETING if _deleting(body) else phase(body).value
+
+
+def _deleting(body: Body) -> bool:
+    return bool(body["metadata"].get("deletionTimestamp"))
+
+
 def listed(tenant: Tenant) -> list[Body]:
     """The namespace's jobs, oldest first."""
-    jobs = [body for body in tenant.services.jobs.in_namespace(tenant.namespace)
-            if not body["metadata"].get("deletionTimestamp")]
-    jobs.sort(key=lambda body: (body["metadata"].get("creationTimestamp") or "",
-                                body["metadata"]["name"]))
-    return jobs
+    return [body for body in tenant.services.jobs.in_namespace(tenant.namespace)
+            if not _deleting(body)]
+
+
+def newest(tenant: Tenant, limit: int, before: tuple[str, str] = NEWEST) -> list[Body]:
+    """At most `limit` of the namespace's jobs that come before `before`, newest first."""
+    found: list[Body] = []
+    while len(found) < limit:
+        chunk = tenant.services.jobs.after(tenant.namespace, before, limit - len(found),
+                                           newest_first=True)
+        if not chunk:
+            break
+        found += [body for body in chunk if not _deleting(body)]
+        before = place(chunk[-1])
+    return found
+
+
+def counts(tenant: Tenant) -> dict[Phase, int]:
+    """How many of the namespace's jobs are in each phase."""
+    return {Phase(key): count for key, count in
+            tenant.services.jobs.tallied(tenant.namespace).items() if key != DELETING}
 
 
 def find(tenant: Tenant, job_id: str) -> Body:
     """The job called `job_id`, or NotFound."""
     body = tenant.services.jobs.get(tenant.namespace, job_id)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+    if body is None or _deleting(body):
         raise errors.NotFound(f"there is no job {job_id[:100]!r}")
     return body
 

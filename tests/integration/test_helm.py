@@ -392,7 +392,8 @@ def test_install_creates_the_objects(control_plane: ControlPlane, namespace: str
                 "persistentVolumeClaim": {"claimName": "rel-cerise-exchange"}} in pod["volumes"]
         [container] = pod["containers"]
         assert container["resources"]["requests"] and container["resources"]["limits"]
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["livenessProbe"]["httpGet"]["path"] == (
+            "/livez" if component == "apiserver" else "/healthz")
 
     # Least privilege, as the real authorizer sees it.
     operator, apiserver = "rel-cerise-operator", "rel-cerise-apiserver"

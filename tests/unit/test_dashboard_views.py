@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from cerise.apiserver.routers import dashboard
+from cerise.model.states import Phase
 
 EXCHANGE = "http://localhost:29593/files/output/uid"
 
@@ -89,6 +90,12 @@ def test_resources() -> None:
 
 
 def test_summary_counts_jobs_by_colour() -> None:
-    bodies = [job("Success"), job("RunningCR"), job(None), job("Waiting"), job("Success")]
-    assert dashboard.summary(bodies) == [
+    counts = {Phase.SUCCESS: 2, Phase.RUNNING_CR: 1, Phase.SUBMITTED: 1, Phase.WAITING: 1}
+    assert dashboard.summary(counts) == [
         ("running", "active", 2), ("success", "succeeded", 2), ("cancelled", "cancelled", 1)]
+
+
+def test_a_name_stored_before_the_rules_is_shown_escaped() -> None:
+    body = job("Success")
+    body["spec"]["name"] = "invoice\u202etxt.exe\u2028next"
+    assert dashboard.job_view(body).name == "invoice\\u202etxt.exe\\u2028next"

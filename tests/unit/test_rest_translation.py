@@ -29,7 +29,7 @@ def test_object_names_resemble_the_name() -> None:
 
 
 @pytest.mark.parametrize(("name", "problem"), [
-    ("a\x00b", "control character"), ("line\nbreak", "control character"),
+    ("a\x00b", "control character"), ("line\nbreak", "line break"),
     ("n" * 257, "257 characters")])
 def test_unusable_names_are_refused(name: str, problem: str) -> None:
     with pytest.raises(errors.BadRequest, match=problem):

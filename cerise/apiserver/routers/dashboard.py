@@ -33,7 +33,7 @@ from cerise.apiserver import errors, tenancy, workflowjobs
 from cerise.apiserver.settings import AuthMode
 from cerise.apiserver.tenancy import ReadTenant
 from cerise.kube.cache import Body, version
-from cerise.model import states
+from cerise.model import names, states
 from cerise.model.states import Phase, RestState
 
 router = APIRouter(include_in_schema=False)
@@ -57,6 +57,9 @@ FRAGMENT_HEADERS = {**PAGE_HEADERS, "Cache-Control": "no-store"}
 LOG_OFFSET = "X-Log-Offset"
 LIST_LIMIT = 100
 """Jobs the list shows unless asked for all."""
+ALL_LIMIT = 1000
+"""Jobs the list shows when asked for all: a longer table takes seconds to render and is no
+use to read; `cerise list` and ``GET /jobs`` list every job."""
 _STARTED = uuid.uuid4().hex
 """Part of every ETag, so that a new version of the templates is never taken for an old."""
 
@@ -248,7 +251,8 @@ def job_view(body: Body) -> JobView:
     cancelling = phase in states.CANCELLING
     steps = _steps(status, final)
     return JobView(
-        id=meta["name"], name=spec.get("name") or meta["name"], state=state.value,
+        id=meta["name"], name=names.printable(spec.get("name") or meta["name"]),
+        state=state.value,
         label="Cancelling" if cancelling else _LABELS.get(state, state.value),
         tone=tone(phase),
         detail="" if final or cancelling else _detail(phase, steps),
@@ -263,11 +267,12 @@ def job_view(body: Body) -> JobView:
     )
 
 
-def summary(bodies: list[Body]) -> list[tuple[str, str, int]]:
-    """(tone, label, count) for every kind of job there is among `bodies`."""
+def summary(counts: Mapping[Phase, int]) -> list[tuple[str, str, int]]:
+    """(tone, label, count) for every kind of job there is, from the jobs in each phase."""
     # Waiting jobs count as active too: the pill has the colour of running ones.
-    tones = Counter(tone(workflowjobs.phase(body)).replace("waiting", "running")
-                    for body in bodies)
+    tones: Counter[str] = Counter()
+    for phase, count in counts.items():
+        tones[tone(phase).replace("waiting", "running")] += count
     return [(kind, label, tones[kind]) for kind, label in _SUMMARY if tones[kind]]
 
 
@@ -304,18 +309,25 @@ def _page(request: Request, template: str, **context: object) -> HTMLResponse:
     }, headers=PAGE_HEADERS)
 
 
-def _fragment(request: Request, template: str, bodies: list[Body],
-              context: Callable[[], dict[str, object]]) -> Response:
+def _versions(bodies: list[Body]) -> str:
+    """What identifies the versions of `bodies`."""
+    return "|".join(f"{body['metadata']['name']}@{version(body)}" for body in bodies)
+
+
+async def _fragment(request: Request, template: str, shown: str,
+                    context: Callable[[], dict[str, object]]) -> Response:
     """`template` rendered with `context()`, or 304 if the client has it already. A
     fragment depends only on the objects it shows and the request (ages are the script's
-    work), so their resourceVersions make its ETag; an unchanged poll renders nothing."""
-    shown = "|".join(f"{body['metadata']['name']}@{version(body)}" for body in bodies)
+    work), so `shown`, which changes when they do, makes its ETag; an unchanged poll
+    renders nothing. Rendering runs off the event loop (a table of every job is slow), so
+    `context` must read only what its caller took from the cache."""
     digest = hashlib.sha256(f"{_STARTED}|{request.url.path}?{request.url.query}|{shown}"
                             .encode()).hexdigest()[:32]
     headers = {**FRAGMENT_HEADERS, "ETag": f'"{digest}"'}
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    return TEMPLATES.TemplateResponse(request, template, context(), headers=headers)
+    return await asyncio.to_thread(
+        lambda: TEMPLATES.TemplateResponse(request, template, context(), headers=headers))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -334,19 +346,20 @@ async def job_page(request: Request, job_id: JobId) -> HTMLResponse:
 async def jobs_fragment(
     request: Request, tenant: ReadTenant, show_all: ShowAll = False,
 ) -> Response:
-    """The jobs table, newest first: the newest `LIST_LIMIT` unless `show_all`."""
-    bodies = workflowjobs.listed(tenant)[::-1]
-    shown = bodies if show_all else bodies[:LIST_LIMIT]
-    return _fragment(request, "_jobs.html", bodies, lambda: {
-        "jobs": [job_view(body) for body in shown], "total": len(bodies),
-        "summary": summary(bodies), "base": tenant.prefix})
+    """The jobs table, newest first: the newest `LIST_LIMIT`, or `ALL_LIMIT` if `show_all`."""
+    revision = tenant.services.jobs.revision(tenant.namespace)
+    counts = workflowjobs.counts(tenant)
+    shown = workflowjobs.newest(tenant, ALL_LIMIT if show_all else LIST_LIMIT)
+    return await _fragment(request, "_jobs.html", f"jobs@{revision}", lambda: {
+        "jobs": [job_view(body) for body in shown], "total": sum(counts.values()),
+        "summary": summary(counts), "base": tenant.prefix, "show_all": show_all})
 
 
 @router.get("/ui/fragments/jobs/{job_id}", response_class=HTMLResponse)
 async def job_fragment(request: Request, tenant: ReadTenant, job_id: JobId) -> Response:
     """A job's state, steps and outputs."""
     body = workflowjobs.find(tenant, job_id)
-    return _fragment(request, "_job.html", [body], lambda: {"job": job_view(body)})
+    return await _fragment(request, "_job.html", _versions([body]), lambda: {"job": job_view(body)})
 
 
 @router.get("/ui/fragments/jobs/{job_id}/log", response_class=PlainTextResponse)
@@ -377,7 +390,7 @@ async def resources_fragment(request: Request, tenant: ReadTenant) -> Response:
     """The namespace's compute resources."""
     found = sorted(tenant.services.resources.in_namespace(tenant.namespace),
                    key=lambda body: str(body["metadata"]["name"]))
-    return _fragment(request, "_resources.html", found, lambda: {
+    return await _fragment(request, "_resources.html", _versions(found), lambda: {
         "resources": [resource_view(body) for body in found]})
 
 

@@ -31,7 +31,7 @@ from cerise.apiserver import errors, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.kube.jobs import GROUP
-from cerise.model import locations, states
+from cerise.model import locations, names, states
 
 router = APIRouter(tags=["GA4GH WES 1.1"])
 
@@ -121,8 +121,8 @@ class RunLog(BaseModel):
 async def service_info(tenant: ReadTenant) -> dict[str, Any]:
     """The GA4GH service-info 1.0 fields and WES 1.1's."""
     counts = {state.value: 0 for state in states.WesState}
-    for body in workflowjobs.listed(tenant):
-        counts[_state(body).value] += 1
+    for phase, count in workflowjobs.counts(tenant).items():
+        counts[states.wes_state(phase).value] += count
     default_resource = workflowjobs.default_resource(tenant) or ""
     return {
         "id": "dev.cerise.wes", "name": "Cerise",
@@ -148,18 +148,15 @@ async def service_info(tenant: ReadTenant) -> dict[str, Any]:
 async def list_runs(tenant: ReadTenant, page_size: PageSize = None,
                     page_token: PageToken = None) -> RunListResponse:
     """Runs the caller may see, newest first, a page at a time."""
-    runs = list(reversed(workflowjobs.listed(tenant)))
-    start = 0
-    if page_token:
-        after = _decode_token(page_token)
-        start = next((i for i, body in enumerate(runs) if _order(body) < after), len(runs))
-    page = runs[start:start + (page_size or 100)]
-    more = start + len(page) < len(runs)
+    size = page_size or 100
+    before = _decode_token(page_token) if page_token else workflowjobs.NEWEST
+    found = workflowjobs.newest(tenant, size + 1, before)
+    page, more = found[:size], len(found) > size
     return RunListResponse(
         runs=[RunSummary(run_id=body["metadata"]["name"], state=_state(body),
                          start_time=_start(body), end_time=_end(body), tags=_tags(body))
               for body in page],
-        next_page_token=_encode_token(_order(page[-1])) if more and page else "")
+        next_page_token=_encode_token(workflowjobs.place(page[-1])) if more else "")
 
 
 @router.post("/runs", summary="Run a workflow")
@@ -264,10 +261,6 @@ def _end(body: JobBody) -> str | None:
     return end
 
 
-def _order(body: JobBody) -> tuple[str, str]:
-    return body["metadata"].get("creationTimestamp") or "", body["metadata"]["name"]
-
-
 def _encode_token(order: tuple[str, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(order)).encode()).decode()
 
@@ -367,6 +360,7 @@ def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
     tags = _json_object(fields, "tags")
     if not all(isinstance(value, str) for value in tags.values()):
         raise errors.BadRequest("tags must map strings to strings")
+    _check_text(workflow_url, tags)
     return {"workflow_params": _json_object(fields, "workflow_params"),
             "workflow_type": "CWL", "workflow_type_version": version or "v1.2",
             "workflow_url": workflow_url, "tags": tags,
@@ -374,6 +368,18 @@ def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
             **({"workflow_engine": engine} if engine else {}),
             **({"workflow_engine_version": fields["workflow_engine_version"]}
                if fields.get("workflow_engine_version") else {})}
+
+
+def _check_text(workflow_url: str, tags: Mapping[str, str]) -> None:
+    """Refuse a workflow_url (the run's name) or tag that would break logs and line-based
+    readers (see `cerise.model.names`)."""
+    problems = [names.problem(workflow_url, "workflow_url", max_length=None)]
+    for key, value in tags.items():
+        problems += [names.problem(key, "a tag's name", max_length=None),
+                     names.problem(value, f"tag {key[:50]!r}", max_length=None)]
+    found = next((problem for problem in problems if problem is not None), None)
+    if found is not None:
+        raise errors.BadRequest(found)
 
 
 def _attachment_name(filename: str | None) -> str:
