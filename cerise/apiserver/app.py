@@ -20,6 +20,7 @@ from cerise.apiserver import errors, metrics
 from cerise.apiserver.routers import cerise_jobs, dashboard, files, wes
 from cerise.apiserver.settings import AuthMode, Settings
 from cerise.apiserver.tenancy import TENANT_PREFIX, Services, namespace_path
+from cerise.archive.store import Archive
 from cerise.kube import access
 from cerise.kube.cache import ObjectCache
 from cerise.kube.jobs import ComputeResource, WorkflowJob
@@ -43,8 +44,11 @@ def create_app(settings: Settings) -> FastAPI:
             jobs=ObjectCache(kube, WorkflowJob, namespace=watched),
             resources=ObjectCache(kube, ComputeResource, namespace=watched),
             callers=access.Callers(config) if settings.auth is AuthMode.KUBERNETES else None,
+            archive=Archive(settings.archive_url) if settings.archive_url else None,
         )
         app.state.services = shared
+        if shared.archive is not None:
+            await shared.archive.open()
         tasks = [asyncio.create_task(cache.run()) for cache in (shared.jobs, shared.resources)]
         try:
             await asyncio.wait_for(asyncio.gather(shared.jobs.synced.wait(),
@@ -56,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             if shared.callers is not None:
                 await shared.callers.close()
+            if shared.archive is not None:
+                await shared.archive.close()
             await kube.close()
 
     app = FastAPI(

@@ -9,6 +9,8 @@
 * ``CERISE_EXCHANGE_DIR`` / ``CERISE_EXCHANGE_URL``: the file exchange, as the operator
   has it (see `cerise.model.exchange.Layout`).
 * ``CERISE_MAX_REQUEST_BYTES``: the largest JSON or form body accepted (default 8 MiB).
+* ``CERISE_ARCHIVE_URL``: the archive of finished jobs (a PostgreSQL URL), served with the
+  live ones (`cerise.apiserver.history`); none by default.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Settings:
     namespace: str = "default"
     default_resource: str | None = None
     max_request_bytes: int = 8 << 20
+    archive_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +61,7 @@ class Settings:
             namespace=env.get("CERISE_NAMESPACE", "default"),
             default_resource=env.get("CERISE_DEFAULT_RESOURCE") or None,
             max_request_bytes=int(env.get("CERISE_MAX_REQUEST_BYTES", str(8 << 20))),
+            archive_url=env.get("CERISE_ARCHIVE_URL", "").strip() or None,
         )
         if settings.auth is AuthMode.KUBERNETES and not settings.exchange.per_namespace:
             raise ValueError(

@@ -29,7 +29,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
-from cerise.apiserver import errors, tenancy, workflowjobs
+from cerise.apiserver import errors, history, tenancy, workflowjobs
 from cerise.apiserver.settings import AuthMode
 from cerise.apiserver.tenancy import ReadTenant
 from cerise.kube.cache import Body, version
@@ -335,7 +335,7 @@ async def jobs_fragment(
     request: Request, tenant: ReadTenant, show_all: ShowAll = False,
 ) -> Response:
     """The jobs table, newest first: the newest `LIST_LIMIT` unless `show_all`."""
-    bodies = workflowjobs.listed(tenant)[::-1]
+    bodies = (await history.listed(tenant))[::-1]
     shown = bodies if show_all else bodies[:LIST_LIMIT]
     return _fragment(request, "_jobs.html", bodies, lambda: {
         "jobs": [job_view(body) for body in shown], "total": len(bodies),
@@ -345,7 +345,7 @@ async def jobs_fragment(
 @router.get("/ui/fragments/jobs/{job_id}", response_class=HTMLResponse)
 async def job_fragment(request: Request, tenant: ReadTenant, job_id: JobId) -> Response:
     """A job's state, steps and outputs."""
-    body = workflowjobs.find(tenant, job_id)
+    body = await history.find(tenant, job_id)
     return _fragment(request, "_job.html", [body], lambda: {"job": job_view(body)})
 
 
@@ -355,7 +355,7 @@ async def log_fragment(
 ) -> PlainTextResponse:
     """The job log's complete lines from byte `offset` on; the header `X-Log-Offset` says
     where the next request starts. The log is append-only and bounded, so this is cheap."""
-    body = workflowjobs.find(tenant, job_id)
+    body = await history.find(tenant, job_id)
     path = tenant.exchange.log_path(body["metadata"]["uid"])
     data = await asyncio.to_thread(_read_lines, path, offset)
     return PlainTextResponse(data.decode(errors="replace"), headers={
