@@ -27,14 +27,14 @@ import datetime
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import kopf
 
 from cerise.archive import published, records
 from cerise.archive.store import Archive, Unavailable
+from cerise.kube import events, pruning
 from cerise.kube import jobs as kube_jobs
-from cerise.kube import pruning
 from cerise.model import retention
 from cerise.model.exchange import Layout
 from cerise.operator import retention as sweeping
@@ -112,11 +112,11 @@ class Archiver:
                 delay = self.config.interval
                 try:
                     moved = await self.sweep(datetime.datetime.now(datetime.UTC))
-                    self._available(True, "Reached", "the archive answers")
+                    await self._available(True, "Reached", "the archive answers")
                     if moved >= self.config.batch:
                         delay = 0.1
                 except Unavailable as error:
-                    self._available(False, "Unreachable", str(error))
+                    await self._available(False, "Unreachable", str(error))
                     delay = min(delay, self.config.retry)
                 except Exception:  # a fault in one sweep must not end them all
                     logger.exception("archiving failed; trying again in %g s", delay)
@@ -133,7 +133,7 @@ class Archiver:
         after = await durations(source, {_resource(job) for job in finished},
                                 self.config.default, ARCHIVE_AFTER)
         due = retention.expired(finished, now, lambda *key: after[key], self.config.batch)
-        self._tell_waiting(due)
+        await self._tell_waiting(due)
         if not due:
             await self.archive.ready()
         else:
@@ -171,35 +171,35 @@ class Archiver:
         exchange = source.exchange.for_namespace(meta["namespace"])
         return f"{exchange.url.rstrip('/')}/logs/{meta['uid']}.log"
 
-    def _available(self, available: bool, reason: str, message: str) -> None:
+    async def _available(self, available: bool, reason: str, message: str) -> None:
         """Record whether the archive answers; say so when that changes."""
         status = "True" if available else "False"
         if self.condition["status"] == status:
             return
         if available:
-            logger.info("the archive answers again")
-            self._tell(self._waiting, "Normal", "ArchiveAvailable",
-                       "the archive answers again; finished jobs are being archived")
+            logger.info("the archive answers")
+            await self._tell(self._waiting, "Normal", "ArchiveAvailable",
+                             "the archive answers again; finished jobs are being archived")
             self._waiting.clear()
         else:
             logger.warning("the archive cannot be reached: %s; archiving waits", message)
         self.condition = {"type": CONDITION, "status": status, "reason": reason,
                           "message": message, "lastTransitionTime": _now()}
 
-    def _tell_waiting(self, due: list[Body]) -> None:
+    async def _tell_waiting(self, due: list[Body]) -> None:
         """While the archive is down, tell each resource with due jobs, once."""
         if self.condition["status"] != "False":
             return
         new = {_resource(job) for job in due} - self._waiting
-        self._tell(new, "Warning", "ArchiveUnavailable",
-                   f"finished jobs wait to be archived: {self.condition['message']}")
+        await self._tell(new, "Warning", "ArchiveUnavailable",
+                         f"finished jobs wait to be archived: {self.condition['message']}")
         self._waiting |= new
 
-    def _tell(self, keys: set[ResourceKey], kind: str, reason: str, message: str) -> None:
+    async def _tell(self, keys: set[ResourceKey], kind: str, reason: str,
+                    message: str) -> None:
         for namespace, name in keys:
-            about = {"apiVersion": f"{kube_jobs.GROUP}/{kube_jobs.VERSION}",
-                     "kind": "ComputeResource", "metadata": {"namespace": namespace, "name": name}}
-            kopf.event(cast(kopf.Body, about), type=kind, reason=reason, message=message)
+            await events.about_resource(self._source().kube, namespace, name, kind=kind,
+                                        reason=reason, message=message)
 
 
 _archivers: list[Archiver] = []

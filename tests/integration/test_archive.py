@@ -187,8 +187,10 @@ def test_kill_9_during_archiving_loses_none_and_archives_none_twice(
          "metadata": {"name": f"job-{index:04d}"},
          "spec": {"computeResource": "local", "workflow": NOT_CWL}}
         for index in range(JOBS)]}
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(jobs))
-    uids = {job["metadata"]["uid"] for job in live_jobs(control_plane, namespace)}
+    created = control_plane.kubectl("create", "-n", namespace, "-f", "-",
+                                    "-o", "jsonpath={.metadata.uid}{' '}",
+                                    stdin=json.dumps(jobs))
+    uids = set(created.stdout.split())
     assert len(uids) == JOBS
     def archived_at_least(count: int) -> Callable[[], bool]:
         return lambda: len(archived_rows(archive_db, namespace)) >= count
