@@ -138,7 +138,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cerise-archiving-") as work:
-        os.chmod(work, 0o755)  # noqa: S103 - PostgreSQL runs as its own account under root
         run(args.jobs, args.kills, args.seed, Path(work))
 
 

@@ -4,8 +4,10 @@
 authentication, a password made for it and kept beside it), starts `postgres` on
 127.0.0.1 at a free port (no Unix socket), waits until it answers and creates the
 database `cerise`. A later start with the same `data` keeps what it holds. PostgreSQL
-refuses to run as root, so under root it runs as the `postgres` account the package makes,
-which must be able to reach `data`.
+refuses to run as root, so under root it runs in a user namespace of its own as the
+`postgres` account the package makes, mapped to root outside: its files stay root's,
+wherever the state directory is (the postgres account itself could not reach one under
+/root or in pytest's 0700 directories).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -26,8 +29,8 @@ from cerise.devenv.system import INSTALL_HINT
 
 DATABASE = "cerise"
 USER = "cerise"
-SERVICE_ACCOUNT = "postgres"
-"""Who runs the server when we are root."""
+ACCOUNT = "postgres"
+"""Who the server is inside its user namespace when we are root (initdb looks it up)."""
 
 
 def bin_dir() -> Path:
@@ -92,71 +95,31 @@ def start(data: Path, *, timeout: float = 60.0) -> Postgres:
 
 def _initialise(data: Path) -> str:
     """Make the database cluster if `data` has none; its password."""
-    data.mkdir(parents=True, exist_ok=True)
-    secret = data / "password"
-    if (data / "cluster" / "PG_VERSION").exists():
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret, cluster = data / "password", data / "cluster"
+    if (cluster / "PG_VERSION").exists():
         return secret.read_text().strip()
-    cluster = data / "cluster"
-    if cluster.exists():  # a first start that died half-way
-        subprocess.run(["rm", "-rf", str(cluster)], check=True)
+    shutil.rmtree(cluster, ignore_errors=True)  # a first start that died half-way
     password = secrets.token_urlsafe(24)
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(password + "\n")
-    pwfile = data / "password.initdb"
-    _write_owned(pwfile, password + "\n")
-    _own(data)
-    try:
-        done = subprocess.run(
-            [*_as_owner(), str(bin_dir() / "initdb"), "-D", str(cluster), "-U", USER,
-             "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
-             "--locale=C.UTF-8"],
-            capture_output=True, text=True, timeout=120)
-    finally:
-        pwfile.unlink(missing_ok=True)
+    done = subprocess.run(
+        [*_as_owner(), str(bin_dir() / "initdb"), "-D", str(cluster), "-U", USER,
+         "--auth=scram-sha-256", f"--pwfile={secret}", "--encoding=UTF8", "--locale=C.UTF-8"],
+        capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise StartupError(f"initdb in {cluster} failed: {done.stderr.strip()}")
     return password
 
 
 def _as_owner() -> list[str]:
-    """The command prefix that runs a PostgreSQL program as its owner."""
+    """The command prefix that runs a PostgreSQL program as a user other than root."""
     if os.geteuid() != 0:
         return []
-    return ["setpriv", f"--reuid={SERVICE_ACCOUNT}", f"--regid={SERVICE_ACCOUNT}",
-            "--init-groups", "--"]
-
-
-def _owner() -> tuple[int, int] | None:
-    if os.geteuid() != 0:
-        return None
     try:
-        account = pwd.getpwnam(SERVICE_ACCOUNT)
+        inner = pwd.getpwnam(ACCOUNT)
     except KeyError:
-        raise StartupError(f"there is no {SERVICE_ACCOUNT} account; {INSTALL_HINT}") from None
-    return account.pw_uid, account.pw_gid
-
-
-def _own(data: Path) -> None:
-    """Under root, give `data` to the server's account and check it can reach it."""
-    owner = _owner()
-    if owner is None:
-        return
-    os.chown(data, *owner)
-    data.chmod(0o700)
-    reach = subprocess.run([*_as_owner(), "test", "-w", str(data)], capture_output=True)
-    if reach.returncode != 0:
-        raise StartupError(
-            f"PostgreSQL runs as the {SERVICE_ACCOUNT} account, which cannot reach {data} "
-            f"(a directory above it is closed to others); keep the state elsewhere, e.g. "
-            f"--state /var/lib/cerise-dev, or run as an ordinary user")
-
-
-def _write_owned(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    owner = _owner()
-    if owner is not None:
-        with contextlib.suppress(OSError):
-            os.chown(path, *owner)
+        raise StartupError(f"there is no {ACCOUNT} account; {INSTALL_HINT}") from None
+    return ["unshare", "--user", f"--map-user={inner.pw_uid}",
+            f"--map-group={inner.pw_gid}", "--"]
