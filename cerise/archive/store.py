@@ -1,10 +1,11 @@
 """The archive in PostgreSQL: add finished jobs, find them, page through them, remove them.
 
 A pool of a few connections (psycopg 3's own pool), opened without waiting: the archive
-may be down when a component starts, or go down later. Every call then raises
-`Unavailable` after `timeout` seconds instead of hanging, and the caller decides (the
-operator waits and tries again; the apiserver answers from its live jobs and says what is
-missing). The schema is brought up to date on the first call that reaches the server.
+may be down when a component starts, or go down later. A call then raises `Unavailable`
+after `timeout` seconds instead of hanging, and so do the calls of the next `pause`
+seconds, at once; the caller decides (the operator waits and tries again, the apiserver
+lists live jobs only and answers 503 for an archived one). The schema is brought up to
+date on the first call that reaches the server.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -39,7 +41,8 @@ class Unavailable(Exception):
 class Archive:
     """The archive at `url` (a libpq URL, e.g. postgresql://user:pw@host:5432/cerise)."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, max_size: int = 4) -> None:
+    def __init__(self, url: str, *, timeout: float = 3.0, max_size: int = 4,
+                 pause: float = 2.0) -> None:
         self._pool: AsyncConnectionPool[Connection] = (
             AsyncConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout,
                                 open=False, kwargs={"autocommit": True,
@@ -47,6 +50,10 @@ class Archive:
                                 ))
         self._migrated = asyncio.Lock()
         self._ready = False
+        self._pause = pause
+        self._down: tuple[float, str] = (float("-inf"), "")
+        """Until when (monotonic) calls fail at once after a failure, and why: a request
+        to the apiserver should not wait `timeout` each while the archive is down."""
 
     async def open(self) -> None:
         """Start the pool; it connects in the background."""
@@ -60,6 +67,16 @@ class Archive:
         await self._run(_noop)
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        until, why = self._down
+        if time.monotonic() < until:
+            raise Unavailable(why)
+        try:
+            return await self._reach(work)
+        except Unavailable as error:
+            self._down = (time.monotonic() + self._pause, str(error))
+            raise
+
+    async def _reach(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         try:
             async with self._pool.connection() as connection:
                 if not self._ready:

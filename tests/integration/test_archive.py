@@ -270,11 +270,21 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
     api, namespace = archiving.api, archiving.namespace
     poll_until(lambda: archive_condition(operator).get("status") == "True", 30,
                "the archive reached")
+    earlier = httpx.post(f"{api.url}/jobs", json={"name": "earlier", "workflow": NOT_CWL})
+    earlier_id = earlier.json()["id"]
+    poll_until(lambda: earlier_id in [row[1] for row in archived_rows(archive_db, namespace)]
+               and earlier_id not in [j["metadata"]["name"]
+                                      for j in live_jobs(control_plane, namespace)],
+               60, "an earlier job archived")
     archive_db.stop()
     try:
         poll_until(lambda: archive_condition(operator).get("status") == "False", 60,
                    "the operator noticing the archive is down")
         assert "archive" in archive_condition(operator)["message"]
+        # the apiserver: an archived job is late, not lost; lists hold the live jobs
+        late = httpx.get(f"{api.url}/jobs/{earlier_id}")
+        assert late.status_code == 503 and "try again" in late.json()["detail"]
+        assert httpx.get(f"{api.url}/ga4gh/wes/v1/runs/{earlier_id}").status_code == 503
         (api.exchange_dir / "input" / "down.txt").write_text("a b c\n")
         created = httpx.post(f"{api.url}/jobs", json={
             "name": "while the archive is down", "workflow": WC,
@@ -301,3 +311,4 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
                                   for j in live_jobs(control_plane, namespace)],
                60, "the job archived once the archive is back")
     assert httpx.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success"
+    assert httpx.get(f"{api.url}/jobs/{earlier_id}").json()["state"] == "PermanentFailure"
