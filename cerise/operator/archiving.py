@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 Body = Mapping[str, Any]
 ARCHIVE_AFTER = Duration("archiveAfter", lambda spec: spec.archive_after)
 CONDITION = "ArchiveAvailable"
+PRUNING_LANES = 8
+"""Jobs marked and deleted at once (two API calls each, so a batch is not a queue of them)."""
 
 
 @dataclass(frozen=True)
@@ -139,11 +141,19 @@ class Archiver:
         else:
             await self.archive.add([records.record(job, self._log_url(source, job))
                                     for job in due])
-        for job in due:
+        lanes = asyncio.Semaphore(PRUNING_LANES)
+
+        async def prune(job: Body) -> None:
             meta = job["metadata"]
-            if await pruning.mark(source.kube, meta["namespace"], meta["name"], meta["uid"],
-                                  records.ARCHIVED):
-                await pruning.delete(source.kube, meta["namespace"], meta["name"], meta["uid"])
+            async with lanes:
+                if await pruning.mark(source.kube, meta["namespace"], meta["name"],
+                                      meta["uid"], records.ARCHIVED):
+                    await pruning.delete(source.kube, meta["namespace"], meta["name"],
+                                         meta["uid"])
+        for outcome in await asyncio.gather(*(prune(job) for job in due),
+                                            return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome  # the others are done; the next sweep tries this one again
         if due:
             logger.info("archived %d jobs", len(due))
         await self._end_retention(source, now)
