@@ -312,3 +312,25 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
                60, "the job archived once the archive is back")
     assert httpx.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success"
     assert httpx.get(f"{api.url}/jobs/{earlier_id}").json()["state"] == "PermanentFailure"
+
+
+def test_an_archived_job_goes_with_its_files_when_its_retention_ends(
+    control_plane: ControlPlane, operator: OperatorProcess, archive_db: Postgres,
+    exchange_dir: Path, namespace: str, tmp_path: Path,
+) -> None:
+    kept = resource("local", str(tmp_path / "cerise"), "0")
+    kept["spec"]["jobRetention"] = "4s"
+    apply(control_plane, namespace, kept)
+    created = control_plane.kubectl("create", "-n", namespace, "-f", "-", "-o",
+                                    "jsonpath={.metadata.uid}", stdin=json.dumps({
+                                        "apiVersion": "cerise.dev/v1alpha1",
+                                        "kind": "WorkflowJob", "metadata": {"name": "brief"},
+                                        "spec": {"computeResource": "local",
+                                                 "workflow": NOT_CWL}}))
+    log = exchange_dir / "logs" / f"{created.stdout}.log"
+    poll_until(lambda: [row[1] for row in archived_rows(archive_db, namespace)] == ["brief"]
+               and not live_jobs(control_plane, namespace), 30, "the job archived")
+    assert log.is_file(), "the archived job's log is gone before its retention ends"
+    poll_until(lambda: not archived_rows(archive_db, namespace), 30,
+               "the archived job removed when its retention ends")
+    assert not log.exists()
