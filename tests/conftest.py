@@ -7,6 +7,7 @@ import pytest
 pytest_plugins = [
     "tests.integration.kube_fixtures",
     "tests.integration.remote_fixtures",
+    "tests.integration.archive_fixtures",
     "tests.integration.operator_fixtures",
     "tests.integration.api_fixtures",
 ]

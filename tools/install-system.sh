@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the remote side of the integration tests needs on a Debian bookworm host:
 # sshd, munge, Slurm, Son of Grid Engine, Slurm's Torque wrappers (unpacked, they conflict
-# with gridengine-client), the unprivileged test user, cwltool as its CWL runner, and
-# Chromium with its WebDriver for the dashboard's browser test.
+# with gridengine-client), the unprivileged test user, cwltool as its CWL runner,
+# Chromium with its WebDriver for the dashboard's browser test, and PostgreSQL for the
+# archive of finished jobs.
 #
 # Idempotent and fast when everything is present. Only one-time, root-owned system setup
 # happens here; daemons are started per test session by cerise/devenv/*.py.
@@ -21,6 +22,7 @@ PACKAGES=(
     python3-venv
     chromium chromium-driver # the dashboard's browser test (Selenium drives it headless)
     curl jq                  # the documentation's curl examples, run by a test
+    postgresql               # the archive of finished jobs (cerise/devenv/postgres.py)
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -21,6 +21,7 @@ from cerise.apiserver import errors, metrics, workflowjobs
 from cerise.apiserver.routers import cerise_jobs, dashboard, files, wes
 from cerise.apiserver.settings import AuthMode, Settings
 from cerise.apiserver.tenancy import TENANT_PREFIX, Services, namespace_path
+from cerise.archive.store import Archive
 from cerise.kube import access, cache
 from cerise.kube.jobs import GROUP, VERSION
 
@@ -47,8 +48,11 @@ def create_app(settings: Settings) -> FastAPI:
                                    tally=workflowjobs.tally),
             resources=cache.ObjectCache(http, RESOURCES, namespace=watched),
             callers=access.Callers(config) if settings.auth is AuthMode.KUBERNETES else None,
+            archive=Archive(settings.archive_url) if settings.archive_url else None,
         )
         app.state.services = shared
+        if shared.archive is not None:
+            await shared.archive.open()
         app.state.followers = [
             asyncio.create_task(followed.run(), name=f"{followed.kind.name} cache")
             for followed in (shared.jobs, shared.resources)]
@@ -65,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
             if shared.callers is not None:
                 await shared.callers.close()
             await http.aclose()
+            if shared.archive is not None:
+                await shared.archive.close()
             await kube.close()
 
     app = FastAPI(

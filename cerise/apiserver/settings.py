@@ -11,6 +11,8 @@
 * ``CERISE_MAX_REQUEST_BYTES``: the largest JSON or form body accepted (default 8 MiB).
 * ``CERISE_CACHE_STALE_SECONDS``: how long a cache may fail to follow the Kubernetes API
   before ``/healthz`` answers 503 (default 20).
+* ``CERISE_ARCHIVE_URL``: the archive of finished jobs (a PostgreSQL URL), served with the
+  live ones (`cerise.apiserver.history`); none by default.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Settings:
     default_resource: str | None = None
     max_request_bytes: int = 8 << 20
     cache_stale_seconds: float = 20.0
+    archive_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +65,7 @@ class Settings:
             default_resource=env.get("CERISE_DEFAULT_RESOURCE") or None,
             max_request_bytes=int(env.get("CERISE_MAX_REQUEST_BYTES", str(8 << 20))),
             cache_stale_seconds=float(env.get("CERISE_CACHE_STALE_SECONDS", "20")),
+            archive_url=env.get("CERISE_ARCHIVE_URL", "").strip() or None,
         )
         if settings.auth is AuthMode.KUBERNETES and not settings.exchange.per_namespace:
             raise ValueError(

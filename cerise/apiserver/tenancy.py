@@ -17,6 +17,7 @@ from lightkube import AsyncClient
 
 from cerise.apiserver import errors
 from cerise.apiserver.settings import AuthMode, Settings
+from cerise.archive.store import Archive
 from cerise.kube import access
 from cerise.kube.cache import ObjectCache
 from cerise.model.exchange import Exchange
@@ -33,6 +34,8 @@ class Services:
     jobs: ObjectCache
     resources: ObjectCache
     callers: access.Callers | None
+    archive: Archive | None = None
+    """The archive of finished jobs, if the service has one."""
 
 
 @dataclass(frozen=True)

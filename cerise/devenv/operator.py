@@ -26,10 +26,13 @@ class OperatorProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     daemon: Daemon | None = None
     starts: int = 0
+    health_url: str = ""
+    """kopf's liveness endpoint of the running process (with the probes' results)."""
 
     def start(self, timeout: float = 60.0) -> None:
         """Start it and wait until kopf reports itself alive."""
         port = free_port()
+        self.health_url = f"http://127.0.0.1:{port}/healthz"
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -40,10 +43,10 @@ class OperatorProcess:
         self.starts += 1
         self.daemon = Daemon(f"cerise operator (start {self.starts})", [
             sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-            f"--liveness=http://127.0.0.1:{port}/healthz", "-m", "cerise.operator.handlers",
+            f"--liveness={self.health_url}", "-m", "cerise.operator.handlers",
         ], log=self.log, env=env).start()
         self.daemon.wait_ready(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
+            lambda: httpx.get(self.health_url, timeout=1).status_code == 200,
             timeout=timeout,
         )
 

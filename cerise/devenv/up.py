@@ -1,7 +1,8 @@
 """`cerise dev up`: the whole service on one machine, keeping its work between starts.
 
 It starts (or, with `--use-cluster`, uses the cluster of `KUBECONFIG` instead of) an
-embedded control plane, the CRDs and RBAC, the operator, the apiserver on
+embedded control plane, the CRDs and RBAC, PostgreSQL for the archive of finished jobs
+(`cerise.devenv.postgres`, its data in the state directory), the operator, the apiserver on
 127.0.0.1:`port` in single-user mode and a `local` ComputeResource, then supervises the
 operator and the apiserver as a Deployment would: one that exits is started again, with a
 line saying so. Jobs (in etcd), outputs and the exchange live under the state directory
@@ -20,13 +21,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from cerise.devenv import controlplane, specialisations
+from cerise.devenv import controlplane, postgres, specialisations
 from cerise.devenv.apiserver import IDENTITY as APISERVER_IDENTITY
 from cerise.devenv.apiserver import ApiserverProcess
 from cerise.devenv.operator import IDENTITY as OPERATOR_IDENTITY
@@ -123,7 +124,7 @@ def dev_up(state: Path, *, port: int = API_PORT, fresh: bool = False,
     resumed = (state / "control-plane" / "etcd").exists() and not use_cluster
     state.mkdir(parents=True, exist_ok=True)
     exchange_url = f"http://localhost:{port}/files"
-    with _signals() as stop:
+    with _signals() as stop, ExitStack() as stack:
         plane = None
         try:
             began = time.monotonic()
@@ -145,13 +146,17 @@ def dev_up(state: Path, *, port: int = API_PORT, fresh: bool = False,
                 apiserver_config = plane.kubeconfig_for(APISERVER_IDENTITY[0])
             _prepare_local_resource(state, kubeconfig)
             _kubectl(kubeconfig, "apply", "-n", "default", "-f", str(EXAMPLE_RESOURCE))
+            archive = postgres.start(state / "archive")
+            stack.callback(archive.stop)
+            archived = {"CERISE_ARCHIVE_URL": archive.url}
             components = [
                 Supervised("operator", OperatorProcess(
                     kubeconfig=operator_config, exchange_dir=state / "files",
-                    exchange_url=exchange_url, log=state / "operator.log")),
+                    exchange_url=exchange_url, log=state / "operator.log", extra_env=archived)),
                 Supervised("apiserver", ApiserverProcess(
                     kubeconfig=apiserver_config, exchange_dir=state / "files",
-                    exchange_url=exchange_url, port=port, log=state / "apiserver.log")),
+                    exchange_url=exchange_url, port=port, log=state / "apiserver.log",
+                    extra_env=archived)),
             ]
             try:
                 for component in components:

@@ -66,6 +66,8 @@ class ResourceSpec:
     """Longest time limit a job can get, in seconds; None: not known."""
     job_retention: float | None = None
     """Seconds a finished job is kept before it is deleted; None: the operator's default."""
+    archive_after: float | None = None
+    """Seconds a finished job stays live before it is archived; None: the operator's default."""
     web_allow: tuple[str, ...] = ()
     """Hosts and networks that http(s) inputs may come from besides the public internet."""
     web_max_bytes: int = webfence.DEFAULT_MAX_BYTES
@@ -107,6 +109,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
         max_nodes=int(jobs["maxNodes"]) if jobs.get("maxNodes") else None,
         max_time=int(jobs["maxTime"]) if jobs.get("maxTime") else None,
         job_retention=_retention(spec.get("jobRetention")),
+        archive_after=_retention(spec.get("archiveAfter"), "archiveAfter"),
         web_allow=_web_allow(web.get("allow") or ()),
         web_max_bytes=int(web.get("maxBytes", webfence.DEFAULT_MAX_BYTES)),
         web_timeout=float(web.get("timeoutSeconds", webfence.DEFAULT_TIMEOUT)),
@@ -147,13 +150,13 @@ def web_inputs(spec: ResourceSpec, environ: Mapping[str, str]) -> webfence.WebIn
     return webfence.WebInputs(fence, spec.web_max_bytes, spec.web_timeout)
 
 
-def _retention(text: str | None) -> float | None:
+def _retention(text: str | None, field: str = "jobRetention") -> float | None:
     if text is None:
         return None
     try:
         return retention.parse_retention(str(text))
     except ValueError as error:
-        raise InvalidResource(f"jobRetention: {error}") from None
+        raise InvalidResource(f"{field}: {error}") from None
 
 
 def base_path(spec: ResourceSpec, username: str) -> str:

@@ -7,7 +7,7 @@ namespace has its own exchange in a subdirectory of its name), the CERISE_* cred
 overrides of `cerise.model.compute`, the metrics endpoint (CERISE_METRICS_PORT and
 CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished jobs
 (CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
-`cerise.operator.retention`).
+`cerise.operator.retention`) and the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from cerise.kube.jobs import GROUP, VERSION
 from cerise.model.exchange import Layout
-from cerise.operator import metrics, retention
+from cerise.operator import archiving, metrics, retention
 from cerise.operator.registry import Registry
 
 FINALIZER = f"{GROUP}/cleanup"
@@ -63,6 +63,8 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         _endpoints.append(runner)
     sweeper = retention.Sweeper(registry, sweeping)
     _tasks.append(asyncio.create_task(sweeper.run(), name="retention-sweep"))
+    if (archiver := archiving.start(registry, os.environ)) is not None:
+        _tasks.append(archiver)
 
 
 @kopf.on.cleanup()

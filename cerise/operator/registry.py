@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,14 @@ from typing import Any, cast
 import kopf
 from lightkube import ApiError, AsyncClient
 
+from cerise.archive import published, records
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
 from cerise.model import compute, states
 from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
-from cerise.operator import joblog, resources
+from cerise.operator import resources
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.transitions import Transitions
 from cerise.operator.worker import Body, ResourceChanged, ResourceWorker
@@ -203,15 +203,10 @@ class Registry:
                     raise kopf.TemporaryError(f"cannot clean up yet: {error}", delay=10) from None
                 kopf.event(cast(kopf.Body, body), type="Warning", reason="CleanupIncomplete",
                            message=f"remote files of the job were left behind: {error}")
-        await asyncio.to_thread(self._remove_published, body["metadata"]["namespace"],
-                                body["metadata"]["uid"])
+        if not records.is_archive_prune(body):  # archived: its files stay for now
+            await asyncio.to_thread(published.remove, self.exchange.for_namespace(
+                body["metadata"]["namespace"]), body["metadata"]["uid"])
         self._forget(body)
-
-    def _remove_published(self, namespace: str, uid: str) -> None:
-        exchange = self.exchange.for_namespace(namespace)
-        shutil.rmtree(exchange.output_dir(uid), ignore_errors=True)
-        for path in (exchange.log_path(uid), joblog.offset_path(exchange.log_path(uid))):
-            path.unlink(missing_ok=True)
 
 
 def _version(body: Body) -> int:

@@ -50,14 +50,14 @@ def settings(environ: Mapping[str, str]) -> Settings:
         default = retention.parse_retention(text) if text else None
     except ValueError as error:
         raise ValueError(f"CERISE_JOB_RETENTION: {error}") from None
-    interval = _number(environ, "CERISE_RETENTION_SWEEP_SECONDS", Settings.interval)
-    batch = _number(environ, "CERISE_RETENTION_BATCH", Settings.batch)
+    interval = positive_number(environ, "CERISE_RETENTION_SWEEP_SECONDS", Settings.interval)
+    batch = positive_number(environ, "CERISE_RETENTION_BATCH", Settings.batch)
     if batch != int(batch):
         raise ValueError(f"CERISE_RETENTION_BATCH must be a whole number, not {batch:g}")
     return Settings(default=default, interval=interval, batch=int(batch))
 
 
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+def positive_number(environ: Mapping[str, str], name: str, default: float) -> float:
     text = environ.get(name, "").strip()
     if not text:
         return default
@@ -75,7 +75,7 @@ class _Worker(Protocol):
     def spec(self) -> ResourceSpec: ...
 
 
-class _Source(Protocol):
+class Source(Protocol):
     """What the sweep reads: the registry."""
 
     @property
@@ -91,7 +91,7 @@ class _Source(Protocol):
 class Sweeper:
     """Sweeps the jobs of `source` (the registry, read anew each time) by `config`."""
 
-    def __init__(self, source: Callable[[], _Source], config: Settings) -> None:
+    def __init__(self, source: Callable[[], Source], config: Settings) -> None:
         self._source, self.config = source, config
         self._asked: set[str] = set()
         """Jobs whose deletion was asked for, until the watch says they are going."""
@@ -114,8 +114,8 @@ class Sweeper:
             uid for uid, job in source.jobs.items() if not job["metadata"].get("deletionTimestamp"))
         finished = [job for uid, job in source.jobs.items()
                     if uid not in self._asked and retention.finished_at(job) is not None]
-        kept = await _retentions(source, {_resource(job) for job in finished},
-                                 self.config.default)
+        kept = await durations(source, {_resource(job) for job in finished},
+                               self.config.default, RETENTION)
         deleted = 0
         for job in retention.expired(finished, now, lambda *key: kept[key], self.config.batch):
             meta = job["metadata"]
@@ -141,17 +141,29 @@ def _resource(job: Body) -> ResourceKey:
     return job["metadata"]["namespace"], job["spec"]["computeResource"]
 
 
-async def _retentions(
-    source: _Source, keys: Iterable[ResourceKey], default: float | None
+@dataclass(frozen=True)
+class Duration:
+    """A per-resource duration: its spec field, and its value in a worker's spec."""
+
+    field: str
+    of_spec: Callable[[ResourceSpec], float | None]
+
+
+RETENTION = Duration("jobRetention", lambda spec: spec.job_retention)
+
+
+async def durations(
+    source: Source, keys: Iterable[ResourceKey], default: float | None, duration: Duration,
 ) -> dict[ResourceKey, float | None]:
-    """The retention of each resource's jobs. A resource without a worker now (being
-    restarted, broken, or deleted) is read from the API, so that a resource's own longer
-    retention is never replaced by the default while its worker is away."""
+    """The `duration` of each resource's jobs (their retention, or how long before they
+    are archived). A resource without a worker now (being restarted, broken, or deleted) is
+    read from the API, so that a resource's own longer duration is never replaced by the
+    default while its worker is away."""
     found: dict[ResourceKey, float | None] = {}
     for key in keys:
         worker = source.workers.get(key)
         if worker is not None:
-            own = worker.spec.job_retention
+            own = duration.of_spec(worker.spec)
         else:
             try:
                 body = await objects.get_resource(source.kube, *key)
@@ -160,7 +172,7 @@ async def _retentions(
                                *key, error.status.message or error.status.code)
                 found[key] = None
                 continue
-            text = ((body or {}).get("spec") or {}).get("jobRetention")
+            text = ((body or {}).get("spec") or {}).get(duration.field)
             try:
                 own = retention.parse_retention(str(text)) if text is not None else None
             except ValueError:

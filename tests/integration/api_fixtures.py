@@ -21,6 +21,7 @@ from cerise.devenv import specialisations
 from cerise.devenv.apiserver import IDENTITY, ApiserverProcess
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
+from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port, wait_until
 from tests.integration.operator_fixtures import API_PORT, EXCHANGE_URL, apply
 
@@ -40,7 +41,7 @@ class Api:
 @pytest.fixture(scope="session")
 def single_user_api(
     control_plane: ControlPlane, operator: OperatorProcess, exchange_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, archive_db: Postgres,
 ) -> Iterator[Api]:
     """The apiserver as `./dev up` runs it, with a local compute resource to run jobs on."""
     base = tmp_path_factory.mktemp("single-user-resource") / "cerise"
@@ -54,7 +55,8 @@ def single_user_api(
     process = ApiserverProcess(
         kubeconfig=control_plane.kubeconfig_for(IDENTITY[0]), exchange_dir=exchange_dir,
         exchange_url=EXCHANGE_URL, port=API_PORT, namespace=SINGLE,
-        log=tmp_path_factory.mktemp("apiserver") / "single-user.log")
+        log=tmp_path_factory.mktemp("apiserver") / "single-user.log",
+        extra_env={"CERISE_ARCHIVE_URL": archive_db.url})
     process.start()
     api = Api(f"http://localhost:{API_PORT}", exchange_dir, process)
     # The ComputeResource must be in the apiserver's cache before jobs can go to it.
@@ -80,7 +82,7 @@ def _resource_known(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def cluster_api(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, archive_db: Postgres,
 ) -> Iterator[Api]:
     """The apiserver in cluster mode: tokens checked, RBAC decides, an exchange per namespace;
     team-a is also served at the root."""
@@ -90,7 +92,8 @@ def cluster_api(
         kubeconfig=control_plane.kubeconfig_for(IDENTITY[0]), exchange_dir=exchange,
         exchange_url=f"http://localhost:{port}/ns/{{namespace}}/files", port=port,
         auth="kubernetes", namespace="team-a",
-        log=tmp_path_factory.mktemp("apiserver") / "cluster.log")
+        log=tmp_path_factory.mktemp("apiserver") / "cluster.log",
+        extra_env={"CERISE_ARCHIVE_URL": archive_db.url})
     process.start()
     yield Api(f"http://localhost:{port}", exchange, process)
     process.stop()

@@ -15,6 +15,7 @@ import pytest
 from cerise.devenv import specialisations
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import IDENTITY, OperatorProcess
+from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
 from cerise.remote.connection import LocalRemote, Remote, RemoteUnavailable
@@ -41,7 +42,8 @@ def exchange_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, exchange_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, exchange_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+    archive_db: Postgres,
 ) -> Iterator[OperatorProcess]:
     """The operator, run as in production: a `kopf run` process with its own, least
     privileged identity (ClusterRole `cerise-operator`), for the whole session."""
@@ -50,6 +52,9 @@ def operator(
         exchange_url=EXCHANGE_URL, log=tmp_path_factory.mktemp("operator") / "operator.log",
         extra_env={"CERISE_METRICS_PORT": str(METRICS_PORT),
                    "CERISE_RETENTION_SWEEP_SECONDS": str(RETENTION_SWEEP),
+                   # only resources with an archiveAfter have jobs to archive
+                   "CERISE_ARCHIVE_URL": archive_db.url, "CERISE_ARCHIVE_SWEEP_SECONDS": "0.5",
+                   "CERISE_ARCHIVE_RETRY_SECONDS": "0.5",
                    # the tests' web servers (tests/integration/web.py) are on the loopback,
                    # which the web fence refuses unless allowed
                    "CERISE_WEB_ALLOW": "127.0.0.1"})

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cerise.apiserver import errors, workflowjobs
+from cerise.apiserver import errors, history, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.model import states
@@ -81,7 +81,7 @@ async def list_jobs(tenant: ReadTenant) -> Response:
     """Every job of the namespace, oldest first."""
     # Thousands of jobs take a while to render: do it off the event loop (the cache
     # replaces a job's body on a change, never alters one, so reading them there is safe).
-    content = await asyncio.to_thread(_listing, tenant.base_url, workflowjobs.listed(tenant))
+    content = await asyncio.to_thread(_listing, tenant.base_url, await history.listed(tenant))
     return Response(content, media_type="application/json")
 
 
@@ -126,23 +126,23 @@ def _description(raw: bytes) -> JobDescription:
 @router.get("/jobs/{job_id}", summary="Get a job")
 async def get_job(tenant: ReadTenant, job_id: JobId) -> Job:
     """One job."""
-    return present(tenant, workflowjobs.find(tenant, job_id))
+    return present(tenant, await history.find(tenant, job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job")
 async def delete_job(tenant: ReadTenant, job_id: JobId) -> Response:
     """Cancel the job if it runs, then remove it with its files and outputs."""
-    await workflowjobs.delete(tenant, job_id)
+    await history.delete(tenant, job_id)
     return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
 async def cancel_job(tenant: ReadTenant, job_id: JobId) -> Job:
     """Ask for the job to be cancelled; its state becomes Cancelled once nothing runs."""
-    return present(tenant, await workflowjobs.cancel(tenant, job_id))
+    return present(tenant, await history.cancel(tenant, job_id))
 
 
 @router.get("/jobs/{job_id}/log", response_class=PlainTextResponse, summary="A job's log")
 async def get_log(tenant: ReadTenant, job_id: JobId) -> str:
     """Cerise's messages about the job and the remote runner's log, as text."""
-    return await workflowjobs.log_text(tenant, workflowjobs.find(tenant, job_id))
+    return await workflowjobs.log_text(tenant, await history.find(tenant, job_id))

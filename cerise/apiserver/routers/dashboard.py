@@ -29,7 +29,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
-from cerise.apiserver import errors, tenancy, workflowjobs
+from cerise.apiserver import errors, history, tenancy, workflowjobs
 from cerise.apiserver.settings import AuthMode
 from cerise.apiserver.tenancy import ReadTenant
 from cerise.kube.cache import Body, version
@@ -348,8 +348,9 @@ async def jobs_fragment(
 ) -> Response:
     """The jobs table, newest first: the newest `LIST_LIMIT`, or `ALL_LIMIT` if `show_all`."""
     revision = tenant.services.jobs.revision(tenant.namespace)
-    counts = workflowjobs.counts(tenant)
-    shown = workflowjobs.newest(tenant, ALL_LIMIT if show_all else LIST_LIMIT)
+    counts = await history.counts(tenant)
+    shown = await history.page(tenant, after=None,
+                               limit=ALL_LIMIT if show_all else LIST_LIMIT)
     return await _fragment(request, "_jobs.html", f"jobs@{revision}", lambda: {
         "jobs": [job_view(body) for body in shown], "total": sum(counts.values()),
         "summary": summary(counts), "base": tenant.prefix, "show_all": show_all})
@@ -358,7 +359,7 @@ async def jobs_fragment(
 @router.get("/ui/fragments/jobs/{job_id}", response_class=HTMLResponse)
 async def job_fragment(request: Request, tenant: ReadTenant, job_id: JobId) -> Response:
     """A job's state, steps and outputs."""
-    body = workflowjobs.find(tenant, job_id)
+    body = await history.find(tenant, job_id)
     return await _fragment(request, "_job.html", _versions([body]), lambda: {"job": job_view(body)})
 
 
@@ -368,7 +369,7 @@ async def log_fragment(
 ) -> PlainTextResponse:
     """The job log's complete lines from byte `offset` on; the header `X-Log-Offset` says
     where the next request starts. The log is append-only and bounded, so this is cheap."""
-    body = workflowjobs.find(tenant, job_id)
+    body = await history.find(tenant, job_id)
     path = tenant.exchange.log_path(body["metadata"]["uid"])
     data = await asyncio.to_thread(_read_lines, path, offset)
     return PlainTextResponse(data.decode(errors="replace"), headers={

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 import cerise
-from cerise.apiserver import errors, workflowjobs
+from cerise.apiserver import errors, history, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.kube.jobs import GROUP
@@ -121,7 +121,7 @@ class RunLog(BaseModel):
 async def service_info(tenant: ReadTenant) -> dict[str, Any]:
     """The GA4GH service-info 1.0 fields and WES 1.1's."""
     counts = {state.value: 0 for state in states.WesState}
-    for phase, count in workflowjobs.counts(tenant).items():
+    for phase, count in (await history.counts(tenant)).items():
         counts[states.wes_state(phase).value] += count
     default_resource = workflowjobs.default_resource(tenant) or ""
     return {
@@ -149,9 +149,9 @@ async def list_runs(tenant: ReadTenant, page_size: PageSize = None,
                     page_token: PageToken = None) -> RunListResponse:
     """Runs the caller may see, newest first, a page at a time."""
     size = page_size or 100
-    before = _decode_token(page_token) if page_token else workflowjobs.NEWEST
-    found = workflowjobs.newest(tenant, size + 1, before)
-    page, more = found[:size], len(found) > size
+    after = _decode_token(page_token) if page_token else None
+    page = await history.page(tenant, after=after, limit=size + 1)
+    more, page = len(page) > size, page[:size]
     return RunListResponse(
         runs=[RunSummary(run_id=body["metadata"]["name"], state=_state(body),
                          start_time=_start(body), end_time=_end(body), tags=_tags(body))
@@ -192,7 +192,7 @@ async def run_workflow(tenant: WriteTenant, request: Request) -> RunIdResponse:
 @router.get("/runs/{run_id}", summary="A run's log")
 async def get_run_log(tenant: ReadTenant, run_id: RunId) -> RunLog:
     """A run with its request, state, log URLs, outputs and tasks URL."""
-    body = workflowjobs.find(tenant, run_id)
+    body = await history.find(tenant, run_id)
     status = body.get("status") or {}
     log_url = f"{tenant.base_url}/jobs/{run_id}/log"
     return RunLog(
@@ -209,13 +209,13 @@ async def get_run_log(tenant: ReadTenant, run_id: RunId) -> RunLog:
 @router.get("/runs/{run_id}/status", summary="A run's state")
 async def get_run_status(tenant: ReadTenant, run_id: RunId) -> RunStatus:
     """Just the run's state."""
-    return RunStatus(run_id=run_id, state=_state(workflowjobs.find(tenant, run_id)))
+    return RunStatus(run_id=run_id, state=_state(await history.find(tenant, run_id)))
 
 
 @router.post("/runs/{run_id}/cancel", summary="Cancel a run")
 async def cancel_run(tenant: ReadTenant, run_id: RunId) -> RunIdResponse:
     """Cancel the run: its remote job is stopped, and it ends CANCELED."""
-    await workflowjobs.cancel(tenant, run_id)
+    await history.cancel(tenant, run_id)
     return RunIdResponse(run_id=run_id)
 
 
@@ -223,7 +223,7 @@ async def cancel_run(tenant: ReadTenant, run_id: RunId) -> RunIdResponse:
 async def list_tasks(tenant: ReadTenant, run_id: RunId, page_size: PageSize = None,
                      page_token: PageToken = None) -> TaskListResponse:
     """The workflow's steps, in the order they started."""
-    tasks = _tasks(workflowjobs.find(tenant, run_id))
+    tasks = _tasks(await history.find(tenant, run_id))
     try:
         start = int(page_token) if page_token else 0
     except ValueError:
@@ -237,7 +237,7 @@ async def list_tasks(tenant: ReadTenant, run_id: RunId, page_size: PageSize = No
 @router.get("/runs/{run_id}/tasks/{task_id}", summary="One task of a run")
 async def get_task(tenant: ReadTenant, run_id: RunId, task_id: str) -> TaskLog:
     """One step of the run's workflow."""
-    for task in _tasks(workflowjobs.find(tenant, run_id)):
+    for task in _tasks(await history.find(tenant, run_id)):
         if task.id == task_id:
             return task
     raise errors.NotFound(f"run {run_id[:100]!r} has no task {task_id[:100]!r}")

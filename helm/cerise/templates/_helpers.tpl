@@ -140,3 +140,14 @@ file system is read-only; cwltool, for `local` compute resources, writes to both
 - name: CERISE_EXCHANGE_URL
   value: {{ include "cerise.exchangeUrl" . | quote }}
 {{- end }}
+
+{{/* The archive's URL, from the site's Secret (nothing without one: no archive). */}}
+{{- define "cerise.archiveEnv" -}}
+{{- with .Values.archive.existingSecret }}
+- name: CERISE_ARCHIVE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.archive.secretKey | quote }}
+{{- end }}
+{{- end }}
