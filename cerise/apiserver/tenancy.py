@@ -59,6 +59,8 @@ class Tenant:
             allowed = await callers.allowed(self.token, self.namespace, verb)
         except access.NotAuthenticated as error:
             raise errors.NotAuthenticated(str(error)) from None
+        except access.Busy as error:
+            raise errors.TooManyRequests(str(error)) from None
         if not allowed:
             raise errors.Forbidden(
                 f"you may not {verb} Cerise jobs in namespace {self.namespace!r}")
@@ -99,8 +101,11 @@ async def tenant(request: Request) -> Tenant:
     if shared.callers is None:
         return Tenant(namespace, exchange, base_url, path_prefix, shared.kube, shared)
     token = _bearer_token(request)
-    return Tenant(namespace, exchange, base_url, path_prefix, shared.callers.client(token),
-                  shared, token)
+    try:
+        kube = shared.callers.client(token)
+    except access.NotAuthenticated as error:
+        raise errors.NotAuthenticated(str(error)) from None
+    return Tenant(namespace, exchange, base_url, path_prefix, kube, shared, token)
 
 
 def _bearer_token(request: Request) -> str:

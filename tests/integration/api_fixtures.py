@@ -90,7 +90,8 @@ def cluster_api(
         kubeconfig=control_plane.kubeconfig_for(IDENTITY[0]), exchange_dir=exchange,
         exchange_url=f"http://localhost:{port}/ns/{{namespace}}/files", port=port,
         auth="kubernetes", namespace="team-a",
-        log=tmp_path_factory.mktemp("apiserver") / "cluster.log")
+        log=tmp_path_factory.mktemp("apiserver") / "cluster.log",
+        extra_env={"CERISE_METRICS_PORT": str(free_port())})
     process.start()
     yield Api(f"http://localhost:{port}", exchange, process)
     process.stop()
