@@ -6,11 +6,11 @@ asks the API server (a SelfSubjectAccessReview made with the caller's token) whe
 the caller may read what the cache holds. Answers and clients are kept for a short
 while, keyed by a hash of the token (the token itself is never logged or kept as a key).
 
-Bogus tokens cost the API server nothing beyond a bounded rate: a token it refused is
-refused here for `REJECTED_SECONDS` without asking again, reviews not answered from
-memory are limited to `REVIEWS_PER_SECOND` (`Busy` beyond that), and a token becomes one
-of the `MAX_CALLERS` kept only once the API server has accepted it, so a flood of new
-tokens cannot push out the callers who are really working.
+Bogus tokens cost little and reach the API server at a bounded rate: reviews go through
+one shared connection with the token as a header (a client of its own, TLS set up anew,
+is made only for a token the API server accepted, for its writes); a refused token is
+refused here for `REJECTED_SECONDS` without asking again; reviews not answered from
+memory are limited to `REVIEWS_PER_SECOND` (`Busy` beyond that).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from lightkube import ApiError, AsyncClient
+import httpx
+from lightkube import AsyncClient
+from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.config.models import Context, User
-from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
-from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 
 from cerise.kube.jobs import GROUP
 
@@ -34,9 +33,7 @@ _T = TypeVar("_T")
 ANSWER_SECONDS = 30.0
 """How long an access check's answer is reused."""
 MAX_CALLERS = 256
-"""Callers whose clients are kept open at once."""
-MAX_PENDING = 64
-"""Clients of tokens not yet accepted, kept at once."""
+"""Callers whose clients and answers are kept at once."""
 REJECTED_SECONDS = 30.0
 """How long a refused token is refused without asking the API server."""
 MAX_REJECTED = 4096
@@ -44,6 +41,9 @@ MAX_REJECTED = 4096
 REVIEWS_PER_SECOND = 20.0
 REVIEW_BURST = 40
 """Access reviews that may be made at once, before the rate applies."""
+REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+Answers = dict[tuple[str, str, str], tuple[float, bool]]
 
 
 class NotAuthenticated(Exception):
@@ -71,96 +71,91 @@ class _Budget:
         return True
 
 
-@dataclass
-class _Caller:
-    client: AsyncClient
-    answers: dict[tuple[str, str, str], tuple[float, bool]] = field(default_factory=dict)
-
-
 class Callers:
     """API clients acting as callers, made from the apiserver's own cluster configuration."""
 
     def __init__(self, own: SingleConfig) -> None:
         self._own = own
-        self._callers: OrderedDict[str, _Caller] = OrderedDict()
-        self._pending: OrderedDict[str, _Caller] = OrderedDict()
+        # The cluster's TLS settings without the apiserver's own credentials.
+        self._reviewer = httpx.AsyncClient(
+            base_url=own.cluster.server, timeout=30,
+            verify=client_adapter.verify_cluster(own.cluster, User(), own.abs_file))
+        self._answers: OrderedDict[str, Answers] = OrderedDict()
+        self._clients: OrderedDict[str, AsyncClient] = OrderedDict()
         self._rejected: OrderedDict[str, float] = OrderedDict()
         self._reviews = _Budget(REVIEWS_PER_SECOND, REVIEW_BURST)
 
     def client(self, token: str) -> AsyncClient:
-        """An API client that acts as the holder of `token`; NotAuthenticated if the API
-        server refused the token a moment ago."""
-        return self._caller(_digest(token), token).client
-
-    async def allowed(self, token: str, namespace: str, verb: str,
-                      resource: str = "workflowjobs") -> bool:
-        """Whether the holder of `token` may `verb` Cerise `resource`s in `namespace`;
-        NotAuthenticated if the token is refused, Busy if too many reviews are asked for."""
+        """An API client that acts as the holder of `token`, which `allowed` has accepted
+        (NotAuthenticated if it has not)."""
         digest = _digest(token)
-        caller = self._caller(digest, token)
-        key = (namespace, verb, resource)
-        cached = caller.answers.get(key)
-        if cached is not None and time.monotonic() - cached[0] < ANSWER_SECONDS:
-            return cached[1]
-        if not self._reviews.take():
-            raise Busy("too many access checks at once; try again in a second")
-        review = SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(
-            resourceAttributes=ResourceAttributes(
-                group=GROUP, resource=resource, verb=verb, namespace=namespace)))
-        try:
-            answer = await caller.client.create(review)
-        except ApiError as error:
-            if error.status.code == 401:
-                self._reject(digest)
-                raise NotAuthenticated("the bearer token was not accepted") from None
-            raise
-        allowed = bool(answer.status and answer.status.allowed)
-        caller.answers[key] = (time.monotonic(), allowed)
-        self._accept(digest, caller)
-        return allowed
-
-    async def close(self) -> None:
-        """Close every client."""
-        for kept in (self._callers, self._pending):
-            while kept:
-                _, caller = kept.popitem()
-                await caller.client.close()
-
-    def _caller(self, digest: str, token: str) -> _Caller:
-        refused_at = self._rejected.get(digest)
-        if refused_at is not None:
-            if time.monotonic() - refused_at < REJECTED_SECONDS:
-                raise NotAuthenticated("the bearer token was not accepted")
-            del self._rejected[digest]
-        caller = self._callers.get(digest)
-        if caller is not None:
-            self._callers.move_to_end(digest)
-            return caller
-        caller = self._pending.get(digest)
-        if caller is None:
+        if digest not in self._answers:
+            raise NotAuthenticated("the bearer token has not been checked")
+        client = self._clients.get(digest)
+        if client is None:
             config = KubeConfig(
                 clusters={"cluster": self._own.cluster},
                 contexts={"caller": Context(cluster="cluster", user="caller")},
                 users={"caller": User(token=token)}, current_context="caller",
                 fname=self._own.fname,
             )
-            caller = _Caller(AsyncClient(config=config, field_manager="cerise-apiserver"))
-            self._pending[digest] = caller
-            _bound(self._pending, MAX_PENDING)
-        return caller
+            client = AsyncClient(config=config, field_manager="cerise-apiserver")
+            self._clients[digest] = client
+            _bound(self._clients, MAX_CALLERS)
+        self._clients.move_to_end(digest)
+        return client
 
-    def _accept(self, digest: str, caller: _Caller) -> None:
-        """Keep the caller of a token the API server accepted among the callers."""
-        if self._pending.pop(digest, None) is None:
-            return
-        self._callers[digest] = caller
-        _bound(self._callers, MAX_CALLERS)
+    async def allowed(self, token: str, namespace: str, verb: str,
+                      resource: str = "workflowjobs") -> bool:
+        """Whether the holder of `token` may `verb` Cerise `resource`s in `namespace`;
+        NotAuthenticated if the token is refused, Busy if too many reviews are asked for."""
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise NotAuthenticated("the bearer token is not one the API server gives out")
+        digest = _digest(token)
+        refused_at = self._rejected.get(digest)
+        if refused_at is not None:
+            if time.monotonic() - refused_at < REJECTED_SECONDS:
+                raise NotAuthenticated("the bearer token was not accepted")
+            del self._rejected[digest]
+        key = (namespace, verb, resource)
+        cached = self._answers.get(digest, {}).get(key)
+        if cached is not None and time.monotonic() - cached[0] < ANSWER_SECONDS:
+            return cached[1]
+        if not self._reviews.take():
+            raise Busy("too many access checks at once; try again in a second")
+        answer = await self._review(token, key)
+        if answer is None:
+            self._answers.pop(digest, None)
+            self._rejected[digest] = time.monotonic()
+            _bound(self._rejected, MAX_REJECTED)
+            raise NotAuthenticated("the bearer token was not accepted")
+        answers = self._answers.setdefault(digest, {})
+        answers[key] = (time.monotonic(), answer)
+        self._answers.move_to_end(digest)
+        _bound(self._answers, MAX_CALLERS)
+        return answer
 
-    def _reject(self, digest: str) -> None:
-        self._pending.pop(digest, None)  # collected, not closed: see `_bound`
-        self._callers.pop(digest, None)
-        self._rejected[digest] = time.monotonic()
-        _bound(self._rejected, MAX_REJECTED)
+    async def close(self) -> None:
+        """Close every client."""
+        while self._clients:
+            _, client = self._clients.popitem()
+            await client.close()
+        await self._reviewer.aclose()
+
+    async def _review(self, token: str, key: tuple[str, str, str]) -> bool | None:
+        """The API server's answer to a SelfSubjectAccessReview asked with `token`; None if
+        it did not accept the token."""
+        namespace, verb, resource = key
+        body: dict[str, Any] = {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"group": GROUP, "resource": resource,
+                                            "verb": verb, "namespace": namespace}}}
+        answer = await self._reviewer.post(
+            REVIEWS, json=body, headers={"Authorization": f"Bearer {token}"})
+        if answer.status_code == 401:
+            return None
+        answer.raise_for_status()
+        return bool((answer.json().get("status") or {}).get("allowed"))
 
 
 def _digest(token: str) -> str:
