@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cerise.kube import access
@@ -9,7 +11,7 @@ from cerise.kube import access
 
 def test_reviews_beyond_the_burst_wait_for_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(access.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     budget = access._Budget(rate=2.0, burst=3)
     assert [budget.take() for _ in range(4)] == [True, True, True, False]
     now[0] += 0.5  # one review's worth at 2 a second
