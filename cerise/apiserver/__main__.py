@@ -6,7 +6,7 @@ import argparse
 
 import uvicorn
 
-from cerise.apiserver import logs
+from cerise.apiserver import logs, metrics
 from cerise.apiserver.app import create_app
 from cerise.apiserver.settings import Settings
 
@@ -15,8 +15,12 @@ DEFAULT_PORT = 29593
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-    """Run the apiserver until interrupted."""
-    uvicorn.run(create_app(Settings.from_env()), host=host, port=port, proxy_headers=True,
+    """Run the apiserver until interrupted. Forwarded headers are left to
+    `cerise.apiserver.origin_guard`, which believes only the configured proxies."""
+    settings = Settings.from_env()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_address or host, settings.metrics_port)
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False,
                 log_config=logs.CONFIG, access_log=False)
 
 

@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator
 import httpx2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cerise.apiserver import errors, metrics, workflowjobs
+from cerise.apiserver import errors, metrics, origin_guard, workflowjobs
 from cerise.apiserver.routers import cerise_jobs, dashboard, files, wes
 from cerise.apiserver.settings import AuthMode, Settings
 from cerise.apiserver.tenancy import TENANT_PREFIX, Services, namespace_path
@@ -86,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(origin_guard.OriginGuard, settings=settings)
     app.add_middleware(metrics.RequestMetrics)
 
     @app.get("/healthz", include_in_schema=False)
@@ -100,10 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
         (an API server that is down makes the service unready, not dead)."""
         return _health(_stopped_follower(request.app))
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        """Prometheus metrics (request counts and latency, exchange bytes)."""
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:  # else on a port of its own (`metrics.serve`)
+        app.add_api_route("/metrics", metrics.exposition, include_in_schema=False)
 
     for prefix, declared in (("", []), (TENANT_PREFIX, [Depends(namespace_path)])):
         app.include_router(cerise_jobs.router, prefix=prefix, dependencies=declared)

@@ -63,6 +63,13 @@ class TooLarge(ServiceError):
     status_code = 413
 
 
+class TooManyRequests(ServiceError):
+    """The service is asked too much at once; retrying after a second may help."""
+
+    status_code = 429
+    headers = {"Retry-After": "1"}  # noqa: RUF012
+
+
 class Unavailable(ServiceError):
     """The service cannot do this now (e.g. no compute resource is configured)."""
 

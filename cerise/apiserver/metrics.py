@@ -1,15 +1,25 @@
 """Prometheus metrics of the apiserver, served at ``/metrics``.
 
-Requests are counted by method, route template (``/jobs/{job_id}``, not each id, so the
-number of series stays bounded) and status, with their latency; the file exchange counts
-the bytes it receives and sends.
+Requests are counted by method (one of `METHODS`, else ``other``), route template
+(``/jobs/{job_id}``, not each id) and status, with their latency, so the number of series
+stays bounded whatever callers send; the file exchange counts the bytes it receives and
+sends. In cluster mode they are served on a port of their own (`serve`), not to tenants.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -21,6 +31,27 @@ LATENCY = Histogram("cerise_api_request_seconds", "Time to answer an HTTP reques
                              5, 10, 30, 60))
 EXCHANGE_BYTES = Counter("cerise_exchange_bytes", "Bytes moved through the WebDAV exchange.",
                          ["direction"], registry=REGISTRY)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "MKCOL",
+                     "PROPFIND"})
+"""Methods counted under their own name; any other counts as ``other``."""
+log = logging.getLogger(__name__)
+
+
+def exposition() -> Response:
+    """Prometheus metrics (request counts and latency, exchange bytes)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve(address: str, port: int) -> None:
+    """Serve ``/metrics`` on a port of its own, from a thread; a port that cannot be had is
+    logged and the apiserver goes on without it."""
+    try:
+        start_http_server(port, addr=address, registry=REGISTRY)
+    except OSError as error:
+        log.error("metrics endpoint not started: cannot listen on %s:%d: %s", address, port,
+                  error.strerror or error)
+        return
+    log.info("metrics at http://%s:%d/metrics", address, port)
 
 
 def _route(scope: Scope) -> str:
@@ -61,6 +92,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route, method = _route(scope), scope["method"]
+            route = _route(scope)
+            method = scope["method"] if scope["method"] in METHODS else "other"
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(time.perf_counter() - started)

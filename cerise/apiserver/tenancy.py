@@ -9,6 +9,7 @@ are allowed only when Kubernetes RBAC says the caller may read that namespace's 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -58,13 +59,19 @@ class Tenant:
         callers = self.services.callers
         if callers is None or self.token is None:
             return
-        try:
-            allowed = await callers.allowed(self.token, self.namespace, verb)
-        except access.NotAuthenticated as error:
-            raise errors.NotAuthenticated(str(error)) from None
-        if not allowed:
+        if not await _checked(callers.allowed(self.token, self.namespace, verb)):
             raise errors.Forbidden(
                 f"you may not {verb} Cerise jobs in namespace {self.namespace!r}")
+
+
+async def _checked(check: Awaitable[bool]) -> bool:
+    """The answer of an access check, its failures as the errors a caller reads."""
+    try:
+        return await check
+    except access.NotAuthenticated as error:
+        raise errors.NotAuthenticated(str(error)) from None
+    except access.Busy as error:
+        raise errors.TooManyRequests(str(error)) from None
 
 
 def namespace_path(
@@ -102,6 +109,8 @@ async def tenant(request: Request) -> Tenant:
     if shared.callers is None:
         return Tenant(namespace, exchange, base_url, path_prefix, shared.kube, shared)
     token = _bearer_token(request)
+    # A client of its own is made only for a token the API server accepts.
+    await _checked(shared.callers.allowed(token, namespace, "list"))
     return Tenant(namespace, exchange, base_url, path_prefix, shared.callers.client(token),
                   shared, token)
 

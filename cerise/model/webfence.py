@@ -4,16 +4,18 @@ The operator fetches http(s) input files, workflows and Specialisation archives 
 users, from inside the cluster; unfenced, a user could make it read the cluster's own
 services, the cloud's metadata endpoint or the operator's loopback. So an address is
 refused when it lies in a range that is not the public internet (`SPECIAL_RANGES`:
-loopback, link-local, private (RFC 1918, ULA), CGNAT, multicast, reserved…; an IPv6
-address that embeds an IPv4 one, mapped or NAT64 or 6to4, is judged by that one) unless
-an allow-list lets it through:
+loopback, link-local, private (RFC 1918, ULA), CGNAT, multicast, reserved…) unless an
+allow-list lets it through. An IPv6 address that carries an IPv4 one (mapped, compatible,
+SIIT, NAT64 with either well-known prefix, 6to4, Teredo) is judged by the IPv4 address as
+well: it must pass on both counts.
 
 * `Fence.allowed_hosts`: host names (``data.example.org``, or ``*.example.org`` for every
   name below it), allowed whatever they resolve to;
 * `Fence.allowed_networks`: addresses and networks (``10.1.2.3``, ``10.1.0.0/16``).
 
-`Fence.denied_networks` are refused even when allowed (the cluster's own ranges, set by
-whoever runs the operator), so a ComputeResource's allow-list cannot open them. The
+`NEVER_ALLOWED` (the cloud metadata endpoints) and `Fence.denied_networks` (the cluster's
+own ranges, set by whoever runs the operator) are refused even when allowed, also for an
+allowed host name once it resolves, so no allow-list can open them. The
 allow-list is the union of the operator's (`ALLOW_VARIABLE`) and a ComputeResource's
 (``spec.webInputs.allow``); the denials are the operator's (`DENY_VARIABLE`) and the
 address of the Kubernetes API service (``KUBERNETES_SERVICE_HOST``).
@@ -55,7 +57,18 @@ _RANGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 SPECIAL_RANGES: tuple[tuple[Network, str], ...] = tuple(
     (ipaddress.ip_network(network), rule) for rule, networks in _RANGES for network in networks)
 """Every range refused by default, with the rule a refusal names."""
+NEVER_ALLOWED: tuple[tuple[Network, str], ...] = (
+    (ipaddress.ip_network("169.254.169.254/32"), "the cloud metadata endpoint"),
+    (ipaddress.ip_network("fd00:ec2::254/128"), "the cloud metadata endpoint"),
+)
+"""Refused whatever the allow-lists say."""
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_NAT64_LOCAL_PREFIXES = (48, 56, 64, 96)
+"""RFC 6052 prefix lengths a site may use inside 64:ff9b:1::/48; each that fits is judged."""
 _NUMERIC = re.compile(r"([0-9.]+|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)(/[0-9]{1,3})?")
 """What is meant as an address or network: IPv4 digits and dots, or IPv6 with a colon."""
 _HOST = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
@@ -76,11 +89,19 @@ class Refusal:
     rule: str
     network: Network
     allowable: bool = True
+    carried: ipaddress.IPv4Address | None = None
+    """The IPv4 address carried by `address` that the rule matched, if it was that one."""
 
     def explain(self, host: str) -> str:
         """For a person: which rule refused `host` (as the URL names it), and what to do."""
         shown = str(self.address)
-        where = shown if host.strip("[]").lower() == shown else f"{host} resolves to {shown}, which"
+        try:
+            literal = ipaddress.ip_address(host.strip("[]")) == self.address
+        except ValueError:  # a host name
+            literal = False
+        if self.carried is not None:
+            shown = f"{shown} (carrying {self.carried})"
+        where = shown if literal else f"{host} resolves to {shown}, which"
         if not self.allowable:
             return f"{where} is in {self.rule} ({self.network}); no allow-list opens it"
         return f"{where} is in {self.rule} ({self.network}); allow it with {ALLOW_HINT}"
@@ -96,17 +117,19 @@ class Fence:
 
     def refusal(self, host: str, address: Address) -> Refusal | None:
         """None if `host` (the URL's host name) may be fetched at `address`; else why not."""
-        judged = _embedded_ipv4(address) or address
-        for network, rule in self.denied_networks:
-            if _within(judged, network) or _within(address, network):
-                return Refusal(address, rule, network, allowable=False)
+        judged = (address, *carried_ipv4(address))
+        for candidate in judged:
+            for network, rule in (*NEVER_ALLOWED, *self.denied_networks):
+                if _within(candidate, network):
+                    return _refusal(address, candidate, rule, network, allowable=False)
         if _host_allowed(host, self.allowed_hosts):
             return None
-        if any(_within(judged, n) or _within(address, n) for n in self.allowed_networks):
-            return None
-        for network, rule in SPECIAL_RANGES:
-            if _within(judged, network):
-                return Refusal(address, rule, network)
+        for candidate in judged:
+            if any(_within(candidate, network) for network in self.allowed_networks):
+                continue
+            for network, rule in SPECIAL_RANGES:
+                if _within(candidate, network):
+                    return _refusal(address, candidate, rule, network, allowable=True)
         return None
 
     def widened(self, entries: Iterable[str], origin: str) -> Fence:
@@ -186,13 +209,43 @@ def _within(address: Address, network: Network) -> bool:
     return address.version == network.version and address in network
 
 
-def _embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one stands for (mapped, NAT64, 6to4), if any."""
+def carried_ipv4(address: Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address may stand for: mapped (``::ffff:a.b.c.d``),
+    compatible (``::a.b.c.d``), SIIT (``::ffff:0:a.b.c.d``), NAT64 (``64:ff9b::/96``, and
+    every RFC 6052 layout within ``64:ff9b:1::/48``), 6to4 (``2002::/16``) and Teredo
+    (``2001::/32``: its server and its client)."""
     if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address.sixtofour
+        return ()
+    value = int(address)
+    if address in _COMPATIBLE and value <= 1:  # :: and ::1 are themselves
+        return ()
+    if any(address in network for network in (_MAPPED, _SIIT, _COMPATIBLE, _NAT64)):
+        return (ipaddress.IPv4Address(value & 0xFFFFFFFF),)
+    if address in _NAT64_LOCAL:
+        found = (_rfc6052_ipv4(value, length) for length in _NAT64_LOCAL_PREFIXES)
+        return tuple(ipaddress.IPv4Address(v) for v in dict.fromkeys(found) if v is not None)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    return ()
 
+
+def _rfc6052_ipv4(value: int, prefix: int) -> int | None:
+    """The IPv4 address embedded after a `prefix`-bit NAT64 prefix (RFC 6052 section 2.2):
+    its 32 bits follow the prefix, skipping bits 64-71 (the "u" octet); None if the bits
+    that layout keeps zero (the u octet and the suffix) are not, so it cannot be meant."""
+    bits = f"{value:0128b}"
+    if prefix == 96:
+        return int(bits[96:], 2)
+    after = bits[prefix:64] + bits[72:]
+    if "1" in bits[64:72] or "1" in after[32:]:
+        return None
+    return int(after[:32], 2)
+
+
+def _refusal(address: Address, candidate: Address, rule: str, network: Network, *,
+             allowable: bool) -> Refusal:
+    carried = candidate if isinstance(candidate, ipaddress.IPv4Address) and (
+        candidate != address) else None
+    return Refusal(address, rule, network, allowable, carried)

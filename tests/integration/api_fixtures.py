@@ -93,7 +93,7 @@ def cluster_api(
         exchange_url=f"http://localhost:{port}/ns/{{namespace}}/files", port=port,
         auth="kubernetes", namespace="team-a",
         log=tmp_path_factory.mktemp("apiserver") / "cluster.log",
-        extra_env={"CERISE_ARCHIVE_URL": archive_db.url})
+        extra_env={"CERISE_ARCHIVE_URL": archive_db.url, "CERISE_METRICS_PORT": str(free_port())})
     process.start()
     yield Api(f"http://localhost:{port}", exchange, process)
     process.stop()

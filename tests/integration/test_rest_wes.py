@@ -126,7 +126,25 @@ def test_service_info_and_errors(single_user_api: Api) -> None:
     unknown = post_run(single_user_api, WC, {},
                        workflow_engine_parameters=json.dumps({"nodes": 4}))
     assert unknown.status_code == 400 and "nodes" in unknown.json()["msg"]
-    escaping = httpx.post(f"{wes}/runs", data={"workflow_url": "../main.cwl"},
+    escaping = httpx.post(f"{wes}/runs", data={"workflow_url": "../main.cwl",
+                                                "workflow_params": "{}"},
                           files=[("workflow_attachment", ("../main.cwl", b"{}"))])
-    assert escaping.status_code == 400
+    assert escaping.status_code == 400 and "'..'" in escaping.json()["msg"]
     assert httpx.get(f"{wes}/runs", params={"page_token": "garbage"}).status_code == 400
+
+
+def test_a_run_without_workflow_params_is_refused(single_user_api: Api) -> None:
+    """WES 1.1 marks workflow_params REQUIRED; an empty object is what a run without inputs
+    sends."""
+    marker = f"no-params-{uuid.uuid4().hex[:8]}"
+    for fields in ({}, {"workflow_params": ""}, {"workflow_params": "  "}):
+        answer = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs", data={
+            "workflow_url": f"{marker}.cwl", "workflow_type": "CWL", **fields},
+            files=[("workflow_attachment", (f"{marker}.cwl", json.dumps(SLEEP).encode()))])
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["msg"].startswith("workflow_params is missing")
+    runs = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs").json()["runs"]
+    assert not [run for run in runs if run["run_id"].startswith(marker)]
+    deep = post_run(single_user_api, WC, {}, workflow_params="[" * 100_000 + "]" * 100_000)
+    assert deep.status_code == 400, deep.text
+    assert "workflow_params nests arrays and objects more than 64 deep" in deep.json()["msg"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -156,3 +157,18 @@ def test_job_keys_are_single_safe_components(key: str) -> None:
 def test_a_misconfigured_exchange_is_refused(root: Path, url: str) -> None:
     with pytest.raises(ValueError):
         Exchange(root=root, url=url)
+
+
+ODD_NAMES = ["back\\slash", "it's \"quoted\"", "$(touch pwned)", "`id`", "a;b", " spaced ",
+             "new\nline", "%41 per%cent", "?#&=+", "-dash", "\x01\x7f", "ünï ✓"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_every_name_posix_allows_is_an_input_and_an_output_unchanged(name: str) -> None:
+    source = EXCHANGE.source(f"{URL}/input/job/{quote(name, safe='')}")
+    assert source == LocalSource(ROOT / "input" / "job" / name)
+    assert EXCHANGE.source(f"file://{quote(str(ROOT / 'input' / name))}") == LocalSource(
+        ROOT / "input" / name)
+    assert EXCHANGE.output_path("uid-1", f"dir/{name}") == ROOT / "output/uid-1/dir" / name
+    url = EXCHANGE.output_url("uid-1", f"dir/{name}")
+    assert EXCHANGE.source(url) == LocalSource(ROOT / "output/uid-1/dir" / name)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
-from urllib.parse import unquote
+from typing import Any, cast
+from urllib.parse import quote, unquote
 
 import pytest
 from fastapi import FastAPI, Request
@@ -19,11 +20,17 @@ from starlette.types import Message
 from cerise.apiserver import tenancy
 from cerise.apiserver.app import install_error_handlers
 from cerise.apiserver.routers import files
+from cerise.apiserver.settings import Settings
 from cerise.apiserver.tenancy import Services, Tenant
-from cerise.model.exchange import Exchange
+from cerise.model.exchange import Exchange, Layout
 
 UID = "0f5c3a2e-1111-2222-3333-444455556666"
 DAV = "{DAV:}"
+CAP, QUOTA = 3000, 5000
+"""The per-file cap and the input/ quota of the test exchange."""
+ODD_NAMES = ["back\\slash", "it's \"quoted\"", "$(touch pwned)", "`id`", "a;b", " spaced ",
+             "new\nline", "tab\there", "%41 per%cent", "?#&=+", "-dash", "\x01\x7f", "ünï ✓"]
+"""Names POSIX allows (anything but '/' and NUL) that the exchange must keep unchanged."""
 
 
 @pytest.fixture
@@ -39,18 +46,29 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app(root: Path) -> FastAPI:
+def limits(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """The per-file cap and the quota: `CAP` and `QUOTA` unless a test asks for others."""
+    found: tuple[int, int] = getattr(request, "param", (CAP, QUOTA))
+    return found
+
+
+@pytest.fixture
+def app(root: Path, limits: tuple[int, int]) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(files.router)
     app.include_router(files.router, prefix="/ns/{namespace}")
     exchange = Exchange(root=root, url="http://testserver/files")
+    settings = Settings(Layout(root, exchange.url), max_upload_bytes=limits[0],
+                        quota_bytes=limits[1])
+    services = Services(settings, cast(AsyncClient, None), cast(Any, None), cast(Any, None),
+                        None)
 
     def tenant(request: Request) -> Tenant:
         namespace = request.path_params.get("namespace")
         prefix = f"/ns/{namespace}" if namespace else ""
         return Tenant(namespace or "default", exchange, f"http://testserver{prefix}", prefix,
-                      kube=cast(AsyncClient, None), services=cast(Services, None))
+                      kube=cast(AsyncClient, None), services=services)
 
     app.dependency_overrides[tenancy.reader] = tenant
     app.dependency_overrides[tenancy.writer] = tenant
@@ -86,9 +104,14 @@ async def asgi(app: FastAPI, method: str, raw_path: bytes,
                body: Iterator[bytes] | None = None) -> tuple[int, bytes]:
     """Call `app` with exactly `raw_path` (unnormalised) and a streamed body."""
     sent: list[Message] = []
+    done = False
 
     async def receive() -> Message:
+        nonlocal done
+        if done:  # the client stays connected until the answer is sent
+            await asyncio.Event().wait()
         chunk = None if body is None else next(body, None)
+        done = chunk is None
         return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
 
     async def send(message: Message) -> None:
@@ -237,7 +260,7 @@ def test_outputs_answer_404_once_their_job_is_deleted(client: TestClient, root: 
 
 @pytest.mark.parametrize("path", [
     "/files/input/%2e%2e/secret", "/files/input/%2E%2E/%2e%2e/x", "/files/input/a%2Fb",
-    "/files/input/a%2fb", "/files/input/a%5Cb", "/files/input/a%00b", "/files/input/%2e/a",
+    "/files/input/a%2fb", "/files/input/a%00b", "/files/input/%2e/a",
 ])
 def test_traversal_is_refused(client: TestClient, path: str) -> None:
     for method in ("GET", "PUT", "DELETE", "MKCOL"):
@@ -276,6 +299,7 @@ def test_symlinks_out_are_refused(client: TestClient, root: Path, tmp_path: Path
     assert list((tmp_path / "outdir").iterdir()) == []
 
 
+@pytest.mark.parametrize("limits", [(1 << 30, 1 << 30)], indirect=True)
 async def test_a_large_upload_streams_to_disk(app: FastAPI, root: Path) -> None:
     chunk, count = bytes(range(256)) * 256, 800  # 64 KiB * 800 = 50 MiB
     expected = hashlib.sha256(chunk * count).hexdigest()
@@ -291,3 +315,51 @@ async def test_a_large_upload_streams_to_disk(app: FastAPI, root: Path) -> None:
     assert stored.stat().st_size == len(chunk) * count
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == expected
     assert peak < 8 << 20
+
+
+async def test_every_name_posix_allows_round_trips(app: FastAPI, root: Path) -> None:
+    # Raw paths, as a server gets them (TestClient would decode '%25' twice).
+    for number, name in enumerate(ODD_NAMES):
+        folder = f"/files/input/odd%20{quote(name, safe='')}/".encode()
+        path = folder + quote(name, safe="").encode()
+        content = f"{number}".encode()
+        assert (await asgi(app, "PUT", path, iter([content])))[0] == 201, name
+        assert (root / "input" / f"odd {name}" / name).read_bytes() == content
+        assert await asgi(app, "GET", path) == (200, content)
+        status, listing = await asgi(app, "PROPFIND", folder)
+        assert status == 207
+        (href,) = [unquote(h) for h in hrefs(listing) if not h.endswith("/")]
+        assert href == f"/files/input/odd {name}/{name}"
+        status, text = await asgi(app, "GET", folder)
+        assert [unquote(line) for line in text.decode().splitlines()] == [name]
+        assert (await asgi(app, "DELETE", path))[0] == 204
+
+
+def test_a_file_over_the_cap_is_refused_and_leaves_nothing(app: FastAPI, client: TestClient,
+                                                           root: Path) -> None:
+    big = client.put("/files/input/cap/big.bin", content=b"x" * (CAP + 1))
+    assert big.status_code == 413
+    assert "at most 2.9" in big.json()["detail"]
+    assert client.put("/files/input/cap/fits.bin", content=b"x" * CAP).status_code == 201
+    assert sorted(p.name for p in (root / "input" / "cap").iterdir()) == ["fits.bin"]
+
+
+async def test_a_streamed_file_over_the_cap_leaves_nothing(app: FastAPI, root: Path) -> None:
+    status, body = await asgi(app, "PUT", b"/files/input/cap/streamed.bin",
+                              (b"x" * 1000 for _ in range(4)))
+    assert status == 413
+    assert b"nothing was stored" in body
+    assert list((root / "input" / "cap").iterdir()) == []
+
+
+async def test_the_quota_answers_507_and_leaves_nothing(app: FastAPI, client: TestClient,
+                                                        root: Path) -> None:
+    assert client.put("/files/input/q/a.bin", content=b"a" * 2500).status_code == 201
+    full = client.put("/files/input/q/b.bin", content=b"b" * 2501)  # Content-Length known
+    assert full.status_code == 507
+    assert "quota of 4.88281 KiB" in full.json()["detail"]
+    status, _ = await asgi(app, "PUT", b"/files/input/q/c.bin", (b"c" * 1000 for _ in range(3)))
+    assert status == 507
+    assert sorted(p.name for p in (root / "input" / "q").iterdir()) == ["a.bin"]
+    assert client.delete("/files/input/q/a.bin").status_code == 204
+    assert client.put("/files/input/q/b.bin", content=b"b" * 2501).status_code == 201

@@ -108,10 +108,13 @@ def test_attachment_names_stay_inside_the_run(name: str) -> None:
 
 @pytest.mark.parametrize(("fields", "problem"), [
     ({}, "workflow_url"),
+    ({"workflow_url": "a.cwl", "workflow_params": ""}, "workflow_params is missing"),
+    ({"workflow_url": "a.cwl", "workflow_params": " "}, "workflow_params is missing"),
     ({"workflow_url": "a.cwl", "workflow_type": "WDL"}, "WDL"),
     ({"workflow_url": "a.cwl", "workflow_type_version": "v2.0"}, "v2.0"),
     ({"workflow_url": "a.cwl", "workflow_params": "[1]"}, "JSON object"),
     ({"workflow_url": "a.cwl", "workflow_params": "{"}, "not valid JSON"),
+    ({"workflow_url": "a.cwl", "workflow_params": "[" * 99 + "]" * 99}, "more than 64 deep"),
     ({"workflow_url": "a.cwl", "workflow_engine_parameters": '{"cores": 2}'}, "cores"),
     ({"workflow_url": "a.cwl", "workflow_engine_parameters": '{"compute_resource": 1}'},
      "string"),
@@ -120,7 +123,13 @@ def test_attachment_names_stay_inside_the_run(name: str) -> None:
 ])
 def test_bad_run_requests_are_refused(fields: dict[str, str], problem: str) -> None:
     with pytest.raises(errors.BadRequest, match=problem):
-        wes._run_request(fields)
+        wes._run_request({"workflow_params": "{}", **fields})
+
+
+def test_workflow_params_are_required() -> None:
+    """WES 1.1 marks them REQUIRED ({} for a workflow without inputs)."""
+    with pytest.raises(errors.BadRequest, match="workflow_params is missing"):
+        wes._run_request({"workflow_url": "a.cwl"})
 
 
 def test_a_run_request_is_kept_as_given() -> None:

@@ -29,7 +29,7 @@ def refused(fence: Fence, address: str, host: str = "files.example.org") -> str 
         ("172.31.255.1", "a private range (172.16.0.0/12)"),
         ("192.168.1.1", "a private range (192.168.0.0/16)"),
         ("fd12:3456::1", "a unique local (private) range (fc00::/7)"),
-        ("169.254.169.254", "the link-local range (169.254.0.0/16)"),  # cloud metadata
+        ("169.254.1.1", "the link-local range (169.254.0.0/16)"),
         ("fe80::1", "the link-local range (fe80::/10)"),
         ("100.64.0.1", "the shared address space of carrier-grade NAT (100.64.0.0/10)"),
         ("0.0.0.0", "the unspecified range (0.0.0.0/8)"),  # noqa: S104 (an address to refuse)
@@ -39,7 +39,7 @@ def refused(fence: Fence, address: str, host: str = "files.example.org") -> str 
         # IPv6 forms of refused IPv4 addresses are judged by the IPv4 address
         ("::ffff:127.0.0.1", "the loopback range (127.0.0.0/8)"),
         ("64:ff9b::a00:5", "a private range (10.0.0.0/8)"),
-        ("2002:a9fe:a9fe::1", "the link-local range (169.254.0.0/16)"),
+        ("2002:a9fe:101::1", "the link-local range (169.254.0.0/16)"),
     ],
 )
 def test_addresses_off_the_public_internet_are_refused_naming_the_rule(
@@ -126,3 +126,56 @@ def test_a_resource_widens_the_operators_fence_within_its_limits() -> None:
     plain = compute.web_inputs(compute.parse_spec({"jobs": {"protocol": "local"}}), {})
     assert (plain.max_bytes, plain.timeout) == (8 << 30, 3600.0)
     assert refused(plain.fence, "127.0.0.1") is not None
+
+
+@pytest.mark.parametrize(
+    ("address", "carried", "rule"),
+    [
+        ("::127.0.0.1", "127.0.0.1", "the loopback range (127.0.0.0/8)"),  # compatible
+        ("::ffff:0:7f00:1", "127.0.0.1", "the loopback range (127.0.0.0/8)"),  # SIIT
+        ("::ffff:0:a00:5", "10.0.0.5", "a private range (10.0.0.0/8)"),
+        ("64:ff9b::7f00:1", "127.0.0.1", "the loopback range (127.0.0.0/8)"),  # NAT64 /96
+        ("64:ff9b:1:a00:0:100::", "10.0.0.1", "a private range (10.0.0.0/8)"),  # /48
+        ("64:ff9b:1:ff0a:0:1::", "10.0.0.1", "a private range (10.0.0.0/8)"),  # /56
+        ("64:ff9b:1::7f00:1", "127.0.0.1", "the loopback range (127.0.0.0/8)"),  # /96
+        ("2002:c0a8:101::1", "192.168.1.1", "a private range (192.168.0.0/16)"),  # 6to4
+        # Teredo: server 8.8.8.8, client 10.0.0.1 (stored inverted)
+        ("2001:0:808:808:0:0:f5ff:fffe", "10.0.0.1", "a private range (10.0.0.0/8)"),
+    ],
+)
+def test_ipv6_forms_of_ipv4_are_judged_by_what_they_carry(
+    address: str, carried: str, rule: str
+) -> None:
+    message = refused(DEFAULT, address, host=address)
+    assert message == (f"{ipaddress.ip_address(address)} (carrying {carried}) is in {rule}; "
+                       "allow it with spec.webInputs.allow of the ComputeResource or the "
+                       "operator's CERISE_WEB_ALLOW")
+    if len(webfence.carried_ipv4(ipaddress.ip_address(address))) == 1:
+        assert refused(DEFAULT.widened([carried], "test"), address) is None
+
+
+def test_a_public_teredo_or_nat64_address_passes() -> None:
+    assert refused(DEFAULT, "64:ff9b::808:808") is None
+    assert refused(DEFAULT, "64:ff9b:1:abcd::808:808") is None
+    assert refused(DEFAULT, "2001:0:808:808:0:0:f7f7:f7f7") is None  # client 8.8.8.8
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254",
+                                     "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1"])
+def test_the_metadata_endpoints_stay_refused_whatever_the_allow_lists_say(address: str) -> None:
+    fence = webfence.operator_fence({"CERISE_WEB_ALLOW": "0.0.0.0/0 ::/0 metadata.internal"})
+    message = refused(fence, address, host="metadata.internal")
+    assert message is not None
+    assert message.startswith(f"metadata.internal resolves to {ipaddress.ip_address(address)}")
+    assert "is in the cloud metadata endpoint" in message
+    assert message.endswith("no allow-list opens it")
+    assert refused(fence, "169.254.1.1", host="metadata.internal") is None  # only the endpoint
+
+
+def test_an_allowed_host_name_that_resolves_into_a_denied_network_is_refused() -> None:
+    fence = webfence.operator_fence({"CERISE_WEB_ALLOW": "*.example.org",
+                                     "CERISE_WEB_DENY": "10.96.0.0/12"})
+    assert refused(fence, "10.1.1.1", host="data.example.org") is None
+    assert "no allow-list opens it" in (refused(fence, "10.96.0.1", host="data.example.org") or "")
+    assert "no allow-list opens it" in (refused(fence, "::ffff:10.96.0.1",
+                                                host="data.example.org") or "")

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cerise.apiserver import errors, history, workflowjobs
+from cerise.apiserver import errors, history, json_bodies, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.model import states
@@ -87,13 +87,19 @@ async def list_jobs(tenant: ReadTenant) -> Response:
 
 @router.post(
     "/jobs", status_code=201, summary="Submit a job",
-    responses={400: {"description": "The job is invalid; do not retry it unchanged."}},
+    responses={400: {"description": "The job is invalid; do not retry it unchanged."},
+               415: {"description": "The body is not `application/json`."}},
     # Parsed by hand, to answer 400 (what cerise-client reads as "invalid job"), not 422.
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": JobDescription.model_json_schema()}}}},
 )
 async def submit_job(tenant: WriteTenant, request: Request, response: Response) -> Job:
     """Create a job; it starts in state Waiting."""
+    # A browser form or no-cors fetch cannot send application/json without asking first.
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json":
+        raise errors.UnsupportedMediaType(
+            "send the job description as JSON, with 'Content-Type: application/json'")
     found = _description(await request.body())
     created = await workflowjobs.submit(
         tenant, name=found.name, workflow=found.workflow, input_object=found.input,
@@ -105,10 +111,7 @@ async def submit_job(tenant: WriteTenant, request: Request, response: Response) 
 
 def _description(raw: bytes) -> JobDescription:
     """The job description, or BadRequest: cerise-client reads only 400 as "invalid job"."""
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise errors.BadRequest("the request body is not valid JSON") from None
+    data = json_bodies.parse(raw or b"null", "the request body")
     if not isinstance(data, dict):
         raise errors.BadRequest("the request body must be a JSON object with 'workflow', "
                                 "and optionally 'name' and 'input'")

@@ -7,9 +7,14 @@ blocking the event loop, and PROPFIND answers XML even where cerise-client parse
 * Layout: ``input/`` belongs to clients (made on demand); ``output/<job uid>/`` and
   ``logs/`` are written by the operator and read-only here. Nothing else in the exchange
   directory is served.
+* Names: any a POSIX file system allows (all but ``/`` and NUL: spaces, quotes,
+  backslashes, ``$(…)``, newlines…), percent-encoded in URLs as usual.
 * OPTIONS answers ``DAV: 1``. GET and HEAD serve a file, or a collection as a plain-text
-  listing (one name a line, collections ending in ``/``). PUT streams to a temporary file
-  that replaces the target (201 new, 204 replaced), making missing collections. MKCOL
+  listing (one member a line as a relative URL, percent-encoded so that any name stays one
+  line; collections end in ``/``). PUT streams to a temporary file that replaces the
+  target (201 new, 204 replaced), making missing collections; a file over the per-file cap
+  is a 413 and one that would take ``input/`` over its quota a 507, and neither leaves
+  anything behind (see `cerise.apiserver.settings`). MKCOL
   answers 201, 405 if the resource exists, 415 with a body and 409 if the parent is
   missing (except ``input/`` itself, made on demand). DELETE answers 204, recursively.
 * PROPFIND answers 207 for Depth 0 or 1 (no Depth header means 1; ``infinity`` is refused
@@ -17,9 +22,9 @@ blocking the event loop, and PROPFIND answers XML even where cerise-client parse
   answered as ``allprop``. Hrefs are absolute paths; collections' end in ``/``. Errors are
   a ``multistatus`` too (no hrefs; a 404 for a missing resource), because cerise-client
   parses the body whatever the status.
-* Refused: an encoded ``/``, ``\\`` or NUL in the raw path, ``.`` and ``..`` segments and
-  control characters (400); a path that leads, symbolic links followed, outside the
-  exchange (403), or outside ``input/`` for writes (403). No LOCK, COPY, MOVE or PROPPATCH.
+* Refused: an encoded ``/`` or NUL in the raw path, ``.`` and ``..`` segments (400); a
+  path that leads, symbolic links followed, outside the exchange (403), or outside
+  ``input/`` for writes (403). No LOCK, COPY, MOVE or PROPPATCH.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from cerise.apiserver import errors, metrics
@@ -61,9 +67,24 @@ ALLOW = errors.MethodNotAllowed.headers["Allow"]
 SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 """Served files are data: a browser must not run an uploaded page in the API's origin."""
 
-_ENCODED = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+LISTING_SAFE = "!$&'()*+,;=:@~"
+"""Characters a listing line leaves as they are (RFC 3986 path characters)."""
+
+_ENCODED = re.compile(rb"%(2f|00)", re.IGNORECASE)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+"""Characters XML 1.0 cannot carry, not even escaped."""
+_IN_FLIGHT: dict[Path, int] = {}
+"""Bytes received so far by the uploads under way, by input/ directory."""
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path``, but a name may hold a newline (``.`` does not match one)."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", _AnyPath())
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,7 @@ def _route(*methods: str) -> Callable[[_Handler], _Handler]:
     """Register a handler for the exchange root and everything below it, not in OpenAPI."""
 
     def register(handler: _Handler) -> _Handler:
-        for path in ("/files", "/files/{path:path}"):
+        for path in ("/files", "/files/{path:anypath}"):
             router.api_route(path, methods=list(methods), include_in_schema=False)(handler)
         return handler
 
@@ -112,7 +133,8 @@ async def get_file(request: Request, tenant: ReadTenant) -> Response:
         if request.method == "GET":
             metrics.EXCHANGE_BYTES.labels("out").inc(status.st_size)
         return response
-    listing = "".join(f"{_name(item)}\n" for item in resources[1:])
+    listing = "".join(f"{quote(_name(item), safe=LISTING_SAFE + '/')}\n"
+                      for item in resources[1:])
     return PlainTextResponse(listing, headers=SAFE_HEADERS)
 
 
@@ -122,9 +144,18 @@ async def put_file(request: Request, tenant: WriteTenant) -> Response:
     segments = _segments(request)
     if request.url.path.endswith("/"):
         raise errors.BadRequest("a file's path cannot end in '/'")
+    settings = tenant.services.settings
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise _too_large(settings.max_upload_bytes)
     with _os_errors():
         target = await asyncio.to_thread(_upload_target, tenant, segments)
-        replaced = await _receive(request, target)
+        inputs, used = await asyncio.to_thread(_input_usage, tenant)
+        if declared.isdigit() and used + _IN_FLIGHT.get(inputs, 0) + int(
+                declared) > settings.quota_bytes:
+            raise _full(settings.quota_bytes)
+        replaced = await _receive(request, target, _Bounds(
+            inputs, used, settings.max_upload_bytes, settings.quota_bytes))
     return Response(status_code=204 if replaced else 201)
 
 
@@ -173,18 +204,17 @@ async def propfind(request: Request, tenant: ReadTenant) -> Response:
 def _segments(request: Request) -> tuple[str, ...]:
     """The request's decoded path below ``/files``, refusing ways out of the exchange."""
     if _ENCODED.search(request.scope.get("raw_path") or b""):
-        raise errors.BadRequest("the path contains an encoded '/', '\\' or NUL")
+        raise errors.BadRequest("the path contains an encoded '/' or NUL")
     path: str = request.path_params.get("path", "")
     segments = tuple(segment for segment in path.split("/") if segment)
     if not all(_acceptable(segment) for segment in segments):
-        raise errors.BadRequest(
-            "the path contains a '.' or '..' segment, a backslash or a control character")
+        raise errors.BadRequest("the path contains a '.' or '..' segment")
     return segments
 
 
 def _acceptable(name: str) -> bool:
     """Whether `name` is one path segment that the exchange serves."""
-    if name in (".", "..") or _UNSAFE.search(name):
+    if name in ("", ".", "..") or "\x00" in name or "/" in name:
         return False
     try:
         name.encode()
@@ -260,7 +290,18 @@ def _upload_target(tenant: Tenant, segments: tuple[str, ...]) -> Path:
     return target
 
 
-async def _receive(request: Request, target: Path) -> bool:
+@dataclass(frozen=True)
+class _Bounds:
+    """What one upload may take: `cap` bytes, and `inputs` (holding `used` bytes when it
+    began, besides the uploads in flight) at most `quota`."""
+
+    inputs: Path
+    used: int
+    cap: int
+    quota: int
+
+
+async def _receive(request: Request, target: Path, bounds: _Bounds) -> bool:
     """Stream the body into `target`, replacing it atomically; whether it existed."""
     temporary = target.with_name(f".{secrets.token_hex(8)}.upload")
     handle = await asyncio.to_thread(_create, temporary)
@@ -272,6 +313,11 @@ async def _receive(request: Request, target: Path) -> bool:
         buffer = bytearray()
         async for chunk in request.stream():
             received += len(chunk)
+            _IN_FLIGHT[bounds.inputs] = _IN_FLIGHT.get(bounds.inputs, 0) + len(chunk)
+            if received > bounds.cap:
+                raise _too_large(bounds.cap)
+            if bounds.used + _IN_FLIGHT[bounds.inputs] > bounds.quota:
+                raise _full(bounds.quota)
             buffer += chunk
             if len(buffer) >= CHUNK:
                 if writing is not None:
@@ -289,6 +335,11 @@ async def _receive(request: Request, target: Path) -> bool:
     except ClientDisconnect:
         raise errors.BadRequest("the upload was interrupted") from None
     finally:
+        left = _IN_FLIGHT.get(bounds.inputs, 0) - received
+        if left > 0:
+            _IN_FLIGHT[bounds.inputs] = left
+        else:
+            _IN_FLIGHT.pop(bounds.inputs, None)
         if not done:
             if writing is not None:
                 with contextlib.suppress(Exception):
@@ -296,6 +347,44 @@ async def _receive(request: Request, target: Path) -> bool:
             handle.close()
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
+
+
+def _input_usage(tenant: Tenant) -> tuple[Path, int]:
+    """The real path of the tenant's ``input/`` and the bytes its regular files hold (links
+    not followed)."""
+    directory = Path(os.path.realpath(tenant.exchange.root / INPUT))
+    total = 0
+    pending = [directory]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return directory, total
+
+
+def _too_large(cap: int) -> errors.TooLarge:
+    return errors.TooLarge(f"a file in the exchange may hold at most {_size(cap)}; nothing "
+                           "was stored")
+
+
+def _full(quota: int) -> errors.InsufficientStorage:
+    return errors.InsufficientStorage(
+        f"input/ of this namespace would hold more than its quota of {_size(quota)}; nothing "
+        "was stored: delete inputs no longer needed (DELETE /files/input/<collection>/)")
+
+
+def _size(count: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):g} {unit}"
+    return f"{count} bytes"
 
 
 def _create(path: Path) -> BinaryIO:
@@ -388,8 +477,9 @@ def _multistatus(
 def _properties(resource: _Resource) -> list[tuple[str, str]]:
     status = resource.status
     modified = datetime.datetime.fromtimestamp(status.st_mtime, datetime.UTC)
+    name = resource.segments[-1] if resource.segments else "files"
     found = [
-        ("displayname", resource.segments[-1] if resource.segments else "files"),
+        ("displayname", _NOT_XML.sub("\ufffd", name)),  # the href has it exactly
         ("creationdate", modified.strftime("%Y-%m-%dT%H:%M:%SZ")),
         ("getlastmodified", formatdate(status.st_mtime, usegmt=True)),
     ]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 import cerise
-from cerise.apiserver import errors, history, workflowjobs
+from cerise.apiserver import errors, history, json_bodies, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.kube.jobs import GROUP
@@ -321,10 +321,7 @@ def _json_object(fields: Mapping[str, str], key: str) -> dict[str, Any]:
     raw = fields.get(key)
     if raw is None or not raw.strip():
         return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise errors.BadRequest(f"{key} is not valid JSON") from None
+    value = json_bodies.parse(raw, key)
     if not isinstance(value, dict):
         raise errors.BadRequest(f"{key} must be a JSON object")
     return value
@@ -336,6 +333,9 @@ def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
     if not workflow_url:
         raise errors.BadRequest("workflow_url is missing: give the workflow's URL, or the "
                                 "name of an attached workflow file")
+    if not fields.get("workflow_params", "").strip():
+        raise errors.BadRequest("workflow_params is missing: give the workflow's input object "
+                                "as JSON ({} if it takes no inputs)")
     workflow_type = fields.get("workflow_type", "CWL").strip()
     if workflow_type.upper() != "CWL":
         raise errors.BadRequest(f"workflow_type {workflow_type[:50]!r} is not supported; "
