@@ -91,9 +91,10 @@ async def list_leases(client: AsyncClient, namespace: str, role: Role) -> list[S
 
 
 async def create(client: AsyncClient, namespace: str, role: Role, subject: str,
-                 holder: Identity, duration_seconds: int) -> StoredLease:
-    """Create the Lease of `subject`, held by `holder`; LeaseConflict if it exists."""
-    record = model.acquired(None, holder, _now(), duration_seconds)
+                 holder: Identity, duration_seconds: int, *, first: int = 0) -> StoredLease:
+    """Create the Lease of `subject`, held by `holder`, its transitions counted from
+    `first`; LeaseConflict if it exists."""
+    record = model.acquired(None, holder, _now(), duration_seconds, first=first)
     lease = Lease(
         metadata=ObjectMeta(
             name=lease_name(role, subject), namespace=namespace,
@@ -172,8 +173,13 @@ class LeaseKeeper:
         self._seen: dict[tuple[Role, str, str], model.LeaseSeen] = {}
 
     async def tick(self, resources: Collection[ResourceKey], *,
+                   first: Mapping[ResourceKey, int] | None = None,
                    stopping: bool = False) -> dict[ResourceKey, FencingToken]:
-        """Renew, take and hand over Leases as the plan says; the tokens now held."""
+        """Renew, take and hand over Leases as the plan says; the tokens now held.
+
+        `first` says where a resource's Lease, if it has to be created, starts counting
+        (`model.first_transitions` of its jobs' fences; 0 if not given).
+        """
         now = self._clock()
         heartbeats = await list_leases(self._client, self._namespace, Role.REPLICA)
         replicas = await self._beat(heartbeats, now, stopping)
@@ -196,7 +202,7 @@ class LeaseKeeper:
             if new is not None:
                 held[key] = model.token(new.record)
         for key in decided.acquire:
-            new = await self._acquire(key, stored.get(key), now)
+            new = await self._acquire(key, stored.get(key), (first or {}).get(key, 0), now)
             if new is not None:
                 held[key] = model.token(new.record)
         return held
@@ -220,12 +226,12 @@ class LeaseKeeper:
             await self._write(renew, own, now)
         return model.live_replicas(seen, self.me, now)
 
-    async def _acquire(self, key: ResourceKey, stored: StoredLease | None,
+    async def _acquire(self, key: ResourceKey, stored: StoredLease | None, first: int,
                        now: float) -> StoredLease | None:
         try:
             if stored is None:
                 new = await create(self._client, key.namespace, Role.RESOURCE, key.name,
-                                   self.me, self._duration_seconds)
+                                   self.me, self._duration_seconds, first=first)
             else:
                 new = await take(self._client, stored, self.me, self._duration_seconds)
         except LeaseConflict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NewType
 
@@ -117,10 +117,18 @@ def observe(previous: LeaseSeen | None, record: LeaseRecord, now: float) -> Leas
 
 
 def acquired(record: LeaseRecord | None, me: Identity, renew_time: str,
-             duration_seconds: int) -> LeaseRecord:
-    """The record of a Lease `me` takes (a new one if `record` is None)."""
-    transitions = 0 if record is None else record.transitions + 1
+             duration_seconds: int, *, first: int = 0) -> LeaseRecord:
+    """The record of a Lease `me` takes (a new one, counting from `first`, if `record` is
+    None)."""
+    transitions = first if record is None else record.transitions + 1
     return LeaseRecord(me, renew_time, duration_seconds, transitions)
+
+
+def first_transitions(fences: Iterable[FencingToken | None]) -> int:
+    """Where a resource's new Lease starts counting: above every fence on its jobs, so a
+    Lease deleted and created again does not make its new holder look older than a former
+    one."""
+    return max((fence.transitions + 1 for fence in fences if fence is not None), default=0)
 
 
 def renewed(record: LeaseRecord, renew_time: str) -> LeaseRecord:

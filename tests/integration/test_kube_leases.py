@@ -178,3 +178,24 @@ async def test_a_paused_former_holder_cannot_write_after_the_takeover(
     moved = await kube_leases.write_fenced(clients[1], namespace, "fenced", new, step)
     assert jobs.phase_of(moved) is Phase.STAGING_IN
     assert moved["status"]["message"] == "from b"
+
+
+async def test_a_lease_created_again_does_not_strand_the_jobs_fenced_before(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    a, _ = keepers(clients, namespace)
+    keys = resources(namespace, count=1)
+    job = await create_job(kube, namespace, keys[0].name)
+    earlier = FencingToken(Identity("replica-of-a-deleted-lease"), 6)
+    job = await kube_leases.claim_job(kube, job, earlier)
+    fences = [FencingToken.from_status(job["status"].get("fence"))]
+    first = {keys[0]: leases.first_transitions(fences)}
+    held = await a.tick(keys, first=first)
+    assert held[keys[0]] == FencingToken(a.me, 7)
+    assert leases.claim(fences[0], held[keys[0]]) is Claim.WRITE
+    job = await kube_leases.claim_job(clients[0], job, held[keys[0]])
+    step = jobs.transition_patch(None, Phase.SUBMITTED,
+                                 resource_version=job["metadata"]["resourceVersion"],
+                                 fields={"fence": held[keys[0]].as_status()})
+    moved = await kube_leases.write_fenced(clients[0], namespace, "fenced", held[keys[0]], step)
+    assert jobs.phase_of(moved) is Phase.SUBMITTED

@@ -194,3 +194,10 @@ def test_the_token_round_trips_through_a_job_status_and_rejects_junk() -> None:
 def test_a_fenced_write_tests_the_whole_token() -> None:
     assert leases.fence_test(FencingToken(A, 7)) == {
         "op": "test", "path": "/status/fence", "value": {"holder": A, "transitions": 7}}
+
+
+def test_a_lease_created_again_counts_on_from_its_jobs_fences() -> None:
+    assert leases.first_transitions([]) == 0
+    assert leases.first_transitions([None, FencingToken(A, 4), FencingToken(B, 9)]) == 10
+    created = leases.acquired(None, C, "t0", 15, first=10)
+    assert leases.claim(FencingToken(B, 9), leases.token(created)) is Claim.WRITE
