@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import enum
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from lightkube.types import PatchType
 from cerise.kube.jobs import WorkflowJob
 from cerise.model import leases as model
 from cerise.model.leases import FencingToken, Identity, LeaseRecord, ResourceKey
+
+logger = logging.getLogger(__name__)
 
 ROLE_LABEL = "cerise.dev/lease"
 SUBJECT_ANNOTATION = "cerise.dev/subject"
@@ -161,8 +164,8 @@ class LeaseKeeper:
     """One replica's Leases: its heartbeat and the compute resources it holds.
 
     `tick` is called every `timings.retry` seconds (and at a graceful stop, with
-    `stopping`); it returns the fencing token of every resource this replica may act for
-    until the next tick. Work for any other resource must stop at once.
+    `stopping`); it returns `held()`: the fencing token of every resource this replica may
+    act for. Work for any other resource must stop at once.
     """
 
     def __init__(self, client: AsyncClient, *, me: Identity, namespace: str,
@@ -194,18 +197,30 @@ class LeaseKeeper:
         self._forget(Role.RESOURCE, {(key.namespace, key.name) for key in stored})
         decided = model.plan(me=self.me, resources=resources, leases=seen, replicas=replicas,
                              now=now, timings=self._timings, stopping=stopping)
-        held = {key: model.token(stored[key].record) for key in decided.keep}
+        for key in decided.drop:
+            logger.warning("%s: not renewed within %.0f s: its work stops", key,
+                           self._timings.renew_deadline)
         for key in decided.release:
+            # The work stops first, whether or not the release lands.
+            self._seen.pop((Role.RESOURCE, key.namespace, key.name), None)
+            logger.info("%s: handing its Lease over", key)
             await self._write(release, stored[key], now)
         for key in decided.renew:
-            new = await self._write(renew, stored[key], now)
-            if new is not None:
-                held[key] = model.token(new.record)
+            await self._write(renew, stored[key], now)
         for key in decided.acquire:
-            new = await self._acquire(key, stored.get(key), (first or {}).get(key, 0), now)
-            if new is not None:
-                held[key] = model.token(new.record)
-        return held
+            if await self._acquire(key, stored.get(key), (first or {}).get(key, 0), now):
+                logger.info("%s: took its Lease", key)
+        return self.held()
+
+    def held(self) -> dict[ResourceKey, FencingToken]:
+        """The resources this replica may act for now, with their fencing tokens: Leases it
+        holds and renewed within the renew deadline, by its own clock, so that a replica cut
+        off from the API server stops in time even though its ticks fail."""
+        now = self._clock()
+        return {ResourceKey(namespace, subject): model.token(seen.record)
+                for (role, namespace, subject), seen in self._seen.items()
+                if role is Role.RESOURCE and seen.record.holder == self.me
+                and now - seen.observed_at < self._timings.renew_deadline}
 
     async def _beat(self, heartbeats: list[StoredLease], now: float,
                     stopping: bool) -> frozenset[Identity]:
@@ -227,7 +242,7 @@ class LeaseKeeper:
         return model.live_replicas(seen, self.me, now)
 
     async def _acquire(self, key: ResourceKey, stored: StoredLease | None, first: int,
-                       now: float) -> StoredLease | None:
+                       now: float) -> bool:
         try:
             if stored is None:
                 new = await create(self._client, key.namespace, Role.RESOURCE, key.name,
@@ -235,19 +250,20 @@ class LeaseKeeper:
             else:
                 new = await take(self._client, stored, self.me, self._duration_seconds)
         except LeaseConflict:
-            return None
+            return False
         self._note(new, now)
-        return new
+        return True
 
     async def _write(self, verb: Callable[[AsyncClient, StoredLease], Any],
-                     stored: StoredLease, now: float) -> StoredLease | None:
-        """Renew or release; None if another replica wrote the Lease first."""
+                     stored: StoredLease, now: float) -> None:
+        """Renew or release; if another replica wrote the Lease first, forget it until it
+        is read again."""
         try:
             new: StoredLease = await verb(self._client, stored)
         except LeaseConflict:
-            return None
+            self._seen.pop((stored.role, stored.namespace, stored.subject), None)
+            return
         self._note(new, now)
-        return new
 
     def _note(self, new: StoredLease, now: float) -> None:
         # Our own write counts from the tick's start, before the request: conservative

@@ -33,6 +33,9 @@ class ResourceKey:
     namespace: str
     name: str
 
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
 
 @dataclass(frozen=True)
 class Timings:

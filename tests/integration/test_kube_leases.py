@@ -199,3 +199,17 @@ async def test_a_lease_created_again_does_not_strand_the_jobs_fenced_before(
                                  fields={"fence": held[keys[0]].as_status()})
     moved = await kube_leases.write_fenced(clients[0], namespace, "fenced", held[keys[0]], step)
     assert jobs.phase_of(moved) is Phase.SUBMITTED
+
+
+async def test_a_holder_cut_off_from_the_api_server_stops_by_its_own_clock(
+    clients: list[AsyncClient], namespace: str
+) -> None:
+    clock = [1000.0]
+    keeper = LeaseKeeper(clients[0], me=Identity("cut-off"), namespace=namespace,
+                         timings=TIMINGS, clock=lambda: clock[0])
+    keys = resources(namespace, count=2)
+    assert len(await keeper.tick(keys)) == 2
+    clock[0] += TIMINGS.renew_deadline - 0.1  # no tick gets through meanwhile
+    assert len(keeper.held()) == 2
+    clock[0] += 0.1
+    assert keeper.held() == {}
