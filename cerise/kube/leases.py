@@ -239,6 +239,10 @@ class LeaseKeeper:
                                         self.me, self._duration_seconds), now)
         elif now - seen[self.me].observed_at >= self._timings.retry:
             await self._write(renew, own, now)
+        gone = model.departed(seen, self.me, now, self._timings)
+        for lease in heartbeats:
+            if lease.subject in gone:  # if it was alive after all, it creates its own again
+                await delete(self._client, lease)
         return model.live_replicas(seen, self.me, now)
 
     async def _acquire(self, key: ResourceKey, stored: StoredLease | None, first: int,

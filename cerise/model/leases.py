@@ -163,6 +163,14 @@ def live_replicas(heartbeats: Mapping[Identity, LeaseSeen], me: Identity,
     return frozenset(alive | {me})
 
 
+def departed(heartbeats: Mapping[Identity, LeaseSeen], me: Identity, now: float,
+             timings: Timings) -> frozenset[Identity]:
+    """The other replicas whose heartbeat has been silent so long (four lease durations)
+    that its Lease may be deleted: a killed replica never deletes its own."""
+    return frozenset(identity for identity, seen in heartbeats.items()
+                     if identity != me and now - seen.observed_at >= 4 * timings.duration)
+
+
 def fair_share(resources: int, replicas: int) -> int:
     """The most Leases one replica holds: every resource, spread evenly, rounded up."""
     return math.ceil(resources / max(replicas, 1))

@@ -213,3 +213,21 @@ async def test_a_holder_cut_off_from_the_api_server_stops_by_its_own_clock(
     assert len(keeper.held()) == 2
     clock[0] += 0.1
     assert keeper.held() == {}
+
+
+async def test_the_heartbeat_of_a_killed_replica_is_cleared_away(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    clock = [1000.0]
+    a, b = (LeaseKeeper(client, me=Identity(name), namespace=namespace, timings=TIMINGS,
+                        clock=lambda: clock[0])
+            for client, name in zip(clients, ("killed", "survivor"), strict=True))
+    keys = resources(namespace, count=2)
+    await a.tick(keys)
+    await b.tick(keys)
+    clock[0] += 4 * TIMINGS.duration  # a never ticks again
+    await b.tick(keys)
+    left = [lease async for lease in kube.list(
+        Lease, namespace=namespace, labels={kube_leases.ROLE_LABEL: Role.REPLICA.value})]
+    assert [lease.metadata.name for lease in left if lease.metadata] == [
+        kube_leases.lease_name(Role.REPLICA, "survivor")]

@@ -201,3 +201,9 @@ def test_a_lease_created_again_counts_on_from_its_jobs_fences() -> None:
     assert leases.first_transitions([None, FencingToken(A, 4), FencingToken(B, 9)]) == 10
     created = leases.acquired(None, C, "t0", 15, first=10)
     assert leases.claim(FencingToken(B, 9), leases.token(created)) is Claim.WRITE
+
+
+def test_a_heartbeat_silent_for_four_lease_durations_is_cleared_away() -> None:
+    heartbeats = {A: held(A, at=0.0), B: held(B, at=0.0), C: held(C, at=1.0)}
+    assert leases.departed(heartbeats, A, now=60.0, timings=TIMINGS) == {B}
+    assert leases.departed(heartbeats, A, now=59.9, timings=TIMINGS) == frozenset()
