@@ -1,0 +1,233 @@
+"""Compute resources shared out by Leases among operator replicas, on a real API server.
+
+Each "replica" is a `LeaseKeeper` with its own API client acting as the operator's identity
+(so the RBAC rules of deploy/rbac are the ones tested), ticking as a replica would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import IDENTITY
+from cerise.kube import jobs, objects
+from cerise.kube import leases as kube_leases
+from cerise.kube.jobs import WorkflowJob
+from cerise.kube.leases import FenceRefused, LeaseConflict, LeaseKeeper, Role
+from cerise.model import leases
+from cerise.model.leases import Claim, FencingToken, Identity, ResourceKey, Timings
+from cerise.model.states import Phase
+from tests.integration.kube_fixtures import kube_config
+
+pytestmark = pytest.mark.integration
+
+TIMINGS = Timings(duration=3.0, renew_deadline=2.0, retry=0.5)
+Holdings = dict[ResourceKey, FencingToken]
+
+
+@pytest.fixture
+async def clients(control_plane: ControlPlane) -> AsyncIterator[list[AsyncClient]]:
+    """Two API clients as the operator's own identity, as two replicas' processes hold."""
+    made = [AsyncClient(config=kube_config(control_plane, IDENTITY[0])) for _ in range(2)]
+    try:
+        yield made
+    finally:
+        await asyncio.gather(*(client.close() for client in made))
+
+
+def keepers(clients: list[AsyncClient], namespace: str) -> list[LeaseKeeper]:
+    return [LeaseKeeper(client, me=Identity(f"replica-{index}-{uuid.uuid4().hex[:6]}"),
+                        namespace=namespace, timings=TIMINGS)
+            for index, client in enumerate(clients)]
+
+
+def resources(namespace: str, count: int = 8) -> list[ResourceKey]:
+    return [ResourceKey(namespace, f"cluster-{index}") for index in range(count)]
+
+
+async def tick_until(
+    running: Sequence[LeaseKeeper], keys: list[ResourceKey],
+    done: Callable[[list[Holdings]], bool], timeout: float = 30.0,
+) -> list[Holdings]:
+    """Tick every running replica once per retry period until `done` holds of what they hold."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = [await keeper.tick(keys) for keeper in running]
+        if done(held):
+            return held
+        assert time.monotonic() < deadline, f"not settled after {timeout} s: {held}"
+        await asyncio.sleep(TIMINGS.retry)  # a replica's own period between ticks
+
+
+async def holders(kube: AsyncClient, namespace: str) -> dict[str, str | None]:
+    """Each resource Lease's holder, as the API server has it."""
+    found = {}
+    async for lease in kube.list(Lease, namespace=namespace,
+                                 labels={kube_leases.ROLE_LABEL: Role.RESOURCE.value}):
+        assert lease.metadata is not None and lease.spec is not None
+        found[str(lease.metadata.name)] = lease.spec.holderIdentity
+    return found
+
+
+def even(held: list[Holdings]) -> bool:
+    return [len(h) for h in held] == [4, 4] and not set(held[0]) & set(held[1])
+
+
+async def test_two_replicas_share_eight_resources_four_each(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    a, b = keepers(clients, namespace)
+    keys = resources(namespace)
+    held = await tick_until([a, b], keys, even)
+    stored = await holders(kube, namespace)
+    assert len(stored) == 8
+    assert sorted(list(stored.values()).count(me) for me in (a.me, b.me)) == [4, 4]
+    for keeper, tokens in zip((a, b), held, strict=True):
+        for key, token in tokens.items():
+            assert token.holder == keeper.me
+            assert stored[kube_leases.lease_name(Role.RESOURCE, key.name)] == keeper.me
+
+
+async def test_a_replica_that_stops_renewing_is_taken_over_after_the_lease_duration(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    a, b = keepers(clients, namespace)
+    keys = resources(namespace)
+    before = await tick_until([a, b], keys, even)
+    silent_since = time.monotonic()  # a's last tick ended: from now on it never renews
+    after = await tick_until([b], keys, lambda held: len(held[0]) == 8)
+    took = time.monotonic() - silent_since
+    assert took >= TIMINGS.duration, f"taken over after {took:.1f} s, before the lease expired"
+    assert took <= TIMINGS.duration + 4 * TIMINGS.retry, f"takeover took {took:.1f} s"
+    assert set((await holders(kube, namespace)).values()) == {b.me}
+    for key, token in before[0].items():
+        assert after[0][key] == FencingToken(b.me, token.transitions + 1)
+
+
+async def test_a_graceful_stop_hands_every_lease_over_at_once(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    a, b = keepers(clients, namespace)
+    keys = resources(namespace)
+    await tick_until([a, b], keys, even)
+    assert await a.tick(keys, stopping=True) == {}
+    assert set((await holders(kube, namespace)).values()) == {b.me, None}
+    stopped = time.monotonic()
+    await tick_until([b], keys, lambda held: len(held[0]) == 8)
+    assert time.monotonic() - stopped < TIMINGS.duration, "waited for the lease to expire"
+    assert set((await holders(kube, namespace)).values()) == {b.me}
+
+
+async def create_job(kube: AsyncClient, namespace: str, resource: str) -> dict[str, Any]:
+    await kube.create(WorkflowJob(metadata=ObjectMeta(name="fenced", namespace=namespace),
+                                  spec={"workflow": "x.cwl", "computeResource": resource}))
+    job = await objects.get_job(kube, namespace, "fenced")
+    assert job is not None
+    return job
+
+
+async def test_a_paused_former_holder_cannot_write_after_the_takeover(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    a, b = keepers(clients, namespace)
+    keys = resources(namespace, count=1)
+    [held_a] = await tick_until([a], keys, lambda held: len(held[0]) == 1)
+    old = held_a[keys[0]]
+    job = await create_job(kube, namespace, keys[0].name)
+    assert leases.claim(FencingToken.from_status((job.get("status") or {}).get("fence")),
+                        old) is Claim.WRITE
+    job = await kube_leases.claim_job(clients[0], job, old)
+    first = jobs.transition_patch(None, Phase.SUBMITTED,
+                                  resource_version=job["metadata"]["resourceVersion"],
+                                  fields={"fence": old.as_status()})
+    await kube_leases.write_fenced(clients[0], namespace, "fenced", old, first)
+    [lease_as_a_saw_it] = await kube_leases.list_leases(clients[0], namespace, Role.RESOURCE)
+
+    # a pauses (no more ticks); b takes the Lease once it expires and fences the job.
+    [held_b] = await tick_until([b], keys, lambda held: len(held[0]) == 1)
+    new = held_b[keys[0]]
+    assert new == FencingToken(b.me, old.transitions + 1)
+    seen_by_b = await objects.get_job(clients[1], namespace, "fenced")
+    assert seen_by_b is not None
+    assert leases.claim(FencingToken.from_status(seen_by_b["status"]["fence"]),
+                        new) is Claim.WRITE
+    await kube_leases.claim_job(clients[1], seen_by_b, new)
+
+    # a wakes up and carries on as if it still held the resource: nothing it writes lands.
+    step = jobs.transition_patch(Phase.SUBMITTED, Phase.STAGING_IN, message="from a")
+    with pytest.raises(FenceRefused):
+        await kube_leases.write_fenced(clients[0], namespace, "fenced", old, step)
+    stale = await objects.get_job(clients[0], namespace, "fenced")
+    assert stale is not None
+    assert jobs.phase_of(stale) is Phase.SUBMITTED
+    assert FencingToken.from_status(stale["status"]["fence"]) == new
+    assert leases.claim(FencingToken.from_status(stale["status"]["fence"]), old) is Claim.STALE
+    with pytest.raises(LeaseConflict):  # and its renewal of the Lease it lost
+        await kube_leases.renew(clients[0], lease_as_a_saw_it)
+
+    step = jobs.transition_patch(Phase.SUBMITTED, Phase.STAGING_IN, message="from b")
+    moved = await kube_leases.write_fenced(clients[1], namespace, "fenced", new, step)
+    assert jobs.phase_of(moved) is Phase.STAGING_IN
+    assert moved["status"]["message"] == "from b"
+
+
+async def test_a_lease_created_again_does_not_strand_the_jobs_fenced_before(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    a, _ = keepers(clients, namespace)
+    keys = resources(namespace, count=1)
+    job = await create_job(kube, namespace, keys[0].name)
+    earlier = FencingToken(Identity("replica-of-a-deleted-lease"), 6)
+    job = await kube_leases.claim_job(kube, job, earlier)
+    fences = [FencingToken.from_status(job["status"].get("fence"))]
+    first = {keys[0]: leases.first_transitions(fences)}
+    held = await a.tick(keys, first=first)
+    assert held[keys[0]] == FencingToken(a.me, 7)
+    assert leases.claim(fences[0], held[keys[0]]) is Claim.WRITE
+    job = await kube_leases.claim_job(clients[0], job, held[keys[0]])
+    step = jobs.transition_patch(None, Phase.SUBMITTED,
+                                 resource_version=job["metadata"]["resourceVersion"],
+                                 fields={"fence": held[keys[0]].as_status()})
+    moved = await kube_leases.write_fenced(clients[0], namespace, "fenced", held[keys[0]], step)
+    assert jobs.phase_of(moved) is Phase.SUBMITTED
+
+
+async def test_a_holder_cut_off_from_the_api_server_stops_by_its_own_clock(
+    clients: list[AsyncClient], namespace: str
+) -> None:
+    clock = [1000.0]
+    keeper = LeaseKeeper(clients[0], me=Identity("cut-off"), namespace=namespace,
+                         timings=TIMINGS, clock=lambda: clock[0])
+    keys = resources(namespace, count=2)
+    assert len(await keeper.tick(keys)) == 2
+    clock[0] += TIMINGS.renew_deadline - 0.1  # no tick gets through meanwhile
+    assert len(keeper.held()) == 2
+    clock[0] += 0.1
+    assert keeper.held() == {}
+
+
+async def test_the_heartbeat_of_a_killed_replica_is_cleared_away(
+    kube: AsyncClient, clients: list[AsyncClient], namespace: str
+) -> None:
+    clock = [1000.0]
+    a, b = (LeaseKeeper(client, me=Identity(name), namespace=namespace, timings=TIMINGS,
+                        clock=lambda: clock[0])
+            for client, name in zip(clients, ("killed", "survivor"), strict=True))
+    keys = resources(namespace, count=2)
+    await a.tick(keys)
+    await b.tick(keys)
+    clock[0] += 4 * TIMINGS.duration  # a never ticks again
+    await b.tick(keys)
+    left = [lease async for lease in kube.list(
+        Lease, namespace=namespace, labels={kube_leases.ROLE_LABEL: Role.REPLICA.value})]
+    assert [lease.metadata.name for lease in left if lease.metadata] == [
+        kube_leases.lease_name(Role.REPLICA, "survivor")]
