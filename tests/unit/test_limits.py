@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cerise.model import compute, limits
+from cerise.model import admission, compute, limits
 
 STARTED = 1_795_659_000
 
@@ -102,4 +102,4 @@ def spec(**jobs: Any) -> compute.ResourceSpec:
 )
 def test_request_refusal(jobs: dict[str, Any], cores: int, time_limit: int,
                          expected: str | None) -> None:
-    assert limits.request_refusal(spec(**jobs), cores, time_limit) == expected
+    assert admission.request_refusal(spec(**jobs), cores, time_limit) == expected
