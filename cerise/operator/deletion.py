@@ -1,17 +1,18 @@
 """Deleting a job: stop it wherever it is, then remove its remote directory.
 
 Called by the job's finalizer (`cerise.operator.registry`), again after each
-`StillStopping` until it is done, so no handler waits in a loop: a job that may have been
-submitted without its id in its status (a submit in flight when the delete came, or cut
-short) is first looked up in its directory and, after a failed submit, on the scheduler by
-its name; a remote job is cancelled and looked at again until it is gone, as
-`cerise.model.decisions` says.
+`StillStopping` until it is done, so no handler waits in a loop. A job that may have been
+submitted without its id in its status (a submit in flight when the delete came, or one
+cut short) is first looked up in its directory, waiting a while for a submit in flight,
+and then, if none recorded an id, on the scheduler by its name. A remote job is cancelled
+and looked at again until it is gone, as `cerise.model.decisions` says.
 """
 
 from __future__ import annotations
 
 from cerise.kube import jobs as kube_jobs
 from cerise.model import decisions, states
+from cerise.model.observations import SubmitOutcome
 from cerise.operator import metrics
 from cerise.operator.allocations import is_pilot_run
 from cerise.operator.context import Body, ResourceContext, key_of
@@ -55,6 +56,10 @@ class Deletion:
             delay = decisions.after_submission_lookup(found.outcome, looks)
             if delay is not None:
                 raise StillStopping("a submit of the job is still under way", delay)
+            if found.outcome is SubmitOutcome.UNKNOWN:  # waited enough: was it cut short
+                found = await executor.search(  # after the scheduler took the job?
+                    context.remote, context.scheduler, files, context.request(body),
+                    context.prologue) or found
             remote_id = found.remote_id
         ref = JobRef(key, files, remote_id)
         if remote_id and phase not in states.FINAL:

@@ -215,14 +215,17 @@ def _report_recorded_id(files: JobFiles, wait_seconds: int) -> str:
     """Shell text printing the recorded id once there is one, or after a wait LOOKUP_MARK
     (an earlier submit failed) or UNKNOWN_MARK."""
     q = shlex.quote
-    return f"""for _ in $(seq {int(wait_seconds) * 10}); do
-    if [ -s {q(files.remote_id)} ]; then
-        printf '{SUBMITTED_PREFIX}%s\\n' "$(cat {q(files.remote_id)})"
+    return f"""__cerise_waited=0
+until [ -s {q(files.remote_id)} ]; do
+    if [ "$__cerise_waited" -ge {int(wait_seconds) * 10} ]; then
+        if [ -e {q(files.submit_failed)} ]; then echo {LOOKUP_MARK}; else echo {UNKNOWN_MARK}; fi
         exit 0
     fi
     sleep 0.1
+    __cerise_waited=$((__cerise_waited + 1))
 done
-if [ -e {q(files.submit_failed)} ]; then echo {LOOKUP_MARK}; else echo {UNKNOWN_MARK}; fi"""
+printf '{SUBMITTED_PREFIX}%s\\n' "$(cat {q(files.remote_id)})"
+"""
 
 
 def submit_script(files: JobFiles, submit: str, wait_seconds: int = 60,

@@ -300,6 +300,15 @@ def test_lookup_never_submits(files: JobFiles, tmp_path: Path) -> None:
     assert lookup(files) == jobscript.SubmitResult(SubmitOutcome.SUBMITTED, remote_id="4242")
 
 
+def test_lookup_without_waiting_still_reports_a_recorded_id(
+        files: JobFiles, tmp_path: Path) -> None:
+    submit_once(files, tmp_path / "count")
+    script = jobscript.lookup_script(files, wait_seconds=0)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert jobscript.parse_submit(done.returncode, done.stdout, done.stderr) == (
+        jobscript.SubmitResult(SubmitOutcome.SUBMITTED, remote_id="4242"))
+
+
 def test_lookup_of_a_lock_without_id_is_unknown(files: JobFiles) -> None:
     Path(files.lock).mkdir()
     assert lookup(files).outcome is SubmitOutcome.UNKNOWN
