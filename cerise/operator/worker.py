@@ -212,8 +212,7 @@ class ResourceWorker:
             elif decision.work is Work.POLL:
                 remote_jobs.append(body)
         self._start(staged)
-        for key in self.context.tracking.keys() - active - self._tasks.keys():
-            del self.context.tracking[key]  # ended or gone: nothing more to remember
+        self._forget_ended(active)
         pilot = self.context.pilot
         self._polling = bool(remote_jobs) or (pilot is not None and bool(pilot.known))
         # At most one poll a refresh: the many changes of many jobs wake the worker far
@@ -243,6 +242,12 @@ class ResourceWorker:
             task = asyncio.create_task(self._guarded(body, work), name=f"job-{key}")
             self._tasks[key] = task
             task.add_done_callback(lambda _, key=key: self._done(key))  # type: ignore[misc]
+
+    def _forget_ended(self, active: set[str]) -> None:
+        """Drop what the worker remembers of jobs no longer active (ended, deleted) and
+        without work under way: its memory follows the live jobs, not every job run."""
+        for key in self.context.tracking.keys() - active - self._tasks.keys():
+            del self.context.tracking[key]
 
     def _done(self, key: str) -> None:
         self._tasks.pop(key, None)
