@@ -18,6 +18,7 @@ from cerise.operator import worker
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.worker import ResourceWorker
 from cerise.remote.connection import LocalRemote
+from cerise.remote.failures import RemoteCommandFailed
 from cerise.remote.schedulers.direct import DirectScheduler
 
 Body = dict[str, Any]
@@ -103,7 +104,7 @@ async def test_a_passing_failure_holds_the_job_for_a_delay(
     body = job("flaky")
 
     async def failing(_: Body) -> None:
-        raise worker.executor.RemoteCommandFailed("reading the installed steps: lost")
+        raise RemoteCommandFailed("reading the installed steps: lost")
 
     await resource_worker._guarded(body, failing)
     tracking = resource_worker.context.tracked(body)
