@@ -43,15 +43,16 @@ class ResourceStatus:
         self._written_at = float("-inf")
         self._ready_since = ""
 
-    async def probe(self) -> None:
-        """Say at once whether the resource answers, and for which generation of its spec."""
+    async def probe(self, *, survey: bool = True) -> None:
+        """Say at once whether the resource answers, and for which generation of its spec;
+        `survey`: list the input cache too (when the worker starts)."""
         context = self.context
         try:
             await context.remote.run("true", timeout=PROBE_TIMEOUT)
         except (RemoteUnavailable, CommandTimedOut) as error:
             await self.report(connected=False, error=str(error))
             return
-        if context.input_cache is not None:
+        if survey and context.input_cache is not None:
             try:
                 await context.input_cache.survey(context.remote)  # lists it, evicts over the limit
             except OSError as error:

@@ -129,6 +129,9 @@ class ResourceWorker:
         """When the remote jobs were last polled (monotonic seconds)."""
         self._polling = False
         """Whether the last tick found jobs (or allocations) on the resource to poll."""
+        self._probe_due = False
+        """A job's work lost the connection: the resource itself is probed at the next tick
+        (its status says what the resource does, not what one job met)."""
         self.installer = Installer(
             namespace=namespace, resource=name, remote=remote, api=f"{context.base}/api",
             prologue=context.prologue, kube=kube, specialisations=specialisations,
@@ -217,8 +220,12 @@ class ResourceWorker:
         self._polling = bool(remote_jobs) or (pilot is not None and bool(pilot.known))
         # At most one poll a refresh: the many changes of many jobs wake the worker far
         # more often than that.
-        if self._polling and time.monotonic() - self._polled_at >= self.spec.refresh:
-            self._polled_at = time.monotonic()
+        due = time.monotonic() - self._polled_at >= self.spec.refresh
+        if self._probe_due and due and not self._polling:
+            self._probe_due, self._polled_at = False, time.monotonic()
+            await self.status.probe(survey=False)
+        if self._polling and due:
+            self._polled_at, self._probe_due = time.monotonic(), False
             try:
                 await self.polling.poll(remote_jobs)
             except (RemoteUnavailable, CommandTimedOut) as error:
@@ -271,6 +278,9 @@ class ResourceWorker:
         """Retry the job's work after a delay, saying why in its status, or end the job."""
         context = self.context
         failure = failure_of(error)
+        if isinstance(error, RemoteUnavailable):
+            self._probe_due = True
+            context.wake_in(self.spec.refresh)
         if failure is Failure.INTERNAL:
             logger.error("unexpected error in a job's work", exc_info=error)
         current = context.newest(body)
