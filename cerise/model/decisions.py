@@ -12,6 +12,9 @@ memory to keep. Nothing here does I/O, so every phase is covered by unit tests.
 * `after_submit` — with what the submit script reported.
 * `after_cancelled_staging` — a cancel arrived during staging: was the job submitted?
 * `after_lost_race` — a transition lost its compare-and-swap: follow a cancel that won.
+* `after_error` — a job's staging or submitting failed: retry after a delay, or end it.
+* `submit_unsettled`, `after_submission_lookup`, `after_stop_check` — deleting a job:
+  what to cancel, and whether to wait before its directory is removed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ CANCEL_RESEND = 10.0
 MIN_VANISH_GRACE = 10.0
 """Least seconds a job may be missing from the queue, without an exit code, before it is
 given up on (the marker may be late on a network file system)."""
+ATTEMPTS = 3
+"""Tries at staging a job in or out before an I/O error makes it a SystemError."""
+MAX_RETRY_DELAY = 300.0
+"""Most seconds between tries at a job's work that failed for a passing reason."""
+STOP_WAIT = 0.5
+"""Seconds between looks at a deleted job's cancelled remote job, until it is gone."""
+STOP_LOOKS = 20
+"""Looks at a cancelled remote job before its directory is removed all the same."""
+SUBMIT_LOOKS = 30
+"""Looks for the outcome of a submit in flight when its job is deleted (each after a
+retry of the deletion) before the directory is removed without it."""
 
 
 class Work(StrEnum):
@@ -188,3 +202,83 @@ def finish_message(final: Phase, message: str, *, end_reason: str | None,
         how = "failed temporarily" if final is Phase.TEMPORARY_FAILURE else "failed"
         return final, f"the workflow {how}: {failed_step}"
     return final, message
+
+
+class Failure(StrEnum):
+    """What kind of error stopped a job's work, as the worker tells them apart."""
+
+    PASSING = "passing"
+    """The connection, a remote command or the scheduler failed; it may pass."""
+    IO = "io"
+    """A download or a disk failed: tried again a few times."""
+    INPUT_REJECTED = "input rejected"
+    INVALID_WORKFLOW = "invalid workflow"
+    OUTPUT_REJECTED = "output rejected"
+    INTERNAL = "internal"
+    """A fault of Cerise's own."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try the job's work again after `delay` seconds; `message` says why it waits."""
+
+    delay: float
+    message: str
+
+
+_ENDS = {
+    Failure.INPUT_REJECTED: Phase.PERMANENT_FAILURE,
+    Failure.INVALID_WORKFLOW: Phase.PERMANENT_FAILURE,
+    Failure.OUTPUT_REJECTED: Phase.SYSTEM_ERROR,
+    Failure.IO: Phase.SYSTEM_ERROR,
+    Failure.INTERNAL: Phase.SYSTEM_ERROR,
+}
+
+
+def retry_delay(failures: int, refresh: float) -> float:
+    """Seconds before the next try after `failures` in a row: doubling from the refresh."""
+    return float(min(MAX_RETRY_DELAY, max(refresh, 0.1) * 2.0 ** min(max(failures, 1) - 1, 16)))
+
+
+def after_error(failure: Failure, error: str, failures: int, phase: Phase | None, *,
+                refresh: float) -> Retry | Move | None:
+    """A job in `phase` whose work failed with `error` (`failures` in a row, this one
+    included): try again later, or end it; None when its phase allows no such end now."""
+    delay = retry_delay(failures, refresh)
+    if failure is Failure.PASSING:
+        return Retry(delay, f"waiting for the compute resource ({error}); trying again")
+    if failure is Failure.IO and failures < ATTEMPTS:
+        return Retry(delay, f"{error} (attempt {failures} of {ATTEMPTS}); trying again")
+    if phase is None:
+        return None
+    target = _ENDS[failure]
+    message = {Failure.IO: f"{error} (after {ATTEMPTS} attempts)",
+               Failure.INTERNAL: f"internal error: {error}"}.get(failure, error)
+    if not states.is_legal(phase, target):
+        target = Phase.SYSTEM_ERROR
+        if not states.is_legal(phase, target):
+            return None
+    staging_out = phase in (Phase.STAGING_OUT, Phase.STAGING_OUT_CR)
+    return Move(target, message, {"output": {}} if staging_out else {})
+
+
+def submit_unsettled(phase: Phase | None, remote_id: str) -> bool:
+    """Whether a job being deleted may have been submitted without its id in its status
+    (a submit in flight or cut short): its job directory must be asked first."""
+    return not remote_id and phase in (Phase.STAGING_IN, Phase.STAGING_IN_CR)
+
+
+def after_submission_lookup(outcome: SubmitOutcome, looks: int) -> float | None:
+    """A deleted job's submission as its directory tells it (`looks` so far): seconds to
+    wait for a submit still in flight, or None to go on (cancelling what was found)."""
+    if outcome in (SubmitOutcome.UNKNOWN, SubmitOutcome.LOOK_UP) and looks < SUBMIT_LOOKS:
+        return STOP_WAIT
+    return None
+
+
+def after_stop_check(seen: RemoteState, looks: int) -> float | None:
+    """A deleted job's remote job after its cancel (`looks` so far): seconds before
+    looking again, or None to remove its directory now."""
+    if seen in (RemoteState.DONE, RemoteState.VANISHED) or looks >= STOP_LOOKS:
+        return None
+    return STOP_WAIT

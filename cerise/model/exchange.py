@@ -20,9 +20,9 @@ shared by every namespace (single-user), or, when the URL holds ``{namespace}``,
 subdirectory and one URL per namespace, so that tenants never share files.
 
 Limits: the checks here are lexical. A `LocalSource` may still leave `root` through a
-symbolic link; whoever opens it first checks it with `cerise.model.confinement.confined`,
-which resolves the link and refuses it unless `contains` holds for the resolved path and
-resolved root.
+symbolic link; whoever opens it first checks it with
+`cerise.remote.staging.confinement.confined`, which resolves the link and refuses it unless
+`contains` holds for the resolved path and resolved root.
 """
 
 from __future__ import annotations

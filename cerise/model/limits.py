@@ -1,21 +1,15 @@
-"""A job's limits against a compute resource's: requests that can never run, and time-limit ends.
+"""Time limits: how long a run may take, and whether its time limit ended it.
 
-Pure functions for the operator's decisions:
-
-* `request_refusal` — before submitting: a job asking for more cores than
-  `coresPerNode` x `maxNodes`, or more time than `maxTime`, can never run there.
-* `time_limit_message` — after a run ended: was it stopped at its time limit? The
-  evidence comes from the job script's markers (`cerise.remote.jobscript`: when it
-  started, which signal it got and when) and, where the scheduler says so, its own word
-  (Slurm's `TIMEOUT`), never from accounting, which may be off.
+`time_limit_message` is asked after a run ended: was it stopped at its time limit? The
+evidence comes from the job script's markers (`cerise.remote.jobscript`: when it started,
+which signal it got and when) and, where the scheduler says so, its own word (Slurm's
+`TIMEOUT`), never from accounting, which may be off. A request that can never run is
+refused before it is staged (`cerise.model.admission`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:  # compute's spec holds pilot mode's, whose decisions use these functions
-    from cerise.model.compute import ResourceSpec
+from typing import Protocol
 
 LIMIT_SIGNAL = "LIMIT"
 """The signal name the job script records when its own time limit (scheduler `none`)
@@ -97,17 +91,3 @@ def _elapsed(started: int | None, stopped: int | None) -> str:
     if started is None or stopped is None:
         return ""
     return f" after running {duration(stopped - started)}"
-
-
-def request_refusal(spec: ResourceSpec, cores: int, time_limit: int) -> str | None:
-    """Why the resource can never run a job asking for `cores` and `time_limit` seconds, or
-    None if it may. Only what the spec says is checked (`maxNodes`, `maxTime`)."""
-    if spec.max_nodes is not None and cores > spec.max_nodes * spec.cores_per_node:
-        nodes = "1 node" if spec.max_nodes == 1 else f"{spec.max_nodes} nodes"
-        return (f"the job asks for {cores} cores, but the compute resource offers at most "
-                f"{spec.max_nodes * spec.cores_per_node} ({nodes} of {spec.cores_per_node} "
-                "cores: jobs.maxNodes x jobs.coresPerNode)")
-    if spec.max_time is not None and time_limit > spec.max_time:
-        return (f"the job asks for a time limit of {duration(time_limit)}, but the compute "
-                f"resource allows at most {duration(spec.max_time)} (jobs.maxTime)")
-    return None

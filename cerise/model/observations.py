@@ -59,3 +59,6 @@ class SubmitOutcome(StrEnum):
     FAILED = "failed"
     """A passing failure (the scheduler is down): submitting again later may work."""
     NOT_SUBMITTED = "not submitted"
+    LOOK_UP = "look up"
+    """An earlier submit failed in a way that may have created the job all the same (a
+    time-out): look for it by its name on the scheduler before submitting again."""

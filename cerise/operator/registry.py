@@ -25,11 +25,12 @@ from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
 from cerise.operator import resources
+from cerise.operator.context import Body
+from cerise.operator.deletion import StillStopping
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.transitions import Transitions
-from cerise.operator.worker import Body, ResourceChanged, ResourceWorker
+from cerise.operator.worker import ResourceChanged, ResourceWorker
 from cerise.remote import executor
-from cerise.remote.connection import RemoteUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +149,7 @@ class Registry:
         """
         try:
             parsed = compute.parse_spec(spec)
-            secret = None
-            if parsed.credentials_secret:
-                secret = await objects.secret_data(self.kube, namespace,
-                                                   parsed.credentials_secret)
+            secret = await self._credentials(namespace, parsed.credentials_secret)
             remote = await resources.remote_for(parsed, secret)
             scheduler = resources.scheduler_for(parsed)
         except (InvalidResource, objects.SecretUnavailable) as error:
@@ -172,6 +170,8 @@ class Registry:
             kube=self.kube, exchange=self.exchange.for_namespace(namespace),
             jobs=lambda: self.jobs_on((namespace, name)), remember=self.remember,
             specialisations=self.specialisations, generation=generation, uid=uid,
+            secret=secret,
+            credentials=lambda: self._credentials(namespace, parsed.credentials_secret),
         )
         self.workers[(namespace, name)] = worker
         for body in self.jobs_on((namespace, name)):
@@ -188,17 +188,28 @@ class Registry:
             if kopf.DaemonStoppingReason.RESOURCE_DELETED in reason:  # not when exiting
                 await self.specialisations.resource_gone(namespace, name)
 
+    async def _credentials(self, namespace: str, secret: str | None) -> dict[str, str] | None:
+        """The data of a resource's credentials Secret, read now (None if it names none)."""
+        if not secret:
+            return None
+        return await objects.secret_data(self.kube, namespace, secret)
+
     async def delete_job(self, body: Body, retry: int) -> None:
         """Clean up after a job that is being deleted: remote side, then published files.
 
-        While the compute resource is unreachable the deletion waits and retries; after
-        `GIVE_UP_REMOTE_CLEANUP` tries it goes ahead and says what was left behind.
+        While its remote job is stopping, the deletion is tried again shortly; while the
+        compute resource is unreachable or its commands fail (time-outs included), every
+        10 s, and after `GIVE_UP_REMOTE_CLEANUP` tries it goes ahead and says what was
+        left behind.
         """
         worker = self.workers.get(resource_of(body))
         if worker is not None:
             try:
-                await worker.delete(body)
-            except (RemoteUnavailable, executor.RemoteCommandFailed) as error:
+                await worker.delete(body, retry)
+            except StillStopping as waiting:
+                raise kopf.TemporaryError(str(waiting), delay=waiting.delay) from None
+            except (OSError, executor.RemoteCommandFailed) as error:
+                # OSError: the connection (RemoteUnavailable, CommandTimedOut) or SFTP.
                 if retry < GIVE_UP_REMOTE_CLEANUP:
                     raise kopf.TemporaryError(f"cannot clean up yet: {error}", delay=10) from None
                 kopf.event(cast(kopf.Body, body), type="Warning", reason="CleanupIncomplete",

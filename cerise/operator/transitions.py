@@ -1,4 +1,5 @@
-"""Writing a job's transition: the compare-and-swap, its Event and its job log line.
+"""Writing a job's status: a transition (the compare-and-swap, its Event and its job log
+line), a message saying why it is held, or observed facts.
 
 The one place a phase changes, for the registry (a new job's first phase) and the
 workers. A transition that loses its compare-and-swap is not an error: another writer (a
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
@@ -83,3 +84,26 @@ class Transitions:
         if follow is None or phase is None:
             return None
         return await self.move(latest, phase, follow.target, follow.message, follow.fields)
+
+    async def record_message(self, body: Body, message: str, *, reason: str) -> None:
+        """Say why a job is held where it is, in its status message, an Event and its log
+        (once: not again while the message stays the same)."""
+        if (body.get("status") or {}).get("message") == message:
+            return
+        if await self.observe(body, {"message": message}):
+            kopf.event(cast(kopf.Body, body), type="Normal", reason=reason, message=message)
+            await joblog.message(self._log_path(body), "INFO", message)
+
+    async def observe(self, body: Body, fields: Mapping[str, Any]) -> bool:
+        """Merge observed facts (no phase change, so no compare-and-swap) into the job's
+        status; False if that failed (the next tick tries again)."""
+        meta = body["metadata"]
+        try:
+            new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
+                                               name=meta["name"], status=fields)
+        except ApiError as error:
+            logger.warning("job %s: %s not written: %s", meta.get("uid"),
+                           ", ".join(fields), error)
+            return False
+        self._remember(new.to_dict())  # type: ignore[no-untyped-call]
+        return True

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from cerise.model import cwl, webfence
-from cerise.model.confinement import confined
 from cerise.model.exchange import DownloadSource, Exchange, RefusedLocation
 from cerise.model.webfence import Fence
 from cerise.remote import web
+from cerise.remote.staging.confinement import confined
 
 MAX_WORKFLOW_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT = 60.0

@@ -13,7 +13,7 @@ from cerise.remote import jobscript, schedulers
 from cerise.remote.connection import Remote
 from cerise.remote.failures import RemoteCommandFailed as RemoteCommandFailed
 from cerise.remote.failures import StatusUnavailable
-from cerise.remote.jobscript import JobFiles, SubmitResult
+from cerise.remote.jobscript import JobFiles, SubmitOutcome, SubmitResult
 from cerise.remote.schedulers import JobRef, Observation, Request, Scheduler
 
 
@@ -44,10 +44,56 @@ async def submit(
                   if isinstance(scheduler, schedulers.Directing) else ())
     script = jobscript.job_script(files, runner, prologue, directives)
     await remote.write(files.script, script.encode(), mode=0o700)
-    command = scheduler.submit_command(files, request)
-    result = await remote.run(jobscript.submit_script(files, f"{prologue}\n{command}"))
-    return schedulers.judge_submit(
-        jobscript.parse_submit(result.exit_status, result.stdout, result.stderr))
+    command = f"{prologue}\n{scheduler.submit_command(files, request)}"
+    result = await _run_submit(remote, jobscript.submit_script(files, command))
+    if result.outcome is SubmitOutcome.LOOK_UP:  # an earlier submit failed: did it submit?
+        found = await search(remote, scheduler, files, request, prologue)
+        if found is not None:
+            result = found
+        else:
+            result = await _run_submit(
+                remote, jobscript.submit_script(files, command, looked_up=True))
+    return schedulers.judge_submit(result)
+
+
+async def _run_submit(remote: Remote, script: str) -> SubmitResult:
+    result = await remote.run(script)
+    return jobscript.parse_submit(result.exit_status, result.stdout, result.stderr)
+
+
+async def search(
+    remote: Remote, scheduler: Scheduler, files: JobFiles, request: Request, prologue: str = "",
+) -> SubmitResult | None:
+    """After a failed submit (`SubmitOutcome.LOOK_UP`): the job as found by its name on the
+    scheduler, recorded as submitted; UNKNOWN if its job script started but the scheduler
+    no longer lists it; None if it was not submitted (or the scheduler cannot search: the
+    pilot queue). RemoteCommandFailed if the scheduler cannot say."""
+    if not isinstance(scheduler, schedulers.Searching):
+        return None
+    query = f"{prologue}\n{scheduler.search_command(files, request)}"
+    output, started = jobscript.parse_search(await checked(
+        remote, jobscript.search_script(files, query), "looking for the job failed"))
+    remote_id = scheduler.parse_search(output, files, request)
+    if remote_id is not None:
+        return await _run_submit(remote, jobscript.record_script(files, remote_id))
+    if started:
+        return SubmitResult(SubmitOutcome.UNKNOWN,
+                            detail="the job started, but the scheduler no longer lists it")
+    return None
+
+
+async def submission(
+    remote: Remote, scheduler: Scheduler, files: JobFiles, request: Request, prologue: str = "",
+    wait_seconds: int = 60,
+) -> SubmitResult:
+    """What became of the job's submission, without ever submitting: SUBMITTED with its
+    id (found by name after a failed submit), NOT_SUBMITTED, or UNKNOWN (a submit in flight
+    has not recorded its id within `wait_seconds`)."""
+    result = await _run_submit(remote, jobscript.lookup_script(files, wait_seconds))
+    if result.outcome is SubmitOutcome.LOOK_UP:
+        found = await search(remote, scheduler, files, request, prologue)
+        result = found or SubmitResult(SubmitOutcome.NOT_SUBMITTED)
+    return result
 
 
 async def poll(

@@ -16,6 +16,7 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
     exit_code      written when the runner ends (`TERMINATED_CODE` if it was stopped)
     submit.lock/   made atomically by the first submit; later submits find it
     remote_id      the scheduler's id for the job, written once by the submit that won
+    submit_failed  written when a submit failed: it may have created the job all the same
 
 The markers exist because finished jobs vanish from batch queues and accounting may be
 off: `exit_code` is the only reliable word that a job has ended, and `terminated` says
@@ -31,7 +32,11 @@ SIGPIPE so that a dropped SSH channel cannot stop it between submitting and reco
 id; its children inherit that. If a lock holder has not recorded an id within
 `wait_seconds`, the submit reports that the outcome is unknown rather than risk a second
 submission. A submit that failed or was refused releases the lock, so a later one may
-submit.
+submit — but a failure may be a time-out after the scheduler created the job ("Socket
+timed out"), so it leaves `submit_failed`, and the next submit takes the lock and stops,
+saying `LOOKUP_MARK`: the caller looks for the job by its name on the scheduler
+(`cerise.remote.schedulers.Searching`) and records what it finds (`record_script`) or
+submits with the lock it holds (`submit_script(..., looked_up=True)`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ SUBMITTED_PREFIX = "cerise-remote-id: "
 
 UNKNOWN_MARK = "cerise-submit-unknown"
 """Printed instead of an id when an earlier submit holds the lock but recorded no id."""
+LOOKUP_MARK = "cerise-submit-look-up"
+"""Printed when an earlier submit failed: look for the job on the scheduler first."""
+STARTED_LINE = "--cerise-started--"
+"""Starts the line of a search that says whether the job script ever started."""
 
 
 TERMINATED_CODE = 143
@@ -118,6 +127,10 @@ class JobFiles:
     @property
     def remote_id(self) -> str:
         return self._path("remote_id")
+
+    @property
+    def submit_failed(self) -> str:
+        return self._path("submit_failed")
 
 
 def _atomic_write(path: str, value: str) -> str:
@@ -199,41 +212,63 @@ exit "$__cerise_code"
 
 
 def _report_recorded_id(files: JobFiles, wait_seconds: int) -> str:
-    """Shell text printing the recorded id once there is one, or UNKNOWN_MARK after a wait."""
+    """Shell text printing the recorded id once there is one, or after a wait LOOKUP_MARK
+    (an earlier submit failed) or UNKNOWN_MARK."""
     q = shlex.quote
-    return f"""for _ in $(seq {int(wait_seconds) * 10}); do
-    if [ -s {q(files.remote_id)} ]; then
-        printf '{SUBMITTED_PREFIX}%s\\n' "$(cat {q(files.remote_id)})"
+    return f"""__cerise_waited=0
+until [ -s {q(files.remote_id)} ]; do
+    if [ "$__cerise_waited" -ge {int(wait_seconds) * 10} ]; then
+        if [ -e {q(files.submit_failed)} ]; then echo {LOOKUP_MARK}; else echo {UNKNOWN_MARK}; fi
         exit 0
     fi
     sleep 0.1
+    __cerise_waited=$((__cerise_waited + 1))
 done
-echo {UNKNOWN_MARK}"""
+printf '{SUBMITTED_PREFIX}%s\\n' "$(cat {q(files.remote_id)})"
+"""
 
 
-def submit_script(files: JobFiles, submit: str, wait_seconds: int = 60) -> str:
+def submit_script(files: JobFiles, submit: str, wait_seconds: int = 60,
+                  looked_up: bool = False) -> str:
     """A script that submits the job at most once, whatever happened before.
 
     `submit` is the scheduler's submit command as quoted shell text; it must print only
     the scheduler's id on stdout. Returns, on stdout's last line, either
-    `SUBMITTED_PREFIX + id` or `UNKNOWN_MARK`; a failed submit exits non-zero with the
-    scheduler's message on stderr and releases the lock so that a retry may submit.
+    `SUBMITTED_PREFIX + id`, `UNKNOWN_MARK` or `LOOKUP_MARK` (an earlier submit failed: it
+    stops holding the lock); a failed submit exits non-zero with the scheduler's message
+    on stderr, leaves `submit_failed` and releases the lock so that a retry may submit.
+    `looked_up`: the caller holds the lock after a `LOOKUP_MARK` and found no job.
     """
     q = shlex.quote
+    take = f"mkdir -p {q(files.lock)}" if looked_up else f"mkdir {q(files.lock)} 2>/dev/null"
+    stop = "" if looked_up else (
+        f"\n    if [ -e {q(files.submit_failed)} ]; then echo {LOOKUP_MARK}; exit 0; fi")
     return f"""#!/bin/bash
 trap '' HUP PIPE
-if mkdir {q(files.lock)} 2>/dev/null; then
+if {take}; then{stop}
     id=$({submit})
     status=$?
     if [ "$status" -eq 0 ] && [ -n "$id" ]; then
         {_atomic_write(files.remote_id, '"$id"')}
+        rm -f {q(files.submit_failed)}
     else
+        : > {q(files.submit_failed)}
         rmdir {q(files.lock)}
         [ "$status" -eq 0 ] && echo "the submit command printed no job id" >&2
         exit $(( status == 0 ? 1 : status ))
     fi
 fi
 {_report_recorded_id(files, wait_seconds)}
+"""
+
+
+def record_script(files: JobFiles, remote_id: str) -> str:
+    """A script that records `remote_id`, found on the scheduler after a `LOOKUP_MARK`,
+    as the job's submission (the caller holds the lock)."""
+    q = shlex.quote
+    return f"""#!/bin/bash
+mkdir -p {q(files.lock)} && {_atomic_write(files.remote_id, q(remote_id))} &&
+rm -f {q(files.submit_failed)} && printf '{SUBMITTED_PREFIX}%s\\n' {q(remote_id)}
 """
 
 
@@ -244,12 +279,32 @@ def lookup_script(files: JobFiles, wait_seconds: int = 60) -> str:
     """A script that reports an earlier submission's id without ever submitting.
 
     Prints like `submit_script` if the job was submitted (waiting for a submit still in
-    flight to record its id), or `NOT_SUBMITTED_MARK` if it never was.
+    flight to record its id), `LOOKUP_MARK` if a submit failed (it may have created the
+    job), or `NOT_SUBMITTED_MARK` if it never was.
     """
+    q = shlex.quote
     return f"""#!/bin/bash
-if [ ! -d {shlex.quote(files.lock)} ]; then echo {NOT_SUBMITTED_MARK}; exit 0; fi
+if [ ! -d {q(files.lock)} ]; then
+    if [ -e {q(files.submit_failed)} ]; then echo {LOOKUP_MARK}; else echo {NOT_SUBMITTED_MARK}; fi
+    exit 0
+fi
 {_report_recorded_id(files, wait_seconds)}
 """
+
+
+def search_script(files: JobFiles, query: str) -> str:
+    """`query` (a scheduler's search for the job by its name), then `STARTED_LINE` and
+    whether the job script ever started (`yes`/`no`), which finds a job that has left
+    the queue; it exits with the query's status."""
+    started = shlex.quote(files.started)
+    return (f"{query}\n__cerise_status=$?\nprintf '\\n{STARTED_LINE} %s\\n' "
+            f"\"$([ -e {started} ] && echo yes || echo no)\"\nexit $__cerise_status\n")
+
+
+def parse_search(output: str) -> tuple[str, bool]:
+    """The query's output and whether the job script started, from `search_script`'s."""
+    text, found, rest = output.rpartition(f"\n{STARTED_LINE} ")
+    return (text.removeprefix("\n") if found else output), rest.strip() == "yes"
 
 
 def parse_submit(exit_status: int, stdout: str, stderr: str) -> SubmitResult:
@@ -262,6 +317,10 @@ def parse_submit(exit_status: int, stdout: str, stderr: str) -> SubmitResult:
             return SubmitResult(SubmitOutcome.SUBMITTED, remote_id=remote_id)
     if exit_status == 0 and last == NOT_SUBMITTED_MARK:
         return SubmitResult(SubmitOutcome.NOT_SUBMITTED)
+    if exit_status == 0 and last == LOOKUP_MARK:
+        return SubmitResult(
+            SubmitOutcome.LOOK_UP,
+            detail="an earlier submit failed, perhaps after the scheduler took the job")
     if exit_status == 0 and last == UNKNOWN_MARK:
         return SubmitResult(
             SubmitOutcome.UNKNOWN,

@@ -132,3 +132,48 @@ async def test_jobs_running_through_a_slurm_controller_restart_all_succeed(
         for name in names:
             job = await wait_for_job(control_plane, namespace, name, FINAL, timeout=120)
             assert job["status"]["phase"] == "Success", job["status"]
+
+
+SLOW_ANSWER_SBATCH = """#!/bin/sh
+# sbatch whose answer comes late: the job is queued at once, its id printed {delay} s later.
+out=$({real} "$@"); status=$?
+touch {dir}/queued
+sleep {delay}
+printf '%s\\n' "$out"
+exit $status
+"""
+
+
+async def test_a_job_deleted_while_its_submit_is_in_flight_leaves_no_batch_job_behind(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, sshd: SshEndpoint,
+) -> None:
+    remote = ssh_remote(sshd)
+    folder = f"/home/{sshd.username}/.slow-{uuid.uuid4().hex[:8]}"
+    real = (await remote.run("command -v sbatch")).stdout.strip()
+    await remote.run(f"mkdir -p {shlex.quote(folder)}/bin")
+    await remote.write(f"{folder}/bin/sbatch", SLOW_ANSWER_SBATCH.format(
+        dir=shlex.quote(folder), real=real, delay=4).encode(), mode=0o755)
+    path = f"{folder}/bin:/usr/local/bin:/usr/bin:/bin"
+    # The batch job may not start for a while: an orphan would wait in the queue.
+    async with scheduler_resource(request, control_plane, namespace, sshd, "slurm",
+                                  environment=(("PATH", path),),
+                                  jobs_spec={"schedulerOptions": ["--begin=now+600"]},
+                                  ) as resource:
+        submit(control_plane, resource, SLEEP, {"delay": 5})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while (await remote.run(f"test -e {shlex.quote(folder)}/queued")).exit_status != 0:
+            assert loop.time() < deadline, "the batch job was never queued"
+            await asyncio.sleep(0.1)
+        job = await wait_for_job(control_plane, namespace, "job", {"StagingIn"}, timeout=5)
+        uid = job["metadata"]["uid"]
+        control_plane.kubectl("delete", "wfj", "job", "-n", namespace, "--timeout=120s")
+        slurm = request.getfixturevalue("slurm")
+        exports = "".join(f"export {n}={shlex.quote(v)}\n" for n, v in slurm.environment)
+        listed = await remote.run(f"{exports}squeue -h -t all -u \"$(id -un)\" "
+                                  f"--name cerise-{uid} -o '%i|%T'")
+        assert listed.exit_status == 0, listed.stderr
+        states = [line.partition("|")[2] for line in listed.stdout.split()]
+        assert not {"PENDING", "RUNNING"} & set(states), listed.stdout
+    await remote.run(f"rm -rf {shlex.quote(folder)}")

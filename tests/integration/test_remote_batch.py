@@ -327,6 +327,23 @@ async def test_resubmit_does_not_submit_twice(jobs: Jobs) -> None:
     assert (await jobs.shell(jobs.batch.count_named(name))).strip() == "1"
 
 
+async def test_a_job_whose_submit_answer_was_lost_is_found_by_name_not_submitted_again(
+        jobs: Jobs) -> None:
+    """The scheduler took the job, but to Cerise its submit failed (a time-out): the next
+    submit finds the job by its name on the scheduler."""
+    files = await jobs.new()
+    name = f"cerise-{uuid.uuid4()}"
+    first = await jobs.submit(["bash", "-c", "exit 0", "r"], files=files, held=True,
+                              request=Request(name))
+    q = shlex.quote
+    await jobs.shell(f"rm {q(files.remote_id)} && rmdir {q(files.lock)} && "
+                     f"touch {q(files.submit_failed)}")  # as the lost answer left it
+    again = await jobs.submit(["bash", "-c", "exit 0", "r"], files=files, held=True,
+                              request=Request(name))
+    assert again.remote_id == first.remote_id
+    assert (await jobs.shell(jobs.batch.count_named(jobs.batch.named(name)))).strip() == "1"
+
+
 async def test_poll_of_five_jobs_is_one_command(jobs: Jobs) -> None:
     held = [await jobs.submit(["bash", "-c", "exit 0", "r"], held=True) for _ in range(5)]
     gone = JobRef("gone", held[0].files, "999999")

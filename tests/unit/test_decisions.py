@@ -231,3 +231,79 @@ def test_a_failed_step_names_itself_in_the_final_message() -> None:
         Phase.PERMANENT_FAILURE, "the workflow failed: step wc failed")
     assert decisions.finish_message(Phase.SUCCESS, "ok", end_reason=None,
                                     failed_step=None) == (Phase.SUCCESS, "ok")
+
+
+# --- after an error in a job's work ------------------------------------------------------
+
+Failure, Retry = decisions.Failure, decisions.Retry
+
+
+@pytest.mark.parametrize("failures", [1, 2, 10, 100])
+def test_a_passing_failure_is_retried_after_a_growing_delay_never_ended(failures: int) -> None:
+    answer = decisions.after_error(Failure.PASSING, "reading the installed steps: lost",
+                                   failures, Phase.SUBMITTED, refresh=1.0)
+    assert isinstance(answer, Retry)
+    assert "reading the installed steps: lost" in answer.message
+    assert 1.0 <= answer.delay <= decisions.MAX_RETRY_DELAY
+    longer = decisions.after_error(Failure.PASSING, "x", failures + 1, Phase.SUBMITTED,
+                                   refresh=1.0)
+    assert isinstance(longer, Retry) and longer.delay >= answer.delay
+
+
+def test_an_io_error_is_tried_a_few_times_then_is_a_system_error() -> None:
+    for failures in range(1, decisions.ATTEMPTS):
+        assert isinstance(decisions.after_error(Failure.IO, "disk full", failures,
+                                                Phase.STAGING_IN, refresh=1.0), Retry)
+    assert decisions.after_error(Failure.IO, "disk full", decisions.ATTEMPTS, Phase.STAGING_IN,
+                                 refresh=1.0) == Move(
+        Phase.SYSTEM_ERROR, f"disk full (after {decisions.ATTEMPTS} attempts)")
+
+
+@pytest.mark.parametrize(("failure", "target", "message"), [
+    (Failure.INPUT_REJECTED, Phase.PERMANENT_FAILURE, "no such input"),
+    (Failure.INVALID_WORKFLOW, Phase.PERMANENT_FAILURE, "no such input"),
+    (Failure.OUTPUT_REJECTED, Phase.SYSTEM_ERROR, "no such input"),
+    (Failure.INTERNAL, Phase.SYSTEM_ERROR, "internal error: no such input"),
+])
+def test_a_failure_that_cannot_pass_ends_the_job_at_once(
+        failure: decisions.Failure, target: Phase, message: str) -> None:
+    assert decisions.after_error(failure, "no such input", 1, Phase.STAGING_IN,
+                                 refresh=1.0) == Move(target, message)
+
+
+def test_a_failure_while_staging_out_ends_the_job_without_outputs() -> None:
+    assert decisions.after_error(Failure.OUTPUT_REJECTED, "bad", 1, Phase.STAGING_OUT,
+                                 refresh=1.0) == Move(Phase.SYSTEM_ERROR, "bad", {"output": {}})
+
+
+@pytest.mark.parametrize("phase", [*states.FINAL, None])
+def test_a_failure_of_a_job_that_ended_meanwhile_changes_nothing(phase: Phase | None) -> None:
+    assert decisions.after_error(Failure.INTERNAL, "x", 1, phase, refresh=1.0) is None
+
+
+# --- deleting a job ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("phase", "remote_id", "unsettled"), [
+    (Phase.STAGING_IN, "", True), (Phase.STAGING_IN_CR, "", True),
+    (Phase.STAGING_IN, "12", False), (Phase.SUBMITTED, "", False), (None, "", False),
+    (Phase.WAITING, "12", False),
+])
+def test_a_deleted_job_is_asked_for_a_submit_its_status_may_not_know(
+        phase: Phase | None, remote_id: str, unsettled: bool) -> None:
+    assert decisions.submit_unsettled(phase, remote_id) is unsettled
+
+
+def test_a_deletion_waits_for_a_submit_in_flight_but_not_for_ever() -> None:
+    for outcome in (SubmitOutcome.UNKNOWN, SubmitOutcome.LOOK_UP):
+        assert decisions.after_submission_lookup(outcome, 0) == decisions.STOP_WAIT
+        assert decisions.after_submission_lookup(outcome, decisions.SUBMIT_LOOKS) is None
+    for outcome in (SubmitOutcome.SUBMITTED, SubmitOutcome.NOT_SUBMITTED):
+        assert decisions.after_submission_lookup(outcome, 0) is None
+
+
+def test_a_deletion_removes_the_directory_once_the_remote_job_is_gone() -> None:
+    for state in (RemoteState.WAITING, RemoteState.RUNNING):
+        assert decisions.after_stop_check(state, 0) == decisions.STOP_WAIT
+        assert decisions.after_stop_check(state, decisions.STOP_LOOKS) is None
+    for state in (RemoteState.DONE, RemoteState.VANISHED):
+        assert decisions.after_stop_check(state, 0) is None

@@ -194,14 +194,47 @@ def test_concurrent_submits_submit_exactly_once(files: JobFiles, tmp_path: Path)
     assert counter.read_text() == "submitted\n"
 
 
-def test_failed_submit_releases_the_lock_for_a_retry(files: JobFiles, tmp_path: Path) -> None:
+def test_failed_submit_releases_the_lock_for_a_retry_that_looks_first(
+        files: JobFiles, tmp_path: Path) -> None:
     script = jobscript.submit_script(files, "echo 'sbatch: error: invalid partition' >&2; false")
     failed = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     result = jobscript.parse_submit(failed.returncode, failed.stdout, failed.stderr)
     assert result.outcome is SubmitOutcome.FAILED
     assert result.detail == "sbatch: error: invalid partition"
     assert not Path(files.lock).exists()
-    assert submit_once(files, tmp_path / "count").remote_id == "4242"
+    # The failure may have created the job: the retry says to look for it first, and
+    # holds the lock meanwhile.
+    counter = tmp_path / "count"
+    assert submit_once(files, counter).outcome is SubmitOutcome.LOOK_UP
+    assert Path(files.lock).is_dir() and not counter.exists()
+    assert lookup(files).outcome is SubmitOutcome.LOOK_UP
+    # Nothing found: the caller submits with the lock it holds.
+    script = jobscript.submit_script(files, f"echo submitted >> {counter}; echo 4242",
+                                     looked_up=True)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert jobscript.parse_submit(done.returncode, done.stdout, done.stderr).remote_id == "4242"
+    assert submit_once(files, counter).remote_id == "4242"
+    assert counter.read_text() == "submitted\n"
+    assert not Path(files.submit_failed).exists()
+
+
+def test_a_job_found_after_a_failed_submit_is_recorded_as_submitted(files: JobFiles) -> None:
+    subprocess.run(["bash", "-c", jobscript.submit_script(files, "false")], check=False)
+    assert lookup(files).outcome is SubmitOutcome.LOOK_UP
+    script = jobscript.record_script(files, "77 $(touch pwned)")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    recorded = jobscript.parse_submit(done.returncode, done.stdout, done.stderr)
+    assert recorded.remote_id == "77 $(touch pwned)"
+    assert lookup(files).remote_id == "77 $(touch pwned)"
+
+
+def test_a_search_says_whether_the_job_script_started(files: JobFiles) -> None:
+    script = jobscript.search_script(files, "printf '5|cerise-x\\n'")
+    before = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
+    assert jobscript.parse_search(before) == ("5|cerise-x\n", False)
+    Path(files.started).write_text("1\n")
+    after = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
+    assert jobscript.parse_search(after) == ("5|cerise-x\n", True)
 
 
 def test_submit_that_prints_no_id_fails(files: JobFiles) -> None:
@@ -265,6 +298,15 @@ def test_lookup_never_submits(files: JobFiles, tmp_path: Path) -> None:
     assert not Path(files.lock).exists()
     submit_once(files, tmp_path / "count")
     assert lookup(files) == jobscript.SubmitResult(SubmitOutcome.SUBMITTED, remote_id="4242")
+
+
+def test_lookup_without_waiting_still_reports_a_recorded_id(
+        files: JobFiles, tmp_path: Path) -> None:
+    submit_once(files, tmp_path / "count")
+    script = jobscript.lookup_script(files, wait_seconds=0)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert jobscript.parse_submit(done.returncode, done.stdout, done.stderr) == (
+        jobscript.SubmitResult(SubmitOutcome.SUBMITTED, remote_id="4242"))
 
 
 def test_lookup_of_a_lock_without_id_is_unknown(files: JobFiles) -> None:

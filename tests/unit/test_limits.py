@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cerise.model import compute, limits
+from cerise.model import admission, compute, limits
 
 STARTED = 1_795_659_000
 
@@ -102,4 +102,13 @@ def spec(**jobs: Any) -> compute.ResourceSpec:
 )
 def test_request_refusal(jobs: dict[str, Any], cores: int, time_limit: int,
                          expected: str | None) -> None:
-    assert limits.request_refusal(spec(**jobs), cores, time_limit) == expected
+    assert admission.request_refusal(spec(**jobs), cores, time_limit) == expected
+
+
+def test_the_resources_own_limits_are_refused_before_pilot_modes() -> None:
+    piloted = spec(coresPerNode=8, maxTime=3600, pilot={"cores": 4, "timeLimitSeconds": 600})
+    assert "jobs.maxTime" in str(admission.refusal(piloted, 2, 7200))
+    assert "jobs.pilot.cores" in str(admission.refusal(piloted, 6, 60))
+    assert "jobs.pilot.timeLimitSeconds" in str(admission.refusal(piloted, 2, 1200))
+    assert admission.refusal(piloted, 4, 60) is None
+    assert admission.refusal(spec(coresPerNode=8), 6, 60) is None  # no pilot mode

@@ -250,3 +250,13 @@ def test_cancel_ignores_jobs_already_gone(tmp_path: Path) -> None:
                         stderr='denied: job "9999" does not exist\n', status=1)
     assert run.result.returncode == 0
     assert run.calls == [["22", "9999"]]
+
+
+def test_search_finds_a_job_by_the_name_it_was_submitted_under() -> None:
+    files = JobFiles("/home/cerise-test/cap/x")
+    assert SCHEDULER.parse_search(CAPTURED_QSTAT, files,
+                                  Request(name="cerise-420bedf6aa97")) == "21"
+    assert SCHEDULER.parse_search(CAPTURED_QSTAT, files, Request(name="cerise-gone")) is None
+    assert SCHEDULER.parse_search(EMPTY_QUEUE, files, Request(name="cerise-420bedf6aa97")) is None
+    with pytest.raises(StatusUnavailable):
+        SCHEDULER.parse_search("error: commlib error", files, Request(name="cerise-x"))

@@ -193,3 +193,24 @@ def test_cancel(tmp_path: Path) -> None:
     run = run_with_stub(tmp_path, "scancel", SCHEDULER.cancel_script(CAPTURED_JOBS[:2]))
     assert run.calls == [["14", "15"]]
     assert SCHEDULER.cancel_script([job("x", "")]) == "true"
+
+
+# Slurm 22.05.8, `squeue -u cerise-test -h -t all --name cerise-5d3c… -o '%i|%j'` after a
+# submit whose answer was lost, and a second one of the same name (the newer counts).
+CAPTURED_SEARCH = """\
+31|cerise-5d3c0a9e-2b1f-4c4e-9d62-0f6a1b7e8c11
+33|cerise-5d3c0a9e-2b1f-4c4e-9d62-0f6a1b7e8c11
+"""
+
+
+def test_search_finds_a_job_by_the_name_it_was_submitted_under(tmp_path: Path) -> None:
+    files = JobFiles("/home/cerise-test/cap/x")
+    request = Request(name="cerise-5d3c0a9e-2b1f-4c4e-9d62-0f6a1b7e8c11")
+    run = run_with_stub(tmp_path, "squeue", SCHEDULER.search_command(files, request),
+                        stdout=CAPTURED_SEARCH)
+    assert run.calls[0][-4:] == ["--name", request.name, "-o", "%i|%j"]
+    assert SCHEDULER.parse_search(run.result.stdout, files, request) == "33"
+    assert SCHEDULER.parse_search("", files, request) is None
+    assert SCHEDULER.parse_search("31|cerise-other\n", files, request) is None
+    with pytest.raises(StatusUnavailable):
+        SCHEDULER.parse_search("slurm_load_jobs error: Socket timed out", files, request)

@@ -276,3 +276,15 @@ def test_cancel_ignores_finished_jobs(tmp_path: Path) -> None:
     run = run_with_stub(tmp_path, "qdel", SCHEDULER.cancel_script(CAPTURED_JOBS[:2]), status=1)
     assert run.result.returncode == 0
     assert run.calls == [["17", "18"]]
+
+
+def test_search_finds_a_job_by_the_name_it_was_submitted_under() -> None:
+    files = JobFiles("/home/cerise-test/cap/x")
+    # The name is cut to 15 letters and digits at submit, and so it is when searched.
+    found = SCHEDULER.parse_search(CAPTURED_QSTAT, files, Request(name="cerise-cf5f0a2ae-77"))
+    assert found == "17"
+    assert SCHEDULER.parse_search(CAPTURED_QSTAT, files, Request(name="cerise-0000")) is None
+    assert SCHEDULER.parse_search("", files, Request(name="cerise-cf5f0a2ae")) is None
+    with pytest.raises(StatusUnavailable):
+        SCHEDULER.parse_search("qstat: cannot connect to server", files,
+                               Request(name="cerise-cf5f0a2ae"))

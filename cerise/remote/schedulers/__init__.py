@@ -16,7 +16,10 @@ which the next good poll reports.
 
 A submit that fails is a refusal (the scheduler will never take the job as asked: it said
 why) unless its words are those of a passing failure (`PASSING_SUBMIT_FAILURES`: the
-controller is down or slow), after which submitting again may work.
+controller is down or slow), after which submitting again may work. Such a failure may
+have created the job all the same (a time-out after the scheduler took it): before
+submitting again, the executor looks for it by its name, with a `Searching` scheduler's
+`search_command` and `parse_search` (`cerise.remote.jobscript` says when).
 """
 
 from __future__ import annotations
@@ -109,6 +112,21 @@ class Directing(Protocol):
 
     def directives(self, files: JobFiles, request: Request) -> Sequence[str]:
         """Comment lines for the top of the job script."""
+        ...
+
+
+@runtime_checkable
+class Searching(Protocol):
+    """A scheduler that can find a job by the name it was submitted under."""
+
+    def search_command(self, files: JobFiles, request: Request) -> str:
+        """Shell text listing the user's jobs named as `request`'s; it exits non-zero, with
+        the scheduler's words on stderr, if the scheduler cannot say."""
+        ...
+
+    def parse_search(self, output: str, files: JobFiles, request: Request) -> str | None:
+        """The id of the job named as `request`'s in `search_command`'s output, or None;
+        StatusUnavailable if the output is not what the command prints."""
         ...
 
 

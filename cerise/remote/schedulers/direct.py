@@ -6,6 +6,8 @@ A PID can be reused after the job has ended, so the queue view only counts a pro
 ours if its command line names our job script; a line `ps` would not print makes the
 status unavailable.
 
+Search (after a submit cut short): the job script's process, by its command line.
+
 Limits: there is no queue to refuse a job, so the submit refuses one that asks for more
 cores than the host has (`nproc`). A time limit is enforced by the job script itself
 (`jobscript.TIME_LIMIT_VARIABLE`): it runs the runner under `timeout` in a process group
@@ -73,3 +75,19 @@ class DirectScheduler:
         if not groups:
             return "true"
         return f"kill -TERM -- {groups} 2>/dev/null; true"
+
+    def search_command(self, files: JobFiles, request: Request) -> str:
+        return "ps -eo pid=,args="
+
+    def parse_search(self, output: str, files: JobFiles, request: Request) -> str | None:
+        return process_of(output, files.script)
+
+
+def process_of(output: str, script: str) -> str | None:
+    """The PID of the job script `script` as started by a submit (`setsid bash SCRIPT`) in
+    `ps -o pid=,args=` lines, or None."""
+    for line in output.splitlines():
+        match = PS_LINE.fullmatch(line)
+        if match is not None and match.group(2).strip() == f"bash {script}":
+            return match.group(1)
+    return None

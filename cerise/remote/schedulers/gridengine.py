@@ -11,6 +11,9 @@ lose the characters Grid Engine refuses and may not start with a digit. A job of
 than one core needs the resource's parallel environment (`-pe`); without one, the submit
 is refused and says so rather than run the job on one slot.
 
+Search (after a submit that may have created the job): the same `qstat -u USER -xml`,
+matched on `JB_name`.
+
 Status: one `qstat -u USER -xml` of all the user's jobs still in the queue, read with
 ElementTree; output that is not qstat's XML makes the status unavailable. `qw`/`hqw` are
 waiting; `r`, `t` and the suspended `s`/`S`/`T` running. A job in an error state (`Eqw`:
@@ -55,9 +58,8 @@ def queue_state(state: str) -> QueueState:
     return QueueState.ABSENT
 
 
-def job_states(output: str) -> dict[str, str]:
-    """Each listed job's state letters by id; StatusUnavailable if `output` is not qstat's
-    XML."""
+def _listing(output: str) -> ElementTree.Element:
+    """qstat's XML document; StatusUnavailable if `output` is not one."""
     try:
         root = ElementTree.fromstring(output)  # noqa: S314 - qstat's output, not user data
     except ElementTree.ParseError:
@@ -65,10 +67,31 @@ def job_states(output: str) -> dict[str, str]:
     if root is None or root.tag != "job_info":
         raise StatusUnavailable(
             f"gridengine: qstat printed what Cerise cannot read: {output.strip()[:200]!r}")
+    return root
+
+
+def job_states(output: str) -> dict[str, str]:
+    """Each listed job's state letters by id; StatusUnavailable if `output` is not qstat's
+    XML."""
     return {
         (entry.findtext("JB_job_number") or "").strip(): (entry.findtext("state") or "").strip()
-        for entry in root.iter("job_list")
+        for entry in _listing(output).iter("job_list")
     }
+
+
+def job_by_name(output: str, name: str) -> str | None:
+    """The id of the listed job named `name` (the newest, if several); StatusUnavailable if
+    `output` is not qstat's XML."""
+    found = None
+    for entry in _listing(output).iter("job_list"):
+        if (entry.findtext("JB_name") or "").strip() == name:
+            found = (entry.findtext("JB_job_number") or "").strip() or found
+    return found
+
+
+def job_name(request: Request) -> str:
+    """The name a job is submitted under: the characters Grid Engine takes."""
+    return batch.job_name(request.name, keep="A-Za-z0-9_.-", limit=255)
 
 
 def error_reasons(text: str) -> dict[str, str]:
@@ -97,7 +120,7 @@ class GridEngineScheduler:
             return f"{batch.command(['echo', message])} >&2; false"
         words = [
             "qsub", "-terse", "-notify", "-w", "e", "-S", "/bin/bash",
-            "-N", batch.job_name(request.name, keep="A-Za-z0-9_.-", limit=255),
+            "-N", job_name(request),
             "-wd", files.work,
             "-j", "y", "-o", batch.scheduler_log(files),
             "-r", "n",
@@ -146,3 +169,9 @@ esac"""
         # qdel fails for jobs that already left; it still deletes the others.
         ids = batch.job_ids(jobs)
         return f"{batch.command(['qdel', *ids])} || true" if ids else "true"
+
+    def search_command(self, files: JobFiles, request: Request) -> str:
+        return 'qstat -u "$(id -un)" -xml'
+
+    def parse_search(self, output: str, files: JobFiles, request: Request) -> str | None:
+        return job_by_name(output, job_name(request))

@@ -5,6 +5,9 @@ The job script's output (not the runner's) goes to `scheduler.txt` in the job di
 stderr included. `--no-requeue`: a requeued job would run its script again after the TERM
 trap had already written the `exit_code` that the poller takes as the end.
 
+Search (after a submit that may have created the job): `squeue --name NAME -o '%i|%j'`
+of the user's jobs in all states.
+
 Status: one `squeue` of all the user's jobs in all states, with the pending reason. Not
 `-j <ids>`: a single unknown id (records expire `MinJobAge` after the end) makes it fail
 with "Invalid job id specified". Finished states (COMPLETED, FAILED, CANCELLED, TIMEOUT…)
@@ -63,6 +66,8 @@ PER_JOB_LIMIT = re.compile(r"(Assoc|QOS)Max\w*PerJob\w*|QOSMin\w+")
 clears as other jobs end)."""
 LINE = re.compile(r"([^|\s]+)\|([A-Z_]+)\|(.*)")
 """`%i|%T|%r`: id, state, reason."""
+NAMED_LINE = re.compile(r"([^|\s]+)\|(.*)")
+"""`%i|%j`: id, name (a search by name)."""
 
 
 def never_runs(reason: str) -> str | None:
@@ -140,3 +145,25 @@ class SlurmScheduler:
         # scancel exits 0 for finished and unknown ids, so a failure is a real one.
         ids = batch.job_ids(jobs)
         return batch.command(["scancel", *ids]) if ids else "true"
+
+    def search_command(self, files: JobFiles, request: Request) -> str:
+        return (f"squeue -u \"$(id -un)\" -h -t all "
+                f"{batch.command(['--name', request.name, '-o', '%i|%j'])}")
+
+    def parse_search(self, output: str, files: JobFiles, request: Request) -> str | None:
+        return search_result(output, request.name)
+
+
+def search_result(output: str, name: str) -> str | None:
+    """The id of the job named `name` in a search's `%i|%j` lines (the newest, if several)."""
+    found = None
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        match = NAMED_LINE.fullmatch(line.strip())
+        if match is None:
+            raise StatusUnavailable(f"slurm: squeue printed what Cerise cannot read: "
+                                    f"{line[:200]!r}")
+        if match.group(2) == name:
+            found = match.group(1)
+    return found

@@ -15,6 +15,8 @@ Written against both: Slurm's Perl wrappers (`slurm-wlm-torque`, tested) and rea
   unavailable. Ids match on the part before the first dot, as `qstat` may print the
   server's full name. Neither says why a queued job waits, so an impossible request is
   caught before submitting (`cerise.model.limits`) or refused by qsub, not seen pending.
+* Search (after a submit that may have created the job): `qstat -f` of all jobs, matched
+  on `Job_Name` (cut as at submit).
 * Cancel: `qdel ID…`, whose exit status is ignored: both fail for finished jobs.
 
 Limits: the wrappers' qsub rebuilds the sbatch command as shell text and runs it through
@@ -101,6 +103,27 @@ def directive_word(word: str) -> str:
     return f'"{escaped}"'
 
 
+def job_name(request: Request) -> str:
+    """The name a job is submitted under: at most `NAME_LENGTH` letters and digits."""
+    return batch.job_name(request.name, keep="A-Za-z0-9", limit=NAME_LENGTH)
+
+
+def job_by_name(output: str, name: str) -> str | None:
+    """The id of the job named `name` in `qstat -f`'s output of all jobs (the newest, if
+    several); StatusUnavailable for a line qstat would not print."""
+    found, current = None, ""
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith("Job Id:"):
+            current = text.removeprefix("Job Id:").strip()
+        elif text and not line[:1].isspace():
+            raise StatusUnavailable(
+                f"torque: qstat printed what Cerise cannot read: {line[:200]!r}")
+        elif current and text.startswith("Job_Name") and text.partition("=")[2].strip() == name:
+            found = current
+    return found
+
+
 @dataclass(frozen=True)
 class TorqueScheduler:
     """Torque/PBS, or Slurm behind its Torque wrappers."""
@@ -122,7 +145,7 @@ class TorqueScheduler:
 
     def submit_command(self, files: JobFiles, request: Request) -> str:
         _check("the job directory", files.job_dir)
-        name = batch.job_name(request.name, keep="A-Za-z0-9", limit=NAME_LENGTH)
+        name = job_name(request)
         words = ["qsub", "-N", name, "-j", "oe", "-o", batch.scheduler_log(files), "-r", "n"]
         resources = []
         if request.time_limit > 0:
@@ -170,3 +193,9 @@ class TorqueScheduler:
     def cancel_script(self, jobs: Sequence[JobRef]) -> str:
         ids = batch.job_ids(jobs)
         return f"{batch.command(['qdel', *ids])} || true" if ids else "true"
+
+    def search_command(self, files: JobFiles, request: Request) -> str:
+        return "qstat -f"
+
+    def parse_search(self, output: str, files: JobFiles, request: Request) -> str | None:
+        return job_by_name(output, job_name(request))

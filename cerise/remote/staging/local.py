@@ -1,5 +1,5 @@
 """The local side of staging in: the files of a transfer from the exchange, found by
-walking it, each confined to the exchange (`cerise.model.confinement`)."""
+walking it, each confined to the exchange (`cerise.remote.staging.confinement`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cerise.model.confinement import confined
 from cerise.model.exchange import RefusedLocation
+from cerise.remote.staging.confinement import confined
 from cerise.remote.staging.planning import Transfer
 from cerise.remote.staging.rejections import InputRejected
 

@@ -3,9 +3,8 @@
 `Exchange.source` decides lexically (no I/O), so a `LocalSource` may still leave the
 exchange through a symbolic link. `confined` is the check that everyone who opens one
 makes first (staging, and the operator reading a workflow): it resolves the path and
-refuses it unless the result is inside the resolved root. It is the one check about the
-exchange that touches the file system, so it sits beside `exchange` rather than in it,
-which stays pure.
+refuses it unless the result is inside the resolved root. It touches the file system, so
+it sits with staging rather than beside `cerise.model.exchange`, which stays pure.
 """
 
 from __future__ import annotations

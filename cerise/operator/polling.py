@@ -1,0 +1,133 @@
+"""Polling a resource's remote jobs: ONE status command for its batch jobs, ONE for pilot
+mode's runs and allocations, then each job's decision (`cerise.model.decisions.after_poll`)
+carried out with one status write per job: its transition, with the steps its log shows,
+or those steps alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from cerise.kube import jobs as kube_jobs
+from cerise.model import decisions, states
+from cerise.model import pilot as pilot_decisions
+from cerise.model.decisions import Decision, Move
+from cerise.model.states import Phase
+from cerise.operator import joblog, metrics
+from cerise.operator.allocations import is_pilot_run
+from cerise.operator.context import Body, ResourceContext, key_of
+from cerise.operator.resource_status import ResourceStatus
+from cerise.operator.runner_log import RunnerLog
+from cerise.remote import executor
+from cerise.remote.pilot.requeue import RequeueOutcome
+from cerise.remote.pilot.status import RunSighting, RunVerdict
+from cerise.remote.schedulers import JobRef, Observation
+
+
+def job_ref(context: ResourceContext, body: Body) -> JobRef:
+    """The job as the scheduler plug-ins know it."""
+    return JobRef(key_of(body), context.files(body),
+                  (body.get("status") or {}).get("remoteJobId") or "")
+
+
+async def cancel(context: ResourceContext, refs: Sequence[JobRef]) -> None:
+    """Stop jobs on the compute resource: batch jobs through the scheduler (one command),
+    pilot runs through their queue and agents."""
+    batch = [ref for ref in refs if not is_pilot_run(ref.remote_id)]
+    if batch:
+        with metrics.scheduler_command(context.namespace, context.name, "cancel"):
+            await executor.cancel(context.remote, context.scheduler, batch, context.prologue)
+    runs = [ref for ref in refs if is_pilot_run(ref.remote_id)]
+    if runs and context.pilot is not None:
+        await context.pilot.cancel(runs)
+
+
+class Polling:
+    """Polls one resource's remote jobs."""
+
+    def __init__(self, context: ResourceContext, status: ResourceStatus,
+                 log: RunnerLog) -> None:
+        self.context, self.status, self.log = context, status, log
+
+    async def poll(self, bodies: list[Body]) -> None:
+        """Observe every remote job (and pilot mode's allocations), then decide for each."""
+        context = self.context
+        refs = [job_ref(context, body) for body in bodies]
+        batch = [ref for ref in refs if not is_pilot_run(ref.remote_id)]
+        observed: dict[str, Observation] = {}
+        if batch:
+            with metrics.scheduler_command(context.namespace, context.name, "status"):
+                observed = await executor.poll(context.remote, context.scheduler, batch,
+                                               context.prologue)
+        lost: dict[str, RunSighting] = {}
+        if context.pilot is not None:
+            status = await context.pilot.poll([ref for ref in refs
+                                               if is_pilot_run(ref.remote_id)])
+            for key, run in status.runs.items():
+                observed[key] = run.observation
+                if run.verdict is RunVerdict.REQUEUE:
+                    lost[key] = run
+            await context.pilot.follow(status)
+        await self.status.report(connected=True)
+        now = time.time()
+        decided: list[tuple[Body, Phase, JobRef, Decision]] = []
+        for body, ref in zip(bodies, refs, strict=True):
+            phase = kube_jobs.phase_of(body)
+            assert phase is not None
+            if ref.key in lost and phase not in states.CANCELLING:
+                await self._requeue_lost_run(body, phase, ref, lost[ref.key])
+                continue
+            tracking = context.tracked(body)
+            decision = decisions.after_poll(
+                phase, observed[ref.key], tracking.memory, now=now, refresh=context.spec.refresh,
+                time_limit=int(body["status"].get("timeLimit") or body["spec"].get("timeLimit")
+                               or 0))
+            tracking.memory = decision.memory
+            decided.append((body, phase, ref, decision))
+        await asyncio.gather(*(self._carry_out(body, phase, decision, observed[ref.key])
+                               for body, phase, ref, decision in decided))
+        await cancel(context, [ref for _, _, ref, decision in decided if decision.cancel_remote])
+
+    async def _carry_out(self, body: Body, phase: Phase, decision: Decision,
+                         seen: Observation) -> None:
+        """One job's decision, in one status write: the transition, with the steps its log
+        shows (or those steps alone)."""
+        transitions = self.context.transitions
+        if not decision.follow_log:
+            if decision.move is not None:
+                await transitions.move(body, phase, decision.move.target,
+                                       decision.move.message, decision.move.fields)
+            return
+        lines = await self.log.read(body, seen.log_size)
+        if decision.move is not None:
+            move = decision.move
+            written = await transitions.move(body, phase, move.target, move.message,
+                                             {**move.fields, **lines.fields()}) is not None
+        else:
+            written = bool(lines.steps is not None
+                           and await transitions.observe(body, lines.fields()))
+        await self.log.commit(body, lines, written=written)
+
+    async def _requeue_lost_run(self, body: Body, phase: Phase, ref: JobRef,
+                                run: RunSighting) -> None:
+        """A pilot run whose allocation ended under it: into the queue again, or given up."""
+        context = self.context
+        assert context.pilot is not None and context.spec.pilot is not None
+        ticket = run.ticket
+        answer = pilot_decisions.after_lost(context.spec.pilot, ticket.attempt, ticket.died_in,
+                                            ticket.allocation)
+        if isinstance(answer, Move):
+            await context.transitions.move(body, phase, answer.target, answer.message,
+                                           answer.fields)
+            return
+        result = await context.pilot.requeue(ref.files, ticket.allocation)
+        if result.outcome is not RequeueOutcome.REQUEUED:
+            return  # still held, or already done: the next refresh looks again
+        context.tracked(body).log_offset = 0  # the new attempt's log starts afresh
+        await joblog.runner_output(context.exchange.log_path(ref.key), "", 0)
+        await context.transitions.record_message(
+            body, f"allocation {ticket.allocation} ended before the run did; it runs again "
+            f"(attempt {result.attempt} of {context.spec.pilot.max_attempts})",
+            reason="Requeued")

@@ -1,0 +1,119 @@
+"""A resource worker's own load stays bounded: staging tasks per resource, jobs held until
+their time, and memory only of live jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from lightkube import AsyncClient
+
+from cerise.model import compute
+from cerise.model.exchange import Layout
+from cerise.operator import worker
+from cerise.operator.specialisations import Specialisations
+from cerise.operator.worker import ResourceWorker
+from cerise.remote.connection import LocalRemote
+from cerise.remote.failures import RemoteCommandFailed
+from cerise.remote.schedulers.direct import DirectScheduler
+
+Body = dict[str, Any]
+
+
+def job(uid: str) -> Body:
+    return {"metadata": {"uid": uid, "namespace": "ns", "name": uid, "resourceVersion": "1"},
+            "spec": {"computeResource": "here", "workflow": "w"},
+            "status": {"phase": "StagingIn"}}
+
+
+@pytest.fixture
+def resource_worker(tmp_path: Path) -> ResourceWorker:
+    # Only the scheduling of work is exercised: nothing here reaches the API server.
+    kube = cast(AsyncClient, None)
+    spec = compute.parse_spec({"refreshSeconds": 0.1,
+                               "files": {"protocol": "local", "path": str(tmp_path / "base")},
+                               "jobs": {"protocol": "local", "scheduler": "none"}})
+    return ResourceWorker(
+        namespace="ns", name="here", spec=spec, remote=LocalRemote(), scheduler=DirectScheduler(),
+        kube=kube, exchange=Layout(root=tmp_path, url="http://x/files").for_namespace("ns"),
+        jobs=list, remember=lambda _: None, specialisations=Specialisations(kube))
+
+
+class Work:
+    """Staging work that lasts until released, counting its starts."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, body: Body) -> None:
+        self.started.append(body["metadata"]["uid"])
+        await self.release.wait()
+
+
+async def settled(resource_worker: ResourceWorker) -> None:
+    """Wait for the worker's staging tasks to end."""
+    await asyncio.gather(*resource_worker._tasks.values())
+
+
+def staged(bodies: list[Body], work: Work) -> list[tuple[
+        Body, Callable[[Body], Coroutine[Any, Any, None]]]]:
+    return [(body, work) for body in bodies]
+
+
+async def test_at_most_a_few_jobs_are_staged_at_once_the_rest_in_turn(
+        resource_worker: ResourceWorker) -> None:
+    work, bodies = Work(), [job(f"j{n}") for n in range(worker.STAGING_TASKS + 5)]
+    resource_worker._start(staged(bodies, work))
+    await asyncio.sleep(0)
+    assert len(work.started) == worker.STAGING_TASKS
+    work.release.set()
+    await settled(resource_worker)
+    resource_worker._start(staged(bodies[worker.STAGING_TASKS:], work))
+    await settled(resource_worker)
+    assert sorted(work.started) == sorted(b["metadata"]["uid"] for b in bodies)
+
+
+async def test_a_held_job_is_not_started_again_before_its_time(
+        resource_worker: ResourceWorker) -> None:
+    work, body = Work(), job("held")
+    work.release.set()
+    resource_worker.context.tracked(body).resume_at = time.monotonic() + 60
+    for _ in range(10):  # ten ticks meanwhile
+        resource_worker._start(staged([body], work))
+        await asyncio.sleep(0.01)
+    assert work.started == []
+    resource_worker.context.tracked(body).resume_at = time.monotonic()  # its time has come
+    resource_worker._start(staged([body], work))
+    await settled(resource_worker)
+    assert work.started == ["held"]
+
+
+async def test_a_passing_failure_holds_the_job_for_a_delay(
+        resource_worker: ResourceWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    messages: list[str] = []
+
+    async def record(body: Body, message: str, *, reason: str) -> None:
+        messages.append(message)
+
+    monkeypatch.setattr(resource_worker.context.transitions, "record_message", record)
+    body = job("flaky")
+
+    async def failing(_: Body) -> None:
+        raise RemoteCommandFailed("reading the installed steps: lost")
+
+    await resource_worker._guarded(body, failing)
+    tracking = resource_worker.context.tracked(body)
+    assert tracking.failures == 1 and tracking.resume_at > time.monotonic()
+    assert messages and "reading the installed steps: lost" in messages[0]
+
+
+async def test_the_worker_forgets_jobs_that_ended(resource_worker: ResourceWorker) -> None:
+    resource_worker.context.tracked(job("ended"))
+    resource_worker.context.tracked(job("live"))
+    resource_worker._forget_ended({"live"})
+    assert set(resource_worker.context.tracking) == {"live"}
