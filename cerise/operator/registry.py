@@ -29,7 +29,7 @@ from cerise.operator.specialisations import Specialisations
 from cerise.operator.transitions import Transitions
 from cerise.operator.worker import Body, ResourceChanged, ResourceWorker
 from cerise.remote import executor
-from cerise.remote.connection import RemoteUnavailable
+from cerise.remote.failures import RemoteUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,9 @@ class Registry:
             if parsed.credentials_secret:
                 secret = await objects.secret_data(self.kube, namespace,
                                                    parsed.credentials_secret)
-            remote = await resources.remote_for(parsed, secret)
+            jump_secrets = await objects.secrets_data(
+                self.kube, namespace, (jump.credentials_secret for jump in parsed.jump_hosts))
+            remote = await resources.remote_for(parsed, secret, jump_secrets)
             scheduler = resources.scheduler_for(parsed)
         except (InvalidResource, objects.SecretUnavailable) as error:
             await objects.patch_resource_status(

@@ -54,11 +54,12 @@ from cerise.operator.specialisations import Specialisations
 from cerise.operator.transitions import Transitions
 from cerise.operator.workflows import JobInput, load_job, workflow_text
 from cerise.remote import executor, installed, jobscript, staging
-from cerise.remote.connection import CommandTimedOut, Remote, RemoteUnavailable
+from cerise.remote.failures import CommandTimedOut, RemoteUnavailable
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.pilot import executor as pilot_executor
 from cerise.remote.pilot.requeue import RequeueOutcome
 from cerise.remote.pilot.status import RunSighting, RunVerdict
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request, Scheduler
 
 logger = logging.getLogger(__name__)

@@ -7,14 +7,16 @@ its own (the shared one stays for everything else). The child reads the local fi
 (it is its standard input), so no byte passes through Python; progress is the position
 that the child has read to, polled.
 
-The child logs in as the shared connection does: the host keys pinned in a known_hosts
-file and the Secret's private key (decrypted, if it has a passphrase) in a key file. Both
-are memory files (memfd, mode 0600) that no directory lists: the child opens them as
-/proc/<our pid>/fd/<n>, which only our user (and root) may, and they are closed as soon as
-the child has logged in; they vanish with this process even if it is killed. No
-configuration file, agent or password prompt is used, and nothing secret is on its command
-line. A password cannot be given to OpenSSH that way, so password logins stay with
-asyncssh (`usable`), as they do where there is no memfd or /proc.
+The child logs in as the shared connection does, through the same jump hosts: an OpenSSH
+configuration file names each hop (`ProxyJump` chains them, and the `ssh` that OpenSSH
+starts for each jump reads the same file), with its address, user, private key (decrypted,
+if it has a passphrase) and the host keys pinned for it in a known_hosts file. All of
+these are memory files (memfd, mode 0600) that no directory lists: the children open
+them as /proc/<our pid>/fd/<n>, which only our user (and root) may, and they are closed as
+soon as the child has logged in; they vanish with this process even if it is killed. No
+agent or password prompt is used, and nothing secret is on a command line. A password
+cannot be given to OpenSSH that way, so logins with one stay with asyncssh (`usable`), as
+they do where there is no memfd or /proc.
 
 The remote command is parsed by the account's login shell (which may be csh), so it is
 one fixed text in single quotes, the same in every shell, with the remote path inside it
@@ -27,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import asyncssh
+from cerise.remote.ssh import Login, SshHop
 
 CIPHERS = (
     "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
@@ -41,8 +44,9 @@ CIPHERS = (
 )
 """OpenSSH's default ciphers with AES-GCM first: on CPUs with AES instructions it costs
 less CPU per byte than ChaCha20-Poly1305 (benchmarks/staging.py shows sftp with both)."""
-HOST_ALIAS = "cerise-pinned"
-"""The name that the known_hosts file gives the pinned host keys, whatever the address."""
+HOP_ALIAS = "cerise-hop-{}"
+"""The names by which the configuration file and the known_hosts file know the hops."""
+_PLAIN = re.compile(r"[A-Za-z0-9_.@:+-]+")
 READY = b"cerise-ready\n"
 """What the remote command prints first: the child has logged in."""
 PROGRESS_INTERVAL = 0.01
@@ -60,20 +64,19 @@ class MoverFailed(Exception):
 
 @dataclass(frozen=True)
 class Account:
-    """Where and as whom the child logs in."""
+    """Where and as whom the child logs in: every hop's keys, the jump hosts first."""
 
-    host: str
-    port: int
-    username: str
-    key: asyncssh.SSHKey = field(repr=False)
-    host_keys: tuple[asyncssh.SSHKey, ...]
+    logins: tuple[Login, ...] = field(repr=False)
     connect_timeout: float
 
 
-def usable(has_key: bool, host: str, username: str) -> bool:
-    """Whether an `ssh` child can log in: a private key (not a password), OpenSSH installed,
-    memory files that it can open, and no `%` for OpenSSH to expand in the host or user."""
-    return (has_key and "%" not in host + username and shutil.which("ssh") is not None
+def usable(route: Sequence[SshHop]) -> bool:
+    """Whether an `ssh` child can log in along `route`: private keys (not passwords), OpenSSH
+    installed, memory files that it can open, and hosts and users that a configuration file
+    holds as they are (nothing for OpenSSH to expand or split)."""
+    return (all(hop.credentials.private_key and _PLAIN.fullmatch(hop.host)
+                and _PLAIN.fullmatch(hop.credentials.username) for hop in route)
+            and shutil.which("ssh") is not None
             and hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"))
 
 
@@ -146,18 +149,40 @@ async def _follow(process: asyncio.subprocess.Process, fd: int, end: int,
 
 
 class _Login:
-    """The key and known_hosts files for one child, in memory (see the module docstring)."""
+    """The configuration, key and known_hosts files for one child, in memory (see the module
+    docstring)."""
 
     def __init__(self, account: Account) -> None:
         self._fds: list[int] = []
         try:
-            self.key = self._file("cerise-key", account.key.export_private_key())
-            lines = (f"{HOST_ALIAS} {key.export_public_key().decode().strip()}\n"
-                     for key in account.host_keys)
-            self.known_hosts = self._file("cerise-known-hosts", "".join(lines).encode())
+            self.config = self._file("cerise-ssh-config", self._config(account).encode())
         except BaseException:
             self.close()
             raise
+
+    def _config(self, account: Account) -> str:
+        known_hosts = "".join(
+            f"{HOP_ALIAS.format(index)} {key.export_public_key().decode().strip()}\n"
+            for index, login in enumerate(account.logins) for key in login.host_keys)
+        blocks = []
+        for index, login in enumerate(account.logins):
+            assert login.client_key is not None, "usable() lets only key logins through"
+            key = self._file("cerise-key", login.client_key.export_private_key())
+            hop = login.hop
+            lines = [f"Host {HOP_ALIAS.format(index)}", f"HostName {hop.host}",
+                     f"Port {hop.port}", f"User {hop.credentials.username}",
+                     f"IdentityFile {key}", f"HostKeyAlias {HOP_ALIAS.format(index)}"]
+            if index:
+                lines.append(f"ProxyJump {HOP_ALIAS.format(index - 1)}")
+            blocks.append("\n  ".join(lines))
+        options = {
+            **OPTIONS,
+            "UserKnownHostsFile": self._file("cerise-known-hosts", known_hosts.encode()),
+            "ConnectTimeout": str(max(1, round(account.connect_timeout))),
+        }
+        blocks.append("\n  ".join(["Host *", *(f"{name} {value}" for name, value in
+                                               options.items())]))
+        return "\n".join(blocks) + "\n"
 
     def _file(self, name: str, data: bytes) -> str:
         """A memory file holding `data`, and the path by which a child opens it."""
@@ -174,35 +199,32 @@ class _Login:
             os.close(self._fds.pop())
 
 
+OPTIONS = {
+    "BatchMode": "yes",
+    "IdentitiesOnly": "yes",
+    "IdentityAgent": "none",
+    "PreferredAuthentications": "publickey",
+    "GlobalKnownHostsFile": "/dev/null",
+    "StrictHostKeyChecking": "yes",
+    "CheckHostIP": "no",
+    "UpdateHostKeys": "no",
+    "ServerAliveInterval": "15",
+    "ServerAliveCountMax": "3",
+    "Ciphers": CIPHERS,
+    "Compression": "no",
+    "ControlMaster": "no",
+    "ControlPath": "none",
+    "ClearAllForwardings": "yes",
+    "PermitLocalCommand": "no",
+    "LogLevel": "ERROR",
+}
+"""Every hop's options besides its address, login and keys."""
+
+
 def _argv(account: Account, login: _Login) -> list[str]:
-    """The `ssh` command line up to the remote command: options, then the destination."""
-    options = {
-        "BatchMode": "yes",
-        "IdentitiesOnly": "yes",
-        "IdentityAgent": "none",
-        "PreferredAuthentications": "publickey",
-        "UserKnownHostsFile": login.known_hosts,
-        "GlobalKnownHostsFile": "/dev/null",
-        "HostKeyAlias": HOST_ALIAS,
-        "StrictHostKeyChecking": "yes",
-        "CheckHostIP": "no",
-        "UpdateHostKeys": "no",
-        "ConnectTimeout": str(max(1, round(account.connect_timeout))),
-        "ServerAliveInterval": "15",
-        "ServerAliveCountMax": "3",
-        "Ciphers": CIPHERS,
-        "Compression": "no",
-        "ControlMaster": "no",
-        "ControlPath": "none",
-        "ClearAllForwardings": "yes",
-        "PermitLocalCommand": "no",
-        "LogLevel": "ERROR",
-    }
-    return [
-        "ssh", "-F", "/dev/null", "-T", "-x", "-a", "-i", login.key,
-        *(f"-o{name}={value}" for name, value in options.items()),
-        "-p", str(account.port), "-l", account.username, "--", account.host,
-    ]
+    """The `ssh` command line up to the remote command: the configuration, the last hop."""
+    last = HOP_ALIAS.format(len(account.logins) - 1)
+    return ["ssh", "-F", login.config, "-T", "-x", "-a", "--", last]
 
 
 def _command(remote: str, start: int, length: int) -> str:

@@ -19,8 +19,10 @@ import asyncssh
 import pytest
 
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import RemoteUnavailable, SshCredentials, SshRemote
+from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.resume import BLOCK
+from cerise.remote.ssh import SshCredentials
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.remote_fixtures import ssh_target
 
 pytestmark = pytest.mark.integration
