@@ -115,7 +115,7 @@ def test_jump_hosts_are_parsed_in_order() -> None:
 
 def test_jump_hosts_need_ssh() -> None:
     local = {"jobs": {"protocol": "local"}, "jumpHosts": [JUMP]}
-    with pytest.raises(InvalidResource, match="jumpHosts need jobs.protocol ssh"):
+    with pytest.raises(InvalidResource, match=r"jumpHosts need jobs\.protocol ssh"):
         compute.parse_spec(local)
 
 
