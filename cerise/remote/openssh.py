@@ -1,11 +1,12 @@
-"""The OpenSSH client as a data mover for large uploads.
+"""The OpenSSH client as a data mover for large files, both ways.
 
 asyncssh frames and encrypts every SSH packet with Python-level work, so on a small
-machine an upload through it is CPU-bound below OpenSSH's speed (benchmarks/staging.py).
+machine a transfer through it is CPU-bound below OpenSSH's speed (benchmarks/staging.py).
 A large file is therefore carried by an `ssh` child process instead, over a connection of
 its own (the shared one stays for everything else). The child reads the local file itself
-(it is its standard input), so no byte passes through Python; progress is the position
-that the child has read to, polled.
+(its standard input) for an upload, or writes it itself (its standard output) for a
+download, so no byte passes through Python; progress is the position in the file that the
+child has got to, polled.
 
 The child logs in as the shared connection does, through the same jump hosts: an OpenSSH
 configuration file names each hop (`ProxyJump` chains them, and the `ssh` that OpenSSH
@@ -20,8 +21,8 @@ they do where there is no memfd or /proc.
 
 The remote command is parsed by the account's login shell (which may be csh), so it is
 one fixed text in single quotes, the same in every shell, with the remote path inside it
-base64-encoded. dd writes at the offsets given, never appending: a writer left over from
-an attempt cut off can only write the same bytes to the same places.
+base64-encoded. dd reads and writes at the offsets given, never appending: a writer left
+over from an attempt cut off can only write the same bytes to the same places.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ HOP_ALIAS = "cerise-hop-{}"
 """The names by which the configuration file and the known_hosts file know the hops."""
 _PLAIN = re.compile(r"[A-Za-z0-9_.@:+-]+")
 READY = b"cerise-ready\n"
-"""What the remote command prints first: the child has logged in."""
+"""What the remote command prints first, on standard error: the child has logged in."""
 PROGRESS_INTERVAL = 0.01
 """Seconds between looks at how far the child has read (a chunk of 8 MiB takes longer)."""
 
@@ -86,31 +87,54 @@ async def send(account: Account, local: Path, remote: str, start: int, end: int,
 
     `reached` is told the position reached as the child reads on. Raises MoverFailed.
     """
+    command = (f'exec dd of="${{p%x}}" bs=1M seek={start} count={end - start} '
+               "oflag=seek_bytes iflag=count_bytes,fullblock conv=notrunc status=none")
+    return await _move(account, _command(remote, command), local, start, end, reached,
+                       upload=True)
+
+
+async def receive(account: Account, remote: str, local: Path, start: int, end: int,
+                  reached: Callable[[int], None]) -> int:
+    """Write bytes `start` to `end` of `remote` into `local` (created if missing) at the
+    same offsets; bytes received. `reached` is told the position reached as the child
+    writes on. Raises MoverFailed."""
+    command = (f'exec dd if="${{p%x}}" bs=1M skip={start} count={end - start} '
+               "iflag=skip_bytes,count_bytes,fullblock status=none")
+    return await _move(account, _command(remote, command), local, start, end, reached,
+                       upload=False)
+
+
+async def _move(account: Account, command: str, local: Path, start: int, end: int,
+                reached: Callable[[int], None], *, upload: bool) -> int:
+    """Run `command` in an `ssh` child with `local` as its standard input (`upload`) or
+    output, from `start`; the bytes moved once it has moved up to `end`."""
     try:
         login = _Login(account)
     except OSError as error:
         raise MoverFailed(f"no memory file for ssh: {error}", logged_in=False, sent=0) from None
-    source: BinaryIO | None = None
+    file: BinaryIO | None = None
     process: asyncio.subprocess.Process | None = None
     errors: asyncio.Future[str] | None = None
     try:
-        source = await asyncio.to_thread(_open_at, local, start)
+        file = await asyncio.to_thread(_open_at, local, start, upload)
         try:
             process = await asyncio.create_subprocess_exec(
-                *_argv(account, login), _command(remote, start, end - start), stdin=source,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *_argv(account, login), command,
+                stdin=file if upload else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL if upload else file,
+                stderr=asyncio.subprocess.PIPE,
                 start_new_session=True)  # a Ctrl-C meant for the operator is not for it
         except OSError as error:
             raise MoverFailed(f"ssh cannot start: {error}", logged_in=False, sent=0) from None
-        assert process.stdout is not None
-        errors = asyncio.ensure_future(_stderr(process))
-        ready = await _logged_in(process.stdout, account.connect_timeout + 10)
+        assert process.stderr is not None
+        refusal = await _logged_in(process.stderr, account.connect_timeout + 10)
         login.close()
-        if not ready:
+        if refusal is not None:
             process.kill()
-            raise MoverFailed(f"ssh could not log in: {await errors}", logged_in=False, sent=0)
-        # The child shares the file's offset with us: it tells how far it has read.
-        position = await _follow(process, source.fileno(), end, reached)
+            raise MoverFailed(f"ssh could not log in: {refusal}", logged_in=False, sent=0)
+        errors = asyncio.ensure_future(_stderr(process.stderr))
+        # The child shares the file's offset with us: it tells how far it has got.
+        position = await _follow(process, file.fileno(), end, reached)
         status = await process.wait()
         if status != 0 or position < end:
             raise MoverFailed(f"ssh exited with {status}: {await errors}", logged_in=True,
@@ -122,20 +146,22 @@ async def send(account: Account, local: Path, remote: str, start: int, end: int,
             await process.wait()
         if errors is not None and not errors.done():
             errors.cancel()
-        if source is not None:
-            await asyncio.to_thread(source.close)
+        if file is not None:
+            await asyncio.to_thread(file.close)
         login.close()
 
 
-def _open_at(path: Path, start: int) -> BinaryIO:
-    source = path.open("rb")
-    source.seek(start)
-    return source
+def _open_at(path: Path, start: int, reading: bool) -> BinaryIO:
+    """`path` open at `start`: to read, or to write (created if missing, never truncated)."""
+    file: BinaryIO = path.open("rb") if reading else os.fdopen(
+        os.open(path, os.O_WRONLY | os.O_CREAT, 0o666), "wb", buffering=0)
+    file.seek(start)
+    return file
 
 
 async def _follow(process: asyncio.subprocess.Process, fd: int, end: int,
                   reached: Callable[[int], None]) -> int:
-    """Report the position the child has read to until it ends; the last position."""
+    """Report the position the child has read or written to until it ends; the last one."""
     ended = asyncio.ensure_future(process.wait())
     try:
         while True:
@@ -227,38 +253,42 @@ def _argv(account: Account, login: _Login) -> list[str]:
     return ["ssh", "-F", login.config, "-T", "-x", "-a", "--", last]
 
 
-def _command(remote: str, start: int, length: int) -> str:
-    """The remote command: say it runs, then let dd write `length` bytes from `start`.
+def _command(remote: str, transfer: str) -> str:
+    """The remote command: say on standard error that it runs, then `transfer` (dd, with
+    the path in `p`).
 
     Only the single quotes around the script mean anything to the login shell; `p` gets
     the path with any trailing newline (hence the x)."""
     path = base64.b64encode(remote.encode()).decode()
-    script = (
-        f"umask 077; echo {READY.decode().strip()}; p=$(echo {path} | base64 -d; echo x); "
-        f'exec dd of="${{p%x}}" bs=1M seek={start} count={length} oflag=seek_bytes '
-        "iflag=count_bytes,fullblock conv=notrunc status=none"
-    )
+    script = (f"umask 077; p=$(echo {path} | base64 -d; echo x); "
+              f"echo {READY.decode().strip()} >&2; {transfer}")
     return f"bash -c '{script}'"
 
 
-async def _logged_in(stdout: asyncio.StreamReader, timeout: float) -> bool:
-    """Whether the remote command said that it runs (lines that login scripts print before
-    are skipped)."""
+async def _logged_in(stderr: asyncio.StreamReader, timeout: float) -> str | None:
+    """None once the remote command says that it runs (lines that ssh or login scripts print
+    before are skipped); else the last line seen, which says why not."""
+    seen = [b"no message"]
 
     async def ready() -> bool:
-        while line := await stdout.readline():
+        while line := await stderr.readline():
             if line == READY:
                 return True
+            if line.strip():
+                seen.append(line)
         return False
 
     try:
-        return await asyncio.wait_for(ready(), timeout)
-    except (TimeoutError, ValueError):  # ValueError: a line longer than the stream's limit
-        return False
+        if await asyncio.wait_for(ready(), timeout):
+            return None
+    except TimeoutError:
+        return "no answer in time"
+    except ValueError:  # a line longer than the stream's limit
+        pass
+    return seen[-1].decode(errors="replace").strip()[-300:]
 
 
-async def _stderr(process: asyncio.subprocess.Process) -> str:
+async def _stderr(stderr: asyncio.StreamReader) -> str:
     """The child's last line of standard error (read all along, so that it never blocks)."""
-    assert process.stderr is not None
-    text = (await process.stderr.read()).decode(errors="replace").strip()
+    text = (await stderr.read()).decode(errors="replace").strip()
     return text.splitlines()[-1][-300:] if text else "no message"

@@ -1,14 +1,14 @@
 """File transfers over a compute resource's shared SSH connection: reads, writes, uploads and
-downloads, resumable, with large uploads through OpenSSH.
+downloads, resumable, with large files through OpenSSH both ways.
 
 Bulk transfers are pipelined SFTP (`cerise.remote.sftp`). `download` renames the local
 file into place once complete; `upload` creates the remote file with its mode. Files of
 `LARGE_FILE` bytes or more go through partial files that an interrupted transfer resumes
-(`cerise.remote.resume`), and are renamed into place once complete, both ways. Uploads
-above the `ACCELERATION_THRESHOLD` travel through an OpenSSH `ssh` child
+(`cerise.remote.resume`), and are renamed into place once complete, both ways. Transfers
+with more than `ACCELERATION_THRESHOLD` left to move travel through an OpenSSH `ssh` child
 (`cerise.remote.openssh`, `SshTarget.accelerate`), through the same jump hosts, at most
-`MOVERS` at once, since asyncssh is CPU-bound below OpenSSH's speed; if the child fails,
-asyncssh carries on from where it got to.
+`MOVERS` at once per resource, since asyncssh is CPU-bound below OpenSSH's speed; if the
+child fails, asyncssh carries on from where it got to.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncssh
@@ -29,15 +30,15 @@ from cerise.remote.ssh import SshConnection
 LARGE_FILE = 64 << 20
 """Files of this size or more are resumable (a partial file renamed into place)."""
 ACCELERATION_THRESHOLD = 128 << 20
-"""Uploads with at least this much left to send go through an `ssh` child if allowed.
+"""Transfers with at least this much left to move go through an `ssh` child if allowed.
 The child's own connection costs about 0.2 to 0.4 s, so on loopback asyncssh is as fast
 up to 128 to 180 MiB (depending on the machine's load); but the child spares the
 operator's CPU (0.04 s instead of about 1.5 s per 512 MiB), which every job shares."""
 MOVERS = 4
-"""`ssh` children uploading at once per compute resource (each is a connection of its
+"""`ssh` children moving files at once per compute resource (each is a connection of its
 own, and sshd's MaxStartups refuses many new ones at once)."""
 MOVER_PAUSE = 600.0
-"""Seconds for which large uploads stay with asyncssh after an `ssh` child failed to log in."""
+"""Seconds for which large files stay with asyncssh after an `ssh` child failed to log in."""
 HASH_RATE = 50 << 20
 """Bytes per second that the remote side is given to checksum a partial file."""
 
@@ -83,20 +84,11 @@ class SshTransfers:
         meter.reach(start)
         sent = 0
         if size - start >= ACCELERATION_THRESHOLD and self._may_accelerate():
-            try:
-                account = openssh.Account(await self._connection.logins(),
-                                          self._connection.target.connect_timeout)
-                async with self._movers:
-                    sent += await openssh.send(account, local, partial, start, size, meter.reach)
-                start = size
-            except openssh.MoverFailed as failure:
-                _log.warning("%s: uploading %s with ssh failed (%s); asyncssh carries on",
-                             self._connection.where(), remote, failure)
-                if not failure.logged_in:
-                    self._movers_paused_until = time.monotonic() + MOVER_PAUSE
-                if failure.sent:
-                    sent += failure.sent
-                    start = await self._resume_upload(local, partial, size, remote)
+            moved = await self._move(lambda account: openssh.send(
+                account, local, partial, start, size, meter.reach), str(local))
+            sent += moved
+            start = size if start + moved == size else (
+                await self._resume_upload(local, partial, size, remote))
         if start < size:
             sent += await self._sftp_send(
                 local, partial, shown=remote, pflags=asyncssh.FXF_WRITE | asyncssh.FXF_CREAT,
@@ -166,6 +158,21 @@ class SshTransfers:
             return 0
         return resume.matching_prefix(ours, resume.parse_sums(theirs.as_text().stdout, blocks))
 
+    async def _move(self, move: Callable[[openssh.Account], Awaitable[int]], shown: str) -> int:
+        """The bytes that `move` (`openssh.send` or `receive`) moved with an `ssh` child: all
+        it had to unless it failed (then asyncssh carries on)."""
+        try:
+            account = openssh.Account(await self._connection.logins(),
+                                      self._connection.target.connect_timeout)
+            async with self._movers:
+                return await move(account)
+        except openssh.MoverFailed as failure:
+            _log.warning("%s: moving %s with ssh failed (%s); asyncssh carries on",
+                         self._connection.where(), shown, failure)
+            if not failure.logged_in:
+                self._movers_paused_until = time.monotonic() + MOVER_PAUSE
+            return failure.sent
+
     def _may_accelerate(self) -> bool:
         target = self._connection.target
         if self._ssh_usable is None:
@@ -180,14 +187,21 @@ class SshTransfers:
             async with client.open(remote, "rb") as handle:
                 attrs = await handle.stat()
                 size, start, partial = attrs.size or 0, 0, None
+                received = 0
                 if size >= LARGE_FILE:
                     version = resume.version(size, attrs.mtime)
                     partial = Path(resume.partial_name(str(local), version))
                     start = await self._resume_download(remote, partial, size)
                     meter.reach(start)
+                    if size - start >= ACCELERATION_THRESHOLD and self._may_accelerate():
+                        moved = await self._move(lambda account: openssh.receive(
+                            account, remote, partial, start, size, meter.reach), remote)
+                        received += moved
+                        start = size if start + moved == size else (
+                            await self._resume_download(remote, partial, size))
                 target = sftp.LocalWriter(local, partial)
                 try:
-                    return await sftp.receive(handle, start, size, target, meter)
+                    return received + await sftp.receive(handle, start, size, target, meter)
                 finally:
                     await target.discard()
         except (asyncssh.Error, ConnectionError) as error:

@@ -94,7 +94,7 @@ async def test_commands_and_files_go_through_the_jump_host(
         await cluster.run(f"rm -rf {shlex.quote(base)}")
 
 
-async def test_a_large_upload_goes_through_the_jump_host_with_openssh(
+async def test_large_files_go_through_the_jump_host_with_openssh(
     cluster: SshRemote, behind: BastionAndCluster, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -107,13 +107,16 @@ async def test_a_large_upload_goes_through_the_jump_host_with_openssh(
     try:
         with caplog.at_level(logging.WARNING):
             await cluster.upload(source, f"{base}/large")
+            await cluster.download(f"{base}/large", tmp_path / "back")
         assert "with ssh failed" not in caplog.text
         remote_sum = (await cluster.run(f"sha256sum < {base}/large")).stdout[:64]
         assert remote_sum == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert (tmp_path / "back").read_bytes() == source.read_bytes()
     finally:
         await cluster.run(f"rm -rf {shlex.quote(base)}")
-    # the ssh child logged in to the bastion (with the bastion's key), beside the connection
-    assert _logins(behind.bastion) > logins_before
+    # an ssh child each way logged in to the bastion (with the bastion's key), beside the
+    # shared connection
+    assert _logins(behind.bastion) >= logins_before + 2
 
 
 async def test_a_wrong_bastion_host_key_is_refused(behind: BastionAndCluster) -> None:

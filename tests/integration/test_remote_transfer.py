@@ -185,6 +185,30 @@ async def test_large_uploads_go_through_an_ssh_child_that_leaves_no_key_behind(
     assert all(not files for _, files in seen) and not _memory_files()
 
 
+async def test_large_downloads_go_through_an_ssh_child_too(
+    sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
+) -> None:
+    remote = SshRemote(ssh_target(sshd))
+    seen: list[list[str]] = []
+    calls: list[int] = []
+
+    def progress(moved: int) -> None:
+        seen.append(_command_lines(_children("ssh")))
+        calls.append(moved)
+
+    try:
+        await remote.upload(big, f"{remote_dir}/big.bin")
+        received = await remote.download(f"{remote_dir}/big.bin", tmp_path / "back.bin",
+                                         progress=progress)
+    finally:
+        await remote.close()
+    assert _sha256(tmp_path / "back.bin") == _sha256(big)
+    assert (received, sum(calls)) == (SIZE, SIZE)
+    assert await asyncio.to_thread(os.listdir, tmp_path) == ["back.bin"]  # no partial left
+    [command_line] = seen[0]  # an ssh child wrote it
+    assert "/proc/" in command_line and not _memory_files()
+
+
 @pytest.mark.parametrize("accelerate", [True, False], ids=["ssh-child", "asyncssh"])
 async def test_an_upload_cut_off_resumes_from_the_bytes_already_there(
     sshd: SshEndpoint, big: Path, remote_dir: str, accelerate: bool,
