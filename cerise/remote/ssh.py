@@ -301,6 +301,11 @@ class SshConnection:
                 if self._sftp is None or self._sftp[0] is not connection:
                     self._sftp = (connection, await connection.start_sftp_client())
                 return self._sftp
+        except asyncssh.ChannelOpenError as error:
+            if connection.is_closed():
+                raise await self.drop(connection, error) from None
+            raise RemoteUnavailable(  # the server's sessions are all taken: not a lost link
+                f"{self.where()}: the server refused the file session: {error.reason}") from None
         except (OSError, asyncssh.Error) as error:
             raise await self.drop(connection, error) from None
 

@@ -192,14 +192,16 @@ def connection_processes(pid: int) -> list[int]:
     return [pid, parent(pid)]
 
 
-async def poll_for_file(path: Path, timeout: float = 10.0) -> str:
-    """The content of `path` once it has some."""
+async def poll_for_file(path: Path, timeout: float = 10.0, empty: bool = False) -> str:
+    """The content of `path` once it has some (or, if `empty`, once it exists)."""
     deadline = time.monotonic() + timeout
 
-    def content() -> str:
-        return path.read_text().strip() if path.exists() else ""
+    def content() -> str | None:
+        if not path.exists():
+            return None
+        return path.read_text().strip() or (None if not empty else "")
 
-    while not (found := await asyncio.to_thread(content)):
+    while (found := await asyncio.to_thread(content)) is None:
         assert time.monotonic() < deadline, f"{path} did not appear"
         await asyncio.sleep(0.02)
     return found
@@ -225,6 +227,29 @@ async def test_a_server_with_fewer_sessions_than_configured_serves_every_command
         assert remote.counters.connects == 1
     finally:
         await remote.close()
+
+
+async def test_a_refused_file_session_leaves_the_commands_running(
+    narrow_sshd: SshEndpoint,
+) -> None:
+    """With every session the server allows taken by commands, opening the SFTP session is
+    refused: that file access fails alone, the commands finish on the same connection."""
+    remote = SshRemote(ssh_target(narrow_sshd, max_sessions=8))
+    markers = [f"/tmp/cerise-busy-{uuid.uuid4().hex}" for _ in range(2)]
+    try:
+        busy = [asyncio.ensure_future(remote.run(f"touch {m}; sleep 1; echo done"))
+                for m in markers]
+        for marker in markers:
+            await poll_for_file(Path(marker), empty=True)
+        with pytest.raises(RemoteUnavailable, match="refused"):
+            await remote.read("/etc/hostname")
+        assert [(await b).stdout for b in busy] == ["done\n", "done\n"]
+        assert await remote.read("/etc/hostname")  # once sessions are free again
+        assert remote.counters.connects == 1
+    finally:
+        await remote.close()
+        for marker in markers:
+            await asyncio.to_thread(Path(marker).unlink, missing_ok=True)
 
 
 async def test_decrypting_the_key_does_not_hold_up_other_work(sshd: SshEndpoint) -> None:
