@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import shlex
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,23 @@ import asyncssh
 import pytest
 
 from cerise.devenv import sshd as devenv_sshd
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import BastionAndCluster, SshEndpoint
 from cerise.remote import openssh
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.ssh import SshCredentials, SshHop, SshTarget, import_login
 from cerise.remote.ssh_remote import SshRemote
 from cerise.remote.transfers import ACCELERATION_THRESHOLD
+from tests.integration.operator_fixtures import (
+    Resource,
+    apply,
+    install_example,
+    remove,
+    wait_for_job,
+)
 from tests.integration.remote_fixtures import ssh_target
+from tests.integration.test_operator_jobs import FINAL, WC, published, submit, upload
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +165,43 @@ async def test_the_openssh_child_refuses_a_wrong_bastion_host_key(
 def _logins(server: devenv_sshd.Sshd) -> int:
     """Logins the server has accepted so far, from its log."""
     return server.daemon.log.read_text(errors="replace").count("Accepted publickey")
+
+
+async def test_a_compute_resource_behind_a_jump_host_runs_a_job(
+    behind: BastionAndCluster, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, exchange_dir: Path,
+) -> None:
+    """Through the operator: `spec.jumpHosts` with the bastion's own Secret; the project
+    is installed, the job staged, run and fetched back, all through the bastion."""
+    bastion, cluster = behind.bastion.endpoint, behind.cluster.endpoint
+    suffix = uuid.uuid4().hex[:8]
+    apply(control_plane, namespace,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cluster-login"},
+           "stringData": {"username": cluster.username,
+                          "privateKey": cluster.client_key.read_text()}},
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bastion-login"},
+           "stringData": {"privateKey": bastion.client_key.read_text()}},
+          {"apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+           "metadata": {"name": "behind"},
+           "spec": {"credentialsSecret": "cluster-login", "hostKeys": [cluster.host_key],
+                    "refreshSeconds": 0.2,
+                    "jumpHosts": [{"host": bastion.host, "port": bastion.port,
+                                   "username": bastion.username,
+                                   "credentialsSecret": "bastion-login",
+                                   "hostKeys": [bastion.host_key]}],
+                    "files": {"protocol": "sftp", "host": cluster.host, "port": cluster.port,
+                              "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
+                    "jobs": {"protocol": "ssh", "host": cluster.host, "port": cluster.port,
+                             "scheduler": "none"}}})
+    remote = SshRemote(through_bastion(behind))
+    resource = Resource(namespace=namespace, name="behind",
+                        base=f"/home/{cluster.username}/.cerise-{suffix}", remote=remote)
+    try:
+        await install_example(control_plane, namespace, "behind")
+        submit(control_plane, resource, WC, {"file": upload(exchange_dir, "w.txt", b"a b c\n")})
+        job = await wait_for_job(control_plane, namespace, "job", FINAL)
+        assert job["status"]["phase"] == "Success", job["status"]
+        counts = job["status"]["output"]["counts"]["location"]
+        assert published(exchange_dir, counts).split()[:3] == [b"1", b"3", b"6"]
+    finally:
+        await remove(remote, resource.base)
