@@ -37,6 +37,9 @@ BACKOFF_MAX = 60.0
 PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 """Put first in asyncssh's default list (see the module docstring)."""
 KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 15, 3
+REFUSAL_PAUSE, MAX_REFUSALS = 0.05, 8
+"""A command whose channel the server refused tries again after a pause that doubles, up
+to a second, and gives up after so many refusals."""
 
 _log = logging.getLogger(__name__)
 
@@ -146,7 +149,8 @@ class SshConnection:
         self._lock = asyncio.Lock()
         self._sftp_lock = asyncio.Lock()
         # One channel stays with the shared SFTP session.
-        self._channels = asyncio.Semaphore(max(1, target.max_sessions - 1))
+        self._capacity = max(1, target.max_sessions - 1)
+        self._channels = asyncio.Semaphore(self._capacity)
         self._busy = 0
         self._backoff = 0.0
         self._next_attempt = 0.0
@@ -230,7 +234,10 @@ class SshConnection:
 
     async def run_bytes(self, script: str, *, timeout: float = DEFAULT_TIMEOUT) -> BytesResult:
         """Run a bash script on one channel; its exit status and output."""
+        refusals = 0
         while True:
+            if refusals:  # the server's sessions were all taken: let some end first
+                await asyncio.sleep(min(REFUSAL_PAUSE * 2 ** refusals, 1.0))
             async with self._channel():
                 # Connected after the wait for a channel: the connection current then.
                 connection = await self.connect()
@@ -251,7 +258,8 @@ class SshConnection:
                 except asyncssh.ChannelOpenError as error:
                     if connection.is_closed():
                         raise await self.drop(connection, error) from None
-                    self._refused(error)
+                    refusals += 1
+                    self._refused(error, refusals)
                 except (OSError, asyncssh.Error) as error:
                     raise await self.drop(connection, error) from None
         stdout = result.stdout if isinstance(result.stdout, bytes) else b""
@@ -261,17 +269,20 @@ class SshConnection:
             stderr=_text(result.stderr),
         )
 
-    def _refused(self, error: asyncssh.ChannelOpenError) -> None:
-        """The server refused one more channel (its MaxSessions is lower than ours): keep the
-        channel held for good, so that fewer are used, and let the caller wait for another.
-        Refused with no other channel open, the command fails alone."""
-        if self._busy <= 1:
+    def _refused(self, error: asyncssh.ChannelOpenError, refusals: int) -> None:
+        """The server refused one more channel (its MaxSessions is lower than ours). While
+        others are open, keep this one held for good, so that fewer are used; either way
+        the caller tries again shortly, and gives up after `MAX_REFUSALS`."""
+        if refusals > MAX_REFUSALS:
             raise RemoteUnavailable(
-                f"{self.where()}: the server refused a channel: {error.reason}") from None
-        _log.warning("%s refused a channel (%s): using one fewer than maxSessions",
-                     self.where(), error.reason)
-        self._busy -= 1  # held for good: _channel() does not release it
-        raise _Retired
+                f"{self.where()}: the server refused a channel {refusals} times: "
+                f"{error.reason}") from None
+        if self._busy > 1 and self._capacity > 1:
+            _log.warning("%s refused a channel (%s): using one fewer than maxSessions",
+                         self.where(), error.reason)
+            self._capacity -= 1
+            self._busy -= 1  # held for good: _channel() does not release it
+            raise _Retired
 
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[None]:
