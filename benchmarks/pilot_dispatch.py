@@ -33,7 +33,6 @@ from cerise.devenv import slurm as devenv_slurm
 from cerise.devenv import sshd as devenv_sshd
 from cerise.model import compute
 from cerise.remote import executor
-from cerise.remote.connection import SshCredentials, SshRemote, SshTarget
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.pilot import executor as pilot_executor
 from cerise.remote.pilot.agent import AgentSettings
@@ -43,6 +42,8 @@ from cerise.remote.pilot.status import RunVerdict
 from cerise.remote.schedulers import JobRef, RemoteState, Request, Scheduler
 from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.slurm import SlurmScheduler
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 
 RUNNER = ["bash", "-c", "echo hi", "runner"]
 

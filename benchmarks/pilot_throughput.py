@@ -59,7 +59,7 @@ from slurm_cerise import (
 )
 
 from cerise.kube.jobs import WorkflowJob
-from cerise.remote.connection import RemoteUnavailable
+from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.pilot.layout import PilotLayout
 

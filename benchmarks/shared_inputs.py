@@ -35,8 +35,10 @@ from cerise.devenv import sshd as devenv_sshd
 from cerise.model import cwl
 from cerise.model.exchange import Exchange
 from cerise.remote import staging
-from cerise.remote.connection import Progress, SshCredentials, SshRemote, SshTarget
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import Progress
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 from cerise.remote.staging.hashes import HashMemo
 
 URL = "http://localhost:29593/files"

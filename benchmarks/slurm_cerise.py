@@ -35,7 +35,8 @@ from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.process import free_port
 from cerise.devenv.slurm import SlurmCluster
 from cerise.kube.jobs import WorkflowJob
-from cerise.remote.connection import SshCredentials, SshRemote, SshTarget
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 
 NAMESPACE = "default"
 RESOURCE = "slurm"

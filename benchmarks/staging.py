@@ -47,17 +47,11 @@ from cerise.devenv import sshd as devenv_sshd
 from cerise.model import cwl
 from cerise.model.exchange import Exchange
 from cerise.remote import staging
-from cerise.remote.connection import (
-    DEFAULT_TIMEOUT,
-    BytesResult,
-    CommandResult,
-    Progress,
-    RemoteUnavailable,
-    SshCredentials,
-    SshRemote,
-    SshTarget,
-)
+from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import DEFAULT_TIMEOUT, BytesResult, CommandResult, Progress
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 
 URL = "http://localhost:29593/files"
 WORKFLOW = {

@@ -3,21 +3,26 @@
 It runs as root (to switch to the user), listens on a port chosen at run time, accepts public
 keys only, and keeps its configuration, keys, authorized_keys and pid file in a private state
 directory that teardown removes.
+
+`start_behind_bastion` starts a cluster reachable only through a jump host: both servers
+run in a network namespace of their own, the cluster's on that namespace's loopback
+(which nothing outside it can reach), the bastion's on a veth link to this machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
-import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
 from cerise.devenv import statedir
-from cerise.devenv.process import Daemon, free_port
+from cerise.devenv.process import Daemon, StartupError, free_port
 from cerise.devenv.system import TEST_USER, require_programs, require_user
 
 SSHD = "/usr/sbin/sshd"
@@ -70,16 +75,17 @@ class Sshd:
 
     def come_back(self, timeout: float = 30.0) -> None:
         """End an outage: the same server again, on the same port with the same host key."""
+        since = self.daemon.log.stat().st_size
         self.state.start(self.daemon)
-        port = self.endpoint.port
-        self.daemon.wait_ready(lambda: _banner(port).startswith(b"SSH-2.0-"), timeout=timeout)
+        _wait_listening(self.daemon, self.endpoint.host, self.endpoint.port, timeout, since)
 
 
-def sshd_config(*, port: int, state: Path, user: str, max_sessions: int = 32) -> str:
+def sshd_config(*, port: int, state: Path, user: str, max_sessions: int = 32,
+                listen: str = "127.0.0.1") -> str:
     """The sshd_config of the test server; every file it names lies in `state`."""
     return f"""\
 Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {listen}
 HostKey {state / HOST_KEY}
 PidFile {state / "sshd.pid"}
 AuthorizedKeysFile {state / "authorized_keys"}
@@ -96,8 +102,10 @@ LogLevel VERBOSE
 """
 
 
-def start(*, user: str = TEST_USER, timeout: float = 30.0) -> Sshd:
-    """Start sshd for `user` and wait until it answers with an SSH banner."""
+def start(*, user: str = TEST_USER, timeout: float = 30.0, max_sessions: int = 32,
+          network: PrivateNetwork | None = None, listen: str = "127.0.0.1") -> Sshd:
+    """Start sshd for `user` and wait until it listens; in `network`'s namespace if given,
+    on its `listen` address there."""
     require_programs(SSHD)
     require_user(user)
     resources = contextlib.ExitStack()
@@ -109,23 +117,102 @@ def start(*, user: str = TEST_USER, timeout: float = 30.0) -> Sshd:
         (state.path / "authorized_keys").write_bytes(client_key.export_public_key())
         port = free_port()
         config = state.path / "sshd_config"
-        config.write_text(sshd_config(port=port, state=state.path, user=user))
+        config.write_text(sshd_config(port=port, state=state.path, user=user,
+                                      max_sessions=max_sessions, listen=listen))
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        argv = [SSHD, "-D", "-e", "-f", str(config)]
+        inside = ["ip", "netns", "exec", network.name] if network is not None else []
+        argv = [*inside, SSHD, "-D", "-e", "-f", str(config)]
         daemon = state.start(Daemon(name="sshd", argv=argv, log=state.path / "sshd.log"))
         resources.callback(daemon.stop)
-        daemon.wait_ready(lambda: _banner(port).startswith(b"SSH-2.0-"), timeout=timeout)
+        _wait_listening(daemon, listen, port, timeout)
     except BaseException:
         resources.close()
         raise
     endpoint = SshEndpoint(
-        host="127.0.0.1",
+        host=listen,
         port=port,
         username=user,
         client_key=state.path / CLIENT_KEY,
         host_key=host_key.export_public_key().decode().strip(),
     )
     return Sshd(endpoint=endpoint, resources=resources, daemon=daemon, state=state)
+
+
+@dataclass
+class PrivateNetwork:
+    """A network namespace linked to this machine by a veth pair: `outside` is this machine's
+    end, `inside` the namespace's; the namespace's loopback is its own."""
+
+    name: str
+    outside: str
+    inside: str
+
+    def remove(self) -> None:
+        """Delete the namespace (and with it the veth pair)."""
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+def private_network() -> PrivateNetwork:
+    """A new network namespace on a /30 of 10.213.0.0/16 that this machine does not use."""
+    require_programs("ip")
+    tag = secrets.token_hex(3)
+    used = subprocess.run(["ip", "-o", "-4", "addr"], check=True, capture_output=True,
+                          text=True).stdout
+    subnet = next(n for n in (secrets.randbelow(1 << 14) for _ in range(100))
+                  if f"10.213.{n >> 6}.{(n & 63) * 4 + 1}/" not in used)
+    third, fourth = subnet >> 6, (subnet & 63) * 4
+    network = PrivateNetwork(name=f"cerise-{tag}", outside=f"10.213.{third}.{fourth + 1}",
+                             inside=f"10.213.{third}.{fourth + 2}")
+    steps = [
+        ["ip", "netns", "add", network.name],
+        ["ip", "link", "add", f"cvo{tag}", "type", "veth", "peer", "name", f"cvi{tag}",
+         "netns", network.name],
+        ["ip", "addr", "add", f"{network.outside}/30", "dev", f"cvo{tag}"],
+        ["ip", "link", "set", f"cvo{tag}", "up"],
+        ["ip", "-n", network.name, "addr", "add", f"{network.inside}/30", "dev", f"cvi{tag}"],
+        ["ip", "-n", network.name, "link", "set", f"cvi{tag}", "up"],
+        ["ip", "-n", network.name, "link", "set", "lo", "up"],
+    ]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+    except subprocess.CalledProcessError as error:
+        network.remove()
+        raise StartupError(f"{' '.join(error.cmd)}: {error.stderr.decode().strip()}") from None
+    return network
+
+
+@dataclass
+class BastionAndCluster:
+    """A jump host and a cluster login node that only the jump host can reach; `stop` ends
+    both and removes their network."""
+
+    bastion: Sshd
+    cluster: Sshd
+    """Its endpoint's address is the one the bastion reaches it at (its namespace's loopback)."""
+    network: PrivateNetwork
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        self.bastion.stop()
+        self.network.remove()
+
+
+def start_behind_bastion(*, user: str = TEST_USER, timeout: float = 30.0) -> BastionAndCluster:
+    """A cluster sshd reachable only through a bastion sshd; each has keys of its own."""
+    network = private_network()
+    started: list[Sshd] = []
+    try:
+        started.append(start(user=user, timeout=timeout, network=network,
+                             listen=network.inside))
+        started.append(start(user=user, timeout=timeout, network=network))
+    except BaseException:
+        for server in started:
+            server.stop()
+        network.remove()
+        raise
+    bastion, cluster = started
+    return BastionAndCluster(bastion=bastion, cluster=cluster, network=network)
 
 
 def _write_key(path: Path) -> asyncssh.SSHKey:
@@ -137,10 +224,18 @@ def _write_key(path: Path) -> asyncssh.SSHKey:
     return key
 
 
-def _banner(port: int) -> bytes:
-    """The first bytes the server at 127.0.0.1:`port` sends."""
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        return sock.recv(64)
+def _wait_listening(daemon: Daemon, host: str, port: int, timeout: float,
+                    since: int = 0) -> None:
+    """Wait until sshd says, after byte `since` of its log, that it listens on `host`:`port`
+    (it may be in another network namespace, where no banner can be read from here)."""
+    said = f"Server listening on {host} port {port}.".encode()
+
+    def listening() -> bool:
+        with daemon.log.open("rb") as log:
+            log.seek(since)
+            return said in log.read()
+
+    daemon.wait_ready(listening, timeout=timeout)
 
 
 def _children(pid: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -33,6 +34,12 @@ async def secret_data(client: AsyncClient, namespace: str, name: str) -> dict[st
             raise SecretUnavailable(f"Secret {namespace}/{name}: key {key!r} is not text") from None
     data.update(secret.stringData or {})
     return data
+
+
+async def secrets_data(client: AsyncClient, namespace: str,
+                       names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Several Secrets' data (e.g. of a resource's jump hosts), by name."""
+    return {name: await secret_data(client, namespace, name) for name in sorted(set(names))}
 
 
 async def get_job(client: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:

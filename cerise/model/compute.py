@@ -77,6 +77,20 @@ class ResourceSpec:
     submit_limits: SubmitLimits = field(default_factory=SubmitLimits)
     pilot: PilotSpec | None = None
     """Pilot mode's settings; None when it is off."""
+    jump_hosts: tuple[JumpHostSpec, ...] = ()
+    """The bastions through which the resource is reached, first to last."""
+
+
+@dataclass(frozen=True)
+class JumpHostSpec:
+    """A jump host of a ComputeResource (`spec.jumpHosts[]`)."""
+
+    host: str
+    port: int
+    username: str | None
+    """None: the `username` key of its Secret."""
+    credentials_secret: str
+    host_keys: tuple[str, ...]
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
@@ -118,7 +132,30 @@ def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
         submit_limits=SubmitLimits(per_minute=int(jobs.get("maxSubmitsPerMinute", 0)),
                                    max_queued=int(jobs.get("maxQueuedJobs", 0))),
         pilot=_pilot(jobs.get("pilot"), int(jobs.get("coresPerNode", 32))),
+        jump_hosts=_jump_hosts(spec.get("jumpHosts") or (), protocol),
     )
+
+
+def _jump_hosts(entries: Sequence[Mapping[str, Any]], protocol: str) -> tuple[JumpHostSpec, ...]:
+    if entries and protocol != "ssh":
+        raise InvalidResource("jumpHosts need jobs.protocol ssh")
+    return tuple(JumpHostSpec(host=entry["host"], port=int(entry.get("port", 22)),
+                              username=entry.get("username"),
+                              credentials_secret=entry["credentialsSecret"],
+                              host_keys=tuple(entry["hostKeys"])) for entry in entries)
+
+
+def jump_login(jump: JumpHostSpec, secret: Mapping[str, str]) -> CredentialValues:
+    """A jump host's login from its Secret's keys (the CERISE_* variables are the resource's
+    own login's, not a jump host's)."""
+    username = jump.username or secret.get("username")
+    if not username:
+        raise InvalidResource(f"jump host {jump.host}: no username (neither `username` in "
+                              f"jumpHosts nor a `username` key in Secret "
+                              f"{jump.credentials_secret})")
+    return CredentialValues(username=username, password=secret.get("password") or None,
+                            passphrase=secret.get("passphrase") or None,
+                            private_key=secret.get("privateKey") or None)
 
 
 def _pilot(settings: Mapping[str, Any] | None, cores_per_node: int) -> PilotSpec | None:

@@ -23,7 +23,6 @@ from cerise.model.pilot import Allocation, AllocationState, PilotSpec
 from cerise.model.submissions import SubmitBudget
 from cerise.operator import metrics
 from cerise.remote import executor
-from cerise.remote.connection import Remote
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.pilot import executor as pilot_executor
 from cerise.remote.pilot.agent import AgentSettings
@@ -31,6 +30,7 @@ from cerise.remote.pilot.layout import PilotLayout
 from cerise.remote.pilot.queue import PilotQueue
 from cerise.remote.pilot.requeue import RequeueResult
 from cerise.remote.pilot.status import AllocationSighting, PilotStatus, RunVerdict
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import JobRef, Scheduler
 
 logger = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from cerise.model.submissions import SubmitBudget
 from cerise.operator.allocations import Allocations
 from cerise.operator.transitions import Transitions
 from cerise.remote import staging
-from cerise.remote.connection import Remote
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import Request, Scheduler
 
 Body = dict[str, Any]

@@ -40,7 +40,8 @@ from cerise.model.webfence import Fence
 from cerise.operator import metrics, sources
 from cerise.operator.specialisations import Specialisations
 from cerise.remote import install
-from cerise.remote.connection import Remote, RemoteUnavailable
+from cerise.remote.failures import RemoteUnavailable
+from cerise.remote.protocol import Remote
 
 logger = logging.getLogger(__name__)
 

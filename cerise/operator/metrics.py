@@ -33,7 +33,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cerise.model.states import Phase
-from cerise.remote.connection import SshCounters, SshRemote
+from cerise.remote.ssh import SshCounters
+from cerise.remote.ssh_remote import SshRemote
 
 logger = logging.getLogger(__name__)
 

@@ -150,7 +150,9 @@ class Registry:
         try:
             parsed = compute.parse_spec(spec)
             secret = await self._credentials(namespace, parsed.credentials_secret)
-            remote = await resources.remote_for(parsed, secret)
+            jump_secrets = await objects.secrets_data(
+                self.kube, namespace, (jump.credentials_secret for jump in parsed.jump_hosts))
+            remote = await resources.remote_for(parsed, secret, jump_secrets)
             scheduler = resources.scheduler_for(parsed)
         except (InvalidResource, objects.SecretUnavailable) as error:
             await objects.patch_resource_status(

@@ -19,7 +19,7 @@ from cerise.kube import objects
 from cerise.model import resource_health
 from cerise.model.resource_health import Health
 from cerise.operator.context import Body, ResourceContext
-from cerise.remote.connection import CommandTimedOut, RemoteUnavailable
+from cerise.remote.failures import CommandTimedOut, RemoteUnavailable
 
 logger = logging.getLogger(__name__)
 

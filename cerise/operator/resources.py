@@ -9,13 +9,16 @@ from pathlib import Path
 
 from cerise.model import compute
 from cerise.model.compute import InvalidResource, ResourceSpec
-from cerise.remote.connection import LocalRemote, Remote, SshCredentials, SshRemote, SshTarget
+from cerise.remote.local import LocalRemote
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import Scheduler
 from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.direct import DirectScheduler
 from cerise.remote.schedulers.gridengine import GridEngineScheduler
 from cerise.remote.schedulers.slurm import SlurmScheduler
 from cerise.remote.schedulers.torque import TorqueScheduler
+from cerise.remote.ssh import SshCredentials, SshHop, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 
 SCHEDULERS: dict[str, Callable[[ResourceSpec], Scheduler]] = {
     "none": lambda _: DirectScheduler(),
@@ -41,9 +44,12 @@ def scheduler_for(spec: ResourceSpec) -> Scheduler:
 
 
 async def remote_for(
-    spec: ResourceSpec, secret: Mapping[str, str] | None, environ: Mapping[str, str] = os.environ
+    spec: ResourceSpec, secret: Mapping[str, str] | None,
+    jump_secrets: Mapping[str, Mapping[str, str]] | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> Remote:
-    """A (not yet connected) Remote for the resource; `secret` is its decoded Secret data."""
+    """A (not yet connected) Remote for the resource; `secret` is its decoded Secret data,
+    `jump_secrets` its jump hosts' Secrets' by name."""
     if spec.protocol == "local":
         return LocalRemote(spec.max_sessions)
     values = compute.credential_values(secret or {}, environ)
@@ -61,5 +67,19 @@ async def remote_for(
                                      passphrase=values.passphrase, password=values.password)
     except ValueError as error:
         raise InvalidResource(str(error)) from None
+    jumps = tuple(_jump_hop(jump, (jump_secrets or {}).get(jump.credentials_secret, {}))
+                  for jump in spec.jump_hosts)
     return SshRemote(SshTarget(host=spec.host, port=spec.port, credentials=credentials,
-                               host_keys=spec.host_keys, max_sessions=spec.max_sessions))
+                               host_keys=spec.host_keys, max_sessions=spec.max_sessions,
+                               jumps=jumps))
+
+
+def _jump_hop(jump: compute.JumpHostSpec, secret: Mapping[str, str]) -> SshHop:
+    values = compute.jump_login(jump, secret)
+    assert values.username is not None
+    try:
+        credentials = SshCredentials(values.username, private_key=values.private_key,
+                                     passphrase=values.passphrase, password=values.password)
+    except ValueError as error:
+        raise InvalidResource(f"jump host {jump.host}: {error}") from None
+    return SshHop(jump.host, jump.port, credentials, jump.host_keys)

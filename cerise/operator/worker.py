@@ -47,7 +47,8 @@ from cerise.operator.stage_in import StageIn
 from cerise.operator.stage_out import StageOut
 from cerise.operator.submission import Submission
 from cerise.remote import executor, staging
-from cerise.remote.connection import CommandTimedOut, Remote, RemoteUnavailable
+from cerise.remote.failures import CommandTimedOut, RemoteUnavailable
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import Scheduler
 
 logger = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ import shlex
 from collections.abc import Sequence
 
 from cerise.remote import jobscript, schedulers
-from cerise.remote.connection import Remote
 from cerise.remote.failures import RemoteCommandFailed as RemoteCommandFailed
 from cerise.remote.failures import StatusUnavailable
 from cerise.remote.jobscript import JobFiles, SubmitOutcome, SubmitResult
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import JobRef, Observation, Request, Scheduler
 
 

@@ -1,10 +1,19 @@
-"""Remote commands that ran but did not do their work (as opposed to a connection that failed).
+"""What goes wrong on a compute resource: it cannot be reached, one command ran out of time,
+or a command ran but did not do its work.
 
-Kept apart from `cerise.remote.executor` so that the pure scheduler modules, which the
+Kept apart from the connection modules so that the pure scheduler modules, which the
 executor imports, can raise them too.
 """
 
 from __future__ import annotations
+
+
+class RemoteUnavailable(ConnectionError):
+    """The compute resource cannot be reached now; try again later."""
+
+
+class CommandTimedOut(TimeoutError):
+    """One remote command did not finish in time; the connection itself is fine."""
 
 
 class RemoteCommandFailed(RuntimeError):

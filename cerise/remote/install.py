@@ -29,7 +29,7 @@ from pathlib import Path
 from cerise.model import project_files
 from cerise.model.project_files import InvalidProject
 from cerise.model.specialisation import Failure, Installed, Owner
-from cerise.remote.connection import Remote
+from cerise.remote.protocol import Remote
 
 INSTALL_DIR = ".install"
 MARKER = ".cerise-install.json"
@@ -129,6 +129,8 @@ async def install(
 
     try:
         await asyncio.gather(*(send(f) for f in files if f.link is None))
+    except (ConnectionError, TimeoutError):  # RemoteUnavailable, CommandTimedOut: a retry
+        raise
     except OSError as error:
         raise InstallFailed(Failure("InstallError", f"copying the files failed: {error}")) \
             from None

@@ -1,25 +1,28 @@
-"""The OpenSSH client as a data mover for large uploads.
+"""The OpenSSH client as a data mover for large files, both ways.
 
 asyncssh frames and encrypts every SSH packet with Python-level work, so on a small
-machine an upload through it is CPU-bound below OpenSSH's speed (benchmarks/staging.py).
+machine a transfer through it is CPU-bound below OpenSSH's speed (benchmarks/staging.py).
 A large file is therefore carried by an `ssh` child process instead, over a connection of
 its own (the shared one stays for everything else). The child reads the local file itself
-(it is its standard input), so no byte passes through Python; progress is the position
-that the child has read to, polled.
+(its standard input) for an upload, or writes it itself (its standard output) for a
+download, so no byte passes through Python; progress is the position in the file that the
+child has got to, polled.
 
-The child logs in as the shared connection does: the host keys pinned in a known_hosts
-file and the Secret's private key (decrypted, if it has a passphrase) in a key file. Both
-are memory files (memfd, mode 0600) that no directory lists: the child opens them as
-/proc/<our pid>/fd/<n>, which only our user (and root) may, and they are closed as soon as
-the child has logged in; they vanish with this process even if it is killed. No
-configuration file, agent or password prompt is used, and nothing secret is on its command
-line. A password cannot be given to OpenSSH that way, so password logins stay with
-asyncssh (`usable`), as they do where there is no memfd or /proc.
+The child logs in as the shared connection does, through the same jump hosts: an OpenSSH
+configuration file names each hop (`ProxyJump` chains them, and the `ssh` that OpenSSH
+starts for each jump reads the same file), with its address, user, private key (decrypted,
+if it has a passphrase) and the host keys pinned for it in a known_hosts file. All of
+these are memory files (memfd, mode 0600) that no directory lists: the children open
+them as /proc/<our pid>/fd/<n>, which only our user (and root) may, and they are closed as
+soon as the child has logged in; they vanish with this process even if it is killed. No
+agent or password prompt is used, and nothing secret is on a command line. A password
+cannot be given to OpenSSH that way, so logins with one stay with asyncssh (`usable`), as
+they do where there is no memfd or /proc.
 
 The remote command is parsed by the account's login shell (which may be csh), so it is
 one fixed text in single quotes, the same in every shell, with the remote path inside it
-base64-encoded. dd writes at the offsets given, never appending: a writer left over from
-an attempt cut off can only write the same bytes to the same places.
+base64-encoded. dd reads and writes at the offsets given, never appending: a writer left
+over from an attempt cut off can only write the same bytes to the same places.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import asyncssh
+from cerise.remote.ssh import Login, SshHop
 
 CIPHERS = (
     "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
@@ -41,10 +45,11 @@ CIPHERS = (
 )
 """OpenSSH's default ciphers with AES-GCM first: on CPUs with AES instructions it costs
 less CPU per byte than ChaCha20-Poly1305 (benchmarks/staging.py shows sftp with both)."""
-HOST_ALIAS = "cerise-pinned"
-"""The name that the known_hosts file gives the pinned host keys, whatever the address."""
+HOP_ALIAS = "cerise-hop-{}"
+"""The names by which the configuration file and the known_hosts file know the hops."""
+_PLAIN = re.compile(r"[A-Za-z0-9_.@:+-]+")
 READY = b"cerise-ready\n"
-"""What the remote command prints first: the child has logged in."""
+"""What the remote command prints first, on standard error: the child has logged in."""
 PROGRESS_INTERVAL = 0.01
 """Seconds between looks at how far the child has read (a chunk of 8 MiB takes longer)."""
 
@@ -60,20 +65,19 @@ class MoverFailed(Exception):
 
 @dataclass(frozen=True)
 class Account:
-    """Where and as whom the child logs in."""
+    """Where and as whom the child logs in: every hop's keys, the jump hosts first."""
 
-    host: str
-    port: int
-    username: str
-    key: asyncssh.SSHKey = field(repr=False)
-    host_keys: tuple[asyncssh.SSHKey, ...]
+    logins: tuple[Login, ...] = field(repr=False)
     connect_timeout: float
 
 
-def usable(has_key: bool, host: str, username: str) -> bool:
-    """Whether an `ssh` child can log in: a private key (not a password), OpenSSH installed,
-    memory files that it can open, and no `%` for OpenSSH to expand in the host or user."""
-    return (has_key and "%" not in host + username and shutil.which("ssh") is not None
+def usable(route: Sequence[SshHop]) -> bool:
+    """Whether an `ssh` child can log in along `route`: private keys (not passwords), OpenSSH
+    installed, memory files that it can open, and hosts and users that a configuration file
+    holds as they are (nothing for OpenSSH to expand or split)."""
+    return (all(hop.credentials.private_key and _PLAIN.fullmatch(hop.host)
+                and _PLAIN.fullmatch(hop.credentials.username) for hop in route)
+            and shutil.which("ssh") is not None
             and hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd"))
 
 
@@ -83,31 +87,54 @@ async def send(account: Account, local: Path, remote: str, start: int, end: int,
 
     `reached` is told the position reached as the child reads on. Raises MoverFailed.
     """
+    command = (f'exec dd of="${{p%x}}" bs=1M seek={start} count={end - start} '
+               "oflag=seek_bytes iflag=count_bytes,fullblock conv=notrunc status=none")
+    return await _move(account, _command(remote, command), local, start, end, reached,
+                       upload=True)
+
+
+async def receive(account: Account, remote: str, local: Path, start: int, end: int,
+                  reached: Callable[[int], None]) -> int:
+    """Write bytes `start` to `end` of `remote` into `local` (created if missing) at the
+    same offsets; bytes received. `reached` is told the position reached as the child
+    writes on. Raises MoverFailed."""
+    command = (f'exec dd if="${{p%x}}" bs=1M skip={start} count={end - start} '
+               "iflag=skip_bytes,count_bytes,fullblock status=none")
+    return await _move(account, _command(remote, command), local, start, end, reached,
+                       upload=False)
+
+
+async def _move(account: Account, command: str, local: Path, start: int, end: int,
+                reached: Callable[[int], None], *, upload: bool) -> int:
+    """Run `command` in an `ssh` child with `local` as its standard input (`upload`) or
+    output, from `start`; the bytes moved once it has moved up to `end`."""
     try:
         login = _Login(account)
     except OSError as error:
         raise MoverFailed(f"no memory file for ssh: {error}", logged_in=False, sent=0) from None
-    source: BinaryIO | None = None
+    file: BinaryIO | None = None
     process: asyncio.subprocess.Process | None = None
     errors: asyncio.Future[str] | None = None
     try:
-        source = await asyncio.to_thread(_open_at, local, start)
+        file = await asyncio.to_thread(_open_at, local, start, upload)
         try:
             process = await asyncio.create_subprocess_exec(
-                *_argv(account, login), _command(remote, start, end - start), stdin=source,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *_argv(account, login), command,
+                stdin=file if upload else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL if upload else file,
+                stderr=asyncio.subprocess.PIPE,
                 start_new_session=True)  # a Ctrl-C meant for the operator is not for it
         except OSError as error:
             raise MoverFailed(f"ssh cannot start: {error}", logged_in=False, sent=0) from None
-        assert process.stdout is not None
-        errors = asyncio.ensure_future(_stderr(process))
-        ready = await _logged_in(process.stdout, account.connect_timeout + 10)
+        assert process.stderr is not None
+        refusal = await _logged_in(process.stderr, account.connect_timeout + 10)
         login.close()
-        if not ready:
+        if refusal is not None:
             process.kill()
-            raise MoverFailed(f"ssh could not log in: {await errors}", logged_in=False, sent=0)
-        # The child shares the file's offset with us: it tells how far it has read.
-        position = await _follow(process, source.fileno(), end, reached)
+            raise MoverFailed(f"ssh could not log in: {refusal}", logged_in=False, sent=0)
+        errors = asyncio.ensure_future(_stderr(process.stderr))
+        # The child shares the file's offset with us: it tells how far it has got.
+        position = await _follow(process, file.fileno(), end, reached)
         status = await process.wait()
         if status != 0 or position < end:
             raise MoverFailed(f"ssh exited with {status}: {await errors}", logged_in=True,
@@ -119,20 +146,22 @@ async def send(account: Account, local: Path, remote: str, start: int, end: int,
             await process.wait()
         if errors is not None and not errors.done():
             errors.cancel()
-        if source is not None:
-            await asyncio.to_thread(source.close)
+        if file is not None:
+            await asyncio.to_thread(file.close)
         login.close()
 
 
-def _open_at(path: Path, start: int) -> BinaryIO:
-    source = path.open("rb")
-    source.seek(start)
-    return source
+def _open_at(path: Path, start: int, reading: bool) -> BinaryIO:
+    """`path` open at `start`: to read, or to write (created if missing, never truncated)."""
+    file: BinaryIO = path.open("rb") if reading else os.fdopen(
+        os.open(path, os.O_WRONLY | os.O_CREAT, 0o666), "wb", buffering=0)
+    file.seek(start)
+    return file
 
 
 async def _follow(process: asyncio.subprocess.Process, fd: int, end: int,
                   reached: Callable[[int], None]) -> int:
-    """Report the position the child has read to until it ends; the last position."""
+    """Report the position the child has read or written to until it ends; the last one."""
     ended = asyncio.ensure_future(process.wait())
     try:
         while True:
@@ -146,18 +175,40 @@ async def _follow(process: asyncio.subprocess.Process, fd: int, end: int,
 
 
 class _Login:
-    """The key and known_hosts files for one child, in memory (see the module docstring)."""
+    """The configuration, key and known_hosts files for one child, in memory (see the module
+    docstring)."""
 
     def __init__(self, account: Account) -> None:
         self._fds: list[int] = []
         try:
-            self.key = self._file("cerise-key", account.key.export_private_key())
-            lines = (f"{HOST_ALIAS} {key.export_public_key().decode().strip()}\n"
-                     for key in account.host_keys)
-            self.known_hosts = self._file("cerise-known-hosts", "".join(lines).encode())
+            self.config = self._file("cerise-ssh-config", self._config(account).encode())
         except BaseException:
             self.close()
             raise
+
+    def _config(self, account: Account) -> str:
+        known_hosts = "".join(
+            f"{HOP_ALIAS.format(index)} {key.export_public_key().decode().strip()}\n"
+            for index, login in enumerate(account.logins) for key in login.host_keys)
+        blocks = []
+        for index, login in enumerate(account.logins):
+            assert login.client_key is not None, "usable() lets only key logins through"
+            key = self._file("cerise-key", login.client_key.export_private_key())
+            hop = login.hop
+            lines = [f"Host {HOP_ALIAS.format(index)}", f"HostName {hop.host}",
+                     f"Port {hop.port}", f"User {hop.credentials.username}",
+                     f"IdentityFile {key}", f"HostKeyAlias {HOP_ALIAS.format(index)}"]
+            if index:
+                lines.append(f"ProxyJump {HOP_ALIAS.format(index - 1)}")
+            blocks.append("\n  ".join(lines))
+        options = {
+            **OPTIONS,
+            "UserKnownHostsFile": self._file("cerise-known-hosts", known_hosts.encode()),
+            "ConnectTimeout": str(max(1, round(account.connect_timeout))),
+        }
+        blocks.append("\n  ".join(["Host *", *(f"{name} {value}" for name, value in
+                                               options.items())]))
+        return "\n".join(blocks) + "\n"
 
     def _file(self, name: str, data: bytes) -> str:
         """A memory file holding `data`, and the path by which a child opens it."""
@@ -174,69 +225,70 @@ class _Login:
             os.close(self._fds.pop())
 
 
+OPTIONS = {
+    "BatchMode": "yes",
+    "IdentitiesOnly": "yes",
+    "IdentityAgent": "none",
+    "PreferredAuthentications": "publickey",
+    "GlobalKnownHostsFile": "/dev/null",
+    "StrictHostKeyChecking": "yes",
+    "CheckHostIP": "no",
+    "UpdateHostKeys": "no",
+    "ServerAliveInterval": "15",
+    "ServerAliveCountMax": "3",
+    "Ciphers": CIPHERS,
+    "Compression": "no",
+    "ControlMaster": "no",
+    "ControlPath": "none",
+    "ClearAllForwardings": "yes",
+    "PermitLocalCommand": "no",
+    "LogLevel": "ERROR",
+}
+"""Every hop's options besides its address, login and keys."""
+
+
 def _argv(account: Account, login: _Login) -> list[str]:
-    """The `ssh` command line up to the remote command: options, then the destination."""
-    options = {
-        "BatchMode": "yes",
-        "IdentitiesOnly": "yes",
-        "IdentityAgent": "none",
-        "PreferredAuthentications": "publickey",
-        "UserKnownHostsFile": login.known_hosts,
-        "GlobalKnownHostsFile": "/dev/null",
-        "HostKeyAlias": HOST_ALIAS,
-        "StrictHostKeyChecking": "yes",
-        "CheckHostIP": "no",
-        "UpdateHostKeys": "no",
-        "ConnectTimeout": str(max(1, round(account.connect_timeout))),
-        "ServerAliveInterval": "15",
-        "ServerAliveCountMax": "3",
-        "Ciphers": CIPHERS,
-        "Compression": "no",
-        "ControlMaster": "no",
-        "ControlPath": "none",
-        "ClearAllForwardings": "yes",
-        "PermitLocalCommand": "no",
-        "LogLevel": "ERROR",
-    }
-    return [
-        "ssh", "-F", "/dev/null", "-T", "-x", "-a", "-i", login.key,
-        *(f"-o{name}={value}" for name, value in options.items()),
-        "-p", str(account.port), "-l", account.username, "--", account.host,
-    ]
+    """The `ssh` command line up to the remote command: the configuration, the last hop."""
+    last = HOP_ALIAS.format(len(account.logins) - 1)
+    return ["ssh", "-F", login.config, "-T", "-x", "-a", "--", last]
 
 
-def _command(remote: str, start: int, length: int) -> str:
-    """The remote command: say it runs, then let dd write `length` bytes from `start`.
+def _command(remote: str, transfer: str) -> str:
+    """The remote command: say on standard error that it runs, then `transfer` (dd, with
+    the path in `p`).
 
     Only the single quotes around the script mean anything to the login shell; `p` gets
     the path with any trailing newline (hence the x)."""
     path = base64.b64encode(remote.encode()).decode()
-    script = (
-        f"umask 077; echo {READY.decode().strip()}; p=$(echo {path} | base64 -d; echo x); "
-        f'exec dd of="${{p%x}}" bs=1M seek={start} count={length} oflag=seek_bytes '
-        "iflag=count_bytes,fullblock conv=notrunc status=none"
-    )
+    script = (f"umask 077; p=$(echo {path} | base64 -d; echo x); "
+              f"echo {READY.decode().strip()} >&2; {transfer}")
     return f"bash -c '{script}'"
 
 
-async def _logged_in(stdout: asyncio.StreamReader, timeout: float) -> bool:
-    """Whether the remote command said that it runs (lines that login scripts print before
-    are skipped)."""
+async def _logged_in(stderr: asyncio.StreamReader, timeout: float) -> str | None:
+    """None once the remote command says that it runs (lines that ssh or login scripts print
+    before are skipped); else the last line seen, which says why not."""
+    seen = [b"no message"]
 
     async def ready() -> bool:
-        while line := await stdout.readline():
+        while line := await stderr.readline():
             if line == READY:
                 return True
+            if line.strip():
+                seen.append(line)
         return False
 
     try:
-        return await asyncio.wait_for(ready(), timeout)
-    except (TimeoutError, ValueError):  # ValueError: a line longer than the stream's limit
-        return False
+        if await asyncio.wait_for(ready(), timeout):
+            return None
+    except TimeoutError:
+        return "no answer in time"
+    except ValueError:  # a line longer than the stream's limit
+        pass
+    return seen[-1].decode(errors="replace").strip()[-300:]
 
 
-async def _stderr(process: asyncio.subprocess.Process) -> str:
+async def _stderr(stderr: asyncio.StreamReader) -> str:
     """The child's last line of standard error (read all along, so that it never blocks)."""
-    assert process.stderr is not None
-    text = (await process.stderr.read()).decode(errors="replace").strip()
+    text = (await stderr.read()).decode(errors="replace").strip()
     return text.splitlines()[-1][-300:] if text else "no message"

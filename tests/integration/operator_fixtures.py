@@ -18,7 +18,9 @@ from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import LocalRemote, Remote, RemoteUnavailable
+from cerise.remote.failures import RemoteUnavailable
+from cerise.remote.local import LocalRemote
+from cerise.remote.protocol import Remote
 from tests.integration.remote_fixtures import ssh_remote
 
 API_PORT = free_port()

@@ -19,15 +19,11 @@ from cerise.devenv import slurm as devenv_slurm
 from cerise.devenv import sshd as devenv_sshd
 from cerise.devenv import torque as devenv_torque
 from cerise.devenv.process import StartupError
-from cerise.remote.connection import (
-    CommandResult,
-    LocalRemote,
-    Remote,
-    SshCredentials,
-    SshRemote,
-    SshTarget,
-)
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.local import LocalRemote
+from cerise.remote.protocol import CommandResult, Remote
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 
 
 def _require_root() -> None:

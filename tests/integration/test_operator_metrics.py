@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import SshRemote
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.operator_fixtures import (
     METRICS_URL,
     Resource,

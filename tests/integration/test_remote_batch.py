@@ -27,13 +27,8 @@ from cerise.devenv.torque import TorqueWrappers
 from cerise.model import limits
 from cerise.model.compute import prologue
 from cerise.remote import executor
-from cerise.remote.connection import (
-    Remote,
-    SshCredentials,
-    SshRemote,
-    SshTarget,
-)
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import (
     JobRef,
     Observation,
@@ -47,6 +42,8 @@ from cerise.remote.schedulers.batch import BatchSettings, job_name
 from cerise.remote.schedulers.gridengine import GridEngineScheduler
 from cerise.remote.schedulers.slurm import SlurmScheduler
 from cerise.remote.schedulers.torque import TorqueScheduler
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.remote_fixtures import CountingRemote, make_job_dir
 
 pytestmark = pytest.mark.integration

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
 import pytest
 
+from cerise.devenv import sshd as devenv_sshd
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import (
-    CommandTimedOut,
-    Remote,
-    RemoteUnavailable,
-    SshCredentials,
-    SshRemote,
-)
+from cerise.remote.failures import CommandTimedOut, RemoteUnavailable
+from cerise.remote.protocol import Remote
+from cerise.remote.ssh import SshCredentials
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.remote_fixtures import ssh_target
 
 pytestmark = pytest.mark.integration
@@ -48,12 +50,11 @@ async def test_many_commands_share_one_connection(ssh: SshRemote, sshd: SshEndpo
 
 async def test_a_slow_command_times_out_alone(remote: Remote) -> None:
     await remote.run("true")
-    connection = getattr(remote, "_connection", None)
     with pytest.raises(CommandTimedOut, match=r"did not finish within 0\.5 s"):
         await remote.run("sleep 5", timeout=0.5)
     assert (await remote.run("echo fine")).stdout == "fine\n"
-    # over SSH, the shared connection was not dropped for one slow command
-    assert getattr(remote, "_connection", None) is connection
+    if isinstance(remote, SshRemote):  # the shared connection was not dropped for it
+        assert remote.counters.connects == 1
 
 
 async def test_files_round_trip(remote: Remote, tmp_path: Path) -> None:
@@ -153,3 +154,136 @@ async def test_file_access_recovers_after_killed_sessions(
             await ssh.read(f"{base}/f")
             await asyncio.sleep(0.05)
     assert await ssh.read(f"{base}/f") == b"kept"
+
+
+async def test_a_command_that_waited_for_a_channel_runs_on_the_new_connection(
+    sshd: SshEndpoint,
+) -> None:
+    """The connection is taken when a channel is free, not before: one lost meanwhile is not
+    used (nor closed, when its failure comes late, in place of the new one)."""
+    remote = SshRemote(ssh_target(sshd, max_sessions=2))  # one channel for commands
+    marker = f"/tmp/cerise-holder-{uuid.uuid4().hex}"
+    try:
+        holder = asyncio.ensure_future(remote.run(f"echo $$ > {marker}; sleep 30"))
+        sessions = await asyncio.to_thread(
+            connection_processes, int(await poll_for_file(Path(marker))))
+        waiting = asyncio.ensure_future(remote.run("echo waited"))
+        for _ in range(10):  # it takes the connection, if it does, without any I/O
+            await asyncio.sleep(0)
+        for pid in sessions:  # this connection's sshd processes, no other
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RemoteUnavailable, match="connection lost"):
+            await holder
+        assert (await waiting).stdout == "waited\n"
+        assert (await remote.run("echo after")).stdout == "after\n"
+    finally:
+        await remote.close()
+        await asyncio.to_thread(Path(marker).unlink, missing_ok=True)
+
+
+def connection_processes(pid: int) -> list[int]:
+    """The sshd processes of the connection that `pid` runs in: its nearest sshd ancestor
+    (the user's) and that one's parent (the privileged monitor), which hold the socket."""
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    while Path(f"/proc/{pid}/comm").read_text().strip() != "sshd":
+        pid = parent(pid)
+    return [pid, parent(pid)]
+
+
+async def poll_for_file(path: Path, timeout: float = 10.0, empty: bool = False) -> str:
+    """The content of `path` once it has some (or, if `empty`, once it exists)."""
+    deadline = time.monotonic() + timeout
+
+    def content() -> str | None:
+        if not path.exists():
+            return None
+        return path.read_text().strip() or (None if not empty else "")
+
+    while (found := await asyncio.to_thread(content)) is None:
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        await asyncio.sleep(0.02)
+    return found
+
+
+@pytest.fixture(scope="module")
+def narrow_sshd() -> Iterator[SshEndpoint]:
+    """An sshd that allows two sessions per connection (MaxSessions 2)."""
+    server = devenv_sshd.start(max_sessions=2)
+    yield server.endpoint
+    server.stop()
+
+
+async def test_a_server_with_fewer_sessions_than_configured_serves_every_command(
+    narrow_sshd: SshEndpoint,
+) -> None:
+    """A channel the server refuses is not a lost connection: the others carry on, and the
+    refused command waits for a channel that the server allows."""
+    remote = SshRemote(ssh_target(narrow_sshd, max_sessions=8))
+    try:
+        results = await asyncio.gather(*(remote.run(f"sleep 0.3; echo {i}") for i in range(6)))
+        assert [r.stdout for r in results] == [f"{i}\n" for i in range(6)]
+        assert remote.counters.connects == 1
+    finally:
+        await remote.close()
+
+
+async def test_a_refused_file_session_leaves_the_commands_running(
+    narrow_sshd: SshEndpoint,
+) -> None:
+    """With every session the server allows taken by commands, opening the SFTP session is
+    refused: that file access fails alone, the commands finish on the same connection."""
+    remote = SshRemote(ssh_target(narrow_sshd, max_sessions=8))
+    markers = [f"/tmp/cerise-busy-{uuid.uuid4().hex}" for _ in range(2)]
+    try:
+        busy = [asyncio.ensure_future(remote.run(f"touch {m}; sleep 1; echo done"))
+                for m in markers]
+        for marker in markers:
+            await poll_for_file(Path(marker), empty=True)
+        with pytest.raises(RemoteUnavailable, match="refused"):
+            await remote.read("/etc/hostname")
+        assert [(await b).stdout for b in busy] == ["done\n", "done\n"]
+        deadline = time.monotonic() + 10  # sshd frees the sessions a moment later
+        while True:
+            try:
+                assert await remote.read("/etc/hostname")
+                break
+            except RemoteUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        assert remote.counters.connects == 1
+    finally:
+        await remote.close()
+        for marker in markers:
+            await asyncio.to_thread(Path(marker).unlink, missing_ok=True)
+
+
+async def test_decrypting_the_key_does_not_hold_up_other_work(sshd: SshEndpoint) -> None:
+    """A passphrase key is decrypted in a thread, once, not on the event loop at each
+    connect: other jobs' work goes on meanwhile."""
+    key = asyncssh.import_private_key(sshd.client_key.read_text())
+    slow = key.export_private_key(passphrase="s3cret", rounds=100).decode()
+    remote = SshRemote(ssh_target(sshd, credentials=SshCredentials(
+        sshd.username, private_key=slow, passphrase="s3cret")))
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - started)
+
+    ticking = asyncio.ensure_future(tick())
+    try:
+        started = time.monotonic()
+        assert (await remote.run("echo in")).stdout == "in\n"
+        await remote.close()
+        assert (await remote.run("echo again")).stdout == "again\n"
+        took = time.monotonic() - started
+        await asyncio.sleep(0.05)  # the tick that a stall delayed is counted too
+    finally:
+        ticking.cancel()
+        await remote.close()
+    assert took > 0.3, "the key decrypts too fast to show anything"
+    assert max(gaps) < 0.2

@@ -10,10 +10,8 @@ import pytest
 
 from cerise.model import limits
 from cerise.remote import executor
-from cerise.remote.connection import (
-    Remote,
-)
 from cerise.remote.jobscript import JobFiles, SubmitOutcome, SubmitResult
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import JobRef, Observation, RemoteState, Request
 from cerise.remote.schedulers.direct import DirectScheduler
 from tests.integration.remote_fixtures import CountingRemote, make_job_dir

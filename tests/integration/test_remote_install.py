@@ -3,21 +3,26 @@ layout, the switch to a new version, what a failure leaves, what is read back.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from cerise.devenv import controlplane
+from cerise.devenv import sshd as devenv_sshd
 from cerise.model.project_files import InvalidProject
 from cerise.model.specialisation import Owner
 from cerise.operator import sources
 from cerise.remote import install
-from cerise.remote.connection import Remote
+from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.install import InstallFailed, ProjectFile
+from cerise.remote.protocol import BytesResult, CommandResult, Progress, Remote
+from cerise.remote.ssh_remote import SshRemote
+from tests.integration.remote_fixtures import ssh_target
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +130,71 @@ def test_a_directory_source_keeps_its_links(tmp_path: Path) -> None:
     (tmp_path / "files" / "out").symlink_to("../../etc")
     with pytest.raises(InvalidProject, match="links out of the project"):
         sources.from_directory(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def own_sshd() -> Iterator[devenv_sshd.Sshd]:
+    """An sshd of this module's own, which a test may take down."""
+    server = devenv_sshd.start()
+    yield server
+    server.stop()
+
+
+class OutageAfterFirstCommand:
+    """A real connection to `server`, which goes down once the first command has run: an
+    outage in the middle of an install, after its directories were made."""
+
+    def __init__(self, server: devenv_sshd.Sshd) -> None:
+        self.server = server
+        self.inner = SshRemote(ssh_target(server.endpoint))
+        self.commands = 0
+
+    @property
+    def username(self) -> str:
+        return self.inner.username
+
+    async def run(self, script: str, *, timeout: float = 120.0) -> CommandResult:
+        return (await self.run_bytes(script, timeout=timeout)).as_text()
+
+    async def run_bytes(self, script: str, *, timeout: float = 120.0) -> BytesResult:
+        result = await self.inner.run_bytes(script, timeout=timeout)
+        self.commands += 1
+        if self.commands == 1:
+            await asyncio.to_thread(self.server.go_down)
+        return result
+
+    async def read(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        return await self.inner.read(remote, offset, limit)
+
+    async def upload(self, local: Path | bytes, remote: str, *, mode: int = 0o600,
+                     progress: Progress | None = None) -> int:
+        return await self.inner.upload(local, remote, mode=mode, progress=progress)
+
+    async def download(self, remote: str, local: Path, *,
+                       progress: Progress | None = None) -> int:
+        return await self.inner.download(remote, local, progress=progress)
+
+    async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
+        await self.inner.write(remote, data, mode)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_an_outage_while_copying_the_files_is_retried_not_a_failed_install(
+    own_sshd: devenv_sshd.Sshd,
+) -> None:
+    """A lost connection is RemoteUnavailable (the installer tries again later), not an
+    InstallError that would stand for the Specialisation's generation."""
+    remote = OutageAfterFirstCommand(own_sshd)
+    base = f"/tmp/cerise-outage-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(RemoteUnavailable):
+            await install.install(remote, api=f"{base}/api", project="p", version="1.0.0",
+                                  owner=OWNER, files=project("one"))
+    finally:
+        await remote.close()
+        await asyncio.to_thread(own_sshd.come_back)
+        cleaner = SshRemote(ssh_target(own_sshd.endpoint))  # the first one backs off now
+        await cleaner.run(f"rm -rf {base}")
+        await cleaner.close()

@@ -22,9 +22,9 @@ from cerise.devenv.gridengine import GridEngineCell
 from cerise.devenv.slurm import SlurmCluster
 from cerise.devenv.torque import TorqueWrappers
 from cerise.remote import executor
-from cerise.remote.connection import SshRemote
 from cerise.remote.jobscript import SubmitOutcome
 from cerise.remote.schedulers import JobRef, RemoteState, Request, StatusUnavailable
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.test_remote_batch import (
     Jobs,
     fresh_directory,

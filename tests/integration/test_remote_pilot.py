@@ -23,7 +23,6 @@ import pytest
 from cerise.devenv.gridengine import GridEngineCell
 from cerise.devenv.slurm import SlurmCluster
 from cerise.remote import executor
-from cerise.remote.connection import SshRemote
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.pilot import executor as pilot_executor
 from cerise.remote.pilot.agent import AgentSettings
@@ -32,6 +31,7 @@ from cerise.remote.pilot.queue import Location, PilotQueue
 from cerise.remote.pilot.requeue import RequeueOutcome
 from cerise.remote.pilot.status import EndReason, PilotStatus, RunVerdict
 from cerise.remote.schedulers import JobRef, RemoteState, Request
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.remote_fixtures import make_job_dir
 from tests.integration.test_remote_batch import Batch, gridengine_batch, slurm_batch
 

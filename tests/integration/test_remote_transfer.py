@@ -19,8 +19,10 @@ import asyncssh
 import pytest
 
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote.connection import RemoteUnavailable, SshCredentials, SshRemote
+from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.resume import BLOCK
+from cerise.remote.ssh import SshCredentials
+from cerise.remote.ssh_remote import SshRemote
 from tests.integration.remote_fixtures import ssh_target
 
 pytestmark = pytest.mark.integration
@@ -181,6 +183,30 @@ async def test_large_uploads_go_through_an_ssh_child_that_leaves_no_key_behind(
     [command_line] = seen[0][0]
     assert "/proc/" in command_line and secret not in command_line
     assert all(not files for _, files in seen) and not _memory_files()
+
+
+async def test_large_downloads_go_through_an_ssh_child_too(
+    sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
+) -> None:
+    remote = SshRemote(ssh_target(sshd))
+    seen: list[list[str]] = []
+    calls: list[int] = []
+
+    def progress(moved: int) -> None:
+        seen.append(_command_lines(_children("ssh")))
+        calls.append(moved)
+
+    try:
+        await remote.upload(big, f"{remote_dir}/big.bin")
+        received = await remote.download(f"{remote_dir}/big.bin", tmp_path / "back.bin",
+                                         progress=progress)
+    finally:
+        await remote.close()
+    assert _sha256(tmp_path / "back.bin") == _sha256(big)
+    assert (received, sum(calls)) == (SIZE, SIZE)
+    assert await asyncio.to_thread(os.listdir, tmp_path) == ["back.bin"]  # no partial left
+    [command_line] = seen[0]  # an ssh child wrote it
+    assert "/proc/" in command_line and not _memory_files()
 
 
 @pytest.mark.parametrize("accelerate", [True, False], ids=["ssh-child", "asyncssh"])

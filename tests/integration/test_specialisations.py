@@ -17,7 +17,7 @@ import pytest
 
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
-from cerise.remote.connection import LocalRemote
+from cerise.remote.local import LocalRemote
 from tests.integration.operator_fixtures import Resource, apply, wait_for_job
 from tests.integration.test_operator_jobs import (
     FINAL,

@@ -31,8 +31,9 @@ from cerise.model.exchange import Exchange
 from cerise.model.webfence import Fence, WebInputs
 from cerise.operator.progress import INTERVAL, ProgressWriter
 from cerise.remote import staging
-from cerise.remote.connection import Progress, Remote, SshRemote
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import Progress, Remote
+from cerise.remote.ssh_remote import SshRemote
 from cerise.remote.staging import InputRejected, OutputRejected
 from tests.integration.remote_fixtures import make_job_dir, ssh_target
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from typing import Any
 
@@ -96,3 +97,34 @@ def test_credentials_precedence() -> None:
 def test_credentials_never_in_repr() -> None:
     values = compute.credential_values({"password": "hunter2", "privateKey": "KEY"}, {})
     assert "hunter2" not in repr(values) and "KEY" not in repr(values)
+
+
+JUMP = {"host": "bastion.example.org", "credentialsSecret": "bastion-login",
+        "hostKeys": ["ssh-ed25519 BBBB"]}
+
+
+def test_jump_hosts_are_parsed_in_order() -> None:
+    second = {**JUMP, "host": "inner", "port": 2222, "username": "relay"}
+    spec = compute.parse_spec({**SPEC, "jumpHosts": [JUMP, second]})
+    assert [(j.host, j.port, j.username, j.credentials_secret, j.host_keys)
+            for j in spec.jump_hosts] == [
+        ("bastion.example.org", 22, None, "bastion-login", ("ssh-ed25519 BBBB",)),
+        ("inner", 2222, "relay", "bastion-login", ("ssh-ed25519 BBBB",))]
+    assert compute.parse_spec(SPEC).jump_hosts == ()
+
+
+def test_jump_hosts_need_ssh() -> None:
+    local = {"jobs": {"protocol": "local"}, "jumpHosts": [JUMP]}
+    with pytest.raises(InvalidResource, match=r"jumpHosts need jobs\.protocol ssh"):
+        compute.parse_spec(local)
+
+
+def test_a_jump_host_login_comes_from_its_own_secret() -> None:
+    [jump] = compute.parse_spec({**SPEC, "jumpHosts": [JUMP]}).jump_hosts
+    login = compute.jump_login(jump, {"username": "jdoe", "privateKey": "KEY",
+                                      "passphrase": "pw"})
+    assert (login.username, login.private_key, login.passphrase) == ("jdoe", "KEY", "pw")
+    named = compute.JumpHostSpec("b", 22, "relay", "s", ("k",))
+    assert compute.jump_login(named, {"username": "jdoe", "password": "x"}).username == "relay"
+    with pytest.raises(InvalidResource, match="jump host b: no username"):
+        compute.jump_login(dataclasses.replace(named, username=None), {"password": "x"})

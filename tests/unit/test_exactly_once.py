@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cerise.remote import executor
-from cerise.remote.connection import LocalRemote
 from cerise.remote.jobscript import JobFiles, SubmitOutcome, SubmitResult
+from cerise.remote.local import LocalRemote
 from cerise.remote.schedulers import JobRef, Request
 from cerise.remote.schedulers.direct import DirectScheduler
 from cerise.remote.schedulers.slurm import SlurmScheduler

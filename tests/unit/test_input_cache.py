@@ -13,7 +13,7 @@ import pytest
 
 from cerise.model import compute, input_cache
 from cerise.model.input_cache import CacheCounters, CacheFile, CacheListing
-from cerise.remote.connection import wrap_script
+from cerise.remote.protocol import wrap_script
 from cerise.remote.staging import cache
 from cerise.remote.staging.cache import Needed
 from cerise.remote.staging.hashes import HashMemo

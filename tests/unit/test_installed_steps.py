@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tarfile
+import time
 from pathlib import Path
 
 from cerise.remote import installed
-from cerise.remote.connection import LocalRemote
+from cerise.remote.local import LocalRemote
+from cerise.remote.protocol import BytesResult
 
 
 def archive(*members: tuple[str, bytes | None]) -> bytes:
@@ -57,3 +60,56 @@ async def test_projects_behind_links_are_read(tmp_path: Path) -> None:
 
     assert documents == {"demo/sub/hello.cwl": "class: CommandLineTool\n"}
     assert await installed.step_documents(LocalRemote(), str(tmp_path / "none")) == {}
+
+
+class PrintedBytes(LocalRemote):
+    """This machine as a compute resource, counting the bytes its commands print."""
+
+    printed = 0
+
+    async def run_bytes(self, script: str, *, timeout: float = 120.0) -> BytesResult:
+        result = await super().run_bytes(script, timeout=timeout)
+        self.printed += len(result.stdout)
+        return result
+
+
+async def test_steps_read_again_unchanged_are_not_sent_again(tmp_path: Path) -> None:
+    steps = tmp_path / "api" / "demo" / "steps" / "demo"
+    steps.mkdir(parents=True)
+    (steps / "hello.cwl").write_text("class: CommandLineTool\n")
+    remote = PrintedBytes()
+    first = await installed.step_documents(remote, str(tmp_path / "api"))
+    printed = remote.printed
+    assert await installed.step_documents(remote, str(tmp_path / "api")) == first
+    assert remote.printed - printed < 100  # a fingerprint, not the archive again
+    (steps / "hello.cwl").write_text("class: CommandLineTool\nid: changed\n")
+    assert (await installed.step_documents(remote, str(tmp_path / "api"))) == {
+        "demo/hello.cwl": "class: CommandLineTool\nid: changed\n"}
+
+
+async def test_a_large_archive_is_parsed_beside_the_event_loop(tmp_path: Path) -> None:
+    steps = tmp_path / "api" / "demo" / "steps" / "demo"
+    steps.mkdir(parents=True)
+    for index in range(10_000):
+        (steps / f"tool{index}.cwl").write_text("class: CommandLineTool\n")
+    api = str(tmp_path / "api")
+    printed = await LocalRemote().run_bytes(installed.read_script(api, ""))
+    started = time.monotonic()
+    installed.parse_archive(printed.stdout.partition(b"\n")[2])
+    parsing = time.monotonic() - started
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.001)
+            gaps.append(time.monotonic() - started)
+
+    ticking = asyncio.ensure_future(tick())
+    try:
+        documents = await installed.step_documents(LocalRemote(), api)
+        await asyncio.sleep(0.01)  # the tick that a stall delayed is counted too
+    finally:
+        ticking.cancel()
+    assert len(documents) == 10_000
+    assert max(gaps) < parsing / 2, f"the loop stood still for {max(gaps):.3f} s"

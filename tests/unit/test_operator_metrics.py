@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cerise.operator import metrics
 from cerise.operator.metrics import Endpoint, OperatorCollector
-from cerise.remote.connection import SshCredentials, SshRemote, SshTarget
+from cerise.remote.ssh import SshCredentials, SshTarget
+from cerise.remote.ssh_remote import SshRemote
 from docs import hooks
 
 

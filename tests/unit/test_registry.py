@@ -14,8 +14,7 @@ from cerise.model.exchange import Layout
 from cerise.operator.deletion import StillStopping
 from cerise.operator.registry import GIVE_UP_REMOTE_CLEANUP, Registry
 from cerise.operator.worker import ResourceWorker
-from cerise.remote.connection import CommandTimedOut, RemoteUnavailable
-from cerise.remote.failures import RemoteCommandFailed
+from cerise.remote.failures import CommandTimedOut, RemoteCommandFailed, RemoteUnavailable
 
 
 def body(uid: str, phase: str, version: int, resource: str = "hpc", **meta: Any) -> dict[str, Any]:

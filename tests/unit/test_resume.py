@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cerise.remote import resume
-from cerise.remote.transfer import Meter
+from cerise.remote.sftp import Meter
 
 BLOCK = resume.BLOCK
 

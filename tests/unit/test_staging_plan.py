@@ -19,8 +19,8 @@ from cerise.model import cwl
 from cerise.model.cwl import FileKind, Origin
 from cerise.model.exchange import DownloadSource, Exchange, LocalSource
 from cerise.remote import staging
-from cerise.remote.connection import wrap_script
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import wrap_script
 from cerise.remote.staging import Entry, InputRejected, OutputRejected, WorkListing
 
 ROOT = Path("/srv/exchange")

@@ -17,8 +17,8 @@ from cerise.model.exchange import Layout
 from cerise.operator import worker
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.worker import ResourceWorker
-from cerise.remote.connection import LocalRemote
 from cerise.remote.failures import RemoteCommandFailed
+from cerise.remote.local import LocalRemote
 from cerise.remote.schedulers.direct import DirectScheduler
 
 Body = dict[str, Any]

@@ -12,7 +12,6 @@ import shlex
 from collections.abc import Sequence
 
 from cerise.remote import executor
-from cerise.remote.connection import Remote
 from cerise.remote.failures import StatusUnavailable
 from cerise.remote.jobscript import JobFiles, SubmitResult
 from cerise.remote.pilot import agent, layout, requeue, status
@@ -21,6 +20,7 @@ from cerise.remote.pilot.layout import PilotLayout
 from cerise.remote.pilot.queue import PilotQueue
 from cerise.remote.pilot.requeue import RequeueResult
 from cerise.remote.pilot.status import PilotStatus
+from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import JobRef, Scheduler
 
 

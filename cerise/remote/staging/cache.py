@@ -34,7 +34,7 @@ from typing import Any
 
 from cerise.model import input_cache
 from cerise.model.input_cache import CacheCounters, CacheFile, CacheListing
-from cerise.remote.connection import Progress, Remote
+from cerise.remote.protocol import Progress, Remote
 from cerise.remote.staging.concurrency import gather_limited
 from cerise.remote.staging.local import Upload
 

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from cerise.remote.connection import Progress, Remote
+from cerise.remote.protocol import Progress, Remote
 from cerise.remote.staging.concurrency import (
     BATCHES_IN_FLIGHT,
     SMALL_BATCH,

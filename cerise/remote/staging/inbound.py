@@ -30,8 +30,8 @@ from cerise.model.cwl import FileKind
 from cerise.model.exchange import DownloadSource, Exchange
 from cerise.model.webfence import WebInputs
 from cerise.remote import web
-from cerise.remote.connection import Remote
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import Remote
 from cerise.remote.staging import cache as cache_
 from cerise.remote.staging.cache import InputCache
 from cerise.remote.staging.concurrency import HASH_THREADS, PARALLEL_FILES, gather_limited

@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from cerise.model.exchange import Exchange
-from cerise.remote.connection import Remote
 from cerise.remote.jobscript import JobFiles
+from cerise.remote.protocol import Remote
 from cerise.remote.staging import fetch_back
 from cerise.remote.staging.concurrency import PARALLEL_FILES
 from cerise.remote.staging.listing import listing_script, parse_listing

@@ -11,7 +11,7 @@ StagingProgress = Callable[[int, int], None]
 class Tally:
     """Bytes done out of `total`, reported to `report` as they move.
 
-    `add` fits `cerise.remote.connection.Progress`, so transfers can report each chunk.
+    `add` fits `cerise.remote.protocol.Progress`, so transfers can report each chunk.
     """
 
     def __init__(self, report: StagingProgress | None, total: int, done: int = 0) -> None:

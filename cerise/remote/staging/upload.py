@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from cerise.remote.connection import Progress, Remote
+from cerise.remote.protocol import Progress, Remote
 from cerise.remote.staging.concurrency import (
     BATCHES_IN_FLIGHT,
     SMALL_BATCH,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import asyncssh
+
+from cerise.remote.protocol import Progress, temporary_name
 
 TRANSFER_CHUNK = 8 << 20
 """Bytes read or written locally at a time."""
@@ -25,8 +26,6 @@ CHUNKS_IN_FLIGHT = 2
 ABANDON_WAIT = 5.0
 """Seconds that transfers still in flight get to end after another one failed."""
 
-Progress = Callable[[int], None]
-"""Told the number of bytes moved since its last call."""
 
 
 class Meter:
@@ -241,7 +240,3 @@ def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
-
-def temporary_name(path: str) -> str:
-    """A unique sibling of `path` to write before renaming over it."""
-    return f"{path}.{secrets.token_hex(6)}.tmp"
