@@ -138,11 +138,16 @@ def agent_script(pilot: PilotLayout, name: str, settings: AgentSettings) -> str:
 
 
 REAPER = r"""
-import ctypes, os, signal, sys, time
-if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-    sys.exit(1)
+import os, signal, sys, time
+
+
+def subreaper():
+    import ctypes  # after the fork: the job script starts without waiting for it
+    return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # SET_CHILD_SUBREAPER
+
+
 if sys.argv[1] == "--check":
-    sys.exit(0)
+    sys.exit(0 if subreaper() else 1)
 grace, agent, argv = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 
 
@@ -164,7 +169,7 @@ if child == 0:
     for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
     os.execvp(argv[0], argv)
-
+subreaper()  # the job script's prologue runs meanwhile; its runner has started nothing yet
 while True:
     pid, status = os.waitpid(-1, 0)
     if pid == child:
