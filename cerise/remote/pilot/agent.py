@@ -220,7 +220,7 @@ _LOOP = r"""
 queue=$pilot/queue claimed=$pilot/claimed/$name done=$pilot/done cancel=$pilot/cancel
 # A run's name as the operator writes it; any other file in the queue is left alone, and a
 # name is only ever expanded once (single-quoted subscripts for `unset`).
-named='^[A-Za-z0-9_-]{1,200}$' ticketed='^[0-9]+\.([A-Za-z0-9_-]{1,200})$'
+named='^[A-Za-z0-9_-]+$' ticketed='^[0-9]+\.([A-Za-z0-9_-]+)$'
 me=$pilot/allocations/$name
 mkdir -p "$queue" "$claimed" "$done" "$cancel" || exit 1
 now=0
@@ -415,15 +415,18 @@ while :; do
     if reap; then busy_at=$now skip=0 skipping=0; fi
     police
     # A look that took none of the tickets it saw is repeated ever less often (up to
-    # slow_poll) until a run ends: bash takes about a millisecond per 40 tickets.
+    # slow_poll) until a run ends: bash takes about a millisecond per 40 tickets. The
+    # pauses skipped are counted at the current pause, so never more than slow_poll.
+    cap=$(( slow_ms / delay_ms - 1 ))
+    (( skipping <= cap )) || skipping=$cap
     if (( used < cores && skipping > 0 )); then
         (( skipping -= 1 ))
     elif (( used < cores )); then
         if claim; then
             busy_at=$now skip=0
         elif (( passed > 0 )); then
-            skip=$(( skip * 2 > slow_ms / fast_ms ? slow_ms / fast_ms : skip * 2 ))
-            (( skip > 0 )) || skip=1
+            skip=$(( skip > 0 ? skip * 2 : 1 ))
+            (( skip <= cap )) || skip=$cap
         else
             skip=0
         fi

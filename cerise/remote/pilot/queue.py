@@ -80,7 +80,7 @@ def _words(jobs: Sequence[JobRef]) -> str:
 _WAITING = r"""declare -A queued
 for t in "$P"/queue/*; do
     r=${t##*/} r=${r#*.}
-    [[ -e $t && $r =~ ^[A-Za-z0-9_-]{1,200}$ ]] && queued[$r]=$t
+    [[ -e $t && $r =~ ^[A-Za-z0-9_-]+$ ]] && queued[$r]=$t
 done"""
 
 # Prints a `=ticket` line for ticket $t of run $r at $loc (allocation $a), reading it with
@@ -102,7 +102,7 @@ _REPORT = r"""report() {
 # does not grow with the runs asked about).
 _IN_FLIGHT = r"""for t in "$P"/queue/.[!.]* "$P"/queue/* "$P"/claimed/*/*; do
     r=${t##*/} r=${r#*.} a=-
-    [[ -e $t && $r =~ ^[A-Za-z0-9_-]{1,200}$ ]] || continue  # a name the operator wrote
+    [[ -e $t && $r =~ ^[A-Za-z0-9_-]+$ ]] || continue  # a name the operator wrote
     case $t in
         */queue/.*) loc=incoming ;;
         */queue/*) loc=queued ;;

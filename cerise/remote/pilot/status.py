@@ -153,7 +153,7 @@ for d in "$P"/allocations/*/; do
     [ -s "$d/heartbeat" ] && read -r beat < "$d/heartbeat"
     [ -s "$d/ended" ] && read -r ended < "$d/ended"
     for t in "$P/claimed/$n"/*; do
-        [[ -e $t && ${{t##*/}} =~ ^[A-Za-z0-9_-]{{1,200}}$ ]] && runs+=" ${{t##*/}}"
+        [[ -e $t && ${{t##*/}} =~ ^[A-Za-z0-9_-]+$ ]] && runs+=" ${{t##*/}}"
     done
     printf '{mark} %s %s|%s|%s|%s|%s\n' "$n" "$id" "$agent" "$beat" "$ended" "${{runs# }}"
 done"""
