@@ -142,7 +142,7 @@ import os, signal, sys, time
 
 
 def subreaper():
-    import ctypes  # after the fork: the job script starts without waiting for it
+    import ctypes
     return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # SET_CHILD_SUBREAPER
 
 
@@ -164,12 +164,12 @@ for signum in (signal.SIGTERM, signal.SIGUSR2):
     signal.signal(signum, forward)
 if os.getppid() != agent:  # the agent died while this started: run nothing
     sys.exit(143)
+subreaper()  # before the job script starts: it must not leave anything behind unseen
 child = os.fork()
 if child == 0:
     for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
     os.execvp(argv[0], argv)
-subreaper()  # the job script's prologue runs meanwhile; its runner has started nothing yet
 while True:
     pid, status = os.waitpid(-1, 0)
     if pid == child:
