@@ -38,6 +38,8 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "CERISE_EXCHANGE_DIR": str(self.exchange_dir),
             "CERISE_EXCHANGE_URL": self.exchange_url,
+            "CERISE_SHARED_EXCHANGE": "1",  # one user owns the namespaces of a development setup
+            "CERISE_PROJECT_PATHS": str(Path(__file__).resolve().parents[2] / "specialisations"),
             **self.extra_env,
         }
         self.starts += 1

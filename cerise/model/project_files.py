@@ -7,8 +7,9 @@ is installed. Its files may come from a ConfigMap (keys are paths with ``/`` wri
 ``__``), an archive or a directory; every entry is checked the same way (`check_entries`):
 a relative path without ``..`` or empty components, a regular file, a directory, or a link
 that stays inside the project; devices, FIFOs and the like are refused, and so are more
-than `MAX_ENTRIES` entries or `MAX_UNPACKED_BYTES` in all. An archive whose entries all
-sit in one top directory (``myproject/steps/…``) is read as that directory.
+than `MAX_ENTRIES` entries or `MAX_UNPACKED_BYTES` in all, as soon as the entries read so
+far pass either. An archive whose entries all sit in one top directory
+(``myproject/steps/…``) is read as that directory.
 
 In every CommandLineTool of a step document (also inline ones in a step that is a
 Workflow), ``$CERISE_PROJECT_FILES`` in ``baseCommand`` (a string or a list) and in
@@ -82,14 +83,15 @@ def check_entries(
 ) -> list[Checked]:
     """The entries to install, in order; InvalidProject on the first that is refused.
 
-    Entries outside `INSTALLED` are left out; links must resolve inside the project.
+    Entries outside `INSTALLED` are left out; links must resolve inside the project. The
+    count and the total size are checked as `entries` are read, so a lazy listing (an
+    archive's headers) stops at the first entry past a limit, before reading the rest.
     """
-    listed = list(entries)
-    if len(listed) > max_entries:
-        raise InvalidProject(f"more than {max_entries} entries")
     total = 0
     named: list[tuple[Entry, str]] = []
-    for entry in listed:
+    for entry in entries:
+        if len(named) >= max_entries:
+            raise InvalidProject(f"more than {max_entries} entries")
         total += entry.size
         if total > max_bytes:
             raise InvalidProject(f"more than {max_bytes >> 20} MiB unpacked")

@@ -10,16 +10,21 @@ from the resource) and what this operator has tried since it started:
 * not installed, or a higher version wanted: install;
 * a lower version wanted: refused (``DowngradeRefused``) unless ``allowDowngrade``;
 * a development version (see `cerise.model.versions`): installed once per operator run
-  and Specialisation generation;
+  and Specialisation generation, and again whenever its source's content changes (the
+  installer compares its digest every `DEV_CHECK` seconds, `content_checks`);
 * a failed attempt is not repeated for the same generation, except after a source
   that was unavailable (``retry_at``).
+
+A project that a Specialisation of this namespace installed and that no claim on the
+resource wants any more (its Specialisation was deleted, or no longer names it or the
+resource) is removed (`unclaimed`), unless another Specialisation still claims the name.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -116,6 +121,10 @@ class Attempt:
     failure: Failure | None = None
     retry_at: float | None = None
     """For a failure that may pass (an unavailable source): when to try again."""
+    digest: str = ""
+    """The content digest of the files installed (for a development version)."""
+    check_at: float | None = None
+    """For a development version installed: when to compare its source's digest again."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,8 @@ class Report:
 
 
 CLASH = "ProjectClash"
+DEV_CHECK = {"configMap": 5.0, "path": 5.0, "url": 60.0}
+"""Seconds between two looks at a development version's source, by source kind."""
 MAX_MESSAGE = 4000
 """Characters of a message (or log tail) kept in the status."""
 
@@ -240,6 +251,46 @@ def _decide(claim: Claim, present: Installed | None, attempt: Attempt | None,
     if wanted < have:
         return Decision(claim, Action.INSTALL, "Installing", f"downgrading {have} to {wanted}")
     return Decision(claim, Action.KEEP, "Installed", f"{have} is installed")
+
+
+def content_checks(decisions: Iterable[Decision], attempts: Mapping[AttemptKey, Attempt],
+                   now: float) -> list[Claim]:
+    """The installed development versions whose source is due to be compared again."""
+    due = []
+    for decision in decisions:
+        claim = decision.claim
+        attempt = attempts.get((claim.project, claim.owner.uid))
+        if decision.action is Action.KEEP and claim.version.dev and attempt is not None \
+                and attempt.failure is None and attempt.check_at is not None \
+                and now >= attempt.check_at:
+            due.append(claim)
+    return due
+
+
+def after_check(attempt: Attempt, digest: str, source: Source, now: float) -> Attempt | None:
+    """The attempt after its source was read again: None (install again) if the content
+    changed, else the same with its next check."""
+    if digest != attempt.digest:
+        return None
+    return replace(attempt, check_at=now + DEV_CHECK.get(source.kind, 60.0))
+
+
+def succeeded(claim: Claim, digest: str, now: float) -> Attempt:
+    """The attempt of a successful install (a development version's is checked again)."""
+    check_at = now + DEV_CHECK.get(claim.source.kind, 60.0) if claim.version.dev else None
+    return Attempt(claim.owner.generation, claim.version.text, digest=digest,
+                   check_at=check_at)
+
+
+def unclaimed(claimed: Iterable[Claim], present: Mapping[str, Installed],
+              namespace: str) -> list[Installed]:
+    """The projects to remove: installed by a Specialisation of `namespace`, and claimed by
+    none on this resource now. Those installed by hand (no owner) or by another
+    namespace's Specialisation stay."""
+    wanted = {claim.project for claim in claimed}
+    return [found for name, found in sorted(present.items())
+            if name not in wanted and found.owner_uid and found.directory
+            and found.owner.startswith(f"{namespace}/")]
 
 
 def report(decision: Decision, present: Installed | None, log: str = "") -> Report:

@@ -3,7 +3,8 @@
 Run with `kopf run -m cerise.operator.handlers --all-namespaces` (or `cerise operator`).
 Configuration from the environment: CERISE_EXCHANGE_DIR (the file exchange directory),
 CERISE_EXCHANGE_URL (the URL clients see it under; with ``{namespace}`` in it, each
-namespace has its own exchange in a subdirectory of its name), the CERISE_* credential
+namespace has its own exchange in a subdirectory of its name; `cerise.operator.settings`
+refuses one exchange for several namespaces), the CERISE_* credential
 overrides of `cerise.model.compute`, the metrics endpoint (CERISE_METRICS_PORT and
 CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished jobs
 (CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 import kopf
@@ -23,8 +23,8 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 from cerise.kube.jobs import GROUP, VERSION
-from cerise.model.exchange import Layout
 from cerise.operator import archiving, metrics, retention
+from cerise.operator import settings as operator_settings
 from cerise.operator.registry import Registry
 
 FINALIZER = f"{GROUP}/cleanup"
@@ -45,6 +45,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     try:
         endpoint = metrics.endpoint(os.environ)
         sweeping = retention.settings(os.environ)
+        exchange = operator_settings.exchange(os.environ, operator_settings.watched_namespaces())
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
     settings.persistence.finalizer = FINALIZER
@@ -52,10 +53,6 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.loggers = False  # Events come only from explicit transitions
     settings.watching.server_timeout = 60
-    exchange = Layout(
-        root=Path(os.environ.get("CERISE_EXCHANGE_DIR", "/var/lib/cerise/files")),
-        url=os.environ.get("CERISE_EXCHANGE_URL", "http://localhost:29593/files"),
-    )
     kube = AsyncClient(config=KubeConfig.from_env(), field_manager="cerise-operator")
     _state["registry"] = Registry(kube=kube, exchange=exchange)
     metrics.COLLECTOR.source = lambda: _state.get("registry")

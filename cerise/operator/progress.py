@@ -5,8 +5,9 @@ move (`cerise.remote.staging.StagingProgress`). The writer merges them into the 
 status, ``progress.<in|out>: {done, total}`` and ``progressText`` ("in 45% of 1.0 GB",
 a printer column of ``kubectl get wfj``), at most once every `INTERVAL` seconds, and
 the last value always when it is closed (unless cancelled). Writes go one at a time and
-in order, so the status never goes back. A failed write is logged and skipped: progress is
-a hint, never a reason to fail a job.
+in order, so the status never goes back. A failed write is logged and left unwritten: the
+next progress or the close writes the latest value again; progress is a hint, never a
+reason to fail a job.
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ class ProgressWriter:
             if wait > 0 and not self._closing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
-            await self._write()
+            if not await self._write():
+                return  # the next progress, or the close, tries again
 
-    async def _write(self) -> None:
+    async def _write(self) -> bool:
+        """Write the latest progress; whether it was written."""
         assert self._latest is not None
         done, total = latest = self._latest
         self._last_write = asyncio.get_running_loop().time()
@@ -100,10 +103,11 @@ class ProgressWriter:
         except Exception as error:  # e.g. the API server is away: the next write may pass
             logger.warning("job %s/%s: progress not written: %s", self._namespace, self._name,
                            error)
-        else:
-            if self._written_cb is not None:
-                self._written_cb(job.to_dict())  # type: ignore[no-untyped-call]
+            return False
         self._written = latest
+        if self._written_cb is not None:
+            self._written_cb(job.to_dict())  # type: ignore[no-untyped-call]
+        return True
 
 
 def text(direction: Direction, done: int, total: int) -> str:

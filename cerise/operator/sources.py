@@ -1,31 +1,35 @@
 """A project's files from where its Specialisation says: a ConfigMap, a directory on the
-operator's file system, or an http(s) ``.tar.gz`` archive.
+operator's file system inside the one its settings allow (`settings.project_paths`), or an
+http(s) ``.tar.gz`` archive.
 
 Every entry passes `project_files.check_entries` before anything is written: an archive
-is listed (at most `MAX_ENTRIES` entries and `MAX_UNPACKED_BYTES`, going by its headers)
-and only then unpacked, into a scratch directory, with tarfile's ``data`` filter as a
-second guard. A download goes behind the web fence (`cerise.remote.web`) and is limited
-to `MAX_ARCHIVE_BYTES` and `DOWNLOAD_TIMEOUT` seconds. A source that is missing or does
-not answer is `SourceUnavailable` (tried again later); one that is refused (by the fence
-too) is `InvalidProject`.
+is listed (at most `MAX_ENTRIES` entries and `MAX_UNPACKED_BYTES`, going by its headers;
+the listing stops at the first header past either) and only then unpacked, into a scratch
+directory, with tarfile's ``data`` filter as a second guard. A download goes behind the
+web fence (`cerise.remote.web`) and is limited to `MAX_ARCHIVE_BYTES` and
+`DOWNLOAD_TIMEOUT` seconds. A source that is missing or does not answer is
+`SourceUnavailable` (tried again later); one that is refused (by the fence too) is
+`InvalidProject`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lightkube import AsyncClient
 
 from cerise.kube import objects
-from cerise.model import project_files, webfence
+from cerise.model import exchange, project_files, webfence
 from cerise.model.project_files import Entry, EntryKind, InvalidProject
 from cerise.model.specialisation import Source
 from cerise.model.webfence import Fence
+from cerise.operator import settings as operator_settings
 from cerise.remote import web
 from cerise.remote.install import ProjectFile
 
@@ -49,7 +53,9 @@ async def project(kube: AsyncClient, namespace: str, source: Source,
             raise SourceUnavailable(str(error)) from None
         return from_configmap(data)
     if source.kind == "path":
-        return await asyncio.to_thread(from_directory, Path(source.value))
+        root = await asyncio.to_thread(confined, Path(source.value),
+                                       operator_settings.project_paths(os.environ))
+        return await asyncio.to_thread(from_directory, root)
     if source.kind == "url":
         archive = scratch / "project.tar.gz"
         await download(source.value, archive, fence or webfence.operator_fence(os.environ))
@@ -65,6 +71,15 @@ def from_configmap(data: dict[str, bytes]) -> list[ProjectFile]:
     return [ProjectFile(path=c.path, data=data[paths[c.source]],
                         mode=0o755 if data[paths[c.source]].startswith(b"#!") else 0o644)
             for c in checked]
+
+
+def confined(root: Path, allowed: Path) -> Path:
+    """`root` if it lies in `allowed` (links followed), else InvalidProject."""
+    if not root.is_absolute() or not exchange.contains(allowed, Path(os.path.realpath(root))):
+        raise InvalidProject(
+            f"{root} is not inside {allowed}, the directory the operator takes projects from "
+            "(its setting CERISE_PROJECT_PATHS)")
+    return root
 
 
 def from_directory(root: Path) -> list[ProjectFile]:
@@ -112,6 +127,21 @@ async def download(url: str, target: Path, fence: Fence) -> None:
         raise InvalidProject(str(error)) from None
     except web.FetchFailed as error:
         raise SourceUnavailable(str(error)) from None
+
+
+def digest(files: Sequence[ProjectFile]) -> str:
+    """A digest of a project's files: their paths, modes, link targets and contents."""
+    hashed = hashlib.sha256()
+    for entry in sorted(files, key=lambda f: f.path):
+        hashed.update(f"{entry.path}\0{entry.mode:o}\0{entry.link}\0".encode())
+        if entry.data is not None:
+            hashed.update(entry.data)
+        elif entry.local is not None:
+            with entry.local.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    hashed.update(chunk)
+        hashed.update(b"\0")
+    return hashed.hexdigest()
 
 
 def unpack(archive: Path, target: Path) -> list[ProjectFile]:

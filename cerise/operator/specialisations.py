@@ -40,6 +40,8 @@ class Specialisations:
     attempts: dict[Key, dict[AttemptKey, Attempt]] = field(default_factory=dict)
     """Per ComputeResource: the installs tried since the operator started."""
     _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    _listed: set[str] = field(default_factory=set)
+    """The namespaces whose Specialisations were listed whole at least once."""
 
     def store(self, body: Body) -> None:
         """Keep the newest copy of a Specialisation."""
@@ -60,6 +62,18 @@ class Specialisations:
         that the watch has not delivered yet)."""
         for body in await objects.list_specialisations(self.kube, namespace):
             self.store(body)
+        self._listed.add(namespace)
+
+    def listed(self, namespace: str) -> bool:
+        """Whether every Specialisation of `namespace` is known (a listing succeeded)."""
+        return namespace in self._listed
+
+    async def try_load(self, namespace: str) -> None:
+        """`load`, if the API server answers (the next caller tries again)."""
+        try:
+            await self.load(namespace)
+        except ApiError as error:
+            logger.warning("Specialisations of %s not listed: %s", namespace, error)
 
     def claims_on(self, namespace: str, resource: str) -> list[Claim]:
         """Every claim on one compute resource."""

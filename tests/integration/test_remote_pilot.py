@@ -242,6 +242,35 @@ async def test_cancel_of_one_run_inside_an_allocation(pilot: Pilot) -> None:
     assert len(await pilot.starts(doomed)) == 1
 
 
+@pytest.mark.parametrize("batch", ["slurm"], indirect=True)
+async def test_a_cancelled_run_leaves_no_process_behind(pilot: Pilot) -> None:
+    """A process the run started and left (re-parented away from its tree, as a tool whose
+    runner was stopped while starting it) dies with the run, ignoring SIGTERM or not."""
+    marker = f"cerise-orphan-{uuid.uuid4().hex}"
+    orphans = "".join(f"( ( {trap}exec -a {marker} sleep 300 ) & ); "
+                      for trap in ("", "trap '' TERM; "))
+    run = await pilot.run(f"{orphans}{BLOCK}")
+    await pilot.allocate(AgentSettings(cores=1, time_limit=600, idle=60, kill_wait=2))
+    pattern = shlex.quote(f"[{marker[0]}]{marker[1:]}")  # not matching this shell itself
+    count = f"pgrep -c -f -- {pattern} || true"
+    await pilot.until([run], lambda seen: verdicts(seen, [run]) == [RunVerdict.RUNNING],
+                      "the run running")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while int(await pilot.shell(count)) < 2:
+        assert loop.time() < deadline, "the run's processes never started"
+        await asyncio.sleep(0.2)
+    await executor.cancel(pilot.remote, pilot.queue, [run], pilot.batch.prologue)
+    seen = await pilot.until([run], all_done([run]), "the cancelled run ended")
+    assert seen.runs[run.key].exit_code == 143
+    deadline = loop.time() + 30
+    while int(await pilot.shell(count)) > 0:
+        if loop.time() > deadline:
+            await pilot.shell(f"pkill -KILL -f -- {pattern} || true")
+            raise AssertionError("processes of the cancelled run outlived it")
+        await asyncio.sleep(0.2)
+
+
 async def test_runs_die_with_a_killed_agent(pilot: Pilot) -> None:
     run = await pilot.run(f"echo $$ > ../runner.pid; {BLOCK}")
     allocation = await pilot.allocate(AgentSettings(cores=1, time_limit=600, idle=60))

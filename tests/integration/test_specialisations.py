@@ -5,6 +5,7 @@ reinstalls under running jobs, and jobs that wait for an install."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import tarfile
@@ -43,6 +44,8 @@ SHOW = workflow({"show": {"run": "p/show.cwl", "in": {}, "out": ["output"]}},
                 {}, {"output": {"type": "File", "outputSource": "show/output"}})
 """Prints the installed project's files/message.txt (after files/show.sh waits `DELAY` s)."""
 DELAY = "0"
+ALLOWED_PATHS = Path(__file__).resolve().parents[2] / "specialisations"
+"""The directory `path` sources must lie in, as the test operator is set up."""
 
 
 def project_files(message: str, *, delay: str = DELAY, install: str = "") -> dict[str, str]:
@@ -358,6 +361,42 @@ async def test_archives_are_installed_and_hostile_ones_refused(
     assert await run_show(control_plane, resource, exchange_dir, "kept") == "packed"
 
 
+def bomb(project: dict[str, bytes], declared: int, zeros: int) -> bytes:
+    """A tar.gz whose project files come first, then an entry whose header declares
+    `declared` bytes, of which `zeros` bytes of zeros follow (gzip members of 64 MiB each,
+    about a thousandth of that in the archive)."""
+    blocks = b""
+    for name, content in project.items():
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        blocks += info.tobuf(format=tarfile.GNU_FORMAT) + content + bytes(-len(content) % 512)
+    huge = tarfile.TarInfo("p-1.0/files/zeros")
+    huge.size = declared
+    chunk = gzip.compress(bytes(64 << 20), compresslevel=9)
+    return gzip.compress(blocks + huge.tobuf(format=tarfile.GNU_FORMAT)) + chunk * (
+        zeros // (64 << 20))
+
+
+async def test_an_archive_bomb_is_refused_while_it_is_read(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
+    web: tuple[str, dict[str, bytes]],
+) -> None:
+    """An entry of 1 TiB (256 MiB of it there, the archive itself 0.3 MB) is refused at its
+    header, before a byte of it is unpacked or skipped, and nothing lands on the resource."""
+    url, served = web
+    resource = local_resource(control_plane, namespace, tmp_path / "cerise")
+    files = {f"p-1.0/{path}": text.encode() for path, text in project_files("boom").items()}
+    served["/bomb.tar.gz"] = await asyncio.to_thread(bomb, files, 1 << 40, 256 << 20)
+    assert len(served["/bomb.tar.gz"]) < 1 << 20
+    specialisation(control_plane, namespace, "s", ["local"],
+                   {"name": "p", "version": "1.0.0", "source": {"url": f"{url}/bomb.tar.gz"}})
+    body = await until(control_plane, namespace, "s", state_is("local", "p", "Failed"))
+    refused = project_status(body, "local", "p")
+    assert refused["reason"] == "InvalidProject", refused
+    assert "more than 512 MiB unpacked" in refused["message"], refused["message"]
+    assert (await resource.remote.run(f"ls -A '{resource.base}/api' 2>/dev/null")).stdout == ""
+
+
 async def test_an_archive_that_is_not_there_is_tried_again(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
     web: tuple[str, dict[str, bytes]],
@@ -426,3 +465,80 @@ async def test_a_new_job_waits_for_the_install_of_its_project(
     assert job["status"]["phase"] == "Success", job["status"]
     assert published(exchange_dir, job["status"]["output"]["output"]["location"]) == b"ready"
     assert "WaitingForProject" in events(control_plane, namespace, "early")
+
+
+# --- changes of sources, removals ---------------------------------------------------------
+
+async def test_a_development_version_is_reinstalled_when_its_configmap_alone_changes(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
+    exchange_dir: Path,
+) -> None:
+    resource = local_resource(control_plane, namespace, tmp_path / "cerise")
+    config_map(control_plane, namespace, "dev", project_files("before"))
+    specialisation(control_plane, namespace, "s", ["local"], p("1.1.0.dev", "dev"))
+    await until(control_plane, namespace, "s", state_is("local", "p", "Installed", "1.1.0.dev"))
+    assert await message_of(resource) == "before"
+    config_map(control_plane, namespace, "dev", project_files("after"))  # the spec stays
+    deadline = time.monotonic() + 60
+    while await message_of(resource) != "after":
+        assert time.monotonic() < deadline, "the changed ConfigMap was not installed"
+        await asyncio.sleep(0.2)
+    assert "SourceChanged" in events(control_plane, namespace, "s")
+    assert await run_show(control_plane, resource, exchange_dir, "changed") == "after"
+
+
+async def test_a_deleted_specialisation_takes_along_the_projects_no_other_one_claims(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
+    exchange_dir: Path,
+) -> None:
+    """Its projects are removed, but not one that another Specialisation claims too, and a
+    job running the removed project's step runs to its end."""
+    resource = local_resource(control_plane, namespace, tmp_path / "cerise")
+    config_map(control_plane, namespace, "p-files", project_files("slow", delay="4"))
+    config_map(control_plane, namespace, "q-files", {
+        path.replace("/p/", "/q/"): text for path, text in project_files("shared").items()})
+    q = {"name": "q", "version": "1.0.0", "source": {"configMap": "q-files"}}
+    specialisation(control_plane, namespace, "s", ["local"], p("1.0.0"), q)
+    await until(control_plane, namespace, "s", state_is("local", "q", "Installed"))
+    specialisation(control_plane, namespace, "t", ["local"], q)  # a clash: s has it
+    await until(control_plane, namespace, "t", state_is("local", "q", "Failed"))
+    submit(control_plane, resource, SHOW, name="running")
+    while True:  # until the runner has loaded the step and started it
+        job = await wait_for_job(control_plane, namespace, "running", {"Running", *FINAL})
+        if [s["state"] for s in job["status"].get("steps", [])] == ["Running"]:
+            break
+        assert job["status"]["phase"] == "Running", job["status"]
+        await asyncio.sleep(0.1)
+
+    control_plane.kubectl("delete", "specialisation", "s", "-n", namespace)
+    deadline = time.monotonic() + 60
+    while await link_of(resource, "p"):
+        assert time.monotonic() < deadline, "project p of the deleted Specialisation stayed"
+        await asyncio.sleep(0.2)
+    await until(control_plane, namespace, "t", state_is("local", "q", "Installed"))
+    assert await link_of(resource, "q")
+    job = await wait_for_job(control_plane, namespace, "running", FINAL)
+    assert job["status"]["phase"] == "Success", job["status"]
+    assert published(exchange_dir, job["status"]["output"]["output"]["location"]) == b"slow"
+    submit(control_plane, resource, SHOW, name="after")
+    job = await wait_for_job(control_plane, namespace, "after", FINAL)
+    assert job["status"]["phase"] == "PermanentFailure"
+    assert "there is no project 'p'" in job["status"]["message"]
+
+
+async def test_a_path_source_outside_the_allowed_directory_is_refused(
+    control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
+) -> None:
+    local_resource(control_plane, namespace, tmp_path / "cerise")
+    outside = tmp_path / "project"
+    for path, text in project_files("outside").items():
+        (outside / path).parent.mkdir(parents=True, exist_ok=True)
+        (outside / path).write_text(text)
+    allowed = ALLOWED_PATHS  # what the test operator allows (cerise.devenv.operator)
+    for source in (str(outside), f"{allowed}/../tests", "/etc"):
+        specialisation(control_plane, namespace, "s", ["local"],
+                       {"name": "p", "version": "1.0.0", "source": {"path": source}})
+        body = await until(control_plane, namespace, "s", state_is("local", "p", "Failed"))
+        refused = project_status(body, "local", "p")
+        assert refused["reason"] == "InvalidProject", refused
+        assert f"{source} is not inside {allowed}" in refused["message"], refused["message"]

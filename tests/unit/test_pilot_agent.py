@@ -11,6 +11,7 @@ import fcntl
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,3 +246,66 @@ def test_a_long_queue_of_runs_that_cannot_start_costs_the_agent_little(
     wait_for_location(pilot, fits, Location.DONE)
     assert time.monotonic() - began < 5
     assert starts(template) == []
+
+
+def processes_named(marker: str) -> list[int]:
+    """The processes whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("ignores_term", [False, True])
+def test_a_cancelled_run_leaves_no_process_behind(pilot: LocalPilot, ignores_term: bool) -> None:
+    """What a run's runner forked and left (an orphan, outside the run's process tree, as
+    a tool started while the runner was being stopped) dies with the run."""
+    marker = f"cerise-orphan-{uuid.uuid4().hex}"
+    trap = "trap '' TERM; " if ignores_term else ""
+    orphan = f"( ( {trap}exec -a {marker} sleep 300 ) & )"
+    run = pilot.run(f"{COUNT}; {orphan}; while [ ! -e ../../release ]; do sleep 0.05; done")
+    pilot.start_agent("a", AgentSettings(cores=1, idle=30, poll=0.01, kill_wait=1))
+    try:
+        wait_until(lambda: bool(processes_named(marker)), timeout=30, what="the orphan")
+        assert bash(pilot.queue.cancel_script([run])).returncode == 0
+        assert wait_for_exit_code(run) == 143
+        wait_until(lambda: not processes_named(marker), timeout=15,
+                   what="the run's orphan to be stopped")
+        wait_for_location(pilot, run, Location.DONE)
+    finally:
+        for pid in processes_named(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_that_ends_leaves_no_process_behind(pilot: LocalPilot) -> None:
+    marker = f"cerise-orphan-{uuid.uuid4().hex}"
+    run = pilot.run(f"{COUNT}; ( exec -a {marker} sleep 300 & ); exit 3")
+    pilot.start_agent("a", FAST)
+    try:
+        assert wait_for_exit_code(run) == 3
+        wait_for_location(pilot, run, Location.DONE)
+        assert not processes_named(marker), "the run's orphan outlived it"
+        assert pilot.status([run]).runs[run.key].exit_code == 3
+    finally:
+        for pid in processes_named(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("suffix", ["$(touch pwned)", "`touch pwned`", "x]=$(touch pwned)",
+                                    "a b", "x;touch pwned", ".."])
+def test_a_ticket_name_the_operator_never_writes_is_left_alone(
+        pilot: LocalPilot, suffix: str) -> None:
+    hostile = pilot.run(COUNT)
+    ticket = pilot.waiting_ticket(hostile)
+    os.rename(ticket, ticket.with_name(f"{ticket.name}{suffix}"))
+    fine = pilot.run(COUNT)
+    pilot.start_agent("a", FAST)
+    wait_for_location(pilot, fine, Location.DONE)
+    assert pilot.status([fine]).runs[fine.key].exit_code == 0
+    assert starts(hostile) == [], "a ticket with a name the operator never writes ran"
+    assert not list(pilot.base.parent.rglob("pwned")), "bash ran code from a ticket's name"
+    assert Path(pilot.layout.queue, f"{ticket.name}{suffix}").exists()

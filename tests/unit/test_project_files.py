@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -68,6 +70,19 @@ def test_sizes_and_counts_are_capped() -> None:
         project_files.check_entries([Entry("files/a", FILE, size=600 << 10),
                                      Entry("files/b", FILE, size=600 << 10)],
                                     max_bytes=1 << 20)
+
+
+def test_the_limits_hold_while_the_entries_are_read() -> None:
+    """An archive's listing stops at the first entry past a limit: the rest is never read."""
+    def endless(size: int) -> Iterator[Entry]:
+        for index in itertools.count():
+            assert index <= 3, "entries past the limit were read"
+            yield Entry(f"files/{index}", FILE, size=size)
+
+    with pytest.raises(InvalidProject, match="more than 3 entries"):
+        project_files.check_entries(endless(0), max_entries=3)
+    with pytest.raises(InvalidProject, match="more than 1 MiB unpacked"):
+        project_files.check_entries(endless(1 << 20), max_bytes=(1 << 20) + 1)
 
 
 def test_configmap_keys_are_paths() -> None:

@@ -214,3 +214,30 @@ def test_search_finds_a_job_by_the_name_it_was_submitted_under(tmp_path: Path) -
     assert SCHEDULER.parse_search("31|cerise-other\n", files, request) is None
     with pytest.raises(StatusUnavailable):
         SCHEDULER.parse_search("slurm_load_jobs error: Socket timed out", files, request)
+
+
+@pytest.mark.parametrize(
+    ("states", "waits"),
+    [
+        ("idle\n", False), ("mixed\nallocated+\n", False), ("", False),
+        ("down*\nidle\n", True), ("drained\n", True), ("draining\n", True), ("idle~\n", True),
+        ("idle#\n", True), ("maint\n", True), ("idle*\n", True), ("fail\n", True),
+    ],
+)
+def test_partition_reasons_wait_while_nodes_are_unavailable(states: str, waits: bool) -> None:
+    output = f"13|PENDING|PartitionNodeLimit\n17|PENDING|PartitionConfig\n" \
+             f"18|PENDING|PartitionTimeLimit\n--- cerise: node states\n{states}"
+    jobs = [job("a", "13"), job("b", "17"), job("c", "18")]
+    entries = SCHEDULER.parse_queue(output, jobs)
+    assert entries["a"].never_runs == (None if waits else NEVER["13"])
+    assert entries["b"].never_runs == (None if waits else NEVER["17"])
+    assert entries["c"].never_runs == NEVER["18"], "a time limit does not wait for nodes"
+
+
+def test_status_script_lists_the_node_states_after_the_queue(tmp_path: Path) -> None:
+    script = schedulers.status_script(SCHEDULER, CAPTURED_JOBS)
+    run_with_stub(tmp_path, "sinfo", "true", stdout="down*\nidle\n")  # a stub sinfo too
+    run = run_with_stub(tmp_path, "squeue", script, stdout=CAPTURED_SQUEUE)
+    observed = schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
+    assert observed["a1a6c9402f29"] == Observation(RemoteState.WAITING)
+    assert observed["bff51311b082"] == Observation(RemoteState.WAITING)

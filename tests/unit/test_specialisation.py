@@ -93,6 +93,36 @@ def test_an_unavailable_source_is_tried_again_later() -> None:
     assert decide(claim("2.0.0"), {}, failed, now=10.0).action is Action.INSTALL
 
 
+def test_a_development_version_is_compared_with_its_source_from_time_to_time() -> None:
+    dev, release = claim("1.3.0.dev"), claim("1.3.0")
+    assert specialisation.succeeded(release, "d1", now=0.0).check_at is None
+    done = specialisation.succeeded(dev, "d1", now=0.0)
+    assert done == Attempt(OLD.generation, "1.3.0.dev", digest="d1",
+                           check_at=specialisation.DEV_CHECK["path"])
+    decisions = specialisation.plan([dev], installed("1.3.0.dev"), {("p", OLD.uid): done}, 0.0)
+    attempts = {("p", OLD.uid): done}
+    assert specialisation.content_checks(decisions, attempts, now=1.0) == []
+    assert specialisation.content_checks(decisions, attempts, now=5.0) == [dev]
+    same = specialisation.after_check(done, "d1", dev.source, now=5.0)
+    assert same is not None and same.check_at == 10.0
+    assert specialisation.after_check(done, "d2", dev.source, now=5.0) is None
+    # Forgotten, the attempt no longer holds the install: the plan installs it again.
+    assert decide(dev, installed("1.3.0.dev"), {}).action is Action.INSTALL
+
+
+def test_projects_nobody_claims_any_more_are_removed_unless_another_claims_them() -> None:
+    present = {
+        "p": Installed("p", "1.0.0", owner_uid=OLD.uid, owner=str(OLD), directory=".install/p/a"),
+        "q": Installed("q", "1.0.0", owner_uid=OLD.uid, owner=str(OLD), directory=".install/q/a"),
+        "hand": Installed("hand", "1.0.0"),
+        "elsewhere": Installed("elsewhere", "1.0.0", owner_uid="uid-x", owner="other/s",
+                               directory=".install/elsewhere/a"),
+    }
+    still = claim("1.0.0", owner=NEW, project="q")
+    assert specialisation.unclaimed([still], present, "ns") == [present["p"]]
+    assert specialisation.unclaimed([still, claim("1.0.0")], present, "ns") == []
+
+
 def test_a_clash_goes_to_the_owner_of_the_installed_copy() -> None:
     decisions = specialisation.plan([claim("1.0.0", OLD), claim("2.0.0", NEW)],
                                     installed("1.0.0", NEW), {}, 0.0)

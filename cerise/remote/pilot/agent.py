@@ -10,11 +10,11 @@ bash ≥ 4.2 and coreutils, plus `flock` and, where present, `setpriv` (util-lin
 * reap: a run whose job script ended has its ticket moved to `done/` (with an `ended=`
   line); a run given back (below) is left alone for a few seconds.
 * police: a run with a request in `cancel/`, or past its time limit, gets SIGTERM on its
-  process tree (its job script records the signal and 143), and SIGKILL `kill_wait`
-  seconds later. The agent keeps the time itself rather than set the job script's own
-  limit (`jobscript.TIME_LIMIT_VARIABLE`): that one runs the runner under `timeout` in
-  a process group of its own, which a batch system that kills a job by its process group
-  (Grid Engine) would miss.
+  process tree (its job script records the signal and 143), again every second, and
+  SIGKILL `kill_wait` seconds later. The agent keeps the time itself rather than set
+  the job script's own limit (`jobscript.TIME_LIMIT_VARIABLE`): that one runs the runner
+  under `timeout` in a process group of its own, which a batch system that kills a job by
+  its process group (Grid Engine) would miss.
 * claim: while cores are free, tickets from `queue/*` (oldest first) that fit in the free
   cores and in the time left (a ticket's time limit + `margin` before the allocation's deadline) are
   renamed into `claimed/<name>/` — only one agent's rename succeeds — and their job
@@ -35,7 +35,14 @@ FIFO, so polling forks nothing.
 
 Runs die with their allocation: they stay in its process tree (no `setsid`, no `nohup`,
 no process group of their own), which Slurm (proctrack/linuxproc or cgroup) and Grid
-Engine (the job's process group) signal as a whole. The agent traps TERM and USR2 (Grid
+Engine (the job's process group) signal as a whole. Where the resource has `python3`, each
+run's job script runs under a `REAPER`, a child subreaper (prctl PR_SET_CHILD_SUBREAPER):
+a process the run leaves behind (a tool whose runner was stopped while starting it, a
+daemon) is re-parented to it rather than to init, so it stays in the run's tree for the
+agent's signals, and the reaper stops whatever is left once the job script ended. A stop
+is sent again once a second until the run ends, so that a run still starting cannot miss
+it. Ticket and cancel names the operator never writes (`layout.checked_name`) are left
+alone, and a name is never expanded twice by bash. The agent traps TERM and USR2 (Grid
 Engine's warning before SIGKILL): it writes `ended` = `terminated <time> <signal>`,
 sends SIGTERM to its runs' process trees and exits 143 once their job scripts ended,
 leaving their tickets in `claimed/<name>/` for a requeue. A run started through
@@ -124,14 +131,96 @@ def agent_script(pilot: PilotLayout, name: str, settings: AgentSettings) -> str:
         "cores": settings.cores, "limit": settings.time_limit, "idle": settings.idle,
         "margin": settings.margin, "kill_wait": settings.kill_wait,
         "fast_ms": _milliseconds(settings.poll), "slow_ms": _milliseconds(settings.slow_poll),
-        "hot": settings.hot,
+        "hot": settings.hot, "reaper_py": q(REAPER),
     }
     assignments = "\n".join(f"{key}={value}" for key, value in values.items())
     return f"#!/bin/bash\n# Cerise's pilot agent (cerise.remote.pilot)\n{assignments}\n{_LOOP}"
 
 
+REAPER = r"""
+import os, signal, sys, time
+
+
+def subreaper():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # SET_CHILD_SUBREAPER
+
+
+if sys.argv[1] == "--check":
+    sys.exit(0 if subreaper() else 1)
+grace, agent, argv = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+
+
+def forward(signum, _):
+    if child:  # never 0: that would signal the whole process group
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+
+child = 0
+for signum in (signal.SIGTERM, signal.SIGUSR2):
+    signal.signal(signum, forward)
+if os.getppid() != agent:  # the agent died while this started: run nothing
+    sys.exit(143)
+subreaper()  # before the job script starts: it must not leave anything behind unseen
+child = os.fork()
+if child == 0:
+    for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_DFL)
+    os.execvp(argv[0], argv)
+while True:
+    pid, status = os.waitpid(-1, 0)
+    if pid == child:
+        break
+code = os.waitstatus_to_exitcode(status)
+
+
+def descendants():
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found = children.get(os.getpid(), [])
+    for pid in found:
+        found += children.get(pid, [])
+    return found
+
+
+signalled, deadline = set(), time.monotonic() + grace
+while True:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        break
+    late = time.monotonic() >= deadline
+    for pid in descendants():
+        if late or pid not in signalled:
+            signalled.add(pid)
+            try:
+                os.kill(pid, signal.SIGKILL if late else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    time.sleep(0.05)
+sys.exit(128 - code if code < 0 else code)
+"""
+"""The reaper each run starts under (`python3 -c`, when the resource has Python 3): it
+becomes a child subreaper, runs the job script, and once that ended stops what the run
+left behind (TERM, then KILL after a grace of seconds), so that nothing of a run outlives
+it; its exit status is the job script's."""
+
 _LOOP = r"""
 queue=$pilot/queue claimed=$pilot/claimed/$name done=$pilot/done cancel=$pilot/cancel
+# A run's name as the operator writes it; any other file in the queue is left alone, and a
+# name is only ever expanded once (single-quoted subscripts for `unset`).
+named='^[A-Za-z0-9_-]+$' ticketed='^[0-9]+\.([A-Za-z0-9_-]+)$'
 me=$pilot/allocations/$name
 mkdir -p "$queue" "$claimed" "$done" "$cancel" || exit 1
 now=0
@@ -148,6 +237,10 @@ printf '%s %s %s %s %s\n' "$started" "$deadline" "$cores" "${HOSTNAME:-unknown}"
 # A run's job script gets SIGTERM if the agent dies without passing it on (SIGKILL).
 guard=()
 setpriv --pdeathsig TERM -- true 2>/dev/null && guard=(setpriv --pdeathsig TERM --)
+# Each run under a reaper (a child subreaper): what its processes leave behind stays in
+# its tree, and dies with it.
+reaper=()
+python3 -I -S -c "$reaper_py" --check 2>/dev/null && reaper=(python3 -I -S -c "$reaper_py")
 
 nap_fd=
 if mkfifo "$me/nap" 2>/dev/null && exec {nap_fd}<>"$me/nap"; then
@@ -157,7 +250,7 @@ else
     nap() { sleep "$1" & wait $!; }
 fi
 
-declare -A pid want since stopped held never c_script c_output c_lock c_cores c_limit
+declare -A pid want since stopped resent held never c_script c_output c_lock c_cores c_limit
 used=0 quiet=$now busy_at=$now beat=-1 delay_ms=$fast_ms
 passed=0 skip=0 skipping=0
 
@@ -194,7 +287,11 @@ launch() {  # $1 run, whose ticket is in $claimed, $2 its name in the queue
             mv "$claimed/$run" "$queue/$queued"
             exit 75
         fi
-        exec "${guard[@]}" bash "${c_script[$run]}" > "${c_output[$run]}" 2>&1 < /dev/null
+        # The reaper starts with TERM and USR2 ignored, until its own handlers stand (a
+        # stop sent meanwhile is sent again); bash, without it, must not inherit that.
+        (( ${#reaper[@]} )) && trap '' TERM USR2
+        exec "${guard[@]}" ${reaper[@]+"${reaper[@]}" "$kill_wait" "$$"} \
+            bash "${c_script[$run]}" > "${c_output[$run]}" 2>&1 < /dev/null
     ) &
     pid[$run]=$! want[$run]=${c_cores[$run]} since[$run]=$now
     (( used += ${c_cores[$run]} ))
@@ -211,7 +308,8 @@ claim() {  # take tickets (<order>.<run>) that fit while cores are free; true if
         [[ $run != "$queued" ]] || continue
         (( passed += 1 ))
         [[ -z ${pid[$run]:-} && -z ${never[$run]:-} ]] || continue
-        if [[ -z ${c_script[$run]:-} ]] && ! read_ticket "$run" "$ticket"; then
+        if [[ -z ${c_script[$run]:-} ]] && ! { [[ $queued =~ $ticketed ]] &&
+                read_ticket "$run" "$ticket"; }; then
             never[$run]=1
             continue
         fi
@@ -239,7 +337,7 @@ reap() {  # collect runs whose job script ended; true if any did
         wait "${pid[$run]}"
         status=$?
         (( used -= ${want[$run]} ))
-        unset "pid[$run]" "want[$run]" "since[$run]" "stopped[$run]"
+        unset 'pid[$run]' 'want[$run]' 'since[$run]' 'stopped[$run]' 'resent[$run]'
         reaped=0
         if [[ -e $claimed/$run ]]; then
             finish "$run" "$status"
@@ -276,19 +374,24 @@ police() {  # stop runs that are cancelled or out of time
     local request run limit
     for request in "$cancel"/*; do
         run=${request##*/}
-        [[ -n ${pid[$run]:-} && -z ${stopped[$run]:-} ]] || continue
+        [[ -n ${pid[$run]:-} && -z ${stopped[$run]:-} && $run =~ $named ]] || continue
         say "run $run: cancelled, stopping it"
         signal_run "$run" TERM
         stopped[$run]=$now
     done
     for run in "${!pid[@]}"; do
         limit=${c_limit[$run]}
-        if [[ -z ${stopped[$run]:-} ]] && (( limit > 0 && now >= ${since[$run]} + limit )); then
+        # Whole seconds: past `since + limit` the run had at least `limit` seconds.
+        if [[ -z ${stopped[$run]:-} ]] && (( limit > 0 && now > ${since[$run]} + limit )); then
             say "run $run: its time limit of $limit s is up, stopping it"
             signal_run "$run" TERM
             stopped[$run]=$now
         elif [[ -n ${stopped[$run]:-} ]] && (( now >= ${stopped[$run]} + kill_wait )); then
             signal_run "$run" KILL
+        elif [[ -n ${stopped[$run]:-} ]] &&
+                (( now > ${stopped[$run]} && now != ${resent[$run]:-0} )); then
+            signal_run "$run" TERM  # once a second: a run still starting may have missed it
+            resent[$run]=$now
         fi
     done
 }
@@ -312,15 +415,18 @@ while :; do
     if reap; then busy_at=$now skip=0 skipping=0; fi
     police
     # A look that took none of the tickets it saw is repeated ever less often (up to
-    # slow_poll) until a run ends: bash takes about a millisecond per 40 tickets.
+    # slow_poll) until a run ends: bash takes about a millisecond per 40 tickets. The
+    # pauses skipped are counted at the current pause, so never more than slow_poll.
+    cap=$(( slow_ms / delay_ms - 1 ))
+    (( skipping <= cap )) || skipping=$cap
     if (( used < cores && skipping > 0 )); then
         (( skipping -= 1 ))
     elif (( used < cores )); then
         if claim; then
             busy_at=$now skip=0
         elif (( passed > 0 )); then
-            skip=$(( skip * 2 > slow_ms / fast_ms ? slow_ms / fast_ms : skip * 2 ))
-            (( skip > 0 )) || skip=1
+            skip=$(( skip > 0 ? skip * 2 : 1 ))
+            (( skip <= cap )) || skip=$cap
         else
             skip=0
         fi

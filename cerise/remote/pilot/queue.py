@@ -78,7 +78,10 @@ def _words(jobs: Sequence[JobRef]) -> str:
 # Fills $queued: run → its waiting ticket, from one listing of the queue (a glob per run
 # would read the directory once per run).
 _WAITING = r"""declare -A queued
-for t in "$P"/queue/*; do [ -e "$t" ] && r=${t##*/} && queued[${r#*.}]=$t; done"""
+for t in "$P"/queue/*; do
+    r=${t##*/} r=${r#*.}
+    [[ -e $t && $r =~ ^[A-Za-z0-9_-]+$ ]] && queued[$r]=$t
+done"""
 
 # Prints a `=ticket` line for ticket $t of run $r at $loc (allocation $a), reading it with
 # `read` only: its lines are data, never code.
@@ -98,8 +101,8 @@ _REPORT = r"""report() {
 # Every ticket in flight, from one listing each of the queue and the claims (so the script
 # does not grow with the runs asked about).
 _IN_FLIGHT = r"""for t in "$P"/queue/.[!.]* "$P"/queue/* "$P"/claimed/*/*; do
-    [ -e "$t" ] || continue
     r=${t##*/} r=${r#*.} a=-
+    [[ -e $t && $r =~ ^[A-Za-z0-9_-]+$ ]] || continue  # a name the operator wrote
     case $t in
         */queue/.*) loc=incoming ;;
         */queue/*) loc=queued ;;

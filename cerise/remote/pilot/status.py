@@ -152,7 +152,9 @@ for d in "$P"/allocations/*/; do
     [ -s "$d/agent" ] && read -r agent < "$d/agent"
     [ -s "$d/heartbeat" ] && read -r beat < "$d/heartbeat"
     [ -s "$d/ended" ] && read -r ended < "$d/ended"
-    for t in "$P/claimed/$n"/*; do [ -e "$t" ] && runs+=" ${{t##*/}}"; done
+    for t in "$P/claimed/$n"/*; do
+        [[ -e $t && ${{t##*/}} =~ ^[A-Za-z0-9_-]+$ ]] && runs+=" ${{t##*/}}"
+    done
     printf '{mark} %s %s|%s|%s|%s|%s\n' "$n" "$id" "$agent" "$beat" "$ended" "${{runs# }}"
 done"""
 

@@ -16,7 +16,11 @@ ended the job. A pending job whose reason cannot clear by itself (`NEVER_RUNS`: 
 partition's limits, impossible constraints, a dependency that can never be met, a
 per-job QOS or association limit) carries the reason as `never_runs`. Reasons that
 clear (Resources, Priority, ReqNodeNotAvail: a node down or reserved for maintenance) do
-not. A line squeue would not print makes the status unavailable.
+not. Slurm also gives PartitionNodeLimit and PartitionConfig while nodes it would need are
+down, drained or powered off, so after squeue one `sinfo` lists the node states: while any
+node is unavailable those two reasons count as clearing (the job waits, and fails once
+every node is back and the reason stays). A line squeue would not print makes the status
+unavailable.
 
 Limits: Slurm keeps time limits in whole minutes and rounds up; it stops a job at its
 limit with SIGTERM (then SIGKILL after KillWait), checking about every 30 s. Cores become
@@ -61,6 +65,19 @@ NEVER_RUNS = {
     "InvalidQOS": "its QOS is not valid",
 }
 """Pending reasons that do not clear by themselves, with what they mean."""
+UNTIL_NODES_RETURN = frozenset({"PartitionNodeLimit", "PartitionConfig"})
+"""Reasons of `NEVER_RUNS` that Slurm also gives while nodes are unavailable."""
+NODES_BEGIN = "--- cerise: node states"
+"""The line between squeue's output and sinfo's node states (`%T`)."""
+UNAVAILABLE_NODES = frozenset({
+    "down", "drained", "draining", "drain", "fail", "failing", "maint", "future", "unknown",
+    "reboot_issued", "reboot_requested", "power_down", "powered_down", "powering_down",
+    "powering_up", "planned", "inval", "perfctrs", "blocked",
+})
+"""sinfo's base node states in which a node cannot take jobs now but may again."""
+NODE_FLAGS = "*~#!%$@^-+"
+"""sinfo's state suffixes; every one but `+` (a multi-state) means the node is not fully
+available (not responding, powered off or on the way, maintenance, reboot, planned)."""
 PER_JOB_LIMIT = re.compile(r"(Assoc|QOS)Max\w*PerJob\w*|QOSMin\w+")
 """Reasons naming a per-job limit of an association or QOS (not a per-user one, which
 clears as other jobs end)."""
@@ -70,12 +87,22 @@ NAMED_LINE = re.compile(r"([^|\s]+)\|(.*)")
 """`%i|%j`: id, name (a search by name)."""
 
 
-def never_runs(reason: str) -> str | None:
-    """Slurm's words for a pending reason that cannot clear by itself, else None."""
+def never_runs(reason: str, *, nodes_unavailable: bool = False) -> str | None:
+    """Slurm's words for a pending reason that cannot clear by itself, else None; with
+    `nodes_unavailable`, the reasons of `UNTIL_NODES_RETURN` may clear."""
+    if nodes_unavailable and reason in UNTIL_NODES_RETURN:
+        return None
     meaning = NEVER_RUNS.get(reason)
     if meaning is None and PER_JOB_LIMIT.fullmatch(reason):
         meaning = "it asks for more than a per-job limit of its account or QOS allows"
     return f"Slurm holds it with reason {reason}: {meaning}" if meaning else None
+
+
+def node_unavailable(state: str) -> bool:
+    """Whether sinfo's `%T` state of a node means it cannot take jobs now."""
+    base = state.rstrip(NODE_FLAGS).lower()
+    return base in UNAVAILABLE_NODES or any(flag in state[len(base):] for flag in
+                                            NODE_FLAGS.replace("+", ""))
 
 
 def slurm_time(seconds: int) -> str:
@@ -122,10 +149,13 @@ class SlurmScheduler:
         return f"out=$({batch.command(words)}) && printf '%s\\n' \"${{out%%;*}}\""
 
     def queue_script(self, jobs: Sequence[JobRef]) -> str:
-        return "squeue -u \"$(id -un)\" -h -t all -o '%i|%T|%r'"
+        return ("squeue -u \"$(id -un)\" -h -t all -o '%i|%T|%r' && "
+                f"{{ echo '{NODES_BEGIN}'; sinfo -h -o '%T' 2>/dev/null || true; }}")
 
     def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
         entries: dict[str, QueueEntry] = {}
+        output, _, states = output.partition(f"{NODES_BEGIN}\n")
+        nodes_unavailable = any(node_unavailable(state) for state in states.split())
         for line in output.splitlines():
             if not line.strip():
                 continue
@@ -136,7 +166,8 @@ class SlurmScheduler:
             job_id, word, reason = match.groups()
             state = queue_state(word)
             entries[job_id] = QueueEntry(
-                state, word, never_runs(reason) if state is QueueState.WAITING else None,
+                state, word, never_runs(reason, nodes_unavailable=nodes_unavailable)
+                if state is QueueState.WAITING else None,
                 timed_out=word == "TIMEOUT")
         absent = QueueEntry(QueueState.ABSENT)
         return {job.key: entries.get(job.remote_id, absent) for job in jobs}
