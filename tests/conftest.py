@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.integration.remote_fixtures",
     "tests.integration.operator_fixtures",
     "tests.integration.api_fixtures",
+    "tests.integration.node_fixtures",
 ]
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the remote side of the integration tests needs on a Debian bookworm host:
 # sshd, munge, Slurm, Son of Grid Engine, Slurm's Torque wrappers (unpacked, they conflict
-# with gridengine-client), the unprivileged test user, cwltool as its CWL runner, and
-# Chromium with its WebDriver for the dashboard's browser test.
+# with gridengine-client), the unprivileged test user, cwltool as its CWL runner,
+# Chromium with its WebDriver for the dashboard's browser test, and what builds the image
+# and runs a real node (podman, mmdebstrap, containerd, runc, CNI plugins, iptables).
 #
 # Idempotent and fast when everything is present. Only one-time, root-owned system setup
 # happens here; daemons are started per test session by cerise/devenv/*.py.
@@ -21,6 +22,10 @@ PACKAGES=(
     python3-venv
     chromium chromium-driver # the dashboard's browser test (Selenium drives it headless)
     curl jq                  # the documentation's curl examples, run by a test
+    # The image (tools/build-image.sh) and the test node (cerise/devenv/node.py):
+    podman runc mmdebstrap
+    containerd containernetworking-plugins iptables conntrack
+    dnsmasq-base             # the node's DNS for cluster.local
 )
 
 export DEBIAN_FRONTEND=noninteractive

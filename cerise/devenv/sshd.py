@@ -71,15 +71,17 @@ class Sshd:
     def come_back(self, timeout: float = 30.0) -> None:
         """End an outage: the same server again, on the same port with the same host key."""
         self.state.start(self.daemon)
-        port = self.endpoint.port
-        self.daemon.wait_ready(lambda: _banner(port).startswith(b"SSH-2.0-"), timeout=timeout)
+        port, address = self.endpoint.port, self.endpoint.host
+        self.daemon.wait_ready(lambda: _banner(port, address).startswith(b"SSH-2.0-"),
+                               timeout=timeout)
 
 
-def sshd_config(*, port: int, state: Path, user: str, max_sessions: int = 32) -> str:
+def sshd_config(*, port: int, state: Path, user: str, max_sessions: int = 32,
+                address: str = "127.0.0.1") -> str:
     """The sshd_config of the test server; every file it names lies in `state`."""
     return f"""\
 Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {state / HOST_KEY}
 PidFile {state / "sshd.pid"}
 AuthorizedKeysFile {state / "authorized_keys"}
@@ -96,8 +98,8 @@ LogLevel VERBOSE
 """
 
 
-def start(*, user: str = TEST_USER, timeout: float = 30.0) -> Sshd:
-    """Start sshd for `user` and wait until it answers with an SSH banner."""
+def start(*, user: str = TEST_USER, timeout: float = 30.0, address: str = "127.0.0.1") -> Sshd:
+    """Start sshd for `user` on `address` and wait until it answers with an SSH banner."""
     require_programs(SSHD)
     require_user(user)
     resources = contextlib.ExitStack()
@@ -109,17 +111,18 @@ def start(*, user: str = TEST_USER, timeout: float = 30.0) -> Sshd:
         (state.path / "authorized_keys").write_bytes(client_key.export_public_key())
         port = free_port()
         config = state.path / "sshd_config"
-        config.write_text(sshd_config(port=port, state=state.path, user=user))
+        config.write_text(sshd_config(port=port, state=state.path, user=user, address=address))
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         argv = [SSHD, "-D", "-e", "-f", str(config)]
         daemon = state.start(Daemon(name="sshd", argv=argv, log=state.path / "sshd.log"))
         resources.callback(daemon.stop)
-        daemon.wait_ready(lambda: _banner(port).startswith(b"SSH-2.0-"), timeout=timeout)
+        daemon.wait_ready(lambda: _banner(port, address).startswith(b"SSH-2.0-"),
+                          timeout=timeout)
     except BaseException:
         resources.close()
         raise
     endpoint = SshEndpoint(
-        host="127.0.0.1",
+        host=address,
         port=port,
         username=user,
         client_key=state.path / CLIENT_KEY,
@@ -137,9 +140,9 @@ def _write_key(path: Path) -> asyncssh.SSHKey:
     return key
 
 
-def _banner(port: int) -> bytes:
-    """The first bytes the server at 127.0.0.1:`port` sends."""
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+def _banner(port: int, address: str = "127.0.0.1") -> bytes:
+    """The first bytes the server at `address`:`port` sends."""
+    with socket.create_connection((address, port), timeout=2) as sock:
         return sock.recv(64)
 
 
