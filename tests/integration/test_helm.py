@@ -755,14 +755,14 @@ def test_dockerfile_lints_clean() -> None:
 
 
 def test_dockerfile_fits_the_chart() -> None:
-    """Pinned slim base, a wheel built in one stage and installed in another, a non-root
-    user, the example specialisation where the chart's defaults look for it, the runner's
-    version as the test hosts have it, and a build context of what the build copies."""
+    """Pinned slim base (by default: tools/build-image.sh passes its local one), a wheel
+    built in one stage and installed in another, a non-root user, the example specialisation
+    where the chart's defaults look for it, the runner's version as the test hosts have it,
+    and a build context of what the build copies."""
     text = DOCKERFILE.read_text()
-    bases = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-    assert len(bases) == 2
-    for base in bases:
-        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == ["${BASE}", "${BASE}"]
+    [base] = re.findall(r"^ARG BASE=(\S+)", text, re.MULTILINE)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
     assert "pip wheel" in text and "--mount=type=bind,from=build" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0")

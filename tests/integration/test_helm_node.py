@@ -100,6 +100,14 @@ def wait_specialisation(plane: ControlPlane, namespace: str, name: str) -> dict[
     return found
 
 
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 (False while nothing listens yet)."""
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @contextlib.contextmanager
 def port_forward(plane: ControlPlane, namespace: str, port: int) -> Iterator[int]:
     """`kubectl port-forward service/rel-cerise <port>:29593`, as the chart's notes say."""
@@ -108,8 +116,7 @@ def port_forward(plane: ControlPlane, namespace: str, port: int) -> Iterator[int
          "admin", "-n", namespace, "port-forward", "service/rel-cerise", f"{port}:29593"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        poll_until(lambda: httpx.get(f"http://localhost:{port}/healthz",
-                                     timeout=5).status_code == 200, 60, "the port-forward")
+        poll_until(lambda: answers(f"http://localhost:{port}/healthz"), 60, "the port-forward")
         yield port
     finally:
         process.terminate()
