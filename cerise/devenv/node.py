@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import tarfile
@@ -62,7 +63,6 @@ class Node:
     state: statedir.StateDir
     socket: Path
     daemons: list[Daemon] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)
     started_in: float = 0.0
 
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,9 +75,7 @@ class Node:
     def import_image(self, archive: Path) -> list[str]:
         """Load a docker-archive into containerd; returns the names it carries."""
         self.ctr("images", "import", str(archive))
-        names = archive_names(archive)
-        self.images.extend(names)
-        return names
+        return archive_names(archive)
 
     def tag(self, source: str, target: str) -> None:
         """Give an imported image another name (a "new" image for a rollout)."""
@@ -388,8 +386,21 @@ def _start_kube_proxy(node: Node) -> None:
 
 
 def _remove_service_rules(plane: ControlPlane) -> None:
-    """Remove kube-proxy's iptables chains (it leaves them when it stops)."""
+    """Remove the iptables chains kube-proxy and the kubelet leave when they stop (all
+    named KUBE-*), and the rules that jump to them."""
     _run(str(plane.bindir / "kube-proxy"), "--cleanup", check=False)
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = _run(f"{tool}-save", "-t", table, check=False).stdout.splitlines()
+            chains = [line[1:].split()[0] for line in rules if line.startswith(":KUBE-")]
+            for rule in rules:
+                words = shlex.split(rule)
+                if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and any(
+                        chain in words for chain in chains):
+                    _run(tool, "-t", table, "-D", *words[1:], check=False)
+            for flag in ("-F", "-X"):
+                for chain in chains:
+                    _run(tool, "-t", table, flag, chain, check=False)
 
 
 def _publish_api_server(plane: ControlPlane) -> None:

@@ -176,8 +176,11 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
     # The default exchange URL is http://localhost:29593/files: port-forward to that port.
     with port_forward(control_plane, namespace, 29593) as port:
         run_wc(port, tmp_path)
-    page = httpx.get(f"{service_url(control_plane, namespace)}/", timeout=10)
-    assert page.status_code == 200 and "wc-" in page.text
+    url = service_url(control_plane, namespace)
+    page = httpx.get(f"{url}/", timeout=10)
+    assert page.status_code == 200 and "<title>" in page.text
+    listed = httpx.get(f"{url}/ui/fragments/jobs", timeout=10)
+    assert listed.status_code == 200 and "wc-" in listed.text
     uninstall_leaves_nothing(control_plane, helm_env, namespace)
 
 
