@@ -376,6 +376,9 @@ def _start_kube_proxy(node: Node) -> None:
         "metricsBindAddress": f"127.0.0.1:{free_port()}",
         # Leave the host's conntrack table size alone (setting it needs a writable /proc/sys).
         "conntrack": {"maxPerCore": 0},
+        # No NodePorts on 127.0.0.1: they need the host-wide route_localnet sysctl, which
+        # would outlive the node.
+        "iptables": {"localhostNodePorts": False},
     }))
     proxy = node.state.start(Daemon("kube-proxy", [
         str(plane.bindir / "kube-proxy"), f"--config={config}",
