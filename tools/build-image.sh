@@ -7,7 +7,8 @@
 #
 # Prints the size and build time on stderr, and on stdout the paths of the two image
 # archives (docker-archive format, for `ctr images import`): the Cerise image's on the
-# last line, the pause image's on the line before.
+# last line, the pause image's on the line before. Only the newest three Cerise images
+# are kept.
 #
 # Needs root, podman, runc, mmdebstrap and Go (tools/install-system.sh installs the
 # Debian packages). Elsewhere, build the Dockerfile as it is: `docker build .`.
@@ -83,15 +84,18 @@ cerise_image() {
     local base key tag archive began
     base=$(base_image)
     key=$(echo "$base $(content_hash Dockerfile .dockerignore pyproject.toml README.md cerise \
-        specialisations/example)" | sha256sum | cut -c1-16)
+        specialisations/example tools/build-image.sh tools/containers.conf)" \
+        | sha256sum | cut -c1-16)
     tag=localhost/cerise-k8s:$key
     archive=$CACHE/cerise-k8s-$key.tar
     if ! podman image exists "$tag"; then
         log "building $tag on $base"
         began=$(date +%s)
         # The host's CA bundle: pip inside the build reaches PyPI through an authority
-        # that only the host's bundle names.
-        podman build --network host --build-arg "BASE=$base" \
+        # that only the host's bundle names. --no-cache: this podman's layer cache keys a
+        # RUN step by its text and parent only, not by what it bind-mounts from the build
+        # stage, so a cached final stage would install the previous wheels.
+        podman build --no-cache --network host --build-arg "BASE=$base" \
             -v /etc/ssl/certs:/etc/ssl/certs:ro -t "$tag" "$REPO" >&2
         log "built $tag in $(($(date +%s) - began)) s"
     fi
@@ -101,6 +105,20 @@ cerise_image() {
     echo "$archive"
 }
 
+# Keep the newest few Cerise images (each change of the tree makes one), so that the cache
+# does not grow without bound while a test session still importing an older one keeps it.
+prune() {
+    local keep=3 old
+    for old in $(ls -t "$CACHE"/cerise-k8s-*.tar 2>/dev/null | tail -n +$((keep + 1))); do
+        old=${old##*/cerise-k8s-}
+        old=${old%.tar}
+        rm -f "$CACHE/cerise-k8s-$old.tar"
+        podman rmi --force "localhost/cerise-k8s:$old" >/dev/null 2>&1 || true
+    done
+    podman image prune --force >/dev/null
+}
+
 mkdir -p "$CACHE"
 pause_image
 cerise_image
+prune
