@@ -7,12 +7,16 @@
 # operator's pod), and the example specialisation at /opt/cerise/specialisations/example
 # (the path the chart's default values name).
 #
-# Built elsewhere (the development machines have no container engine), with BuildKit:
+# Built with BuildKit (or podman/buildah), from the public Python image by default:
 #   docker build -t <registry>/cerise-k8s:0.1.0 .
+# or on any base with Debian bookworm's layout and python, pip and venv on the PATH, e.g.
+# the local one that tools/build-image.sh makes with mmdebstrap (no registry needed):
+#   podman build --build-arg BASE=localhost/cerise-base:bookworm-... .
 # See docs/helm.md.
+ARG BASE=python:3.11.13-slim-bookworm
 
 # Build stage: wheels of the package and of cwltool, with all their dependencies.
-FROM python:3.11.13-slim-bookworm AS build
+FROM ${BASE} AS build
 ARG CWLTOOL_VERSION=3.3.20260925135507
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -24,7 +28,7 @@ RUN pip wheel --wheel-dir /wheels/cerise . \
 
 # Final stage: the same slim base, no compilers, no wheels left behind, a non-root user.
 # (Debian's package versions below are bookworm's; bump them with the base image.)
-FROM python:3.11.13-slim-bookworm
+FROM ${BASE}
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \

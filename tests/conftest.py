@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.integration.archive_fixtures",
     "tests.integration.operator_fixtures",
     "tests.integration.api_fixtures",
+    "tests.integration.node_fixtures",
 ]
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the pinned Kubernetes control-plane binaries, etcd and helm from Go modules
+# Build the pinned Kubernetes binaries (control plane, and the node's kubelet, kube-proxy and
+# kube-scheduler for the tests that run pods), etcd and helm from Go modules
 # into a cache directory outside the repository, keyed by version. Idempotent: a
 # cache whose binaries report the pinned versions is reused as is.
 # Prints the cache directory on its last line of stdout.
@@ -32,7 +33,7 @@ build_k8s() {
         ld="$ld -X $p.gitVersion=$K8S -X $p.gitMajor=1 -X $p.gitMinor=$MINOR"
         ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=$date"
     done
-    for c in kube-apiserver kube-controller-manager kubectl; do
+    for c in kube-apiserver kube-controller-manager kubectl kube-scheduler kube-proxy kubelet; do
         VERSION_WANTED="$K8S"
         if [ "$c" = kubectl ]; then have "$c" version --client && continue
         else have "$c" --version && continue; fi

@@ -2,8 +2,9 @@
 # Install what the remote side of the integration tests needs on a Debian bookworm host:
 # sshd, munge, Slurm, Son of Grid Engine, Slurm's Torque wrappers (unpacked, they conflict
 # with gridengine-client), the unprivileged test user, cwltool as its CWL runner,
-# Chromium with its WebDriver for the dashboard's browser test, and PostgreSQL for the
-# archive of finished jobs.
+# Chromium with its WebDriver for the dashboard's browser test, PostgreSQL for the archive of
+# finished jobs, and what builds the image and runs a real node (podman, mmdebstrap,
+# containerd, runc, CNI plugins, iptables).
 #
 # Idempotent and fast when everything is present. Only one-time, root-owned system setup
 # happens here; daemons are started per test session by cerise/devenv/*.py.
@@ -23,6 +24,10 @@ PACKAGES=(
     chromium chromium-driver # the dashboard's browser test (Selenium drives it headless)
     curl jq                  # the documentation's curl examples, run by a test
     postgresql               # the archive of finished jobs (cerise/devenv/postgres.py)
+    # The image (tools/build-image.sh) and the test node (cerise/devenv/node.py):
+    podman runc mmdebstrap
+    containerd containernetworking-plugins iptables conntrack
+    dnsmasq-base             # the node's DNS for cluster.local
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -181,7 +181,8 @@ def start(
         apiserver = Daemon("kube-apiserver", [
             str(bindir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            # Every address: a test node's pods reach it at the node's (cerise/devenv/node.py).
+            "--bind-address=0.0.0.0", "--advertise-address=127.0.0.1",
             f"--secure-port={api_port}",
             f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}",
             f"--cert-dir={workdir / 'pki'}",
@@ -191,6 +192,11 @@ def start(
             f"--service-account-signing-key-file={pki.service_account_key}",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--authorization-mode=RBAC",
+            # Logs and exec of a test node's pods: the kubelet is reached at its address,
+            # as the admin.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.admin.cert}",
+            f"--kubelet-client-key={pki.admin.key}",
             "--allow-privileged=false",
             "--endpoint-reconciler-type=none", "--profiling=false",
         ], log=workdir / "kube-apiserver.log").start()

@@ -107,6 +107,12 @@ def _leaf(
                 [
                     x509.DNSName("localhost"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    # How pods reach the API server: Service `kubernetes` (the first address
+                    # of the control plane's service range) and its DNS names.
+                    x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                    *(x509.DNSName(name) for name in (
+                        "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                        "kubernetes.default.svc.cluster.local")),
                 ]
             ),
             critical=False,

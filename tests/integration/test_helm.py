@@ -287,6 +287,10 @@ def test_every_value_is_documented(helm_env: dict[str, str]) -> None:
     (["--set", "mode=multi"], "/mode"),
     (["--set", "ingres.enabled=true"], "ingres"),
     (["--set", "ingress.enabled=true"], "/ingress/host"),
+    (["--set", "ingress.enabled=true", "--set", "ingress.host=cerise.example.org"],
+     "ingress.enabled needs mode: cluster"),
+    (["--set", "service.type=LoadBalancer"], "service.type LoadBalancer needs mode: cluster"),
+    (["--set", "service.type=NodePort"], "service.type NodePort needs mode: cluster"),
     (["--set", "computeResources[0].name=Local_1"], "/computeResources/0/name"),
     (["--set", "image.digest=latest"], "/image/digest"),
     (["--set", "mode=cluster", "--set", "exchange.url=https://x.example.org/files"],
@@ -304,6 +308,38 @@ def test_bad_values_are_refused(helm_env: dict[str, str], tmp_path: Path,
     result = helm(helm_env, "template", "demo", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_network_policies_admit_only_the_apiserver_port_and_named_scrapers(
+        helm_env: dict[str, str], tmp_path: Path) -> None:
+    """The apiserver's port is open to the namespace's pods (or the peers named); the
+    operator admits nothing unless scrapers are named, and then only on its metrics port."""
+    objects = render(helm_env)
+    apiserver = find(objects, "NetworkPolicy", "demo-cerise-apiserver")["spec"]
+    assert apiserver["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "apiserver"
+    assert apiserver["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                     "from": [{"podSelector": {}}]}]
+    operator = find(objects, "NetworkPolicy", "demo-cerise-operator")["spec"]
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert operator["policyTypes"] == ["Ingress"] and operator["ingress"] == []
+
+    ingress_peer = {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}}
+    monitoring = {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}
+    named = render(helm_env, "-f", str(values_file(tmp_path, {"networkPolicy": {
+        "enabled": True, "apiserverFrom": [ingress_peer], "metricsFrom": [monitoring]}})))
+    assert find(named, "NetworkPolicy", "demo-cerise-apiserver")["spec"]["ingress"][0][
+        "from"] == [ingress_peer]
+    assert find(named, "NetworkPolicy", "demo-cerise-operator")["spec"]["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [monitoring]}]
+    # The ports the policies name are the pods' own.
+    for component, port in (("apiserver", "http"), ("operator", "metrics")):
+        [container] = find(objects, "Deployment", f"demo-cerise-{component}")[
+            "spec"]["template"]["spec"]["containers"]
+        assert port in {p["name"] for p in container["ports"]}
+    off = render(helm_env, "--set", "networkPolicy.enabled=false")
+    assert not [o for o in off if o["kind"] == "NetworkPolicy"]
 
 
 def test_exchange_url_and_modes(helm_env: dict[str, str]) -> None:
@@ -720,14 +756,14 @@ def test_dockerfile_lints_clean() -> None:
 
 
 def test_dockerfile_fits_the_chart() -> None:
-    """Pinned slim base, a wheel built in one stage and installed in another, a non-root
-    user, the example specialisation where the chart's defaults look for it, the runner's
-    version as the test hosts have it, and a build context of what the build copies."""
+    """Pinned slim base (by default: tools/build-image.sh passes its local one), a wheel
+    built in one stage and installed in another, a non-root user, the example specialisation
+    where the chart's defaults look for it, the runner's version as the test hosts have it,
+    and a build context of what the build copies."""
     text = DOCKERFILE.read_text()
-    bases = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-    assert len(bases) == 2
-    for base in bases:
-        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == ["${BASE}", "${BASE}"]
+    [base] = re.findall(r"^ARG BASE=(\S+)", text, re.MULTILINE)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
     assert "pip wheel" in text and "--mount=type=bind,from=build" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0")

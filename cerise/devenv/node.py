@@ -1,0 +1,467 @@
+"""A real Kubernetes node on this machine, joined to the embedded control plane.
+
+containerd (Debian's) with runc runs the pods; the CNI bridge plugin puts them on a bridge
+of their own whose gateway address is the node's address (where the host's daemons, such
+as the test sshd and the API server, are reached from pods); kube-proxy makes Services
+work; kube-scheduler and a second kube-controller-manager (Deployments, ReplicaSets, Jobs,
+EndpointSlices, volume binding, the node's not-ready taint) make workloads run; a
+StorageClass of local volumes, the cluster's default, serves PersistentVolumeClaims. Images
+are imported into containerd from archives (tools/build-image.sh), the sandbox image
+included: no registry is involved.
+
+The settings that this kind of host needs (cgroup v1, no CAP_SYS_RESOURCE, no systemd) are
+explained where they are set. Everything runs as root under one exclusive state directory
+(cerise/devenv/statedir.py), so a crashed run's daemons are reaped by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cerise.devenv import statedir
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.process import Daemon, StartupError, free_port, wait_until
+from cerise.devenv.system import require_programs
+
+NAME = "cerise-node"
+BRIDGE = "cerise0"
+POD_CIDR = "10.244.0.0/24"
+ADDRESS = "10.244.0.1"
+"""The node's address: the pods' gateway on the bridge, which the host answers on."""
+STORAGE_CLASS = "cerise-local"
+VOLUMES = 8
+"""Local PersistentVolumes made at start (each claim binds one; a released one is not reused)."""
+VOLUME_LABEL = "cerise.dev/test-node-volume"
+CNI_BIN = Path("/usr/lib/cni")
+"""Where Debian's containernetworking-plugins puts the plugins."""
+SHIM = "containerd-shim-runc-v2"
+WORKLOAD_DAEMONS = ("kube-controller-manager-workloads", "kube-scheduler")
+"""What makes and places pods; stopped first, so that a drained node stays empty."""
+API_SERVICE = "10.0.0.1"
+"""Service `kubernetes`: the first address of the control plane's service range."""
+DOMAIN = "cluster.local"
+
+
+@dataclass
+class Node:
+    """A running node; `stop` removes its pods, then its daemons, mounts and network."""
+
+    plane: ControlPlane
+    state: statedir.StateDir
+    socket: Path
+    daemons: list[Daemon] = field(default_factory=list)
+    started_in: float = 0.0
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run containerd's `ctr` against this node's containerd, in Kubernetes' namespace."""
+        return subprocess.run(
+            ["ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args],
+            capture_output=True, text=True, check=True, timeout=600,
+        )
+
+    def import_image(self, archive: Path) -> list[str]:
+        """Load a docker-archive into containerd; returns the names it carries."""
+        self.ctr("images", "import", str(archive))
+        return archive_names(archive)
+
+    def tag(self, source: str, target: str) -> None:
+        """Give an imported image another name (a "new" image for a rollout)."""
+        self.ctr("images", "tag", "--force", source, target)
+
+    def stop(self) -> None:
+        """Stop making pods, delete them and wait for the kubelet to stop them, then stop
+        everything else."""
+        makers = [d for d in self.daemons if d.name in WORKLOAD_DAEMONS]
+        for daemon in makers:
+            daemon.stop()
+        if any(d.name == "kubelet" and d.alive() for d in self.daemons):
+            with contextlib.suppress(Exception):
+                _drain(self.plane)
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+        _remove_service_rules(self.plane)
+        _kill_shims(self.socket)
+        _unmount_below(self.state.path)
+        _remove_network()
+        self.plane.kubectl("delete", "node", NAME, "--ignore-not-found", check=False)
+        self.plane.kubectl("delete", "pv", "-l", VOLUME_LABEL, "--wait=false",
+                           check=False)
+        self.state.release()
+
+
+def archive_names(archive: Path) -> list[str]:
+    """The image names (RepoTags) in a docker-archive."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None, f"{archive} has no manifest.json"
+        manifest = json.load(member)
+    return [tag for entry in manifest for tag in entry.get("RepoTags") or []]
+
+
+def start(plane: ControlPlane, *, pause: Path, images: Sequence[Path] = (),
+          timeout: float = 120.0) -> Node:
+    """Start a node for `plane`, with `pause` as its sandbox image and `images` loaded."""
+    began = time.monotonic()
+    require_programs("containerd", "ctr", "runc", "iptables", "ip", "dnsmasq",
+                     str(CNI_BIN / "bridge"))
+    for binary in ("kubelet", "kube-proxy", "kube-scheduler"):
+        if not (plane.bindir / binary).is_file():
+            raise StartupError(f"{plane.bindir} lacks {binary}: run tools/build-binaries.sh")
+    state = statedir.claim("node", exclusive=True)
+    # What a crashed run left beyond its daemons (no other node runs: the claim is exclusive).
+    _kill_shims(None)
+    _remove_service_rules(plane)
+    _remove_network()
+    node = Node(plane=plane, state=state, socket=state.path / "containerd.sock")
+    try:
+        _network()
+        _start_dns(node)
+        pause_name = archive_names(pause)[0]
+        _start_containerd(node, pause_name)
+        node.import_image(pause)
+        for archive in images:
+            node.import_image(archive)
+        _start_workload_controllers(node)
+        _start_kubelet(node, timeout)
+        _start_kube_proxy(node)
+        _publish_api_server(plane)
+        _storage(node)
+    except BaseException:
+        node.stop()
+        raise
+    node.started_in = time.monotonic() - began
+    return node
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=60)
+
+
+# -- network ---------------------------------------------------------------------------
+
+def _network() -> None:
+    """The pods' bridge with the node's address, made before any pod so that host daemons
+    can listen on the address from the start; the bridge plugin adopts it."""
+    _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    _run("ip", "addr", "add", f"{ADDRESS}/24", "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+
+def _remove_network() -> None:
+    if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+        _run("ip", "link", "delete", BRIDGE)
+
+
+def _cni_config(state: Path) -> Path:
+    directory = state / "cni"
+    directory.mkdir()
+    (directory / "10-cerise.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0",
+        "name": "cerise",
+        "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True,
+             "hairpinMode": True,
+             "ipam": {"type": "host-local", "subnet": POD_CIDR, "gateway": ADDRESS,
+                      "dataDir": str(state / "ipam"), "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }, indent=2))
+    return directory
+
+
+def _start_dns(node: Node) -> None:
+    """dnsmasq on the node's address: the cluster domain's one name that in-cluster clients
+    look up (the API server's Service, which kopf's in-cluster login names); every other
+    name in it is unknown, and nothing is forwarded anywhere."""
+    dns = node.state.start(Daemon("dnsmasq", [
+        "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--no-resolv", "--no-hosts",
+        "--conf-file=/dev/null", f"--listen-address={ADDRESS}", "--bind-interfaces",
+        f"--pid-file={node.state.path / 'dnsmasq.pid'}", f"--local=/{DOMAIN}/",
+        f"--host-record=kubernetes.default.svc.{DOMAIN},{API_SERVICE}",
+    ], log=node.state.path / "dnsmasq.log"))
+    node.daemons.append(dns)
+
+
+# -- containerd --------------------------------------------------------------------------
+
+def _start_containerd(node: Node, pause_name: str) -> None:
+    state = node.state.path
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    config = state / "containerd.toml"
+    config.write_text(f"""\
+version = 2
+root = "{state / 'containerd'}"
+state = "{state / 'containerd-state'}"
+[grpc]
+  address = "{node.socket}"
+[{cri}]
+  # The locally built pause image; no registry is reachable.
+  sandbox_image = "{pause_name}"
+  # Without CAP_SYS_RESOURCE runc cannot lower a sandbox's OOM score; without this every
+  # sandbox fails with "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [{cri}.cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{_cni_config(state)}"
+""")
+    daemon = node.state.start(Daemon(
+        "containerd", ["containerd", "--config", str(config)], log=state / "containerd.log"))
+    node.daemons.append(daemon)
+    daemon.wait_ready(lambda: _run("ctr", "--address", str(node.socket), "version",
+                                   check=False).returncode == 0)
+
+
+def _kill_shims(socket: Path | None) -> None:
+    """Kill the runc shims of this node's containerd (of any node's when `socket` is None,
+    for what a crashed run left) and every process of their containers: a stopped kubelet
+    or containerd leaves them running."""
+    marker = str(socket) if socket is not None else str(statedir.DEFAULT_BASE / "node-")
+    for pid in _pids():
+        cmdline = _cmdline(pid)
+        if not cmdline or Path(cmdline[0]).name != SHIM or marker not in " ".join(cmdline):
+            continue
+        for child in _descendants(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for each in _pids():
+        try:
+            stat = Path(f"/proc/{each}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(each)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _unmount_below(path: Path) -> None:
+    """Unmount everything mounted below `path` (volumes, overlays, netns), deepest first."""
+    prefix = str(path) + "/"
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        _run("umount", "--lazy", point, check=False)
+
+
+# -- the Kubernetes parts ------------------------------------------------------------------
+
+def _start_workload_controllers(node: Node) -> None:
+    """kube-scheduler, and the controllers that turn workloads into pods (the control
+    plane's own kube-controller-manager runs only those that need no node)."""
+    plane, state = node.plane, node.state.path
+    manager = node.state.start(Daemon(WORKLOAD_DAEMONS[0], [
+        str(plane.bindir / "kube-controller-manager"),
+        f"--kubeconfig={plane.kubeconfig}", "--leader-elect=false", "--secure-port=0",
+        "--controllers=deployment-controller,replicaset-controller,job-controller,"
+        "endpointslice-controller,endpoints-controller,persistentvolume-binder-controller,"
+        "persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,"
+        "pod-garbage-collector-controller,node-lifecycle-controller",
+        "--use-service-account-credentials=false",
+    ], log=state / "kube-controller-manager.log"))
+    node.daemons.append(manager)
+    scheduler = node.state.start(Daemon("kube-scheduler", [
+        str(plane.bindir / "kube-scheduler"), f"--kubeconfig={plane.kubeconfig}",
+        "--leader-elect=false", "--secure-port=0",
+    ], log=state / "kube-scheduler.log"))
+    node.daemons.append(scheduler)
+
+
+def _start_kubelet(node: Node, timeout: float) -> None:
+    plane, state = node.plane, node.state.path
+    pki = plane.workdir / "pki"
+    resolv = state / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions ndots:1\n")
+    config = state / "kubelet.yaml"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        # No systemd here, and the host has cgroup v1, which v1.35 refuses unless told.
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        # Keep the kubelet out of the host's cgroup tree (no QoS hierarchy to make).
+        "cgroupsPerQOS": False,
+        "enforceNodeAllocatable": [],
+        "containerRuntimeEndpoint": f"unix://{node.socket}",
+        "address": ADDRESS,
+        "port": free_port(),
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": (healthz := free_port()),
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                           "x509": {"clientCAFile": str(plane.ca_cert)}},
+        "authorization": {"mode": "Webhook"},
+        "tlsCertFile": str(pki / "apiserver.crt"),
+        "tlsPrivateKeyFile": str(pki / "apiserver.key"),
+        "resolvConf": str(resolv),
+        "clusterDNS": [ADDRESS],
+        "clusterDomain": DOMAIN,
+        "failSwapOn": False,
+        "serializeImagePulls": False,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                         "imagefs.available": "1%"},
+        "imageGCHighThresholdPercent": 100,
+        "maxPods": 50,
+    }))
+    kubelet = node.state.start(Daemon("kubelet", [
+        str(plane.bindir / "kubelet"), f"--config={config}",
+        f"--kubeconfig={plane.kubeconfig}", f"--root-dir={state / 'kubelet'}",
+        f"--hostname-override={NAME}", f"--node-ip={ADDRESS}", "--v=1",
+    ], log=state / "kubelet.log"))
+    node.daemons.append(kubelet)
+    kubelet.wait_ready(lambda: httpx.get(
+        f"http://127.0.0.1:{healthz}/healthz", timeout=2).text == "ok", timeout=timeout)
+    wait_until(lambda: _node_ready(plane), timeout=timeout, what=f"node {NAME} Ready",
+               log=kubelet.log, alive=kubelet.alive)
+
+
+def _node_ready(plane: ControlPlane) -> bool:
+    out = plane.kubectl("get", "node", NAME, "-o",
+                        "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+    return out.stdout == "True"
+
+
+def _start_kube_proxy(node: Node) -> None:
+    plane, state = node.plane, node.state.path
+    healthz = free_port()
+    config = state / "kube-proxy.yaml"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(plane.kubeconfig)},
+        "hostnameOverride": NAME,
+        "mode": "iptables",
+        "clusterCIDR": POD_CIDR,
+        "healthzBindAddress": f"127.0.0.1:{healthz}",
+        "metricsBindAddress": f"127.0.0.1:{free_port()}",
+        # Leave the host's conntrack table size alone (setting it needs a writable /proc/sys).
+        "conntrack": {"maxPerCore": 0},
+        # No NodePorts on 127.0.0.1: they need the host-wide route_localnet sysctl, which
+        # would outlive the node.
+        "iptables": {"localhostNodePorts": False},
+    }))
+    proxy = node.state.start(Daemon("kube-proxy", [
+        str(plane.bindir / "kube-proxy"), f"--config={config}",
+    ], log=state / "kube-proxy.log"))
+    node.daemons.append(proxy)
+    proxy.wait_ready(lambda: httpx.get(
+        f"http://127.0.0.1:{healthz}/healthz", timeout=2).status_code == 200)
+
+
+def _remove_service_rules(plane: ControlPlane) -> None:
+    """Remove the iptables chains kube-proxy and the kubelet leave when they stop (all
+    named KUBE-*), and the rules that jump to them."""
+    _run(str(plane.bindir / "kube-proxy"), "--cleanup", check=False)
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = _run(f"{tool}-save", "-t", table, check=False).stdout.splitlines()
+            chains = [line[1:].split()[0] for line in rules if line.startswith(":KUBE-")]
+            for rule in rules:
+                words = shlex.split(rule)
+                if words[:1] == ["-A"] and not words[1].startswith("KUBE-") and any(
+                        chain in words for chain in chains):
+                    _run(tool, "-t", table, "-D", *words[1:], check=False)
+            for flag in ("-F", "-X"):
+                for chain in chains:
+                    _run(tool, "-t", table, flag, chain, check=False)
+
+
+def _publish_api_server(plane: ControlPlane) -> None:
+    """The endpoints of Service `kubernetes` (the API server keeps none: its endpoint
+    reconciler is off): the node's address and the API server's port, which is how pods
+    reach it (KUBERNETES_SERVICE_HOST)."""
+    port = int(plane.api_url.rsplit(":", 1)[1])
+    plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes",
+                                "endpointslice.kubernetes.io/managed-by": "cerise-devenv"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ADDRESS], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }))
+
+
+def _storage(node: Node) -> None:
+    """A default StorageClass of local volumes on this node, and a pool of volumes."""
+    volumes = node.state.path / "volumes"
+    objects: list[dict[str, object]] = [{
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {
+            "storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain",
+    }]
+    for index in range(VOLUMES):
+        path = volumes / f"v{index}"
+        path.mkdir(parents=True)
+        objects.append({
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{NAME}-v{index}", "labels": {VOLUME_LABEL: "true"}},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                # One node: every pod that mounts it shares it, as ReadWriteMany promises.
+                "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": STORAGE_CLASS,
+                "local": {"path": str(path)},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
+                    "key": "kubernetes.io/hostname", "operator": "In", "values": [NAME]}]}]}},
+            },
+        })
+    node.plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+
+def _drain(plane: ControlPlane) -> None:
+    """Delete every pod of the node and wait until the kubelet has stopped them all."""
+    selector = f"spec.nodeName={NAME}"
+    plane.kubectl("delete", "pods", "-A", "--field-selector", selector, "--wait=false",
+                  check=False)
+    wait_until(lambda: not plane.kubectl("get", "pods", "-A", "--field-selector", selector,
+                                         "-o", "name").stdout.strip(),
+               timeout=90, what="the node's pods to stop")
+

@@ -1,0 +1,3 @@
+module cerise.test/tools/pause
+
+go 1.25.0
