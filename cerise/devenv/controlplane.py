@@ -139,12 +139,14 @@ def start(
     identities: Sequence[tuple[str, tuple[str, ...]]] = (),
     namespaces: dict[str, str] | None = None,
     controller_manager: bool = True,
+    bind_address: str = "127.0.0.1",
     timeout: float = 90.0,
 ) -> ControlPlane:
     """Start etcd, kube-apiserver and (optionally) kube-controller-manager under `workdir`.
 
     `identities` are (user, groups) pairs that get bearer tokens; `namespaces` maps a user
-    to the default namespace of its kubeconfig context. On any failure everything already
+    to the default namespace of its kubeconfig context; kube-apiserver listens on
+    `bind_address`. On any failure everything already
     started is stopped before the StartupError propagates.
     """
     began = time.monotonic()
@@ -181,8 +183,9 @@ def start(
         apiserver = Daemon("kube-apiserver", [
             str(bindir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            # Every address: a test node's pods reach it at the node's (cerise/devenv/node.py).
-            "--bind-address=0.0.0.0", "--advertise-address=127.0.0.1",
+            # The tests bind every address: a test node's pods reach it at the node's
+            # (cerise/devenv/node.py). `./dev up` keeps it on the loopback.
+            f"--bind-address={bind_address}", "--advertise-address=127.0.0.1",
             f"--secure-port={api_port}",
             f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}",
             f"--cert-dir={workdir / 'pki'}",
