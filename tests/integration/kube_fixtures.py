@@ -26,7 +26,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         identities=[(user, (group,)) for user, (_, group) in TENANTS.items()]
         + [operator_process.IDENTITY, apiserver_process.IDENTITY],
         namespaces={user: namespace for user, (namespace, _) in TENANTS.items()},
-        bind_address="0.0.0.0",  # the test node's pods reach it at the node's address
+        # the test node's pods reach it at the node's address
+        bind_address="0.0.0.0",  # noqa: S104
     )
     try:
         for namespace, group in TENANTS.values():
