@@ -12,9 +12,14 @@ reached, lists hold the live jobs only (and the log says so) and an archived job
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import bisect
 import heapq
+import json
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
 
 from cerise.apiserver import errors, workflowjobs
 from cerise.apiserver.tenancy import Tenant
@@ -25,48 +30,84 @@ from cerise.model.states import Phase
 
 log = logging.getLogger(__name__)
 CHUNK = 1000
-"""Archived jobs read per query when listing them all."""
+"""Jobs read from the archive, and handed out, at a time when listing them all."""
 
 
 def _archive(tenant: Tenant) -> Archive | None:
     return tenant.services.archive
 
 
-async def listed(tenant: Tenant) -> list[Body]:
-    """Every job of the namespace, live and archived, oldest first."""
+async def chunks(tenant: Tenant, size: int | None = None) -> AsyncIterator[list[Body]]:
+    """Every job of the namespace, live and archived, oldest first, in lists of at most
+    `size` (`CHUNK`), reading the archive `size` jobs at a time.
+
+    Should the archive fail midway, the rest of the live jobs follow (and the log says so).
+    """
+    size = size or CHUNK
     live = workflowjobs.listed(tenant)
     archive = _archive(tenant)
-    if archive is None:
-        return live
-    archived: list[Body] = []
+    done = 0  # live jobs handed out
     after: Cursor | None = None
-    try:
-        while True:
-            chunk = await archive.page(tenant.namespace, after=after, limit=CHUNK,
-                                       newest_first=False)
-            archived += chunk
-            if len(chunk) < CHUNK:
-                break
-            after = records.order(chunk[-1])
-    except Unavailable as error:
-        log.warning("listing live jobs only: %s", error)
-        return live
-    return _merged(live, archived, newest_first=False)
+    while archive is not None:
+        try:
+            archived = await archive.page(tenant.namespace, after=after, limit=size,
+                                          newest_first=False)
+        except Unavailable as error:
+            log.warning("listing live jobs only: %s", error)
+            break
+        last = len(archived) < size
+        if last:
+            end = len(live)
+        else:
+            after = records.order(archived[-1])
+            # a job both live and archived sits at the same place in both lists, so
+            # the live jobs up to the archived chunk's last are all it needs to meet
+            end = bisect.bisect_right(live, after, lo=done, key=records.order)
+        merged = _merged(live[done:end], archived, newest_first=False)
+        done = end
+        for start in range(0, len(merged), size):
+            yield merged[start:start + size]
+        if last:
+            return
+    for start in range(done, len(live), size):
+        yield live[start:start + size]
 
 
-async def page(tenant: Tenant, *, after: Cursor | None, limit: int) -> list[Body]:
-    """Up to `limit` jobs of the namespace past `after`, newest first."""
-    live = workflowjobs.newest(tenant, limit, after or workflowjobs.NEWEST)
+async def page(tenant: Tenant, *, after: Cursor | None, limit: int,
+               newest_first: bool = True) -> list[Body]:
+    """Up to `limit` jobs of the namespace past `after`, newest first (or oldest first)."""
+    if newest_first:
+        live = workflowjobs.newest(tenant, limit, after or workflowjobs.NEWEST)
+    else:
+        live = workflowjobs.listed(tenant)
+        start = 0 if after is None else bisect.bisect_right(live, after, key=records.order)
+        live = live[start:start + limit]
     archive = _archive(tenant)
     if archive is None:
         return live[:limit]
     try:
         archived = await archive.page(tenant.namespace, after=after, limit=limit,
-                                      newest_first=True)
+                                      newest_first=newest_first)
     except Unavailable as error:
         log.warning("listing live jobs only: %s", error)
         return live[:limit]
-    return _merged(live, archived, newest_first=True)[:limit]
+    return _merged(live, archived, newest_first=newest_first)[:limit]
+
+
+def token(place: Cursor) -> str:
+    """A page token for the jobs past `place`."""
+    return base64.urlsafe_b64encode(json.dumps(list(place)).encode()).decode()
+
+
+def place(page_token: str) -> Cursor:
+    """The place a page token stands for, or BadRequest."""
+    try:
+        first, second = json.loads(base64.urlsafe_b64decode(page_token.encode()))
+        if isinstance(first, str) and isinstance(second, str):
+            return first, second
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise errors.BadRequest("the page_token is not one this service gave out")
 
 
 async def counts(tenant: Tenant) -> dict[Phase, int]:

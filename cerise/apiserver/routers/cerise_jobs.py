@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cerise.apiserver import errors, history, json_bodies, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
+from cerise.archive import records
 from cerise.kube.cache import Body as JobBody
 from cerise.model import states
 
 router = APIRouter(tags=["Cerise jobs"])
 
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 JobId = Annotated[str, Path(description="The job's id, as `POST /jobs` returned it.",
                             max_length=253)]
 
@@ -68,21 +72,52 @@ def _fields(base_url: str, body: JobBody) -> dict[str, Any]:
             "output": status.get("output") or {}, "log": f"{base_url}/jobs/{job_id}/log"}
 
 
-def _listing(base_url: str, bodies: Sequence[JobBody]) -> bytes:
+def _items(base_url: str, bodies: Sequence[JobBody]) -> bytes:
+    """The jobs as the comma-separated items of a JSON array."""
     # One dumps per job: a single call would hold the GIL, and so stall the event loop,
     # for the whole list.
-    return b"[" + b",".join(
+    return b",".join(
         json.dumps(_fields(base_url, body), ensure_ascii=False, separators=(",", ":")).encode()
-        for body in bodies) + b"]"
+        for body in bodies)
 
 
-@router.get("/jobs", summary="List jobs", response_model=list[Job])
-async def list_jobs(tenant: ReadTenant) -> Response:
-    """Every job of the namespace, oldest first."""
-    # Thousands of jobs take a while to render: do it off the event loop (the cache
-    # replaces a job's body on a change, never alters one, so reading them there is safe).
-    content = await asyncio.to_thread(_listing, tenant.base_url, await history.listed(tenant))
-    return Response(content, media_type="application/json")
+async def _streamed(tenant: Tenant) -> AsyncIterator[bytes]:
+    """Every job as one JSON array, a chunk of jobs at a time."""
+    # Rendered off the event loop (the cache replaces a job's body on a change, never
+    # alters one, so reading them there is safe).
+    opening = b"["
+    async for bodies in history.chunks(tenant):
+        yield opening + await asyncio.to_thread(_items, tenant.base_url, bodies)
+        opening = b","
+    yield b"]" if opening == b"," else b"[]"
+
+
+PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE, description=(
+    "Jobs per page (an extension): answer one page, and a `Link` header to the next."))]
+PageToken = Annotated[str | None, Query(max_length=1024, description=(
+    "Where the page starts (an extension): from the `Link` header of the page before."))]
+
+
+@router.get("/jobs", summary="List jobs", response_model=list[Job],
+            responses={400: {"description": "The page_token is not one this service gave."}})
+async def list_jobs(tenant: ReadTenant, page_size: PageSize = None,
+                    page_token: PageToken = None) -> Response:
+    """Every job of the namespace, oldest first; or, given `page_size` or `page_token`, a
+    page of them, with a `Link` header (`rel="next"`) to the next page unless it is the
+    last."""
+    if page_size is None and page_token is None:
+        return StreamingResponse(_streamed(tenant), media_type="application/json")
+    size = page_size or DEFAULT_PAGE
+    after = history.place(page_token) if page_token else None
+    found = await history.page(tenant, after=after, limit=size + 1, newest_first=False)
+    more, found = len(found) > size, found[:size]
+    content = b"[" + await asyncio.to_thread(_items, tenant.base_url, found) + b"]"
+    headers = {}
+    if more:
+        query = urlencode({"page_size": size,
+                           "page_token": history.token(records.order(found[-1]))})
+        headers["Link"] = f'<{tenant.base_url}/jobs?{query}>; rel="next"'
+    return Response(content, media_type="application/json", headers=headers)
 
 
 @router.post(
