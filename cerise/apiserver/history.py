@@ -94,12 +94,12 @@ async def page(tenant: Tenant, *, after: Cursor | None, limit: int,
     return _merged(live, archived, newest_first=newest_first)[:limit]
 
 
-def token(place: Cursor) -> str:
+def page_token(place: Cursor) -> str:
     """A page token for the jobs past `place`."""
     return base64.urlsafe_b64encode(json.dumps(list(place)).encode()).decode()
 
 
-def place(page_token: str) -> Cursor:
+def token_place(page_token: str) -> Cursor:
     """The place a page token stands for, or BadRequest."""
     try:
         first, second = json.loads(base64.urlsafe_b64decode(page_token.encode()))

@@ -129,11 +129,11 @@ async def test_pages_oldest_first_walk_every_job_once(size: int) -> None:
         seen += names(found)
         if len(found) < size:
             break
-        after = history.place(history.token(records.order(found[-1])))
+        after = history.token_place(history.page_token(records.order(found[-1])))
     assert seen == EVERY
 
 
 @pytest.mark.parametrize("token", ["", "not base64!", "bm90IGpzb24=", "WzEsIDJd", "WyJhIl0="])
 def test_a_page_token_this_service_did_not_give_is_refused(token: str) -> None:
     with pytest.raises(errors.BadRequest, match="page_token is not one this service gave out"):
-        history.place(token)
+        history.token_place(token)

@@ -108,14 +108,14 @@ async def list_jobs(tenant: ReadTenant, page_size: PageSize = None,
     if page_size is None and page_token is None:
         return StreamingResponse(_streamed(tenant), media_type="application/json")
     size = page_size or DEFAULT_PAGE
-    after = history.place(page_token) if page_token else None
+    after = history.token_place(page_token) if page_token else None
     found = await history.page(tenant, after=after, limit=size + 1, newest_first=False)
     more, found = len(found) > size, found[:size]
     content = b"[" + await asyncio.to_thread(_items, tenant.base_url, found) + b"]"
     headers = {}
     if more:
         query = urlencode({"page_size": size,
-                           "page_token": history.token(records.order(found[-1]))})
+                           "page_token": history.page_token(records.order(found[-1]))})
         headers["Link"] = f'<{tenant.base_url}/jobs?{query}>; rel="next"'
     return Response(content, media_type="application/json", headers=headers)
 
