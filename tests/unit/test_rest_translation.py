@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cerise.apiserver import errors, workflowjobs
+from cerise.apiserver import errors, history, workflowjobs
 from cerise.apiserver.routers import wes
 from cerise.apiserver.settings import AuthMode, Settings
 from cerise.model.exchange import Layout
@@ -145,9 +145,9 @@ def test_a_run_request_is_kept_as_given() -> None:
 
 def test_page_tokens_round_trip_and_garbage_is_refused() -> None:
     order = ("2026-11-25T00:00:00Z", "job-1")
-    assert wes._decode_token(wes._encode_token(order)) == order
+    assert history.token_place(history.page_token(order)) == order
     with pytest.raises(errors.BadRequest):
-        wes._decode_token("garbage")
+        history.token_place("garbage")
 
 
 def test_a_step_cut_off_by_the_end_of_its_job_ends_with_it() -> None:

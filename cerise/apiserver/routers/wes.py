@@ -12,8 +12,6 @@ Errors are WES ErrorResponses (``{msg, status_code}``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import shutil
 from collections.abc import Mapping
@@ -149,14 +147,14 @@ async def list_runs(tenant: ReadTenant, page_size: PageSize = None,
                     page_token: PageToken = None) -> RunListResponse:
     """Runs the caller may see, newest first, a page at a time."""
     size = page_size or 100
-    after = _decode_token(page_token) if page_token else None
+    after = history.token_place(page_token) if page_token else None
     page = await history.page(tenant, after=after, limit=size + 1)
     more, page = len(page) > size, page[:size]
     return RunListResponse(
         runs=[RunSummary(run_id=body["metadata"]["name"], state=_state(body),
                          start_time=_start(body), end_time=_end(body), tags=_tags(body))
               for body in page],
-        next_page_token=_encode_token(workflowjobs.place(page[-1])) if more else "")
+        next_page_token=history.page_token(workflowjobs.place(page[-1])) if more else "")
 
 
 @router.post("/runs", summary="Run a workflow")
@@ -259,18 +257,6 @@ def _start(body: JobBody) -> str | None:
 def _end(body: JobBody) -> str | None:
     end: str | None = (body.get("status") or {}).get("finishedAt")
     return end
-
-
-def _encode_token(order: tuple[str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(order)).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str]:
-    try:
-        first, second = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(first), str(second)
-    except (ValueError, TypeError, binascii.Error):
-        raise errors.BadRequest("the page_token is not one this service gave out") from None
 
 
 def _tags(body: JobBody) -> dict[str, str]:
