@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 CONTACT_SECONDS = 60.0
 """Default bound on the time without successful contact with the Kubernetes API."""
 PING_SECONDS = 10.0
-"""Silence after which the operator asks the API server for its version."""
+"""Silence after which the operator asks the API server for its version (a third of the
+bound when that is shorter)."""
 FIRST_RESTART = 1.0
 """Seconds before a task that died is started again the first time (doubling after)."""
 STEADY = 60.0
@@ -109,10 +110,12 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], health: Healt
 
 
 async def keep_in_touch(http: httpx.AsyncClient, health: Health) -> None:
-    """Ask the API server for its version whenever it has been silent for `PING_SECONDS`."""
+    """Ask the API server for its version whenever it has been silent for `PING_SECONDS`
+    (or a third of the bound)."""
+    interval = min(PING_SECONDS, health.bound / 3)
     reached = True
     while True:
-        if health.silence() >= PING_SECONDS:
+        if health.silence() >= interval:
             try:
                 await contact.server_version(http)
             except httpx.HTTPError as error:
@@ -124,5 +127,5 @@ async def keep_in_touch(http: httpx.AsyncClient, health: Health) -> None:
                     logger.info("the Kubernetes API answers again")
                 reached = True
                 health.contact()
-        await asyncio.sleep(max(0.5, PING_SECONDS - health.silence()) if reached
-                            else PING_SECONDS / 5)
+        await asyncio.sleep(max(0.1, interval - health.silence()) if reached
+                            else interval / 5)
