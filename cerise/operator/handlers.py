@@ -114,6 +114,14 @@ async def specialisation_event(type: str | None, body: kopf.Body, **_: Any) -> N
     await registry().specialisation_event(type, dict(body))
 
 
+@kopf.on.event(GROUP, VERSION, "computeresources")
+async def resource_event(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    """A deleted ComputeResource's worker, dead or not, is no longer missed."""
+    _health.contact()
+    if type == "DELETED":
+        _health.running(_worker_task(namespace, name))
+
+
 @kopf.on.delete(GROUP, VERSION, "workflowjobs")
 async def job_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
     """Cancel the job, remove its remote directory and its published outputs."""
@@ -128,7 +136,7 @@ async def resource_worker(
     """One worker per ComputeResource, for as long as it exists (started again, with the
     new spec, whenever the spec changes: `meta` is kopf's live view of the object)."""
     assert namespace is not None, "ComputeResources are namespaced"
-    task = f"worker {namespace}/{name}"
+    task = _worker_task(namespace, name)
     _health.running(task)  # kopf starts it again after a death, with back-off
     try:
         await registry().run_worker(namespace, name, dict(spec), stopped,
@@ -138,6 +146,10 @@ async def resource_worker(
     except Exception as error:
         _health.died(task, error)
         raise
+
+
+def _worker_task(namespace: str | None, name: str) -> str:
+    return f"worker {namespace}/{name}"
 
 
 @kopf.on.probe(id="operator")

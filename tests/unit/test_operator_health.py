@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, cast
 
+import kopf
 import pytest
 
-from cerise.operator import health
+from cerise.operator import handlers, health
 from cerise.operator.health import Health, Unhealthy
 
 
@@ -98,3 +100,50 @@ def test_the_bound_comes_from_the_environment() -> None:
     assert health.contact_bound({"CERISE_HEALTH_CONTACT_SECONDS": "15"}) == 15.0
     with pytest.raises(ValueError, match="CERISE_HEALTH_CONTACT_SECONDS must be a positive"):
         health.contact_bound({"CERISE_HEALTH_CONTACT_SECONDS": "-1"})
+
+
+class _Registry:
+    """Runs workers that fail as told."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    async def run_worker(self, *_: Any, **__: Any) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+async def _run_worker(registry: _Registry) -> None:
+    handlers._state["registry"] = cast(Any, registry)
+    await _handler(handlers.resource_worker)(namespace="ns", name="hpc", spec={},
+                                             meta={"uid": "u"}, stopped=None)
+
+
+def _handler(function: object) -> Any:
+    """A kopf handler, called as kopf would (its decorated type asks for every kwarg)."""
+    return function
+
+
+async def test_a_dead_worker_fails_the_probe_until_it_runs_again_or_is_deleted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "_health", Health())
+    monkeypatch.setattr(handlers, "_state", {})
+    with pytest.raises(RuntimeError):
+        await _run_worker(_Registry(RuntimeError("a bug")))
+    with pytest.raises(kopf.PermanentError, match=r"task worker ns/hpc died \(RuntimeError: a bug"):
+        _handler(handlers.operator_health)()
+    await _run_worker(_Registry(None))
+    assert _handler(handlers.operator_health)()["apiSilentSeconds"] >= 0
+    with pytest.raises(RuntimeError):
+        await _run_worker(_Registry(RuntimeError("a bug")))
+    await _handler(handlers.resource_event)(type="DELETED", namespace="ns", name="hpc")
+    _handler(handlers.operator_health)()
+
+
+async def test_a_resource_that_cannot_be_used_yet_is_no_death(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "_health", Health())
+    monkeypatch.setattr(handlers, "_state", {})
+    with pytest.raises(kopf.TemporaryError):
+        await _run_worker(_Registry(kopf.TemporaryError("no Secret yet", delay=30)))
+    _handler(handlers.operator_health)()
