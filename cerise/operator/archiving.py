@@ -215,17 +215,17 @@ class Archiver:
 _archivers: list[Archiver] = []
 
 
-def start(source: Callable[[], _Source], environ: Mapping[str, str]) -> asyncio.Task[None] | None:
-    """Start the loop when the environment names an archive; its task."""
+def archiver(source: Callable[[], _Source], environ: Mapping[str, str]) -> Archiver | None:
+    """The archiver when the environment names an archive (its `run` is the loop)."""
     try:
         config = settings(environ)
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
     if config is None:
         return None
-    archiver = Archiver(source, Archive(config.url), config)
-    _archivers[:] = [archiver]
-    return asyncio.create_task(archiver.run(), name="archiving")
+    made = Archiver(source, Archive(config.url), config)
+    _archivers[:] = [made]
+    return made
 
 
 @kopf.on.probe(id="archive")

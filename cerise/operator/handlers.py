@@ -8,29 +8,37 @@ refuses one exchange for several namespaces), the CERISE_* credential
 overrides of `cerise.model.compute`, the metrics endpoint (CERISE_METRICS_PORT and
 CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished jobs
 (CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
-`cerise.operator.retention`) and the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`).
+`cerise.operator.retention`), the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`)
+and the bound on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS,
+`cerise.operator.health`). The background tasks are supervised, and `/healthz` (kopf's
+liveness endpoint) fails while one is dead or the API has been silent too long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx2 as httpx
 import kopf
 from aiohttp import web
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
+from cerise.kube import cache
 from cerise.kube.jobs import GROUP, VERSION
-from cerise.operator import archiving, metrics, retention
+from cerise.operator import archiving, health, metrics, retention
 from cerise.operator import settings as operator_settings
 from cerise.operator.registry import Registry
 
 FINALIZER = f"{GROUP}/cleanup"
 _state: dict[str, Registry] = {}
+_health = health.Health()
 _endpoints: list[web.AppRunner] = []
 _tasks: list[asyncio.Task[None]] = []
+_clients: list[httpx.AsyncClient] = []
 
 
 def registry() -> Registry:
@@ -38,13 +46,18 @@ def registry() -> Registry:
     return _state["registry"]
 
 
+def _background(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    _tasks.append(asyncio.create_task(health.supervise(name, run, _health), name=name))
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Configure kopf, create the shared state, serve the metrics, start the retention
-    sweep."""
+    """Configure kopf, create the shared state, serve the metrics, start the background
+    tasks (retention sweep, archiver, API contact), each supervised."""
     try:
         endpoint = metrics.endpoint(os.environ)
         sweeping = retention.settings(os.environ)
+        bound = health.contact_bound(os.environ)
         exchange = operator_settings.exchange(os.environ, operator_settings.watched_namespaces())
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
@@ -58,22 +71,29 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.COLLECTOR.source = lambda: _state.get("registry")
     if endpoint is not None and (runner := await metrics.serve(endpoint)) is not None:
         _endpoints.append(runner)
-    sweeper = retention.Sweeper(registry, sweeping)
-    _tasks.append(asyncio.create_task(sweeper.run(), name="retention-sweep"))
-    if (archiver := archiving.start(registry, os.environ)) is not None:
-        _tasks.append(archiver)
+    _health.bound = bound
+    _health.contact()
+    _background("retention-sweep", retention.Sweeper(registry, sweeping).run)
+    if (archiver := archiving.archiver(registry, os.environ)) is not None:
+        _background("archiving", archiver.run)
+    http = cache.http_client(kube.config)
+    _clients.append(http)
+    _background("api-contact", lambda: health.keep_in_touch(http, _health))
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    """Stop the sweep and the metrics endpoint; close the API client."""
+    """Stop the background tasks and the metrics endpoint; close the API clients."""
     for task in _tasks:
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)
     for runner in _endpoints:
         await runner.cleanup()
+    for client in _clients:
+        await client.aclose()
     _tasks.clear()
     _endpoints.clear()
+    _clients.clear()
     state = _state.pop("registry", None)
     if state is not None:
         await state.kube.close()
@@ -82,6 +102,7 @@ async def stop(**_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "workflowjobs")
 async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     """Every change of every job goes to the registry."""
+    _health.contact()
     await registry().job_event(type, dict(body))
 
 
@@ -89,7 +110,16 @@ async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
 async def specialisation_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     """Every change of a Specialisation (created, changed, deleted): the workers of its
     namespace decide again what to install."""
+    _health.contact()
     await registry().specialisation_event(type, dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, "computeresources")
+async def resource_event(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    """A deleted ComputeResource's worker, dead or not, is no longer missed."""
+    _health.contact()
+    if type == "DELETED":
+        _health.running(_worker_task(namespace, name))
 
 
 @kopf.on.delete(GROUP, VERSION, "workflowjobs")
@@ -106,5 +136,26 @@ async def resource_worker(
     """One worker per ComputeResource, for as long as it exists (started again, with the
     new spec, whenever the spec changes: `meta` is kopf's live view of the object)."""
     assert namespace is not None, "ComputeResources are namespaced"
-    await registry().run_worker(namespace, name, dict(spec), stopped,
-                                generation=lambda: meta.get("generation"), uid=meta["uid"])
+    task = _worker_task(namespace, name)
+    _health.running(task)  # kopf starts it again after a death, with back-off
+    try:
+        await registry().run_worker(namespace, name, dict(spec), stopped,
+                                    generation=lambda: meta.get("generation"), uid=meta["uid"])
+    except (kopf.TemporaryError, kopf.PermanentError):
+        raise  # expected: a resource that cannot be used yet, or a changed spec
+    except Exception as error:
+        _health.died(task, error)
+        raise
+
+
+def _worker_task(namespace: str | None, name: str) -> str:
+    return f"worker {namespace}/{name}"
+
+
+@kopf.on.probe(id="operator")
+def operator_health(**_: Any) -> dict[str, float]:
+    """`/healthz` fails (500) while the API has been silent too long or a task is dead."""
+    try:
+        return _health.check()
+    except health.Unhealthy as problem:
+        raise kopf.PermanentError(str(problem)) from None
