@@ -142,9 +142,30 @@ def test_cut_short_output_is_an_outage(tmp_path: Path) -> None:
 def test_status_is_one_command_for_all_jobs_without_a_process_per_job(tmp_path: Path) -> None:
     jobs = job_dirs(tmp_path, *(f"j{n}" for n in range(50)))
     script = schedulers.status_script(DirectScheduler(), jobs)
-    assert script.count("ps -o") == 1
+    assert script.count("ps -ww -o") == 1
     assert script.count("$(") == 1  # the queue command's words; markers are read by builtins
     assert script.count("xargs") == 1
+
+
+def test_a_running_local_job_with_a_long_path_is_seen_whatever_the_terminal_width(
+    tmp_path: Path,
+) -> None:
+    # ps cuts its lines at $COLUMNS (set in many shells and in pytest-xdist's workers); a cut
+    # line lost the job script's path, and the job ended "without an exit code".
+    files = JobFiles(str(tmp_path / ("deep-" * 30) / "job"))
+    Path(files.job_dir).mkdir(parents=True)
+    Path(files.script).write_text("sleep 30\n")
+    process = subprocess.Popen(["setsid", "bash", files.script])
+    try:
+        job = JobRef("k", files, str(process.pid))
+        scheduler = DirectScheduler()
+        queue = subprocess.run(
+            ["bash", "-c", scheduler.queue_script([job])], capture_output=True, text=True,
+            env={**os.environ, "COLUMNS": "40"}, check=True)
+        assert scheduler.parse_queue(queue.stdout, [job])["k"].state is QueueState.RUNNING
+    finally:
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.parametrize(

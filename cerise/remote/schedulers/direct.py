@@ -52,7 +52,7 @@ class DirectScheduler:
         pids = ",".join(job.remote_id for job in jobs if job.remote_id.isdigit())
         if not pids:
             return "true"
-        return f"ps -o pid=,args= -p {pids} || true"
+        return f"ps -ww -o pid=,args= -p {pids} || true"
 
     def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
         commands: dict[str, str] = {}
@@ -77,7 +77,7 @@ class DirectScheduler:
         return f"kill -TERM -- {groups} 2>/dev/null; true"
 
     def search_command(self, files: JobFiles, request: Request) -> str:
-        return "ps -eo pid=,args="
+        return "ps -ww -eo pid=,args="
 
     def parse_search(self, output: str, files: JobFiles, request: Request) -> str | None:
         return process_of(output, files.script)
