@@ -1,4 +1,11 @@
-"""Shared pytest configuration: the session fixtures of the real test environment."""
+"""Shared pytest configuration: the session fixtures of the real test environment, and the
+order and grouping of the tests.
+
+Under pytest-xdist (`./dev test` runs the integration tests on two workers with
+`--dist loadgroup`) every worker starts its own session fixtures: control plane, operator,
+apiservers, sshd and Slurm, on free ports with private state directories. Grid Engine is one
+installation for the whole host, so every test that uses it goes to one worker.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,26 @@ pytest_plugins = [
     "tests.integration.api_fixtures",
 ]
 
+GRID_ENGINE = "gridengine"
+"""The session fixture of the host's one Grid Engine cell, and the xdist group of its tests."""
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the API-server tests first: they write job phases themselves, and must not race
-    the session's operator, which the later tests start and which acts on every job."""
+    the session's operator, which the later tests start and which acts on every job. Each
+    xdist worker receives its tests in this order, so the rule holds per worker.
+
+    Put the tests that use Grid Engine, as a fixture or as the parameter that names the
+    fixture they look up, in one xdist group."""
     items.sort(key=lambda item: 0 if item.path.name.startswith("test_kube_") else 1)
+    for item in items:
+        if _uses_grid_engine(item):
+            item.add_marker(pytest.mark.xdist_group(GRID_ENGINE))
+
+
+def _uses_grid_engine(item: pytest.Item) -> bool:
+    if GRID_ENGINE in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and GRID_ENGINE in callspec.id.split("-")
