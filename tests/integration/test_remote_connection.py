@@ -19,7 +19,7 @@ from cerise.remote.connection import (
     SshCredentials,
     SshRemote,
 )
-from tests.integration.remote_fixtures import ssh_target
+from tests.integration.remote_fixtures import kill_sessions, ssh_target
 
 pytestmark = pytest.mark.integration
 
@@ -131,8 +131,7 @@ async def test_killed_sessions_are_survived_by_reconnecting(
 ) -> None:
     assert (await ssh.run("echo one")).stdout == "one\n"
     # Kill the server side of our connection (sshd's per-connection processes of the user).
-    pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
-    await asyncio.to_thread(subprocess.run, pkill, check=False)
+    await asyncio.to_thread(kill_sessions, sshd)
     with pytest.raises(RemoteUnavailable, match="connection lost"):
         for _ in range(50):
             await ssh.run("echo two")
@@ -146,8 +145,7 @@ async def test_file_access_recovers_after_killed_sessions(
 ) -> None:
     base = (await ssh.run("mktemp -d")).stdout.strip()
     await ssh.write(f"{base}/f", b"kept")
-    pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
-    await asyncio.to_thread(subprocess.run, pkill, check=False)
+    await asyncio.to_thread(kill_sessions, sshd)
     with pytest.raises(RemoteUnavailable, match="connection lost"):
         for _ in range(50):
             await ssh.read(f"{base}/f")
