@@ -9,6 +9,8 @@ installation for the whole host, so every test that uses it goes to one worker.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest_plugins = [
@@ -17,6 +19,13 @@ pytest_plugins = [
     "tests.integration.operator_fixtures",
     "tests.integration.api_fixtures",
 ]
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # An xdist worker runs with COLUMNS=80 and LINES=24, which the daemons it starts would
+    # inherit: `ps` then cuts its lines at 80 columns, and the session operator's `none`
+    # scheduler no longer finds a job whose script path is longer.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
 
 GRID_ENGINE = "gridengine"
 """The session fixture of the host's one Grid Engine cell, and the xdist group of its tests."""
