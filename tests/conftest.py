@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: 0 if item.path.name.startswith("test_kube_") else 1)
     for item in items:
         if _uses_grid_engine(item):
-            item.add_marker(pytest.mark.xdist_group(GRID_ENGINE))
+            _join_group(item, GRID_ENGINE)
 
 
 def _uses_grid_engine(item: pytest.Item) -> bool:
@@ -50,3 +50,14 @@ def _uses_grid_engine(item: pytest.Item) -> bool:
         return True
     callspec = getattr(item, "callspec", None)
     return callspec is not None and GRID_ENGINE in callspec.id.split("-")
+
+
+def _join_group(item: pytest.Item, group: str) -> None:
+    """Mark `item` for the xdist group; give its node id the group suffix that `loadgroup`
+    schedules by. pytest 9.2 derives the node id from a structured id, and xdist 3.8 still
+    rewrites only the old string (pytest-xdist#1386: the group is silently lost)."""
+    item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(item.config.option, "loadgroup", False) and hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId  # only in pytest >= 9.2
+
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
