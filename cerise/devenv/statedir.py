@@ -62,8 +62,12 @@ def claim(component: str, *, exclusive: bool = False, base: Path = DEFAULT_BASE)
         raise StartupError(f"{component} is in use by another run (state in {live[0]})")
     path = Path(tempfile.mkdtemp(prefix=f"{component}-", dir=base))
     path.chmod(0o755)
-    fd = os.open(path / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    # Locked before it takes its name: a run reaping at the same moment (another pytest-xdist
+    # worker) must never find this directory with its lock file there but not yet locked.
+    unnamed = path / f"{_LOCK}.new"
+    fd = os.open(unnamed, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    unnamed.rename(path / _LOCK)
     return StateDir(path=path, lock_fd=fd)
 
 

@@ -1,14 +1,18 @@
-"""Session fixtures for the real Kubernetes control plane, and a namespace per test."""
+"""Session fixtures for the real Kubernetes control plane, a namespace per test, and waiting
+for an object by watching it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, cast
 
 import pytest
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.generic_resource import GenericNamespacedResource
 
 from cerise.devenv import apiserver as apiserver_process
 from cerise.devenv import controlplane
@@ -70,3 +74,28 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+async def watch_until(
+    plane: ControlPlane, kind: type[GenericNamespacedResource], namespace: str, name: str,
+    done: Callable[[dict[str, Any]], bool], *, timeout: float, what: str,
+) -> dict[str, Any]:
+    """Watch one object (absent until it is made) until `done` holds for it; return it.
+    AssertionError naming `what`, with the last status seen, if it does not within `timeout` s.
+    """
+    client = AsyncClient(config=kube_config(plane))
+    events = cast(AsyncGenerator[tuple[str, GenericNamespacedResource], None], client.watch(
+        kind, namespace=namespace, fields={"metadata.name": name}))
+    seen: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            async for _, obj in events:
+                seen = obj.to_dict()  # type: ignore[no-untyped-call]  # lightkube's own
+                if done(seen):
+                    return seen
+    except TimeoutError:
+        pass
+    finally:
+        await events.aclose()
+        await client.close()
+    raise AssertionError(f"{what} not within {timeout:g} s: {seen.get('status')}")

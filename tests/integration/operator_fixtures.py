@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,9 +17,11 @@ from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
+from cerise.kube.jobs import Specialisation, WorkflowJob
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.local import LocalRemote
 from cerise.remote.protocol import Remote
+from tests.integration.kube_fixtures import watch_until
 from tests.integration.remote_fixtures import ssh_remote
 
 API_PORT = free_port()
@@ -123,7 +124,18 @@ async def resource(
 async def install_example(plane: ControlPlane, namespace: str, resource: str) -> None:
     """Have the operator install the example projects on `resource`; wait until it has."""
     apply(plane, namespace, specialisations.example([resource]))
-    await asyncio.to_thread(specialisations.wait_ready, plane, namespace, "example")
+    await watch_until(plane, Specialisation, namespace, "example", _installed, timeout=60,
+                      what=f"the example Specialisation ready in {namespace}")
+
+
+def _installed(specialisation: dict[str, Any]) -> bool:
+    """True once the Specialisation is Ready; AssertionError if its install failed."""
+    status = specialisation.get("status") or {}
+    ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+    if ready and ready[0]["status"] == "True":
+        return True
+    assert not (ready and ready[0]["reason"] == "InstallFailed"), f"install failed: {status}"
+    return False
 
 
 async def remove(remote: Remote, base: str) -> None:
@@ -138,16 +150,8 @@ async def remove(remote: Remote, base: str) -> None:
 async def wait_for_job(
     plane: ControlPlane, namespace: str, name: str, phases: set[str], timeout: float = 60
 ) -> dict[str, Any]:
-    """Poll the job until its phase is one of `phases`; return it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    job: dict[str, Any] = {}
-    while loop.time() < deadline:
-        result = await asyncio.to_thread(
-            plane.kubectl, "get", "wfj", name, "-n", namespace, "-o", "json", check=False)
-        if result.returncode == 0:
-            job = json.loads(result.stdout)
-            if job.get("status", {}).get("phase") in phases:
-                return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {name} not in {phases} after {timeout} s: {job.get('status')}")
+    """Watch the job until its phase is one of `phases`; return it."""
+    return await watch_until(
+        plane, WorkflowJob, namespace, name,
+        lambda job: (job.get("status") or {}).get("phase") in phases,
+        timeout=timeout, what=f"job {name} in {phases}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -70,6 +71,23 @@ def ssh_target(sshd: devenv_sshd.SshEndpoint, **changes: Any) -> SshTarget:
         host=sshd.host, port=sshd.port, host_keys=(sshd.host_key,),
         credentials=SshCredentials(sshd.username, private_key=sshd.client_key.read_text()))
     return dataclasses.replace(target, **changes)
+
+
+def kill_sessions(sshd: devenv_sshd.SshEndpoint) -> None:
+    """SIGKILL the server side of every connection to the test sshd: the per-connection
+    processes that run as its user, grandchildren of the listener. Those of another sshd (of
+    another xdist worker, or of another test) are left alone."""
+    config = sshd.client_key.parent / "sshd_config"  # the key lies in the server's state
+    listener = _pids("-f", f" -f {config}( |$)")
+    privileged = _pids("-P", ",".join(listener)) if listener else []
+    if privileged:
+        subprocess.run(["pkill", "-KILL", "-u", sshd.username, "-P", ",".join(privileged)],
+                       check=False)
+
+
+def _pids(*pgrep: str) -> list[str]:
+    found = subprocess.run(["pgrep", *pgrep], capture_output=True, text=True, check=False)
+    return found.stdout.split()
 
 
 def ssh_remote(sshd: devenv_sshd.SshEndpoint) -> SshRemote:

@@ -12,6 +12,8 @@ import pytest
 
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
+from cerise.kube.jobs import ComputeResource
+from tests.integration.kube_fixtures import watch_until
 from tests.integration.operator_fixtures import EXCHANGE_URL, Resource, apply, wait_for_job
 
 pytestmark = pytest.mark.integration
@@ -236,24 +238,16 @@ async def test_operator_killed_mid_run_still_succeeds_and_submits_once(
 async def test_a_changed_compute_resource_is_used_at_once(
     control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
 ) -> None:
-    def observed() -> int | None:
-        found = control_plane.kubectl("get", "cres", resource.name, "-n", resource.namespace,
-                                      "-o", "json")
-        generation: int | None = json.loads(found.stdout).get("status", {}).get(
-            "observedGeneration")
-        return generation
+    async def observed(generation: int, what: str) -> None:
+        await watch_until(
+            control_plane, ComputeResource, resource.namespace, resource.name,
+            lambda found: (found.get("status") or {}).get("observedGeneration") == generation,
+            timeout=30, what=what)
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while observed() != 1:
-        assert loop.time() < deadline, "the worker never reported generation 1"
-        await asyncio.sleep(0.1)
+    await observed(1, "the worker reporting generation 1")
     control_plane.kubectl("patch", "cres", resource.name, "-n", resource.namespace,
                           "--type=merge", "-p", '{"spec": {"refreshSeconds": 0.3}}')
-    deadline = loop.time() + 30
-    while observed() != 2:
-        assert loop.time() < deadline, "the worker did not take up the new spec"
-        await asyncio.sleep(0.1)
+    await observed(2, "the worker taking up the new spec")
     submit(control_plane, resource, HOSTNAME)
     job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
     assert job["status"]["phase"] == "Success", job["status"]

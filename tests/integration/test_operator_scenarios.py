@@ -24,7 +24,7 @@ from tests.integration.operator_fixtures import (
     remove,
     wait_for_job,
 )
-from tests.integration.remote_fixtures import ssh_remote
+from tests.integration.remote_fixtures import kill_sessions, ssh_remote
 from tests.integration.test_operator_jobs import (
     FINAL,
     WC,
@@ -166,8 +166,7 @@ async def test_sessions_killed_right_after_submit(
     submit(control_plane, resource, WC, {"file": upload(exchange_dir, "w.txt", b"a b\n")})
     await wait_for_job(control_plane, resource.namespace, "job",
                        {"Waiting", "Running", "Finished", *FINAL})
-    pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
-    await asyncio.create_subprocess_exec(*pkill)
+    await asyncio.to_thread(kill_sessions, sshd)
     job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
     assert job["status"]["phase"] == "Success", job["status"]
 

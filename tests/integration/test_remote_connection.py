@@ -21,7 +21,7 @@ from cerise.remote.failures import CommandTimedOut, RemoteUnavailable
 from cerise.remote.protocol import Remote
 from cerise.remote.ssh import SshCredentials
 from cerise.remote.ssh_remote import SshRemote
-from tests.integration.remote_fixtures import ssh_target
+from tests.integration.remote_fixtures import kill_sessions, ssh_target
 
 pytestmark = pytest.mark.integration
 
@@ -132,8 +132,7 @@ async def test_killed_sessions_are_survived_by_reconnecting(
 ) -> None:
     assert (await ssh.run("echo one")).stdout == "one\n"
     # Kill the server side of our connection (sshd's per-connection processes of the user).
-    pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
-    await asyncio.to_thread(subprocess.run, pkill, check=False)
+    await asyncio.to_thread(kill_sessions, sshd)
     with pytest.raises(RemoteUnavailable, match="connection lost"):
         for _ in range(50):
             await ssh.run("echo two")
@@ -147,8 +146,7 @@ async def test_file_access_recovers_after_killed_sessions(
 ) -> None:
     base = (await ssh.run("mktemp -d")).stdout.strip()
     await ssh.write(f"{base}/f", b"kept")
-    pkill = ["pkill", "-KILL", "-u", sshd.username, "-f", "sshd"]
-    await asyncio.to_thread(subprocess.run, pkill, check=False)
+    await asyncio.to_thread(kill_sessions, sshd)
     with pytest.raises(RemoteUnavailable, match="connection lost"):
         for _ in range(50):
             await ssh.read(f"{base}/f")
