@@ -494,6 +494,17 @@ async def test_slurm_job_gets_the_memory_it_asks_for(
     assert "MinMemoryNode=64M" in shown.split(), shown
 
 
+async def test_torque_job_gets_the_memory_it_asks_for(
+    remote: Remote, torque: TorqueWrappers, base: str
+) -> None:
+    """Slurm's Torque wrappers pass `-l mem=` on as sbatch's `--mem`."""
+    jobs = Jobs(remote, torque_batch(torque), base)
+    runner = ["bash", "-c", 'echo "memory=$SLURM_MEM_PER_NODE"', "r"]
+    job = await jobs.submit(runner, request=Request("cerise-memory", memory=64))
+    assert (await jobs.wait_for(job, RemoteState.DONE)).exit_code == 0
+    assert await jobs.remote.read(job.files.stdout) == b"memory=64\n"
+
+
 async def test_gridengine_job_gets_the_memory_it_asks_for(
     remote: Remote, gridengine: GridEngineCell, base: str
 ) -> None:
