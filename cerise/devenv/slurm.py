@@ -89,6 +89,12 @@ class SlurmLayout:
         return self.munge_dir / "munge.socket"
 
 
+def node_memory() -> int:
+    """MiB the node offers jobs: most of this machine's memory (Slurm's default, 1 MiB,
+    would refuse any job that asks for memory; more than slurmd finds drains the node)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 9 // 10 // 2**20
+
+
 def slurm_conf(
     *, layout: SlurmLayout, node: str, cpus: int, partition: str, ctld_port: int, slurmd_port: int
 ) -> str:
@@ -121,7 +127,7 @@ MinJobAge=30
 KillWait=5
 EnforcePartLimits=ALL
 MailProg=/bin/true
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={node_memory()} State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 

@@ -64,6 +64,10 @@ class ResourceSpec:
     """Most nodes one job can get; None: not known (no check before submitting)."""
     max_time: int | None = None
     """Longest time limit a job can get, in seconds; None: not known."""
+    memory_per_node: int | None = None
+    """Most memory one node can give a job, in MiB; None: not known."""
+    memory_resource: str = "h_vmem"
+    """Grid Engine only: the complex a job's memory is asked for with (`-l NAME=…`)."""
     job_retention: float | None = None
     """Seconds a finished job is kept before it is deleted; None: the operator's default."""
     archive_after: float | None = None
@@ -122,6 +126,8 @@ def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
         parallel_environment=jobs.get("parallelEnvironment"),
         max_nodes=int(jobs["maxNodes"]) if jobs.get("maxNodes") else None,
         max_time=int(jobs["maxTime"]) if jobs.get("maxTime") else None,
+        memory_per_node=int(jobs["memoryPerNode"]) if jobs.get("memoryPerNode") else None,
+        memory_resource=jobs.get("memoryResource", "h_vmem"),
         job_retention=_retention(spec.get("jobRetention")),
         archive_after=_retention(spec.get("archiveAfter"), "archiveAfter"),
         web_allow=_web_allow(web.get("allow") or ()),

@@ -107,11 +107,13 @@ class ResourceContext:
         key = key_of(body)
         return next((b for b in self.jobs() if key_of(b) == key), body)
 
-    def request(self, body: Body, cores: int = 0, time_limit: int = 0) -> Request:
+    def request(self, body: Body, cores: int = 0, time_limit: int = 0,
+                memory: int = 0) -> Request:
         """What the job asks of the scheduler; its name derives from its UID, so a search
         after an ambiguous submit finds it."""
         return Request(name=f"cerise-{key_of(body)}", cores=cores,
-                       time_limit=int(body["spec"].get("timeLimit") or time_limit))
+                       time_limit=int(body["spec"].get("timeLimit") or time_limit),
+                       memory=memory)
 
     def wake_in(self, delay: float) -> None:
         """Have the worker tick again after `delay` seconds."""

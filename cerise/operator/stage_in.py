@@ -63,10 +63,11 @@ class StageIn:
                                   context.web_inputs.fence)
 
     def _request(self, body: Body, job: JobInput) -> Request:
-        """What a job asks of the scheduler: its workflow's cores, and the time limit of
-        its spec or else its workflow's."""
+        """What a job asks of the scheduler: its workflow's cores and memory, and the time
+        limit of its spec or else its workflow's."""
         resources = cwl.required_resources(job.workflow)
-        return self.context.request(body, resources.cores, resources.time_limit)
+        return self.context.request(body, resources.cores, resources.time_limit,
+                                    resources.memory)
 
     async def run(self, body: Body) -> None:
         """Advance a job in `Submitted`, `StagingIn` or `StagingInCR` as far as it goes."""
@@ -113,7 +114,8 @@ class StageIn:
             if await context.transitions.move(body, Phase.SUBMITTED, move.target, move.message):
                 metrics.validation_failed(context.namespace, context.name)
             return None
-        refusal = admission.refusal(context.spec, request.cores, request.time_limit)
+        refusal = admission.refusal(context.spec, request.cores, request.time_limit,
+                                    request.memory)
         if refusal is not None:  # the resource can never give what the job asks
             await context.transitions.move(body, Phase.SUBMITTED, Phase.PERMANENT_FAILURE,
                                            refusal)

@@ -480,3 +480,38 @@ async def test_slurm_job_beyond_its_partitions_limit_never_runs(
     finally:
         await scontrol(slurm, "update", f"PartitionName={slurm.partition}", "MaxTime=INFINITE")
         await jobs.cancel([job])
+
+
+async def test_slurm_job_gets_the_memory_it_asks_for(
+    remote: Remote, slurm: SlurmCluster, base: str
+) -> None:
+    jobs = Jobs(remote, slurm_batch(slurm), base)
+    runner = ["bash", "-c", 'echo "memory=$SLURM_MEM_PER_NODE"', "r"]
+    job = await jobs.submit(runner, request=Request("cerise-memory", memory=64))
+    assert (await jobs.wait_for(job, RemoteState.DONE)).exit_code == 0
+    assert await jobs.remote.read(job.files.stdout) == b"memory=64\n"
+    shown = await jobs.shell(f"scontrol show job {job.remote_id}")
+    assert "MinMemoryNode=64M" in shown.split(), shown
+
+
+async def test_torque_job_gets_the_memory_it_asks_for(
+    remote: Remote, torque: TorqueWrappers, base: str
+) -> None:
+    """Slurm's Torque wrappers pass `-l mem=` on as sbatch's `--mem`."""
+    jobs = Jobs(remote, torque_batch(torque), base)
+    runner = ["bash", "-c", 'echo "memory=$SLURM_MEM_PER_NODE"', "r"]
+    job = await jobs.submit(runner, request=Request("cerise-memory", memory=64))
+    assert (await jobs.wait_for(job, RemoteState.DONE)).exit_code == 0
+    assert await jobs.remote.read(job.files.stdout) == b"memory=64\n"
+
+
+async def test_gridengine_job_gets_the_memory_it_asks_for(
+    remote: Remote, gridengine: GridEngineCell, base: str
+) -> None:
+    jobs = Jobs(remote, gridengine_batch(gridengine), base)
+    job = await jobs.submit(["bash", "-c", "exit 0", "r"], held=True,
+                            request=Request("cerise-memory", memory=64))
+    shown = await jobs.shell(f"qstat -j {job.remote_id}")
+    assert "h_vmem=64M" in shown, shown
+    await jobs.shell(f"qrls {job.remote_id}")
+    assert (await jobs.wait_for(job, RemoteState.DONE)).exit_code == 0

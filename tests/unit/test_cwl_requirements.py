@@ -1,4 +1,5 @@
-"""Requirements and hints: the classes a workflow may use, and the cores and time it asks for."""
+"""Requirements and hints: the classes a workflow may use, and the cores, memory and time it
+asks for."""
 
 from __future__ import annotations
 
@@ -102,7 +103,11 @@ def test_a_requirement_that_is_not_a_mapping_is_left_to_the_loader() -> None:
         ({"ResourceRequirement": {"coresMin": "$(inputs.n)", "coresMax": 8}}, Resources(cores=8)),
         ({"ResourceRequirement": {"coresMin": "$(inputs.n)"}}, Resources()),
         ({"ResourceRequirement": {"coresMin": 1.5}}, Resources(cores=2)),
-        ({"ResourceRequirement": {"ramMin": 1024}}, Resources()),
+        ({"ResourceRequirement": {"ramMin": 1024}}, Resources(memory=1024)),
+        ({"ResourceRequirement": {"ramMax": 2048}}, Resources(memory=2048)),
+        ({"ResourceRequirement": {"ramMin": 100, "ramMax": 2048}}, Resources(memory=100)),
+        ({"ResourceRequirement": {"ramMin": 1.5}}, Resources(memory=2)),
+        ({"ResourceRequirement": {"ramMin": "$(inputs.n)"}}, Resources()),
         ({"ToolTimeLimit": {"timelimit": 30}}, Resources(time_limit=30)),
         ({"ToolTimeLimit": {"timelimit": "$(inputs.t)"}}, Resources()),
         ([{"class": "TimeLimit", "timeLimit": 45}], Resources(time_limit=45)),
@@ -188,6 +193,10 @@ def cores(count: int) -> dict[str, Any]:
     return {"ResourceRequirement": {"coresMin": count}}
 
 
+def ram(mebibytes: int) -> dict[str, Any]:
+    return {"ResourceRequirement": {"ramMin": mebibytes}}
+
+
 @pytest.mark.parametrize(
     ("workflow_hints", "step_hints", "expected"),
     [
@@ -199,6 +208,8 @@ def cores(count: int) -> dict[str, Any]:
         (limit(50), [limit(60), limit(30)], Resources(time_limit=90)),
         ({}, [limit(60), {}], Resources()),
         (limit(20), [limit(60), {}], Resources(time_limit=20)),
+        (ram(512), [ram(4096), ram(1024)], Resources(memory=4096)),
+        ({}, [ram(300), {}], Resources(memory=300)),
     ],
 )
 def test_required_resources_combine_workflow_and_steps(

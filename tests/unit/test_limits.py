@@ -105,6 +105,15 @@ def test_request_refusal(jobs: dict[str, Any], cores: int, time_limit: int,
     assert admission.request_refusal(spec(**jobs), cores, time_limit) == expected
 
 
+def test_memory_beyond_a_node_is_refused_with_the_numbers() -> None:
+    limited = spec(memoryPerNode=4096)
+    assert admission.refusal(limited, 1, 0, 4096) is None
+    assert admission.refusal(limited, 1, 0, 4097) == (
+        "the job asks for 4097 MiB of memory, but a node of the compute resource has at most "
+        "4096 MiB (jobs.memoryPerNode)")
+    assert admission.refusal(spec(), 1, 0, 10**9) is None  # memoryPerNode unknown
+
+
 def test_the_resources_own_limits_are_refused_before_pilot_modes() -> None:
     piloted = spec(coresPerNode=8, maxTime=3600, pilot={"cores": 4, "timeLimitSeconds": 600})
     assert "jobs.maxTime" in str(admission.refusal(piloted, 2, 7200))

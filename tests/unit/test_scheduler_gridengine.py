@@ -226,6 +226,30 @@ def test_one_core_needs_no_parallel_environment(tmp_path: Path, cores: int) -> N
                           "/j/job.sh"]]
 
 
+@pytest.mark.parametrize(("resource", "cores", "expected"), [
+    ("h_vmem", 1, "h_vmem=3000M"),
+    ("h_vmem", 4, "h_vmem=750M"),  # per slot: Grid Engine multiplies it by the 4 slots
+    ("h_vmem", 7, "h_vmem=429M"),  # rounded up, never less than asked for
+    ("site_mem", 4, "site_mem=750M"),
+])
+def test_submit_asks_for_the_memory_with_the_resources_complex(
+    tmp_path: Path, resource: str, cores: int, expected: str
+) -> None:
+    settings = BatchSettings(parallel_environment="smp", memory_resource=resource)
+    command = GridEngineScheduler(settings).submit_command(
+        JobFiles("/j"), Request("n", cores=cores, memory=3000))
+    run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")
+    words = run.calls[0]
+    assert words[words.index("-r") + 2:-1] == [
+        *(["-pe", "smp", str(cores)] if cores > 1 else []), "-l", expected]
+
+
+def test_the_default_memory_complex_is_h_vmem(tmp_path: Path) -> None:
+    command = SCHEDULER.submit_command(JobFiles("/j"), Request("n", memory=64))
+    run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")
+    assert run.calls[0][-3:-1] == ["-l", "h_vmem=64M"]
+
+
 def test_many_cores_without_parallel_environment_are_refused(tmp_path: Path) -> None:
     command = GridEngineScheduler().submit_command(JobFiles("/j"), Request("n", cores=2))
     run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")

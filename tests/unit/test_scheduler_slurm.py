@@ -173,6 +173,16 @@ def test_submit_shape(
     assert run.calls[0][5:-1] == expected
 
 
+@pytest.mark.parametrize(("memory", "expected"), [(0, []), (1, ["--mem=1M"]),
+                                                  (4096, ["--mem=4096M"])])
+def test_submit_asks_for_the_memory_per_node(tmp_path: Path, memory: int,
+                                             expected: list[str]) -> None:
+    command = SCHEDULER.submit_command(JobFiles("/j"), Request("n", cores=64, memory=memory))
+    run = run_with_stub(tmp_path, "sbatch", command, stdout="7\n")
+    assert run.calls[0][5:-1] == ["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=32",
+                                  *expected]
+
+
 def test_refused_submit_prints_no_id(tmp_path: Path) -> None:
     command = SCHEDULER.submit_command(JobFiles("/j"), Request("n"))
     run = run_with_stub(tmp_path, "sbatch", command, status=1,

@@ -254,6 +254,20 @@ def test_submit_passes_every_value_as_a_word_and_no_option(tmp_path: Path) -> No
     assert not list(tmp_path.rglob("pwned"))
 
 
+@pytest.mark.parametrize(("cores", "expected"), [
+    (0, "mem=3000mb"),
+    (20, "nodes=2:ppn=10,mem=3000mb"),
+])
+def test_submit_asks_for_the_memory_of_the_job(tmp_path: Path, cores: int,
+                                               expected: str) -> None:
+    settings = BatchSettings(cores_per_node=16)
+    command = TorqueScheduler(settings).submit_command(
+        JobFiles("/j"), Request("1", cores=cores, memory=3000))
+    run = run_with_stub(tmp_path, "qsub", command, stdout="7\n")
+    assert run.calls == [["-N", "j1", "-j", "oe", "-o", "/j/scheduler.txt", "-r", "n",
+                          "-l", expected, "/j/job.sh"]]
+
+
 def test_plain_submit(tmp_path: Path) -> None:
     run = run_with_stub(tmp_path, "qsub", SCHEDULER.submit_command(JobFiles("/j"), Request("1")),
                         stdout="7\n")

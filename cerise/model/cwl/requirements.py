@@ -1,4 +1,5 @@
-"""Requirements and hints: which a submitted workflow may use, and the cores and time asked for.
+"""Requirements and hints: which a submitted workflow may use, and the cores, memory and time
+asked for.
 
 A workflow's requirements apply to the installed steps it runs, so only the classes in
 `ALLOWED_REQUIREMENTS` may appear in it (InlineJavascriptRequirement is not one: no
@@ -31,13 +32,16 @@ ALLOWED_REQUIREMENTS = frozenset(
 
 @dataclass(frozen=True)
 class Resources:
-    """Cores to reserve (0: no request) and wall-clock seconds (0: no limit)."""
+    """Cores to reserve (0: no request), wall-clock seconds (0: no limit) and memory in MiB
+    (0: no request)."""
 
     cores: int = 0
     time_limit: int = 0
+    memory: int = 0
 
     def larger(self, other: Resources) -> Resources:
-        return Resources(max(self.cores, other.cores), max(self.time_limit, other.time_limit))
+        return Resources(max(self.cores, other.cores), max(self.time_limit, other.time_limit),
+                         max(self.memory, other.memory))
 
 
 class Requirement(NamedTuple):
@@ -92,9 +96,11 @@ def check_allowed(requirements: Sequence[Requirement], prefix: str) -> None:
 
 
 def resources(requirements: Sequence[Requirement]) -> Resources:
-    """The most cores (``coresMin``, else ``coresMax``; fractions rounded up) and the
-    longest time limit asked for. Only literal numbers count: expressions are left out."""
+    """The most cores (``coresMin``, else ``coresMax``; fractions rounded up), the most
+    memory (``ramMin``, else ``ramMax``, in MiB, rounded up) and the longest time limit asked
+    for. Only literal numbers count: expressions are left out."""
     cores = 0
+    memory = 0
     time_limit = 0
     for requirement in requirements:
         body, at = requirement.body, requirement.at
@@ -104,6 +110,9 @@ def resources(requirements: Sequence[Requirement]) -> Resources:
             cores_min = _number(body.get("coresMin"), (*at, "coresMin"))
             cores_max = _number(body.get("coresMax"), (*at, "coresMax"))
             cores = max(cores, math.ceil(cores_min if cores_min is not None else cores_max or 0))
+            ram_min = _number(body.get("ramMin"), (*at, "ramMin"))
+            ram_max = _number(body.get("ramMax"), (*at, "ramMax"))
+            memory = max(memory, math.ceil(ram_min if ram_min is not None else ram_max or 0))
         elif requirement.kind in ("TimeLimit", "ToolTimeLimit"):
             key = "timeLimit" if requirement.kind == "TimeLimit" else "timelimit"
             seconds = _number(body.get(key), (*at, key))
@@ -112,11 +121,11 @@ def resources(requirements: Sequence[Requirement]) -> Resources:
                     f"{show((*at, key))}: a time limit is a whole number of seconds"
                 )
             time_limit = max(time_limit, int(seconds or 0))
-    return Resources(cores=cores, time_limit=time_limit)
+    return Resources(cores=cores, time_limit=time_limit, memory=memory)
 
 
 def declared(process: Mapping[str, Any]) -> Resources:
-    """The cores and time a process document (e.g. an installed tool) asks for itself."""
+    """The cores, memory and time a process document (e.g. an installed tool) asks for itself."""
     return resources(listed(process, ()))
 
 

@@ -91,6 +91,7 @@ def _check_process(
     asked = requirements.resources(listed)
     times: list[int] = []
     cores = [asked.cores]
+    memory = [asked.memory]
     for step_id, body, step_at in steps.entries(process.get("steps"), (*at, "steps")):
         name = f"step {quote(prefix + step_id)}"
         step_listed = requirements.listed(body, step_at)
@@ -107,11 +108,13 @@ def _check_process(
             found.append(step)
             own = step.resources
         cores.append(own.cores)
+        memory.append(own.memory)
         times.append(own.time_limit)
         defaults.extend(steps.step_defaults(name, body.get("in"), (*step_at, "in")))
     steps_total = sum(times) if times and all(times) else 0
     time_limit = max(asked.time_limit, steps_total)
-    return _Checked(declared, tuple(found), tuple(defaults), Resources(max(cores), time_limit))
+    return _Checked(declared, tuple(found), tuple(defaults),
+                    Resources(max(cores), time_limit, max(memory)))
 
 
 def check_inputs(workflow: Workflow, input_object: Mapping[str, Any]) -> tuple[FileReference, ...]:

@@ -78,6 +78,9 @@ class Request:
     cores: int = 0
     time_limit: int = 0
     """Seconds; 0 for the scheduler's default."""
+    memory: int = 0
+    """MiB for the node that runs the runner (CWL's `ramMin`); 0 for the scheduler's
+    default."""
 
 
 class Scheduler(Protocol):

@@ -28,6 +28,8 @@ class BatchSettings:
     slots_per_node: int = 1
     parallel_environment: str | None = None
     """Grid Engine only: the PE that grants a job more than one slot."""
+    memory_resource: str = "h_vmem"
+    """Grid Engine only: the complex that memory is asked for with."""
     options: tuple[str, ...] = ()
     """Extra submit options, one word each, appended after ours (so they may override)."""
 
@@ -38,6 +40,7 @@ class BatchSettings:
             cores_per_node=spec.cores_per_node,
             slots_per_node=spec.slots_per_node,
             parallel_environment=spec.parallel_environment,
+            memory_resource=spec.memory_resource,
             options=spec.scheduler_options,
         )
 
@@ -62,6 +65,12 @@ def node_shape(cores: int, settings: BatchSettings) -> NodeShape:
     per_node = -(-cores // nodes)
     tasks = max(1, min(settings.slots_per_node, per_node))
     return NodeShape(nodes=nodes, tasks_per_node=tasks, cpus_per_task=-(-per_node // tasks))
+
+
+def per_process(memory: int, processes: int) -> int:
+    """A job's `memory` (MiB) shared among `processes`, rounded up: what each asks for where
+    a scheduler counts memory per process or slot."""
+    return -(-max(0, int(memory)) // max(1, processes))
 
 
 def clock(seconds: int) -> str:

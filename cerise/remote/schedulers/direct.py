@@ -9,10 +9,12 @@ status unavailable.
 Search (after a submit cut short): the job script's process, by its command line.
 
 Limits: there is no queue to refuse a job, so the submit refuses one that asks for more
-cores than the host has (`nproc`). A time limit is enforced by the job script itself
-(`jobscript.TIME_LIMIT_VARIABLE`): it runs the runner under `timeout` in a process group
-of its own, so the script, whose traps are set before the clock starts, always outlives
-the runner and records that the limit stopped it.
+cores than the host has (`nproc`) or more memory than it has (`MemTotal`). Memory is not
+otherwise limited: `ulimit -v` would cap virtual memory, which runners and the programs
+they start reserve far beyond what they use, and kill jobs that fit. A time limit is
+enforced by the job script itself (`jobscript.TIME_LIMIT_VARIABLE`): it runs the runner
+under `timeout` in a process group of its own, so the script, whose traps are set before
+the clock starts, always outlives the runner and records that the limit stopped it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ class DirectScheduler:
         cores = max(1, int(request.cores))
         check = (f'[ {cores} -le "$(nproc)" ] || {{ echo "none: the job asks for {cores} '
                  f'cores, but this host has $(nproc)" >&2; exit 1; }}; ')
+        if request.memory > 0:
+            memory = int(request.memory)
+            check += ("__mem=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo "
+                      f'2>/dev/null); [ -z "$__mem" ] || [ {memory} -le "$__mem" ] || '
+                      f'{{ echo "none: the job asks for {memory} MiB of memory, but this host '
+                      'has $__mem MiB" >&2; exit 1; }; ')
         limit = (f"{TIME_LIMIT_VARIABLE}={int(request.time_limit)} "
                  if request.time_limit > 0 else "")
         return f"{check}{limit}setsid bash {script} > {log} 2>&1 < /dev/null & echo $!"

@@ -9,7 +9,10 @@ configured, whatever the load ("no suitable queues") rather than queue it foreve
 `-S /bin/bash` because queues usually start scripts with /bin/sh, ignoring `#!`. Names
 lose the characters Grid Engine refuses and may not start with a digit. A job of more
 than one core needs the resource's parallel environment (`-pe`); without one, the submit
-is refused and says so rather than run the job on one slot.
+is refused and says so rather than run the job on one slot. Memory is `-l NAME=NM` per slot
+(the memory divided by the slots, rounded up) with the resource's `memoryResource`, by
+default `h_vmem`, which every queue defines. Not `mem_free`: it is only a host's load
+value, and `-w e` refuses a job asking for one ("no suitable queues").
 
 Search (after a submit that may have created the job): the same `qstat -u USER -xml`,
 matched on `JB_name`.
@@ -105,6 +108,12 @@ def error_reasons(text: str) -> dict[str, str]:
     return reasons
 
 
+def memory(request: Request) -> int:
+    """The MiB to ask for per slot: Grid Engine multiplies a memory request (`h_vmem`,
+    `h_rss`, a consumable) by the slots a parallel job has on a host."""
+    return batch.per_process(request.memory, request.cores)
+
+
 @dataclass(frozen=True)
 class GridEngineScheduler:
     """Son of Grid Engine (and its relatives that keep `qstat -xml`)."""
@@ -129,6 +138,9 @@ class GridEngineScheduler:
             words += ["-l", f"h_rt={batch.clock(request.time_limit)}"]
         if request.cores > 1 and environment:
             words += ["-pe", environment, str(request.cores)]
+        if request.memory > 0:
+            resource = self.settings.memory_resource
+            words += ["-l", f"{resource}={memory(request)}M"]
         if self.settings.queue:
             words += ["-q", self.settings.queue]
         words += [*self.settings.options, files.script]

@@ -25,7 +25,9 @@ unavailable.
 Limits: Slurm keeps time limits in whole minutes and rounds up; it stops a job at its
 limit with SIGTERM (then SIGKILL after KillWait), checking about every 30 s. Cores become
 nodes, tasks and CPUs per task as `batch.node_shape` says; options are appended and may
-override. With `EnforcePartLimits` a request beyond the partition's limits is refused at
+override. Memory (MiB) is `--mem`, per node: the runner's node gets it (with memory not
+a consumable resource, Slurm still refuses more than a node's RealMemory). With
+`EnforcePartLimits` a request beyond the partition's limits is refused at
 submit ("More processors requested than permitted"); without, it pends forever with a
 reason of `NEVER_RUNS`.
 """
@@ -145,6 +147,8 @@ class SlurmScheduler:
                 f"--ntasks-per-node={shape.tasks_per_node}",
                 f"--cpus-per-task={shape.cpus_per_task}",
             ]
+        if request.memory > 0:
+            words.append(f"--mem={int(request.memory)}M")
         words += [*self.settings.options, files.script]
         return f"out=$({batch.command(words)}) && printf '%s\\n' \"${{out%%;*}}\""
 

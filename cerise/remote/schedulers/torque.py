@@ -27,7 +27,9 @@ double-quoted if it holds a blank, quote, backslash or `#`. Being directives, th
 override what the command line sets (name, output, walltime, nodes, queue). The values
 that do go on the command line are limited to `SAFE` characters: the queue, and the job's
 paths (a base path with spaces is refused with a message). `ppn` is the cores per node;
-the slots setting does not apply.
+the slots setting does not apply. Memory is `mem=Nmb`: Torque's whole job, which the
+wrappers pass on as sbatch's `--mem` (per node); not `pmem`, which Torque enforces on each
+process and so would hold the runner to a share.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class TorqueScheduler:
         if request.cores > 0:
             shape = batch.node_shape(request.cores, self.settings)
             resources.append(f"nodes={shape.nodes}:ppn={shape.cores_per_node}")
+        if request.memory > 0:
+            resources.append(f"mem={int(request.memory)}mb")
         if resources:
             words += ["-l", ",".join(resources)]
         if self.settings.queue:
