@@ -91,7 +91,7 @@ def test_unknown_ids_and_wrong_methods(api: httpx.Client) -> None:
     "ftp://example.org/data.txt",
     "/etc/passwd",
     "input/../../../etc/passwd",
-])
+], ids=lambda location: location.replace(EXCHANGE_URL, "<exchange>"))  # the same on every worker
 def test_hostile_input_locations_end_the_job_with_a_message(
     api: httpx.Client, location: str
 ) -> None:
