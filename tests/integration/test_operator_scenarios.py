@@ -363,10 +363,10 @@ async def test_a_web_input_inside_the_cluster_is_refused_with_the_rule(
     control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
 ) -> None:
     submit(control_plane, resource, WC, {"file": {
-        "class": "File", "location": "http://169.254.169.254/latest/meta-data/iam"}})
+        "class": "File", "location": "http://169.254.10.10/latest/meta-data/iam"}})
     job = await wait_for_job(control_plane, resource.namespace, "job", FINAL)
     assert job["status"]["phase"] == "PermanentFailure"
-    assert "169.254.169.254 is in" in job["status"]["message"]
+    assert "169.254.10.10 is in" in job["status"]["message"]
     assert "webInputs.allow" in job["status"]["message"]
 
 

@@ -41,10 +41,14 @@ async def wait_for_the_nodes(jobs: Jobs, slurm: SlurmCluster, state: str) -> Non
     await scontrol(slurm, "update", f"NodeName={slurm.node}", f"State={state}",
                    "Reason=cerise-test")
     try:
-        assert node_unavailable(await asyncio.to_thread(node_state, slurm))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        # slurmctld may still show the node as it was (jobs of an earlier test ending on it)
+        while not node_unavailable(state_now := await asyncio.to_thread(node_state, slurm)):
+            assert loop.time() < deadline, f"the node is still {state_now!r}"
+            await asyncio.sleep(0.2)
         job = await jobs.submit(["bash", "-c", "exit 0", "r"],
                                 request=Request("cerise-down", cores=slurm.cpus))
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + TIMEOUT
         while (await jobs.shell(f"squeue -h -j {job.remote_id} -o %r")).strip() in (
                 "", "None", "Priority", "Resources"):  # until Slurm has looked at it

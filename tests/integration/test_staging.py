@@ -403,7 +403,7 @@ async def test_web_inputs_off_the_public_internet_are_refused_naming_the_rule(
             "2130706433 resolves to 127.0.0.1, which is in the loopback range",
         f"http://0x7f.1:{port}/data.txt": "0x7f.1 resolves to 127.0.0.1, which is in the loopback",
         f"http://localhost:{port}/data.txt": "localhost resolves to",
-        "http://169.254.169.254/latest/meta-data/": "is in the link-local range (169.254.0.0/16)",
+        "http://169.254.10.10/latest/meta-data/": "is in the link-local range (169.254.0.0/16)",
         "http://100.64.0.1/x": "the shared address space of carrier-grade NAT (100.64.0.0/10)",
         "http://[fd00::1]/x": "fd00::1 is in a unique local (private) range (fc00::/7)",
         "http://192.168.1.1/x": "192.168.1.1 is in a private range (192.168.0.0/16)",
@@ -411,6 +411,9 @@ async def test_web_inputs_off_the_public_internet_are_refused_naming_the_rule(
     for location, reason in cases.items():
         message = await rejection(location)
         assert reason in message and message.endswith(allow), (location, message)
+    metadata = await rejection("http://169.254.169.254/latest/meta-data/")
+    assert metadata.endswith("is in the cloud metadata endpoint (169.254.169.254/32); "
+                             "no allow-list opens it"), metadata
 
     redirected = await rejection(
         f"{web_url}/redirect/{quote('http://10.255.255.1/secret', safe='')}", LOOPBACK)
