@@ -31,6 +31,9 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 GRID_ENGINE = "gridengine"
 """The session fixture of the host's one Grid Engine cell, and the xdist group of its tests."""
+NODE = "node"
+"""The session fixture of the test node (one per host: its bridge, address and iptables
+rules are the host's), and the xdist group of its tests."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -40,11 +43,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     xdist worker receives its tests in this order, so the rule holds per worker.
 
     Put the tests that use Grid Engine, as a fixture or as the parameter that names the
-    fixture they look up, in one xdist group."""
+    fixture they look up, in one xdist group, and those of the test node in another."""
     items.sort(key=lambda item: 0 if item.path.name.startswith("test_kube_") else 1)
     for item in items:
         if _uses_grid_engine(item):
             _join_group(item, GRID_ENGINE)
+        elif NODE in getattr(item, "fixturenames", ()):
+            _join_group(item, NODE)
 
 
 def _uses_grid_engine(item: pytest.Item) -> bool:
