@@ -43,10 +43,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     xdist worker receives its tests in this order, so the rule holds per worker.
 
     Put the tests that use Grid Engine, as a fixture or as the parameter that names the
-    fixture they look up, in one xdist group, and those of the test node in another."""
+    fixture they look up, and the API-server tests in one xdist group, and those of the test
+    node in another."""
     items.sort(key=lambda item: 0 if item.path.name.startswith("test_kube_") else 1)
     for item in items:
-        if _uses_grid_engine(item):
+        # xdist hands out its biggest group first, then single tests: the API-server tests
+        # join Grid Engine's group, which keeps its order, so that they run first on the
+        # worker they share and no test of that worker has started its operator before.
+        if item.path.name.startswith("test_kube_") or _uses_grid_engine(item):
             _join_group(item, GRID_ENGINE)
         elif NODE in getattr(item, "fixturenames", ()):
             _join_group(item, NODE)
