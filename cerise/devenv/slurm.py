@@ -98,7 +98,8 @@ def node_memory() -> int:
 def slurm_conf(
     *, layout: SlurmLayout, node: str, cpus: int, partition: str, ctld_port: int, slurmd_port: int
 ) -> str:
-    """The slurm.conf of a one-node cluster without accounting, all paths under `layout`."""
+    """The slurm.conf of a one-node cluster without accounting, all paths under `layout`. As on
+    most sites, a node set DOWN by hand stays down until RESUME (ReturnToService=1)."""
     root = layout.root
     return f"""\
 ClusterName=cerise
@@ -122,7 +123,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
-ReturnToService=2
+ReturnToService=1
 MinJobAge=30
 KillWait=5
 EnforcePartLimits=ALL

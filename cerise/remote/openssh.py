@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -130,7 +131,6 @@ async def _move(account: Account, command: str, local: Path, start: int, end: in
         refusal = await _logged_in(process.stderr, account.connect_timeout + 10)
         login.close()
         if refusal is not None:
-            process.kill()
             raise MoverFailed(f"ssh could not log in: {refusal}", logged_in=False, sent=0)
         errors = asyncio.ensure_future(_stderr(process.stderr))
         # The child shares the file's offset with us: it tells how far it has got.
@@ -142,7 +142,8 @@ async def _move(account: Account, command: str, local: Path, start: int, end: in
         return position - start
     finally:
         if process is not None and process.returncode is None:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+                process.kill()
             await process.wait()
         if errors is not None and not errors.done():
             errors.cancel()

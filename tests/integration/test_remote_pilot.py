@@ -105,6 +105,15 @@ class Pilot:
     async def starts(self, run: JobRef) -> list[str]:
         return (await self.remote.read(f"{run.files.job_dir}/starts")).decode().splitlines()
 
+    async def until_started(self, run: JobRef) -> None:
+        """Poll until the run's runner has recorded its start (a running run's shell may not
+        have got that far yet)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while not await self.starts(run):
+            assert loop.time() < deadline, f"{run.key} never recorded a start"
+            await asyncio.sleep(0.2)
+
     async def release(self) -> None:
         await self.shell(f"touch {shlex.quote(self.base)}/jobs/release")
 
@@ -229,6 +238,7 @@ async def test_cancel_of_one_run_inside_an_allocation(pilot: Pilot) -> None:
     allocation = await pilot.allocate(AgentSettings(cores=2, time_limit=600, idle=60))
     await pilot.until([doomed, other], lambda seen: verdicts(seen, [doomed, other]) == [
         RunVerdict.RUNNING] * 2, "both runs running")
+    await pilot.until_started(doomed)
     await executor.cancel(pilot.remote, pilot.queue, [doomed], pilot.batch.prologue)
     seen = await pilot.until([doomed, other], lambda seen: verdicts(seen, [doomed]) == [
         RunVerdict.DONE], "the cancelled run ended")
