@@ -6,7 +6,9 @@ of several writers that start from the same phase exactly one wins. The losers g
 `TransitionConflict` and must re-read the job and decide again.
 
 A job without a status yet (just created) has no phase to test; its first transition
-is guarded by `metadata.resourceVersion` instead.
+is guarded by `metadata.resourceVersion` instead. A write made for a compute resource by
+the operator replica holding its Lease also tests the job's `status.fence`
+(`cerise.kube.leases`), so that a former holder's writes cannot land.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lightkube.generic_resource import GenericNamespacedResource, create_namespa
 from lightkube.types import PatchType
 
 from cerise.model import states
+from cerise.model.leases import FencingToken, fence_test
 from cerise.model.states import Phase
 
 GROUP = "cerise.dev"
@@ -118,17 +121,21 @@ async def transition(
     message: str | None = None,
     fields: Mapping[str, Any] | None = None,
     generation: int | None = None,
+    fence: FencingToken | None = None,
 ) -> GenericNamespacedResource:
     """Atomically move job `namespace/name` from `source` to `target`; return the new object.
 
     Raises TransitionConflict if the job is no longer in `source` (or, for the first
-    transition, was changed since `resource_version`), and IllegalTransition if the state
-    machine forbids the move.
+    transition, was changed since `resource_version`; or its `status.fence` is not
+    `fence`, when one is given: another replica has taken its resource over), and
+    IllegalTransition if the state machine forbids the move.
     """
     patch = transition_patch(
         source, target, resource_version=resource_version, message=message, fields=fields,
         generation=generation,
     )
+    if fence is not None:
+        patch.insert(0, fence_test(fence))
     try:
         # lightkube's type overloads omit subresources; the call itself supports them.
         job: GenericNamespacedResource = await client.patch(
@@ -145,14 +152,32 @@ async def transition(
 
 
 async def patch_status(
-    client: AsyncClient, *, namespace: str, name: str, status: Mapping[str, Any]
+    client: AsyncClient, *, namespace: str, name: str, status: Mapping[str, Any],
+    fence: FencingToken | None = None,
 ) -> GenericNamespacedResource:
     """Merge `status` into job `namespace/name`'s status: observed facts that are no phase
-    change (e.g. its steps), so no compare-and-swap. Returns the new object."""
-    job: GenericNamespacedResource = await client.patch(
-        WorkflowJob.Status,  # type: ignore[arg-type]
-        name, {"status": dict(status)}, namespace=namespace, patch_type=PatchType.MERGE,
-    )
+    change (e.g. its steps), so no compare-and-swap. Returns the new object.
+
+    With `fence`, each top-level field is replaced rather than merged, and only while the
+    job's `status.fence` is `fence` (else TransitionConflict).
+    """
+    if fence is None:
+        job: GenericNamespacedResource = await client.patch(
+            WorkflowJob.Status,  # type: ignore[arg-type]
+            name, {"status": dict(status)}, namespace=namespace, patch_type=PatchType.MERGE,
+        )
+        return job
+    patch = [fence_test(fence), *({"op": "add", "path": f"/status/{_escape(key)}",
+                                   "value": value} for key, value in status.items())]
+    try:
+        job = await client.patch(
+            WorkflowJob.Status,  # type: ignore[arg-type]
+            name, patch, namespace=namespace, patch_type=PatchType.JSON,
+        )
+    except ApiError as error:
+        if error.status.code in _CONFLICT_CODES:
+            raise TransitionConflict(f"{namespace}/{name} was taken over") from error
+        raise
     return job
 
 

@@ -20,6 +20,7 @@ from cerise.model import compute
 from cerise.model.compute import ResourceSpec
 from cerise.model.decisions import Memory
 from cerise.model.exchange import Exchange
+from cerise.model.leases import FencingToken
 from cerise.model.specialisation import StepUse
 from cerise.model.steps import Step
 from cerise.model.submissions import SubmitBudget
@@ -67,7 +68,9 @@ class ResourceContext:
         self, *, namespace: str, name: str, uid: str, spec: ResourceSpec, remote: Remote,
         scheduler: Scheduler, kube: AsyncClient, exchange: Exchange,
         jobs: Callable[[], list[Body]], remember: Callable[[Body], None],
+        fence: FencingToken | None = None,
     ) -> None:
+        """`fence`: the fencing token of this replica's tenure of the resource's Lease."""
         self.namespace, self.name, self.uid, self.spec = namespace, name, uid, spec
         self.remote, self.scheduler, self.kube, self.exchange = remote, scheduler, kube, exchange
         self.jobs, self.remember = jobs, remember
@@ -81,7 +84,7 @@ class ResourceContext:
         self.prologue = compute.prologue(spec.environment)
         self.transitions = Transitions(kube, remember=remember,
                                        log_path=lambda body: exchange.log_path(key_of(body)),
-                                       changed=self.wake.set)
+                                       changed=self.wake.set, fence=fence)
         self.budget = SubmitBudget(spec.submit_limits)
         self.pilot = None if spec.pilot is None else Allocations(
             namespace=namespace, resource=name, spec=spec.pilot, remote=remote,

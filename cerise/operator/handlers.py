@@ -10,13 +10,16 @@ CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished
 (CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
 `cerise.operator.retention`), the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`)
 and the bound on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS,
-`cerise.operator.health`). The background tasks are supervised, and `/healthz` (kopf's
-liveness endpoint) fails while one is dead or the API has been silent too long.
+`cerise.operator.health`), and the sharing of the compute resources among replicas
+(CERISE_OPERATOR_IDENTITY, CERISE_LEASE_*, `cerise.operator.sharing`). The background
+tasks are supervised, and `/healthz` (kopf's liveness endpoint) fails while one is dead or
+the API has been silent too long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +32,8 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from cerise.kube import cache
 from cerise.kube.jobs import GROUP, VERSION
-from cerise.operator import archiving, health, metrics, retention
+from cerise.kube.leases import LeaseKeeper
+from cerise.operator import archiving, health, metrics, retention, sharing
 from cerise.operator import settings as operator_settings
 from cerise.operator.registry import Registry
 
@@ -59,20 +63,29 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         sweeping = retention.settings(os.environ)
         bound = health.contact_bound(os.environ)
         exchange = operator_settings.exchange(os.environ, operator_settings.watched_namespaces())
+        shares = sharing.settings(os.environ)
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
+    for name in ("httpx", "httpx2"):  # a line per API request (Leases every 2 s) is noise
+        logging.getLogger(name).setLevel(logging.WARNING)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.loggers = False  # Events come only from explicit transitions
     settings.watching.server_timeout = 60
     kube = AsyncClient(config=KubeConfig.from_env(), field_manager="cerise-operator")
-    _state["registry"] = Registry(kube=kube, exchange=exchange)
+    _state["registry"] = state = Registry(kube=kube, exchange=exchange)
+    state.sharing = sharing.Sharing(
+        LeaseKeeper(kube, me=shares.identity, namespace=shares.namespace,
+                    timings=shares.timings),
+        timings=shares.timings, resources=state.shared_resources,
+        first=state.first_transitions)
     metrics.COLLECTOR.source = lambda: _state.get("registry")
     if endpoint is not None and (runner := await metrics.serve(endpoint)) is not None:
         _endpoints.append(runner)
     _health.bound = bound
     _health.contact()
+    _background("leases", state.sharing.run)
     _background("retention-sweep", retention.Sweeper(registry, sweeping).run)
     if (archiver := archiving.archiver(registry, os.environ)) is not None:
         _background("archiving", archiver.run)
@@ -83,10 +96,13 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    """Stop the background tasks and the metrics endpoint; close the API clients."""
+    """Stop the background tasks and the metrics endpoint; hand the Leases over (the
+    workers have stopped: kopf stops its daemons first); close the API clients."""
     for task in _tasks:
         task.cancel()
     await asyncio.gather(*_tasks, return_exceptions=True)
+    if (state := _state.get("registry")) is not None and state.sharing is not None:
+        await state.sharing.stop()
     for runner in _endpoints:
         await runner.cleanup()
     for client in _clients:
@@ -116,8 +132,13 @@ async def specialisation_event(type: str | None, body: kopf.Body, **_: Any) -> N
 
 @kopf.on.event(GROUP, VERSION, "computeresources")
 async def resource_event(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
-    """A deleted ComputeResource's worker, dead or not, is no longer missed."""
+    """Which ComputeResources exist, for sharing them out; a deleted one's worker, dead or
+    not, is no longer missed."""
     _health.contact()
+    assert namespace is not None, "ComputeResources are namespaced"
+    state = registry()
+    if state.resource_event(type, namespace, name) and state.sharing is not None:
+        state.sharing.poke()
     if type == "DELETED":
         _health.running(_worker_task(namespace, name))
 

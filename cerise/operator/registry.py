@@ -1,8 +1,10 @@
-"""What the operator knows: the newest copy of every WorkflowJob and Specialisation, and
-the resource workers.
+"""What the operator knows: the newest copy of every WorkflowJob and Specialisation, the
+ComputeResources that exist, and the resource workers.
 
 Fed by the watch (kopf's event handlers); read by the workers on every tick, so a worker
 never lists jobs from the API server. 10,000 jobs are 10,000 dict entries, not tasks.
+With replicas (`sharing`), a resource's worker runs only while this replica holds the
+resource's Lease, and stops at once when it does not.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from lightkube import ApiError, AsyncClient
 from cerise.archive import published, records
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
-from cerise.model import compute, states
+from cerise.model import compute, leases, states
 from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
 from cerise.operator import resources
 from cerise.operator.context import Body
 from cerise.operator.deletion import StillStopping
+from cerise.operator.sharing import Sharing
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.transitions import Transitions
 from cerise.operator.worker import ResourceChanged, ResourceWorker
 from cerise.remote import executor
+from cerise.remote.protocol import Remote
+from cerise.remote.schedulers import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ RETRY_BROKEN_RESOURCE = 30.0
 """Seconds before a ComputeResource that could not be used is tried again."""
 GIVE_UP_REMOTE_CLEANUP = 30
 """Tries (10 s apart) at removing a deleted job's remote files before leaving them."""
+HELD_ELSEWHERE_DELAY = 5.0
+"""Seconds between looks at a deleted job whose resource another replica works for."""
 
 ResourceKey = tuple[str, str]
 """(namespace, name) of a ComputeResource."""
@@ -55,6 +62,10 @@ class Registry:
     kube: AsyncClient
     exchange: Layout
     """The file exchange; a namespace's own when its URL names ``{namespace}``."""
+    sharing: Sharing | None = None
+    """This replica's share of the resources; None: it works alone, for every resource."""
+    resources: set[ResourceKey] = field(default_factory=set)
+    """The ComputeResources that exist."""
     jobs: dict[str, Body] = field(default_factory=dict)
     workers: dict[ResourceKey, ResourceWorker] = field(default_factory=dict)
     active: dict[ResourceKey, dict[str, Body]] = field(default_factory=dict)
@@ -110,7 +121,8 @@ class Registry:
     async def _initialise(self, body: Body) -> None:
         """Give a new job its first phase (a lost race: a newer version is on its way)."""
         resource = body["spec"]["computeResource"]
-        waiting = "" if resource_of(body) in self.workers else (
+        key = resource_of(body)
+        waiting = "" if key in self.workers or key in self.resources else (
             f"; waiting for ComputeResource {resource!r}")
         await self.transitions.move(body, None, Phase.SUBMITTED, f"accepted{waiting}")
 
@@ -130,6 +142,26 @@ class Registry:
             if namespace == body["metadata"]["namespace"]:
                 worker.wake.set()
 
+    def resource_event(self, event_type: str | None, namespace: str, name: str) -> bool:
+        """Record that a ComputeResource exists, or no longer does; whether that is news."""
+        key = (namespace, name)
+        known = key in self.resources
+        if event_type == "DELETED":
+            self.resources.discard(key)
+        else:
+            self.resources.add(key)
+        return known != (key in self.resources)
+
+    def shared_resources(self) -> list[leases.ResourceKey]:
+        """The ComputeResources to share out among the replicas."""
+        return [leases.ResourceKey(*key) for key in sorted(self.resources)]
+
+    def first_transitions(self, key: leases.ResourceKey) -> int:
+        """Where a new Lease of `key` starts counting: above every fence on its jobs."""
+        return leases.first_transitions(
+            leases.FencingToken.from_status((body.get("status") or {}).get("fence"))
+            for body in self.jobs.values() if resource_of(body) == (key.namespace, key.name))
+
     def remember(self, body: Body) -> None:
         """Keep a body the operator itself just wrote (newer than the watch may have yet)."""
         known = self.jobs.get(body["metadata"]["uid"])
@@ -140,7 +172,42 @@ class Registry:
         self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped,
         generation: Callable[[], int | None] = lambda: None, uid: str = "",
     ) -> None:
-        """Run the worker of one ComputeResource until the daemon is stopped.
+        """Run the worker of one ComputeResource until the daemon is stopped: with replicas,
+        only while this replica holds the resource's Lease, stopped at once when it loses
+        it (and started again, with a new tenure, if it takes it again)."""
+        if self.sharing is None:
+            await self._work(namespace, name, spec, stopped, generation, uid, None)
+            return
+        key = leases.ResourceKey(namespace, name)
+        stop = asyncio.ensure_future(_stopped(stopped))
+        try:
+            while not stopped:
+                held = asyncio.ensure_future(self.sharing.until_held(key))
+                await asyncio.wait({held, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not held.done():
+                    held.cancel()
+                    return
+                token = held.result()
+                work = asyncio.ensure_future(
+                    self._work(namespace, name, spec, stopped, generation, uid, token))
+                lost = asyncio.ensure_future(self.sharing.until_lost(key, token))
+                await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+                lost.cancel()
+                if work.done():
+                    work.result()  # kopf's TemporaryError (start again), or stopped
+                    return
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                logger.warning("ComputeResource %s/%s: its Lease is no longer held here; "
+                               "its work stopped", namespace, name)
+        finally:
+            stop.cancel()
+
+    async def _work(
+        self, namespace: str, name: str, spec: dict[str, Any], stopped: kopf.DaemonStopped,
+        generation: Callable[[], int | None], uid: str, fence: leases.FencingToken | None,
+    ) -> None:
+        """Run the worker of one ComputeResource (acting under `fence`, if sharing).
 
         A resource that cannot be used (bad spec or Secret) says why in its status, and
         kopf retries it later: the Secret may yet be created or fixed. When the spec
@@ -160,6 +227,31 @@ class Registry:
                 {"connected": False, "lastError": str(error), "lastPoll": kube_jobs.now()})
             raise kopf.TemporaryError(str(error), delay=RETRY_BROKEN_RESOURCE) from None
         try:
+            worker = await self._worker(namespace, name, parsed, remote, scheduler, generation,
+                                        uid, secret, fence)
+        except BaseException:
+            await remote.close()  # the worker closes it once it runs
+            raise
+        self.workers[(namespace, name)] = worker
+        try:
+            await worker.run(stopped)
+        except ResourceChanged as changed:
+            raise kopf.TemporaryError(str(changed), delay=0.5) from None
+        finally:
+            if self.workers.get((namespace, name)) is worker:
+                del self.workers[(namespace, name)]
+            reason = stopped.reason or kopf.DaemonStoppingReason(0)
+            if kopf.DaemonStoppingReason.RESOURCE_DELETED in reason:  # not when exiting
+                await self.specialisations.resource_gone(namespace, name)
+
+    async def _worker(
+        self, namespace: str, name: str, parsed: compute.ResourceSpec, remote: Remote,
+        scheduler: Scheduler, generation: Callable[[], int | None], uid: str,
+        secret: dict[str, str] | None, fence: leases.FencingToken | None,
+    ) -> ResourceWorker:
+        """A new worker of the resource, with its namespace's jobs and Specialisations
+        known, and its new jobs given their first phase."""
+        try:
             await self.specialisations.load(namespace)
             # Not to wait for the watch to go through every job (10,000 take kopf a while)
             # before polling the ones in flight again after a restart.
@@ -174,21 +266,12 @@ class Registry:
             specialisations=self.specialisations, generation=generation, uid=uid,
             secret=secret,
             credentials=lambda: self._credentials(namespace, parsed.credentials_secret),
+            fence=fence,
         )
-        self.workers[(namespace, name)] = worker
         for body in self.jobs_on((namespace, name)):
             if kube_jobs.phase_of(body) is None:
                 await self._initialise(body)
-        try:
-            await worker.run(stopped)
-        except ResourceChanged as changed:
-            raise kopf.TemporaryError(str(changed), delay=0.5) from None
-        finally:
-            if self.workers.get((namespace, name)) is worker:
-                del self.workers[(namespace, name)]
-            reason = stopped.reason or kopf.DaemonStoppingReason(0)
-            if kopf.DaemonStoppingReason.RESOURCE_DELETED in reason:  # not when exiting
-                await self.specialisations.resource_gone(namespace, name)
+        return worker
 
     async def _credentials(self, namespace: str, secret: str | None) -> dict[str, str] | None:
         """The data of a resource's credentials Secret, read now (None if it names none)."""
@@ -205,6 +288,13 @@ class Registry:
         left behind.
         """
         worker = self.workers.get(resource_of(body))
+        if worker is None and self._held_elsewhere(resource_of(body)):
+            if retry < GIVE_UP_REMOTE_CLEANUP:
+                raise kopf.TemporaryError("the replica holding its ComputeResource cleans up",
+                                          delay=HELD_ELSEWHERE_DELAY)
+            kopf.event(cast(kopf.Body, body), type="Warning", reason="CleanupIncomplete",
+                       message="remote files of the job were left behind: no replica of the "
+                               "operator worked for its ComputeResource")
         if worker is not None:
             try:
                 await worker.delete(body, retry)
@@ -220,6 +310,17 @@ class Registry:
             await asyncio.to_thread(published.remove, self.exchange.for_namespace(
                 body["metadata"]["namespace"]), body["metadata"]["uid"])
         self._forget(body)
+
+
+    def _held_elsewhere(self, key: ResourceKey) -> bool:
+        """Whether the resource exists and its work is another replica's (or nobody's, in a
+        takeover): not this one's to clean up after."""
+        return (self.sharing is not None and key in self.resources
+                and leases.ResourceKey(*key) not in self.sharing.held)
+
+
+async def _stopped(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()
 
 
 def _version(body: Body) -> int:

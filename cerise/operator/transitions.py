@@ -6,10 +6,16 @@ workers. A transition that loses its compare-and-swap is not an error: another w
 cancel through the REST API, say) got there first, and the caller decides again from the
 newer job — or, for a step that must not be lost (a submitted job, collected outputs),
 `carry_out` re-reads the job and follows a cancel that won the race.
+
+A worker of a resource held through its Lease writes under that tenure's fencing token:
+`claim` puts the token in a job's `status.fence` before the worker acts on the job, and
+every later write of the worker tests it, so that none lands once another replica has
+taken the resource over (`cerise.kube.leases`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,10 +25,12 @@ import kopf
 from lightkube import ApiError, AsyncClient
 
 from cerise.kube import jobs as kube_jobs
+from cerise.kube import leases as kube_leases
 from cerise.kube import objects
 from cerise.kube.jobs import TransitionConflict
-from cerise.model import decisions
+from cerise.model import decisions, leases
 from cerise.model.decisions import Move
+from cerise.model.leases import FencingToken
 from cerise.model.states import Phase
 from cerise.operator import joblog, metrics
 
@@ -38,9 +46,42 @@ class Transitions:
 
     def __init__(self, kube: AsyncClient, *, remember: Callable[[Body], None],
                  log_path: Callable[[Body], Path], changed: Callable[[], None] = lambda: None,
-                 ) -> None:
-        self.kube = kube
+                 fence: FencingToken | None = None) -> None:
+        """`fence`: the token every write but a new job's first one carries (None: the
+        operator works alone)."""
+        self.kube, self.fence = kube, fence
         self._remember, self._log_path, self._changed = remember, log_path, changed
+
+    async def claim(self, bodies: list[Body]) -> list[Body]:
+        """The jobs to act on under this tenure: as they are if their fence is ours already
+        (or nothing is fenced, or they have no phase yet), with our fence written over an
+        older one; not those fenced by a newer tenure, nor those that changed since they
+        were read (the next tick decides again)."""
+        if self.fence is None:
+            return bodies
+        ours: list[Body] = []
+        older: list[Body] = []
+        for body in bodies:
+            current = FencingToken.from_status((body.get("status") or {}).get("fence"))
+            answer = leases.claim(current, self.fence)
+            if answer is leases.Claim.HELD or kube_jobs.phase_of(body) is None:
+                ours.append(body)
+            elif answer is leases.Claim.WRITE:
+                older.append(body)
+            else:
+                logger.warning("job %s: fenced by a newer tenure (%s) than ours (%s); left "
+                               "alone", body["metadata"].get("uid"), current, self.fence)
+        written = await asyncio.gather(*(self._claim(body, self.fence) for body in older))
+        return ours + [body for body in written if body is not None]
+
+    async def _claim(self, body: Body, fence: FencingToken) -> Body | None:
+        try:
+            new = await kube_leases.claim_job(self.kube, body, fence)
+        except kube_leases.FenceRefused:
+            self._changed()
+            return None
+        self._remember(new)
+        return new
 
     async def move(
         self, body: Body, source: Phase | None, target: Phase, message: str,
@@ -54,7 +95,7 @@ class Transitions:
                 self.kube, namespace=meta["namespace"], name=meta["name"], source=source,
                 target=target, message=message, fields=fields,
                 resource_version=meta["resourceVersion"] if source is None else None,
-                generation=meta.get("generation"))
+                generation=meta.get("generation"), fence=None if source is None else self.fence)
         except TransitionConflict:
             self._changed()
             return None
@@ -100,8 +141,9 @@ class Transitions:
         meta = body["metadata"]
         try:
             new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
-                                               name=meta["name"], status=fields)
-        except ApiError as error:
+                                               name=meta["name"], status=fields,
+                                               fence=self.fence)
+        except (ApiError, TransitionConflict) as error:
             logger.warning("job %s: %s not written: %s", meta.get("uid"),
                            ", ".join(fields), error)
             return False

@@ -35,6 +35,7 @@ from cerise.model import cwl, decisions
 from cerise.model.compute import ResourceSpec
 from cerise.model.decisions import Failure, Retry, Work
 from cerise.model.exchange import Exchange
+from cerise.model.leases import FencingToken
 from cerise.operator import metrics
 from cerise.operator.context import Body, ResourceContext, key_of
 from cerise.operator.deletion import Deletion
@@ -112,12 +113,15 @@ class ResourceWorker:
         uid: str = "",
         credentials: Credentials = _no_credentials,
         secret: Mapping[str, str] | None = None,
+        fence: FencingToken | None = None,
     ) -> None:
         """`secret` is the credentials Secret's data the worker connects with;
-        `credentials` reads it again now and then."""
+        `credentials` reads it again now and then; `fence` is the fencing token of this
+        replica's tenure of the resource (None: the operator works alone)."""
         self.context = context = ResourceContext(
             namespace=namespace, name=name, uid=uid, spec=spec, remote=remote,
-            scheduler=scheduler, kube=kube, exchange=exchange, jobs=jobs, remember=remember)
+            scheduler=scheduler, kube=kube, exchange=exchange, jobs=jobs, remember=remember,
+            fence=fence)
         self.namespace, self.name, self.spec, self.remote = namespace, name, spec, remote
         self.wake = context.wake
         self._generation = generation
@@ -199,7 +203,7 @@ class ResourceWorker:
         remote_jobs: list[Body] = []
         staged: list[tuple[Body, Callable[[Body], Coroutine[Any, Any, None]]]] = []
         active: set[str] = set()
-        for body in self.context.jobs():
+        for body in await self.context.transitions.claim(self.context.jobs()):
             active.add(key_of(body))
             phase = kube_jobs.phase_of(body)
             decision = decisions.next_work(

@@ -30,6 +30,9 @@ EXCHANGE_URL = f"http://localhost:{API_PORT}/files"
 METRICS_PORT = free_port()
 METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 """The session operator's Prometheus endpoint."""
+LEASE_TIMINGS = {"CERISE_LEASE_DURATION": "6", "CERISE_LEASE_RENEW_DEADLINE": "4",
+                 "CERISE_LEASE_RETRY": "1"}
+"""Short Lease timings for the tests' operators (the defaults are 15, 10 and 2 s)."""
 RETENTION_SWEEP = 0.5
 """Seconds between the session operator's retention sweeps (only resources with a
 `jobRetention` have jobs to delete)."""
@@ -60,7 +63,9 @@ def operator(
                    "CERISE_ARCHIVE_RETRY_SECONDS": "0.5",
                    # the tests' web servers (tests/integration/web.py) are on the loopback,
                    # which the web fence refuses unless allowed
-                   "CERISE_WEB_ALLOW": "127.0.0.1"})
+                   "CERISE_WEB_ALLOW": "127.0.0.1",
+                   # a killed and restarted operator takes its resources back sooner
+                   **LEASE_TIMINGS})
     process.start()
     yield process
     process.stop()

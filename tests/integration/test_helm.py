@@ -364,7 +364,17 @@ def test_exchange_url_and_modes(helm_env: dict[str, str]) -> None:
             "https://cerise.example.org/ns/{namespace}/files"
     operator = find(single, "Deployment", "demo-cerise-operator")["spec"]
     [container] = operator["template"]["spec"]["containers"]
-    assert operator["replicas"] == 1 and operator["strategy"]["type"] == "Recreate"
+    assert operator["replicas"] == 2 and "strategy" not in operator  # rolling, Leases hand over
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in container["env"]}
+    assert (env["POD_NAME"], env["POD_NAMESPACE"]) == ("metadata.name", "metadata.namespace")
+    # the default exchange is ReadWriteOnce: the replicas share its node
+    affinity = operator["template"]["spec"]["affinity"]["podAffinity"]
+    [term] = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    spread = find(render(helm_env, "--set", "exchange.persistence.accessModes={ReadWriteMany}"),
+                  "Deployment", "demo-cerise-operator")["spec"]["template"]["spec"]["affinity"]
+    assert "podAntiAffinity" in spread and "podAffinity" not in spread
     assert "--namespace=team-x" in container["command"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["command"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

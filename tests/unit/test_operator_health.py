@@ -105,8 +105,13 @@ def test_the_bound_comes_from_the_environment() -> None:
 class _Registry:
     """Runs workers that fail as told."""
 
+    sharing = None
+
     def __init__(self, error: Exception | None) -> None:
         self.error = error
+
+    def resource_event(self, *_: Any) -> bool:
+        return False
 
     async def run_worker(self, *_: Any, **__: Any) -> None:
         if self.error is not None:

@@ -1,0 +1,251 @@
+"""Operator replicas sharing the compute resources through Leases, as real `kopf run`
+processes against a private control plane: the resources are spread evenly, a replica
+killed outright is taken over with nothing lost or done twice, a replica that joins gets its
+share, and a paused former holder's writes do not land.
+
+The operator's fenced write path is tried directly too, under two tenures of one resource.
+Short Lease timings (`LEASE_TIMINGS`) keep the tests quick; benchmarks/operator_takeover.py
+measures the default ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+
+from cerise.devenv import controlplane, specialisations
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import IDENTITY, OperatorProcess
+from cerise.devenv.process import free_port
+from cerise.kube import objects
+from cerise.kube.jobs import WorkflowJob
+from cerise.kube.jobs import phase_of as jobs_phase
+from cerise.model.leases import FencingToken, Identity
+from cerise.model.states import Phase
+from cerise.operator.transitions import Transitions
+from tests.integration.api_fixtures import poll_until
+from tests.integration.operator_fixtures import LEASE_TIMINGS, apply, wait_for_job
+from tests.integration.test_operator_jobs import FINAL, SLEEP
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "default"
+
+
+@dataclass
+class Replicas:
+    plane: ControlPlane
+    work: Path
+    operators: dict[str, OperatorProcess] = field(default_factory=dict)
+
+    def start(self, name: str) -> OperatorProcess:
+        operator = OperatorProcess(
+            kubeconfig=self.plane.kubeconfig_for(IDENTITY[0]), exchange_dir=self.work / "files",
+            exchange_url=f"http://localhost:{free_port()}/files",
+            log=self.work / f"operator-{name}.log",
+            extra_env={**LEASE_TIMINGS, "CERISE_OPERATOR_IDENTITY": name,
+                       "CERISE_LEASE_NAMESPACE": NAMESPACE})
+        operator.start()
+        self.operators[name] = operator
+        return operator
+
+    def holders(self) -> dict[str, str]:
+        """Resource → the replica name (identity without its random suffix) holding it."""
+        found = json.loads(self.plane.kubectl(
+            "get", "leases", "-n", NAMESPACE, "-l", "cerise.dev/lease=compute-resource",
+            "-o", "json").stdout)["items"]
+        return {lease["metadata"]["annotations"]["cerise.dev/subject"]:
+                (lease["spec"].get("holderIdentity") or "").rsplit("-", 1)[0]
+                for lease in found}
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for holder in self.holders().values():
+            counts[holder] = counts.get(holder, 0) + 1
+        return counts
+
+
+@pytest.fixture
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    work = tmp_path_factory.mktemp("replicas")
+    (work / "files" / "input").mkdir(parents=True)
+    plane = controlplane.start(work / "control-plane", identities=[IDENTITY],
+                               controller_manager=False)
+    replicas = Replicas(plane, work)
+    try:
+        controlplane.bind_cluster_role(plane, "cerise-operator", IDENTITY[1][0])
+        yield replicas
+    finally:
+        for operator in replicas.operators.values():
+            operator.kill()
+        plane.stop()
+
+
+def make_resources(replicas: Replicas, count: int) -> list[str]:
+    names = [f"r{i}" for i in range(count)]
+    for name in names:
+        apply(replicas.plane, NAMESPACE, {
+            "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+            "metadata": {"name": name},
+            "spec": {"refreshSeconds": 0.2,
+                     "files": {"protocol": "local", "path": str(replicas.work / name)},
+                     "jobs": {"protocol": "local", "scheduler": "none"}}})
+    apply(replicas.plane, NAMESPACE, specialisations.example(names))
+    return names
+
+
+def submit_jobs(replicas: Replicas, resources: list[str], per_resource: int,
+                delay: int) -> list[str]:
+    names = []
+    for resource in resources:
+        for i in range(per_resource):
+            name = f"{resource}-job-{i}"
+            apply(replicas.plane, NAMESPACE, {
+                "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
+                "metadata": {"name": name},
+                "spec": {"workflow": SLEEP, "input": {"delay": delay},
+                         "computeResource": resource}})
+            names.append(name)
+    return names
+
+
+def jobs(plane: ControlPlane) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(plane.kubectl(
+        "get", "wfj", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    return items
+
+
+def submissions(replicas: Replicas, job: dict[str, Any]) -> int:
+    """How many times the job was submitted (`remote_id` gets a line at each submit)."""
+    path = (replicas.work / job["spec"]["computeResource"] / "jobs" / job["metadata"]["uid"]
+            / "remote_id")
+    return len(path.read_text().splitlines())
+
+
+def transition_events(plane: ControlPlane, job: str) -> list[str]:
+    """The reasons of the job's transition Events, in order (one per landed transition)."""
+    events = json.loads(plane.kubectl(
+        "get", "events", "-n", NAMESPACE, "--field-selector",
+        f"involvedObject.name={job},involvedObject.kind=WorkflowJob", "-o", "json").stdout)
+    ordered = sorted(events["items"], key=lambda e: e.get("firstTimestamp") or "")
+    return [reason for e in ordered for reason in [e["reason"]] * (e.get("count") or 1)]
+
+
+async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
+    replicas: Replicas,
+) -> None:
+    a, _ = replicas.start("a"), replicas.start("b")
+    resources = make_resources(replicas, 4)
+    poll_until(lambda: replicas.counts() == {"a": 2, "b": 2}, timeout=60,
+               what="the four resources shared two and two")
+    names = submit_jobs(replicas, resources, per_resource=3, delay=4)
+    for name in names:
+        await wait_for_job(replicas.plane, NAMESPACE, name, {"Running", "Waiting"} | FINAL,
+                           timeout=120)
+    a.kill()
+    killed = time.monotonic()
+    poll_until(lambda: replicas.counts() == {"b": 4}, timeout=60,
+               what="b holding every resource")
+    taken_over = time.monotonic() - killed
+    for name in names:
+        await wait_for_job(replicas.plane, NAMESPACE, name, FINAL, timeout=120)
+    finished = jobs(replicas.plane)
+    assert {job["metadata"]["name"]: job["status"]["phase"] for job in finished} == {
+        name: "Success" for name in names}
+    assert {job["metadata"]["name"]: submissions(replicas, job) for job in finished} == {
+        name: 1 for name in names}
+    # the Lease duration (6 s) from a's last renewal, and b's next look (1 s)
+    assert taken_over < 6 + 2 * 1 + 2
+
+    replicas.start("c")
+    poll_until(lambda: replicas.counts() == {"b": 2, "c": 2}, timeout=60,
+               what="b handing c its share")
+
+
+async def test_a_paused_holder_writes_nothing_after_the_takeover(replicas: Replicas) -> None:
+    a, _ = replicas.start("a"), replicas.start("b")
+    make_resources(replicas, 1)
+    poll_until(lambda: len(replicas.holders()) == 1 and "" not in replicas.holders().values(),
+               timeout=60, what="r0 held")
+    holder = replicas.operators[replicas.holders()["r0"]]
+    other = "b" if holder is a else "a"
+    [name] = submit_jobs(replicas, ["r0"], per_resource=1, delay=5)
+    await wait_for_job(replicas.plane, NAMESPACE, name, {"Running"}, timeout=120)
+    assert holder.daemon is not None and holder.daemon.process is not None
+    pid = holder.daemon.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        poll_until(lambda: replicas.holders()["r0"] == other, timeout=60,
+                   what=f"{other} taking r0 over")
+        # the runner ends meanwhile, and the new holder finishes the job
+        await wait_for_job(replicas.plane, NAMESPACE, name, FINAL, timeout=120)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    log = Path(holder.log)
+    poll_until(lambda: "its work stopped" in log.read_text(errors="replace"), timeout=30,
+               what="the woken former holder stopping r0's work")
+    [job] = jobs(replicas.plane)
+    assert job["status"]["phase"] == "Success"
+    assert job["status"]["fence"]["holder"].startswith(f"{other}-")
+    assert submissions(replicas, job) == 1
+    reasons = transition_events(replicas.plane, name)
+    assert len(reasons) == len(set(reasons)), f"a transition landed twice: {reasons}"
+
+
+async def test_a_former_holders_writes_are_refused(
+    kube: AsyncClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator's own write path (`Transitions`) under two tenures of one resource: once
+    the newer one has claimed a job, nothing the older one writes lands, and the older one
+    leaves the job alone."""
+    events: list[str] = []
+    monkeypatch.setattr(kopf, "event", lambda _, **event: events.append(event["reason"]))
+
+    def transitions(fence: FencingToken) -> Transitions:
+        return Transitions(kube, remember=lambda _: None, log_path=lambda _: tmp_path / "log",
+                           fence=fence)
+
+    await kube.create(WorkflowJob(metadata=ObjectMeta(name="fenced", namespace=namespace),
+                                  spec={"workflow": "x.cwl", "computeResource": "elsewhere"}))
+    job = await submitted(kube, namespace, "fenced")
+    events.clear()
+    older = transitions(FencingToken(Identity("a-1"), 3))
+    newer = transitions(FencingToken(Identity("b-2"), 4))
+    [job] = await older.claim([job])
+    moved = await older.move(job, Phase.SUBMITTED, Phase.STAGING_IN, "staging by a")
+    assert moved is not None
+    [taken] = await newer.claim([moved])
+    assert taken["status"]["fence"] == {"holder": "b-2", "transitions": 4}
+
+    assert await older.move(moved, Phase.STAGING_IN, Phase.STAGING_IN_CR, "late") is None
+    assert not await older.observe(moved, {"message": "late"})
+    assert await older.claim([taken]) == []
+    latest = await objects.get_job(kube, namespace, "fenced")
+    assert latest is not None
+    assert (latest["status"]["phase"], latest["status"]["message"]) == (
+        "StagingIn", "staging by a")
+    assert events == ["StagingIn"]
+    assert await newer.move(taken, Phase.STAGING_IN, Phase.STAGING_IN_CR, "by b") is not None
+
+
+async def submitted(kube: AsyncClient, namespace: str, name: str) -> dict[str, Any]:
+    """The job in its first phase, written here or by the session's operator, if it runs."""
+    registry = Transitions(kube, remember=lambda _: None, log_path=lambda _: Path("/dev/null"))
+    for _ in range(100):
+        job = await objects.get_job(kube, namespace, name)
+        assert job is not None
+        if jobs_phase(job) is Phase.SUBMITTED:
+            return job
+        await registry.move(job, None, Phase.SUBMITTED, "accepted")
+    raise AssertionError("the job never had its first phase")
