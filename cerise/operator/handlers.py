@@ -8,10 +8,11 @@ refuses one exchange for several namespaces), the CERISE_* credential
 overrides of `cerise.model.compute`, the metrics endpoint (CERISE_METRICS_PORT and
 CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished jobs
 (CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
-`cerise.operator.retention`), the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`)
-and the bound on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS,
-`cerise.operator.health`). The background tasks are supervised, and `/healthz` (kopf's
-liveness endpoint) fails while one is dead or the API has been silent too long.
+`cerise.operator.retention`), the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`),
+the retries of callbacks (CERISE_CALLBACK_*, `cerise.operator.callbacks`) and the bound
+on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS, `cerise.operator.health`).
+The background tasks are supervised, and `/healthz` (kopf's liveness endpoint) fails
+while one is dead or the API has been silent too long.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from cerise.kube import cache
 from cerise.kube.jobs import GROUP, VERSION
-from cerise.operator import archiving, health, metrics, retention
+from cerise.operator import archiving, callbacks, health, metrics, retention
 from cerise.operator import settings as operator_settings
 from cerise.operator.registry import Registry
 
@@ -57,6 +58,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     try:
         endpoint = metrics.endpoint(os.environ)
         sweeping = retention.settings(os.environ)
+        callbacks.schedule(os.environ)  # checked here; each worker reads it
         bound = health.contact_bound(os.environ)
         exchange = operator_settings.exchange(os.environ, operator_settings.watched_namespaces())
     except ValueError as error:
