@@ -121,10 +121,10 @@ class Callbacks:
         try:
             answer = await web.post(url, payload, headers, fence=self.context.web_inputs.fence,
                                     timeout=TIMEOUT)
-        except web.Refused as error:
-            return Outcome(str(error), final=True)
+        except web.Refused as error:  # the URL is in the spec: the reason alone fits the status
+            return Outcome(str(error).removeprefix(f"{url}: "), final=True)
         except web.FetchFailed as error:
-            return Outcome(str(error))
+            return Outcome(str(error).removeprefix(f"{url}: "))
         if 200 <= answer < 300:
             return Outcome(f"HTTP {answer}", delivered=True)
         return Outcome(f"HTTP {answer}")

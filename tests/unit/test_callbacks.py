@@ -15,7 +15,9 @@ import yaml
 
 from cerise.model import callbacks
 from cerise.model.callbacks import DELIVER, Outcome, Schedule, Wait
+from cerise.model.webfence import Fence
 from cerise.operator import callbacks as operator_callbacks
+from cerise.remote import web
 
 ENDED = "2026-01-01T00:00:00Z"
 ENDED_AT = callbacks.parse_time(ENDED)
@@ -159,3 +161,8 @@ def test_the_crds_pattern_agrees(url: str, allowed: bool) -> None:
     pattern = spec["properties"]["callback"]["properties"]["url"]["pattern"]
     assert bool(re.fullmatch(pattern, url)) is allowed
     assert (callbacks.url_problem(url) is None) is allowed
+
+
+async def test_a_callback_to_a_private_address_is_refused_before_connecting() -> None:
+    with pytest.raises(web.Refused, match=r"10\.0\.0\.5 is in a private range \(10\.0\.0\.0/8\)"):
+        await web.post("http://10.0.0.5/hook", b"{}", {}, fence=Fence(), timeout=5)
