@@ -45,7 +45,10 @@ def url_problem(url: object) -> str | None:
         return "the callback URL must be a string"
     if len(url) > MAX_URL:
         return f"the callback URL is {len(url)} characters long, more than {MAX_URL}"
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+    if not url.isascii():
+        return ("the callback URL must be ASCII: percent-encode other characters, and give "
+                "an international host name in its xn-- form")
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
         return "the callback URL contains white space or a control character"
     try:
         parts = urlsplit(url)

@@ -175,10 +175,11 @@ def test_every_door_takes_a_callback_url_and_refuses_a_bad_one(
     bad_cli = cerise(single_user_api, "submit", "nothing.cwl", "--callback", "portal/x",
                      cwd=tmp_path)
     assert bad_cli.returncode != 0 and "http:// or https://" in bad_cli.stderr
-    refused = control_plane.kubectl("apply", "-n", SINGLE, "-f", "-", check=False,
-                                    stdin=json.dumps({
-        "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
-        "metadata": {"name": "bad-callback"},
-        "spec": {"workflow": NOTHING, "computeResource": "local",
-                 "callback": {"url": "https://user:pw@portal.example.org/x"}}}))
-    assert refused.returncode != 0 and "spec.callback.url" in refused.stderr
+    for wrong in ("https://user:pw@portal.example.org/x", "https://portal.example.org/ä"):
+        refused = control_plane.kubectl("apply", "-n", SINGLE, "-f", "-", check=False,
+                                        stdin=json.dumps({
+            "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
+            "metadata": {"name": "bad-callback"},
+            "spec": {"workflow": NOTHING, "computeResource": "local",
+                     "callback": {"url": wrong}}}))
+        assert refused.returncode != 0 and "spec.callback.url" in refused.stderr

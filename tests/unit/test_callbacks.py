@@ -42,6 +42,8 @@ def job(**status: Any) -> dict[str, Any]:
     ("https://token@example.org/hook", "must not carry credentials"),
     ("https://example.org/a b", "white space or a control character"),
     ("https://example.org/\n", "white space or a control character"),
+    ("https://example.org/\ud800", "must be ASCII"),
+    ("https://exämple.org/", "must be ASCII"),
     ("https://example.org:99999/", "not a valid URL"),
     ("https://example.org/" + "a" * 2048, "more than 2048"),
     (42, "must be a string"),
@@ -153,7 +155,8 @@ def test_the_schedule_comes_from_the_environment() -> None:
     ("https://portal.example.org/hook?job=1", True), ("HTTP://10.0.0.1:8080/", True),
     ("http://[::1]/x@y", True), ("ftp://example.org/hook", False),
     ("https://user:pw@example.org/hook", False), ("https://example.org/a b", False),
-    ("https:///hook", False),
+    ("https:///hook", False), ("https://exämple.org/", False),
+    ("https://example.org/\x7f", False), ("https://example.org/a\tb", False),
 ])
 def test_the_crds_pattern_agrees(url: str, allowed: bool) -> None:
     crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "workflowjobs.yaml").read_text())
