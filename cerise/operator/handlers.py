@@ -8,11 +8,11 @@ refuses one exchange for several namespaces), the CERISE_* credential
 overrides of `cerise.model.compute`, the metrics endpoint (CERISE_METRICS_PORT and
 CERISE_METRICS_ADDRESS, `cerise.operator.metrics`) and the retention of finished jobs
 (CERISE_JOB_RETENTION, CERISE_RETENTION_SWEEP_SECONDS, CERISE_RETENTION_BATCH,
-`cerise.operator.retention`), the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`),
-the retries of callbacks (CERISE_CALLBACK_*, `cerise.operator.callbacks`) and the bound
-on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS, `cerise.operator.health`).
-The background tasks are supervised, and `/healthz` (kopf's liveness endpoint) fails
-while one is dead or the API has been silent too long.
+`cerise.operator.retention`), the archive (CERISE_ARCHIVE_*, `cerise.operator.archiving`)
+and the bound on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS,
+`cerise.operator.health`). The background tasks are supervised, and `/healthz` (kopf's
+liveness endpoint) fails while one is dead or the API has been silent too long.
+Callbacks are retried as CERISE_CALLBACK_* say (`cerise.operator.callbacks`).
 """
 
 from __future__ import annotations
