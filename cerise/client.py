@@ -84,13 +84,16 @@ class Client:
         return found
 
     def submit(self, workflow: str, inputs: Mapping[str, Any], *, name: str | None = None,
-               resource: str | None = None) -> dict[str, Any]:
-        """Submit a job; `workflow` is a URL or the document's text."""
+               resource: str | None = None, callback: str | None = None) -> dict[str, Any]:
+        """Submit a job; `workflow` is a URL or the document's text; `callback` a URL to
+        POST its summary to when it ends."""
         body: dict[str, Any] = {"workflow": workflow, "input": dict(inputs)}
         if name is not None:
             body["name"] = name
         if resource is not None:
             body["compute_resource"] = resource
+        if callback is not None:
+            body["callback_url"] = callback
         created: dict[str, Any] = self._json("POST", "/jobs", json=body)
         return created
 

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cerise.client import FINAL_STATES, Client, ClientError, ExitCode, exit_code_for
-from cerise.model import names
+from cerise.model import callbacks, names
 
 DEFAULT_URL = "http://localhost:29593"
 CONFIG = (Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
@@ -86,6 +86,8 @@ def submit(
     name: Annotated[str | None, typer.Option(help="A name for the job.")] = None,
     resource: Annotated[str | None, typer.Option(
         help="The ComputeResource to run on (default: the service's).")] = None,
+    callback: Annotated[str | None, typer.Option(
+        help="An http(s) URL to POST the job's summary to, signed, when it ends.")] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Follow the job until it ends; exit with its outcome.")] = False,
     url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False,
@@ -93,7 +95,8 @@ def submit(
     """Submit a workflow run; with --wait, follow it live and exit 0 only on Success."""
     local = Path(workflow)
     with _client(url, token) as client:
-        problem = names.problem(name or local.stem)
+        problem = names.problem(name or local.stem) or (
+            None if callback is None else callbacks.url_problem(callback))
         if problem is not None:  # before anything is uploaded
             raise ClientError(problem, ExitCode.USAGE)
         input_object: dict[str, Any] = {}
@@ -107,7 +110,8 @@ def submit(
         else:
             raise ClientError(f"the workflow {workflow} is neither a file nor a URL",
                               ExitCode.USAGE)
-        job = client.submit(location, input_object, name=name or local.stem, resource=resource)
+        job = client.submit(location, input_object, name=name or local.stem, resource=resource,
+                            callback=callback)
         if not wait:
             if as_json:
                 _print_json(job)

@@ -24,7 +24,7 @@ from cerise.apiserver.tenancy import Tenant
 from cerise.kube import submission
 from cerise.kube.cache import Body
 from cerise.kube.jobs import GROUP, VERSION, phase_of
-from cerise.model import names
+from cerise.model import callbacks, names
 from cerise.model.states import Phase
 
 MAX_WORKFLOW = 262144
@@ -62,6 +62,13 @@ def check_workflow(workflow: str) -> None:
         raise errors.BadRequest(
             f"the workflow is {len(workflow)} characters long, more than the "
             f"{MAX_WORKFLOW} a job can carry: upload it to the file exchange and give its URL")
+
+
+def check_callback(url: object) -> None:
+    """Refuse a callback URL that `cerise.model.callbacks` does not allow (None: none)."""
+    problem = None if url is None else callbacks.url_problem(url)
+    if problem is not None:
+        raise errors.BadRequest(problem)
 
 
 def resources(tenant: Tenant) -> list[str]:
@@ -103,15 +110,18 @@ def choose_resource(tenant: Tenant, requested: str | None) -> str:
 async def submit(
     tenant: Tenant, *, name: str | None, workflow: str, input_object: Mapping[str, Any],
     resource: str | None = None, annotations: Mapping[str, str] | None = None,
-    job_id: str | None = None,
+    job_id: str | None = None, callback_url: str | None = None,
 ) -> Body:
     """Create a job; return it as stored."""
     check_name(name)
     check_workflow(workflow)
+    check_callback(callback_url)
     spec: dict[str, Any] = {"workflow": workflow, "input": dict(input_object),
                             "computeResource": choose_resource(tenant, resource)}
     if name is not None:
         spec["name"] = name
+    if callback_url is not None:
+        spec["callback"] = {"url": callback_url}
     body: Body = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkflowJob",
         "metadata": {"name": job_id or object_name(name), "namespace": tenant.namespace,

@@ -153,13 +153,14 @@ async def transition(
 
 async def patch_status(
     client: AsyncClient, *, namespace: str, name: str, status: Mapping[str, Any],
-    fence: FencingToken | None = None,
+    fence: FencingToken | None = None, current: Mapping[str, Any] | None = None,
 ) -> GenericNamespacedResource:
     """Merge `status` into job `namespace/name`'s status: observed facts that are no phase
     change (e.g. its steps), so no compare-and-swap. Returns the new object.
 
-    With `fence`, each top-level field is replaced rather than merged, and only while the
-    job's `status.fence` is `fence` (else TransitionConflict).
+    With `fence`, the write lands only while the job's `status.fence` is `fence` (else
+    TransitionConflict); `status` is then merged into `current`, the job's status as the
+    writer last saw it (a JSON Patch, which a fence needs, cannot merge).
     """
     if fence is None:
         job: GenericNamespacedResource = await client.patch(
@@ -167,8 +168,14 @@ async def patch_status(
             name, {"status": dict(status)}, namespace=namespace, patch_type=PatchType.MERGE,
         )
         return job
-    patch = [fence_test(fence), *({"op": "add", "path": f"/status/{_escape(key)}",
-                                   "value": value} for key, value in status.items())]
+    seen = current or {}
+    patch = [fence_test(fence)]
+    for key, value in status.items():
+        path = f"/status/{_escape(key)}"
+        if value is not None:
+            patch.append({"op": "add", "path": path, "value": merged(seen.get(key), value)})
+        elif key in seen:
+            patch.append({"op": "remove", "path": path})
     try:
         job = await client.patch(
             WorkflowJob.Status,  # type: ignore[arg-type]
@@ -179,6 +186,20 @@ async def patch_status(
             raise TransitionConflict(f"{namespace}/{name} was taken over") from error
         raise
     return job
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """`patch` applied to `target` as a JSON Merge Patch (RFC 7386): maps are merged, a
+    None removes its key, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
 
 
 def phase_of(job: Mapping[str, Any] | GenericNamespacedResource) -> Phase | None:

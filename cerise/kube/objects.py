@@ -21,9 +21,20 @@ class SecretUnavailable(LookupError):
 
 async def secret_data(client: AsyncClient, namespace: str, name: str) -> dict[str, str]:
     """The Secret's data, decoded to text."""
+    found = await optional_secret_data(client, namespace, name)
+    if found is None:
+        raise SecretUnavailable(f"Secret {namespace}/{name}: NotFound")
+    return found
+
+
+async def optional_secret_data(client: AsyncClient, namespace: str,
+                               name: str) -> dict[str, str] | None:
+    """The Secret's data, decoded to text; None if there is no such Secret."""
     try:
         secret = await client.get(Secret, name, namespace=namespace)
     except ApiError as error:
+        if error.status.code == 404:
+            return None
         raise SecretUnavailable(
             f"Secret {namespace}/{name}: {error.status.reason or error.status.code}") from None
     data: dict[str, str] = {}

@@ -13,7 +13,8 @@ and the bound on silence of the Kubernetes API (CERISE_HEALTH_CONTACT_SECONDS,
 `cerise.operator.health`), and the sharing of the compute resources among replicas
 (CERISE_OPERATOR_IDENTITY, CERISE_LEASE_*, `cerise.operator.sharing`). The background
 tasks are supervised, and `/healthz` (kopf's liveness endpoint) fails while one is dead or
-the API has been silent too long.
+the API has been silent too long. Callbacks are retried as CERISE_CALLBACK_* say
+(`cerise.operator.callbacks`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from cerise.kube import cache
 from cerise.kube.jobs import GROUP, VERSION
 from cerise.kube.leases import LeaseKeeper
-from cerise.operator import archiving, health, metrics, retention, sharing
+from cerise.operator import archiving, callbacks, health, metrics, retention, sharing
 from cerise.operator import settings as operator_settings
 from cerise.operator.registry import Registry
 
@@ -61,6 +62,7 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     try:
         endpoint = metrics.endpoint(os.environ)
         sweeping = retention.settings(os.environ)
+        callbacks.schedule(os.environ)  # checked here; each worker reads it
         bound = health.contact_bound(os.environ)
         exchange = operator_settings.exchange(os.environ, operator_settings.watched_namespaces())
         shares = sharing.settings(os.environ)

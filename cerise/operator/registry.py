@@ -22,7 +22,7 @@ from lightkube import ApiError, AsyncClient
 from cerise.archive import published, records
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
-from cerise.model import compute, leases, states
+from cerise.model import callbacks, compute, leases, states
 from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
@@ -69,7 +69,8 @@ class Registry:
     jobs: dict[str, Body] = field(default_factory=dict)
     workers: dict[ResourceKey, ResourceWorker] = field(default_factory=dict)
     active: dict[ResourceKey, dict[str, Body]] = field(default_factory=dict)
-    """The jobs a worker still has work for (not final, not being deleted), per resource:
+    """The jobs a worker still has work for (not final or with a callback to deliver, not
+    being deleted), per resource:
     a tick costs in proportion to them, not to every job ever run."""
     specialisations: Specialisations = field(init=False)
     transitions: Transitions = field(init=False)
@@ -92,7 +93,7 @@ class Registry:
         uid = body["metadata"]["uid"]
         self.jobs[uid] = body
         on_resource = self.active.setdefault(resource_of(body), {})
-        finished = kube_jobs.phase_of(body) in states.FINAL
+        finished = kube_jobs.phase_of(body) in states.FINAL and not callbacks.pending(body)
         if finished or body["metadata"].get("deletionTimestamp"):
             on_resource.pop(uid, None)
         else:

@@ -142,7 +142,7 @@ class Transitions:
         try:
             new = await kube_jobs.patch_status(self.kube, namespace=meta["namespace"],
                                                name=meta["name"], status=fields,
-                                               fence=self.fence)
+                                               fence=self.fence, current=body.get("status"))
         except (ApiError, TransitionConflict) as error:
             logger.warning("job %s: %s not written: %s", meta.get("uid"),
                            ", ".join(fields), error)

@@ -10,6 +10,7 @@ by phase, each part in a module of its own sharing one `ResourceContext`:
 * `Finished`, `StagingOut` → `stage_out` → the final phase.
 * a cancel request → its `CR` phase; a deleted job → `deletion`.
 * the resource's own status → `resource_status`.
+* an ended job's callback → `callbacks`.
 
 What to do next is decided by the pure functions of `cerise.model.decisions`; this module
 gathers their facts and carries out their answers. Staging in and out run as background
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -36,7 +38,7 @@ from cerise.model.compute import ResourceSpec
 from cerise.model.decisions import Failure, Retry, Work
 from cerise.model.exchange import Exchange
 from cerise.model.leases import FencingToken
-from cerise.operator import metrics
+from cerise.operator import callbacks, metrics
 from cerise.operator.context import Body, ResourceContext, key_of
 from cerise.operator.deletion import Deletion
 from cerise.operator.installer import Installer
@@ -147,6 +149,7 @@ class ResourceWorker:
         self.polling = Polling(context, self.status, log)
         self.stage_out = StageOut(context, log)
         self.deletion = Deletion(context)
+        self.callbacks = callbacks.Callbacks(context, callbacks.schedule(os.environ))
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -173,6 +176,7 @@ class ResourceWorker:
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.callbacks.close()
             await self.installer.close()
             await self.remote.close()
 
@@ -203,7 +207,8 @@ class ResourceWorker:
         remote_jobs: list[Body] = []
         staged: list[tuple[Body, Callable[[Body], Coroutine[Any, Any, None]]]] = []
         active: set[str] = set()
-        for body in await self.context.transitions.claim(self.context.jobs()):
+        claimed = await self.context.transitions.claim(self.context.jobs())
+        for body in claimed:
             active.add(key_of(body))
             phase = kube_jobs.phase_of(body)
             decision = decisions.next_work(
@@ -220,6 +225,7 @@ class ResourceWorker:
             elif decision.work is Work.POLL:
                 remote_jobs.append(body)
         self._start(staged)
+        self.callbacks.start(claimed)
         self._forget_ended(active)
         pilot = self.context.pilot
         self._polling = bool(remote_jobs) or (pilot is not None and bool(pilot.known))

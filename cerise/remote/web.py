@@ -9,6 +9,8 @@ also sent as SNI): a DNS answer that changes between the check and the connectio
 the address actually reached. A body larger than `limit` bytes, or a fetch taking more
 than `timeout` seconds in all, is abandoned.
 
+`post` sends one request (a job's callback) and follows no redirect.
+
 Errors say what went wrong with the URL: `Refused` (a rule refuses it: fetching again
 will not help), `HttpStatus` (the server's answer), `TimedOut`, or plain `FetchFailed`
 (the network or the server failed).
@@ -22,7 +24,7 @@ import hashlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -110,7 +112,7 @@ async def _body(url: str, fence: Fence, limit: int, timeout: float) -> AsyncGene
     deadline = asyncio.get_running_loop().time() + timeout
     tls = await asyncio.to_thread(httpx.create_ssl_context)  # loading CAs blocks: a thread
     current = url
-    try:
+    with _failures(url, timeout):
         for _ in range(MAX_REDIRECTS + 1):
             shown = url if current == url else f"{url} (redirected to {current})"
             async with contextlib.AsyncExitStack() as stack:
@@ -137,8 +139,29 @@ async def _body(url: str, fence: Fence, limit: int, timeout: float) -> AsyncGene
                         raise TooLarge(f"{shown} is larger than {_size(limit)}")
                     yield chunk
         raise Refused(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+async def post(url: str, body: bytes, headers: Mapping[str, str], *, fence: Fence,
+               timeout: float) -> int:
+    """POST `body` to `url` once, behind the fence, following no redirect; the answer's
+    HTTP status (its body is not read)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    tls = await asyncio.to_thread(httpx.create_ssl_context)
+    with _failures(url, timeout):
+        async with contextlib.AsyncExitStack() as stack:
+            response = await _open(stack, url, url, fence, tls, deadline, method="POST",
+                                   content=body, headers=headers)
+            status = response.status_code
+    return status
+
+
+@contextlib.contextmanager
+def _failures(url: str, timeout: float) -> Iterator[None]:
+    """httpx's and the deadline's errors as those of this module."""
+    try:
+        yield
     except TimeoutError:
-        raise TimedOut(f"{url}: not fetched within {timeout:g} s") from None
+        raise TimedOut(f"{url}: took longer than {timeout:g} s") from None
     except httpx.InvalidURL as error:
         raise Refused(f"{url}: not a valid URL ({error})") from None
     except httpx.HTTPError as error:
@@ -146,8 +169,11 @@ async def _body(url: str, fence: Fence, limit: int, timeout: float) -> AsyncGene
 
 
 async def _open(stack: contextlib.AsyncExitStack, location: str, shown: str, fence: Fence,
-                tls: ssl.SSLContext, deadline: float) -> httpx.Response:
-    """The response to GET `location`, from an address the fence allows (tried in turn)."""
+                tls: ssl.SSLContext, deadline: float, *, method: str = "GET",
+                content: bytes | None = None, headers: Mapping[str, str] | None = None,
+                ) -> httpx.Response:
+    """The response to `method` `location`, from an address the fence allows (tried in
+    turn)."""
     url = httpx.URL(location)
     if url.scheme not in ("http", "https") or not url.host:
         raise Refused(f"{shown}: only http(s) URLs with a host can be fetched")
@@ -166,7 +192,8 @@ async def _open(stack: contextlib.AsyncExitStack, location: str, shown: str, fen
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             follow_redirects=False, trust_env=False))
         request = client.build_request(
-            "GET", url.copy_with(host=str(address)), headers={"Host": url.netloc.decode("ascii")},
+            method, url.copy_with(host=str(address)), content=content,
+            headers={**(headers or {}), "Host": url.netloc.decode("ascii")},
             extensions={"sni_hostname": host} if url.scheme == "https" else {})
         try:
             async with asyncio.timeout_at(deadline):

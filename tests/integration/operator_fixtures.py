@@ -61,6 +61,10 @@ def operator(
                    # only resources with an archiveAfter have jobs to archive
                    "CERISE_ARCHIVE_URL": archive_db.url, "CERISE_ARCHIVE_SWEEP_SECONDS": "0.5",
                    "CERISE_ARCHIVE_RETRY_SECONDS": "0.5",
+                   # callbacks retried soon, so a receiver that is down for a while
+                   # (tests/integration/test_operator_callbacks.py) gets one in seconds
+                   "CERISE_CALLBACK_FIRST_RETRY_SECONDS": "0.5",
+                   "CERISE_CALLBACK_MAX_RETRY_SECONDS": "1",
                    # the tests' web servers (tests/integration/web.py) are on the loopback,
                    # which the web fence refuses unless allowed
                    "CERISE_WEB_ALLOW": "127.0.0.1",

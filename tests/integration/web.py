@@ -1,4 +1,5 @@
-"""A real HTTP server on 127.0.0.1 for tests that need web inputs or archives."""
+"""Real HTTP servers on the loopback for tests: one serving web inputs or archives, one
+receiving callbacks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import http.server
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 Answer = Callable[[str], tuple[int, bytes]]
 """For a request path: the status and, for 200, the body."""
@@ -36,4 +38,40 @@ def serving(answer: Answer) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class Post:
+    """A request a `receiving` server got: its path, headers and body."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@contextmanager
+def receiving(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, list[Post]]]:
+    """Answer POSTs with 204 and record them until the block ends; yields the base URL and
+    the list they are appended to (in the order they came)."""
+    posts: list[Post] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            posts.append(Post(self.path, dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}", posts
+    finally:
+        server.shutdown()
+        server.server_close()
         thread.join()

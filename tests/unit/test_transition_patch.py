@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cerise.kube import jobs
 from cerise.kube.jobs import transition_patch
 from cerise.model.states import IllegalTransition, Phase
 
@@ -70,3 +71,16 @@ def test_field_names_are_escaped_as_json_pointers() -> None:
 def test_illegal_transition_builds_no_patch() -> None:
     with pytest.raises(IllegalTransition, match="from Running to Success"):
         transition_patch(Phase.RUNNING, Phase.SUCCESS)
+
+
+def test_a_fenced_observation_merges_as_a_merge_patch_would() -> None:
+    """A fenced status write is a JSON Patch; its fields are merged into the status the
+    writer saw, so that nested maps keep their other keys and a None removes one."""
+    seen = {"callback": {"attempts": 1, "nextAttempt": "t1", "lastResult": "HTTP 503"}}
+    update = {"attempts": 2, "nextAttempt": None, "delivered": "t2"}
+    assert jobs.merged(seen["callback"], update) == {
+        "attempts": 2, "lastResult": "HTTP 503", "delivered": "t2"}
+    assert jobs.merged({"a": {"b": 1, "c": 2}}, {"a": {"c": None}, "d": [1]}) == {
+        "a": {"b": 1}, "d": [1]}
+    assert jobs.merged("old", {"x": 1}) == {"x": 1}
+    assert jobs.merged({"x": 1}, ["replaced"]) == ["replaced"]

@@ -2,7 +2,8 @@
 
 `POST /jobs` answers 201 with the job, `DELETE /jobs/{id}` 204, cancel 200 with the job;
 `name`, `workflow` and `input` are echoed as submitted; unknown ids answer 404 (the
-original answered 500 for some). Beyond the original: an optional `compute_resource`.
+original answered 500 for some). Beyond the original: an optional `compute_resource`, and
+an optional `callback_url` that is POSTed the job's summary when it ends.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cerise.apiserver import errors, history, json_bodies, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.archive import records
 from cerise.kube.cache import Body as JobBody
-from cerise.model import states
+from cerise.model import callbacks, states
 
 router = APIRouter(tags=["Cerise jobs"])
 
@@ -44,6 +45,10 @@ class JobDescription(BaseModel):
     compute_resource: str | None = Field(
         None, description="The ComputeResource to run on (an extension of the original API; "
                           "the service's default when absent).")
+    callback_url: str | None = Field(
+        None, max_length=callbacks.MAX_URL,
+        description="An http(s) URL to POST the job's summary to, signed, when it ends (an "
+                    "extension of the original API).")
 
 
 class Job(BaseModel):
@@ -138,7 +143,7 @@ async def submit_job(tenant: WriteTenant, request: Request, response: Response) 
     found = _description(await request.body())
     created = await workflowjobs.submit(
         tenant, name=found.name, workflow=found.workflow, input_object=found.input,
-        resource=found.compute_resource)
+        resource=found.compute_resource, callback_url=found.callback_url)
     job = present(tenant, created)
     response.headers["Location"] = f"{tenant.base_url}/jobs/{job.id}"
     return job

@@ -4,8 +4,9 @@
 ``input/wes-runs/<run id>/``, resolves a relative `workflow_url` and relative or
 client-side (``file://``, as wes-client sends) locations in `workflow_params` onto
 them, and creates the job; the request itself is kept in an annotation so that
-`GET /runs/{id}` can show it. `workflow_engine_parameters` takes one key,
-`compute_resource`. Tasks are the workflow's steps, from the job's ``status.steps``.
+`GET /runs/{id}` can show it. `workflow_engine_parameters` takes two keys,
+`compute_resource` and `callback_url` (POSTed the run's summary when it ends). Tasks are
+the workflow's steps, from the job's ``status.steps``.
 Errors are WES ErrorResponses (``{msg, status_code}``).
 """
 
@@ -29,14 +30,14 @@ from cerise.apiserver import errors, history, json_bodies, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.kube.jobs import GROUP
-from cerise.model import locations, names, states
+from cerise.model import callbacks, locations, names, states
 
 router = APIRouter(tags=["GA4GH WES 1.1"])
 
 REQUEST_ANNOTATION = f"{GROUP}/wes-request"
 TAGS_ANNOTATION = f"{GROUP}/wes-tags"
 CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
-ENGINE_PARAMETERS = {"compute_resource"}
+ENGINE_PARAMETERS = {"compute_resource", "callback_url"}
 ENGINES = {"cwltool", "cwl-runner"}
 ATTACHMENTS = "wes-runs"
 MAX_PAGE = 1000
@@ -135,7 +136,8 @@ async def service_info(tenant: ReadTenant) -> dict[str, Any]:
         "supported_filesystem_protocols": ["http", "https"],
         "workflow_engine_versions": {"cwltool": {"workflow_engine_version": []}},
         "default_workflow_engine_parameters": [
-            {"name": "compute_resource", "type": "string", "default_value": default_resource}],
+            {"name": "compute_resource", "type": "string", "default_value": default_resource},
+            {"name": "callback_url", "type": "string", "default_value": ""}],
         "system_state_counts": counts,
         "auth_instructions_url": "https://github.com/MD-Studio/cerise",
         "tags": {"namespace": tenant.namespace, "exchange": tenant.exchange.url},
@@ -178,6 +180,7 @@ async def run_workflow(tenant: WriteTenant, request: Request) -> RunIdResponse:
         await workflowjobs.submit(
             tenant, name=wanted["workflow_url"], workflow=workflow, input_object=params,
             resource=wanted["workflow_engine_parameters"].get("compute_resource"),
+            callback_url=wanted["workflow_engine_parameters"].get("callback_url"),
             annotations={REQUEST_ANNOTATION: json.dumps(wanted),
                          TAGS_ANNOTATION: json.dumps(wanted["tags"])},
             job_id=run_id)
@@ -283,7 +286,8 @@ def _request(body: JobBody) -> dict[str, Any]:
             "workflow_type_version": "v1.2",
             "workflow_url": workflow if "\n" not in workflow else "",
             "tags": _tags(body), "workflow_engine_parameters": {
-                "compute_resource": body["spec"]["computeResource"]}}
+                "compute_resource": body["spec"]["computeResource"],
+                **({"callback_url": url} if (url := callbacks.callback_url(body)) else {})}}
 
 
 def _tasks(body: JobBody) -> list[TaskLog]:
@@ -338,11 +342,15 @@ def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
     unknown = sorted(set(engine_parameters) - ENGINE_PARAMETERS)
     if unknown:
         raise errors.BadRequest(
-            f"unknown workflow_engine_parameters {', '.join(map(repr, unknown))}; the only "
-            f"one is {', '.join(sorted(ENGINE_PARAMETERS))}")
+            f"unknown workflow_engine_parameters {', '.join(map(repr, unknown))}; the "
+            f"known ones are {', '.join(sorted(ENGINE_PARAMETERS))}")
     resource = engine_parameters.get("compute_resource")
     if resource is not None and not isinstance(resource, str):
         raise errors.BadRequest("workflow_engine_parameters.compute_resource must be a string")
+    callback = engine_parameters.get("callback_url")
+    problem = None if callback is None else callbacks.url_problem(callback)
+    if problem is not None:
+        raise errors.BadRequest(f"workflow_engine_parameters.callback_url: {problem}")
     tags = _json_object(fields, "tags")
     if not all(isinstance(value, str) for value in tags.values()):
         raise errors.BadRequest("tags must map strings to strings")
