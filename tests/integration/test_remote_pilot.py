@@ -108,11 +108,16 @@ class Pilot:
     async def until_started(self, run: JobRef) -> None:
         """Poll until the run's runner has recorded its start (a running run's shell may not
         have got that far yet)."""
+        await self.written(f"{run.files.job_dir}/starts")
+
+    async def written(self, path: str) -> bytes:
+        """The content of `path` once it has some."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TIMEOUT
-        while not await self.starts(run):
-            assert loop.time() < deadline, f"{run.key} never recorded a start"
+        while not (content := await self.remote.read(path)):
+            assert loop.time() < deadline, f"{path} was never written"
             await asyncio.sleep(0.2)
+        return content
 
     async def release(self) -> None:
         await self.shell(f"touch {shlex.quote(self.base)}/jobs/release")
@@ -286,12 +291,12 @@ async def test_runs_die_with_a_killed_agent(pilot: Pilot) -> None:
     allocation = await pilot.allocate(AgentSettings(cores=1, time_limit=600, idle=60))
     await pilot.until([run], lambda seen: verdicts(seen, [run]) == [RunVerdict.RUNNING],
                       "the run running")
+    runner = int(await pilot.written(f"{run.files.job_dir}/runner.pid"))
     record = await pilot.remote.read(f"{allocation.files.job_dir}/agent")
     await pilot.shell(f"kill -KILL {int(record.split()[4])}")
     seen = await pilot.until([run], lambda seen: verdicts(seen, [run]) == [RunVerdict.REQUEUE],
                              "the run to requeue")
     assert seen.runs[run.key].markers.signal == "TERM", "the agent's end did not reach the run"
-    runner = int(await pilot.remote.read(f"{run.files.job_dir}/runner.pid"))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TIMEOUT
     while (await pilot.remote.run(f"kill -0 {runner}")).exit_status == 0:

@@ -11,12 +11,13 @@ tested on captured lines in tests/unit/test_scheduler_slurm.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 
 import pytest
 
-from cerise.devenv.slurm import SlurmCluster, node_state
+from cerise.devenv.slurm import SlurmCluster
 from cerise.remote.schedulers import RemoteState, Request
-from cerise.remote.schedulers.slurm import node_unavailable
 from cerise.remote.ssh_remote import SshRemote
 from tests.integration.test_remote_batch import (
     TIMEOUT,
@@ -43,8 +44,9 @@ async def wait_for_the_nodes(jobs: Jobs, slurm: SlurmCluster, state: str) -> Non
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TIMEOUT
-        # slurmctld may still show the node as it was (jobs of an earlier test ending on it)
-        while not node_unavailable(state_now := await asyncio.to_thread(node_state, slurm)):
+        # as slurmctld records it (sinfo can go on saying `mixed` for a while after jobs of
+        # an earlier test left the node)
+        while state not in (state_now := await asyncio.to_thread(recorded_state, slurm)):
             assert loop.time() < deadline, f"the node is still {state_now!r}"
             await asyncio.sleep(0.2)
         job = await jobs.submit(["bash", "-c", "exit 0", "r"],
@@ -62,3 +64,12 @@ async def wait_for_the_nodes(jobs: Jobs, slurm: SlurmCluster, state: str) -> Non
         assert (await jobs.wait_for(job, RemoteState.DONE)).exit_code == 0
     finally:
         await jobs.cancel([job])
+
+
+def recorded_state(cluster: SlurmCluster) -> str:
+    """The node's state in slurmctld's record (`scontrol show node`: IDLE, DOWN+DRAIN…)."""
+    shown = subprocess.run(["scontrol", "show", "node", cluster.node], capture_output=True,
+                           text=True, timeout=10, check=True,
+                           env={**os.environ, **dict(cluster.environment)}).stdout
+    return next(word.removeprefix("State=") for word in shown.split()
+                if word.startswith("State="))
