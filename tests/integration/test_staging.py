@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shlex
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from cerise.remote.protocol import Progress, Remote
 from cerise.remote.ssh_remote import SshRemote
 from cerise.remote.staging import InputRejected, OutputRejected
 from tests.integration.remote_fixtures import make_job_dir, ssh_target
+from tests.integration.web import running
 
 pytestmark = pytest.mark.integration
 
@@ -71,15 +71,8 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
             return None
 
     handler = functools.partial(Quiet, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", directory
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with running(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+        yield url, directory
 
 
 @pytest.fixture

@@ -31,14 +31,8 @@ def serving(answer: Answer) -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             return
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
+    with running(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield url
 
 
 @dataclass(frozen=True)
@@ -66,12 +60,18 @@ def receiving(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, lis
         def log_message(self, *_: object) -> None:
             return
 
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    with running(http.server.ThreadingHTTPServer((host, port), Handler)) as url:
+        yield url, posts
+
+
+@contextmanager
+def running(server: http.server.HTTPServer) -> Iterator[str]:
+    """Serve with `server` in a thread until the block ends; yields its base URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_address[1]}", posts
+        yield f"http://{server.server_address[0]!s}:{server.server_address[1]}"
     finally:
         server.shutdown()
-        server.server_close()
         thread.join()
+        server.server_close()
