@@ -130,7 +130,7 @@ class Archiver:
         """Archive and prune up to a batch of due jobs, end the retention of archived ones;
         how many jobs were archived."""
         source = self._source()
-        finished = [job for job in source.jobs.values()
+        finished = [job for job in source.own_jobs.values()
                     if retention.finished_at(job) is not None]
         after = await durations(source, {_resource(job) for job in finished},
                                 self.config.default, ARCHIVE_AFTER)

@@ -81,6 +81,16 @@ class Registry:
         self.transitions = Transitions(self.kube, remember=self.remember,
                                        log_path=self._log_path)
 
+    @property
+    def own_jobs(self) -> dict[str, Body]:
+        """The jobs this replica sweeps and archives: those of the resources it holds, and
+        those of resources nobody holds (gone: any replica may); all, working alone."""
+        if self.sharing is None:
+            return self.jobs
+        held = {(key.namespace, key.name) for key in self.sharing.held}
+        return {uid: body for uid, body in self.jobs.items()
+                if (key := resource_of(body)) in held or key not in self.resources}
+
     def jobs_on(self, key: ResourceKey) -> list[Body]:
         """The active jobs of one compute resource."""
         return list(self.active.get(key, {}).values())

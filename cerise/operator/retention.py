@@ -82,7 +82,8 @@ class Source(Protocol):
     def kube(self) -> AsyncClient: ...
 
     @property
-    def jobs(self) -> Mapping[str, Body]: ...
+    def own_jobs(self) -> Mapping[str, Body]:
+        """The jobs of this operator replica's resources, by UID."""
 
     @property
     def workers(self) -> Mapping[ResourceKey, _Worker]: ...
@@ -111,8 +112,9 @@ class Sweeper:
         """Delete up to a batch of expired jobs; how many were deleted."""
         source = self._source()
         self._asked.intersection_update(
-            uid for uid, job in source.jobs.items() if not job["metadata"].get("deletionTimestamp"))
-        finished = [job for uid, job in source.jobs.items()
+            uid for uid, job in source.own_jobs.items()
+            if not job["metadata"].get("deletionTimestamp"))
+        finished = [job for uid, job in source.own_jobs.items()
                     if uid not in self._asked and retention.finished_at(job) is not None]
         kept = await durations(source, {_resource(job) for job in finished},
                                self.config.default, RETENTION)

@@ -85,3 +85,14 @@ async def test_a_job_of_a_resource_held_here_or_gone_is_cleaned_up_here(
     registry.sharing.held[ResourceKey("ns", "hpc")] = FencingToken(Identity("me"), 1)
     await registry.delete_job(body("hpc"), retry=0)  # no worker (it cannot start): no wait
     await registry.delete_job(body("gone"), retry=0)
+
+
+async def test_a_replica_sweeps_the_jobs_of_its_own_resources_and_of_gone_ones(
+        registry: Registry) -> None:
+    assert registry.sharing is not None
+    registry.resource_event(None, "ns", "theirs")
+    registry.sharing.held[ResourceKey("ns", "hpc")] = FencingToken(Identity("me"), 1)
+    for uid, resource in (("a", "hpc"), ("b", "theirs"), ("c", "gone")):
+        await registry.job_event("ADDED", {**body(resource), "metadata": {
+            "uid": uid, "namespace": "ns", "name": uid, "resourceVersion": "1"}})
+    assert sorted(registry.own_jobs) == ["a", "c"]
