@@ -1,7 +1,8 @@
 """Operator replicas sharing the compute resources through Leases, as real `kopf run`
 processes against a private control plane: the resources are spread evenly, a replica
 killed outright is taken over with nothing lost or done twice, a replica that joins gets its
-share, and a paused former holder's writes do not land.
+share, a replica stopping hands its share over at once, and a paused former holder's
+writes do not land.
 
 The operator's fenced write path is tried directly too, under two tenures of one resource.
 Short Lease timings (`LEASE_TIMINGS`) keep the tests quick; benchmarks/operator_takeover.py
@@ -171,6 +172,11 @@ async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
     replicas.start("c")
     poll_until(lambda: replicas.counts() == {"b": 2, "c": 2}, timeout=60,
                what="b handing c its share")
+    # a graceful stop hands the Leases over at once: no waiting for them to expire
+    stopping = time.monotonic()
+    replicas.operators["b"].stop()
+    poll_until(lambda: replicas.counts() == {"c": 4}, timeout=60, what="c holding everything")
+    assert time.monotonic() - stopping < 6, "c waited for b's Leases to expire"
 
 
 async def test_a_paused_holder_writes_nothing_after_the_takeover(replicas: Replicas) -> None:
