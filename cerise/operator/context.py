@@ -77,6 +77,9 @@ class ResourceContext:
         """The resource's active jobs, newest copies; keeping a body the worker wrote."""
         self.wake = asyncio.Event()
         """Set to have the worker tick soon."""
+        self.prompt = False
+        """Whether the worker's own progress set `wake` (`carry_on`): the tick follows at
+        once, with no wait for more changes to come in."""
         self.tracking: dict[str, Tracking] = {}
         self.web_inputs = compute.web_inputs(spec, os.environ)
         self.input_cache = (staging.InputCache(self.base, spec.cache_max_bytes)
@@ -84,7 +87,7 @@ class ResourceContext:
         self.prologue = compute.prologue(spec.environment)
         self.transitions = Transitions(kube, remember=remember,
                                        log_path=lambda body: exchange.log_path(key_of(body)),
-                                       changed=self.wake.set, fence=fence)
+                                       changed=self.carry_on, fence=fence)
         self.budget = SubmitBudget(spec.submit_limits)
         self.pilot = None if spec.pilot is None else Allocations(
             namespace=namespace, resource=name, spec=spec.pilot, remote=remote,
@@ -117,6 +120,12 @@ class ResourceContext:
         return Request(name=f"cerise-{key_of(body)}", cores=cores,
                        time_limit=int(body["spec"].get("timeLimit") or time_limit),
                        memory=memory)
+
+    def carry_on(self) -> None:
+        """Have the worker tick at once: its own work moved a job on (a transition, a
+        staging task ended), so the job's next step is ready now."""
+        self.prompt = True
+        self.wake.set()
 
     def wake_in(self, delay: float) -> None:
         """Have the worker tick again after `delay` seconds."""

@@ -132,6 +132,7 @@ class ResourceWorker:
         self._credentials, self._secret = credentials, secret
         self._credentials_read = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ticked_at = float("-inf")
         self._polled_at = float("-inf")
         """When the remote jobs were last polled (monotonic seconds)."""
         self._polling = False
@@ -165,8 +166,9 @@ class ResourceWorker:
                     await asyncio.wait_for(self.wake.wait(),
                                            max(0.0, due) if self._polling else self.spec.refresh)
                 if self.wake.is_set():  # one tick for a burst of changes, not one for each
-                    await asyncio.sleep(COALESCE)
+                    await asyncio.sleep(self._coalesce())
                 self.wake.clear()
+                self.context.prompt = False
                 if self._generation() != self.observed_generation:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
                                           f"{self._generation()}); restarting its worker")
@@ -179,6 +181,14 @@ class ResourceWorker:
             await self.callbacks.close()
             await self.installer.close()
             await self.remote.close()
+
+    def _coalesce(self) -> float:
+        """How long a wake-up waits for more changes: COALESCE, but when the worker's own
+        progress woke it, only what is left of COALESCE since the last tick (at once when
+        the resource is quiet, at most one tick per COALESCE when it is busy)."""
+        if not self.context.prompt:
+            return COALESCE
+        return max(0.0, self._ticked_at + COALESCE - time.monotonic())
 
     async def _check_credentials(self) -> None:
         """Now and then, read the credentials Secret again: a rotated one restarts the
@@ -199,6 +209,7 @@ class ResourceWorker:
     async def tick(self) -> None:
         """Install what is wanted; advance every job one step; poll the remote ones with
         one command."""
+        self._ticked_at = time.monotonic()
         try:
             await self.installer.tick()
         except Exception:  # a fault in installing must not stop the jobs
@@ -269,7 +280,7 @@ class ResourceWorker:
 
     def _done(self, key: str) -> None:
         self._tasks.pop(key, None)
-        self.wake.set()
+        self.context.carry_on()
 
     async def _guarded(self, body: Body, work: Callable[[Body], Coroutine[Any, Any, None]]
                        ) -> None:

@@ -17,6 +17,7 @@ from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
+from cerise.devenv.up import DEV_LEASE_TIMINGS
 from cerise.kube.jobs import Specialisation, WorkflowJob
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.local import LocalRemote
@@ -30,9 +31,6 @@ EXCHANGE_URL = f"http://localhost:{API_PORT}/files"
 METRICS_PORT = free_port()
 METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 """The session operator's Prometheus endpoint."""
-LEASE_TIMINGS = {"CERISE_LEASE_DURATION": "6", "CERISE_LEASE_RENEW_DEADLINE": "4",
-                 "CERISE_LEASE_RETRY": "1"}
-"""Short Lease timings for the tests' operators (the defaults are 15, 10 and 2 s)."""
 RETENTION_SWEEP = 0.5
 """Seconds between the session operator's retention sweeps (only resources with a
 `jobRetention` have jobs to delete)."""
@@ -69,7 +67,7 @@ def operator(
                    # which the web fence refuses unless allowed
                    "CERISE_WEB_ALLOW": "127.0.0.1",
                    # a killed and restarted operator takes its resources back sooner
-                   **LEASE_TIMINGS})
+                   **DEV_LEASE_TIMINGS})
     process.start()
     yield process
     process.stop()

@@ -5,8 +5,8 @@ share, a replica stopping hands its share over at once, and a paused former hold
 writes do not land.
 
 The operator's fenced write path is tried directly too, under two tenures of one resource.
-Short Lease timings (`LEASE_TIMINGS`) keep the tests quick; benchmarks/operator_takeover.py
-measures the default ones.
+Short Lease timings (`DEV_LEASE_TIMINGS`, as `./dev up` has) keep the tests quick;
+benchmarks/operator_takeover.py measures the default ones.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cerise.devenv import controlplane, specialisations
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.process import free_port
+from cerise.devenv.up import DEV_LEASE_TIMINGS
 from cerise.kube import objects
 from cerise.kube.jobs import WorkflowJob
 from cerise.kube.jobs import phase_of as jobs_phase
@@ -36,7 +37,7 @@ from cerise.model.leases import FencingToken, Identity
 from cerise.model.states import Phase
 from cerise.operator.transitions import Transitions
 from tests.integration.api_fixtures import poll_until
-from tests.integration.operator_fixtures import LEASE_TIMINGS, apply, wait_for_job
+from tests.integration.operator_fixtures import apply, wait_for_job
 from tests.integration.test_operator_jobs import FINAL, SLEEP
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ class Replicas:
             kubeconfig=self.plane.kubeconfig_for(IDENTITY[0]), exchange_dir=self.work / "files",
             exchange_url=f"http://localhost:{free_port()}/files",
             log=self.work / f"operator-{name}.log",
-            extra_env={**LEASE_TIMINGS, "CERISE_OPERATOR_IDENTITY": name,
+            extra_env={**DEV_LEASE_TIMINGS, "CERISE_OPERATOR_IDENTITY": name,
                        "CERISE_LEASE_NAMESPACE": NAMESPACE})
         operator.start()
         self.operators[name] = operator
@@ -166,8 +167,8 @@ async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
         name: "Success" for name in names}
     assert {job["metadata"]["name"]: submissions(replicas, job) for job in finished} == {
         name: 1 for name in names}
-    # the Lease duration (6 s) from a's last renewal, and b's next look (1 s)
-    assert taken_over < 6 + 2 * 1 + 2
+    # the Lease duration (5 s) from a's last renewal, and b's next look (1 s)
+    assert taken_over < 5 + 2 * 1 + 2
 
     replicas.start("c")
     poll_until(lambda: replicas.counts() == {"b": 2, "c": 2}, timeout=60,
@@ -176,7 +177,7 @@ async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
     stopping = time.monotonic()
     replicas.operators["b"].stop()
     poll_until(lambda: replicas.counts() == {"c": 4}, timeout=60, what="c holding everything")
-    assert time.monotonic() - stopping < 6, "c waited for b's Leases to expire"
+    assert time.monotonic() - stopping < 5, "c waited for b's Leases to expire"
 
 
 async def test_a_paused_holder_writes_nothing_after_the_takeover(replicas: Replicas) -> None:
