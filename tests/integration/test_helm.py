@@ -1,12 +1,13 @@
 """The Helm chart (helm/cerise) and the Dockerfile, against the real control plane.
 
-No pods run here (no kubelet, no container runtime): Deployments and the uninstall hook's
-Job are created but never run. What is tested is what the API server and helm do: the chart
-lints, renders objects the API server accepts, installs, upgrades and uninstalls them; its
-CRDs and RBAC rules are the repository's own files, not copies; its ServiceAccounts get
-exactly the access deploy/rbac grants, in the right scope; and the uninstall hook's script,
-run here under the hook's own ServiceAccount, deletes the job objects while an operator
-(a stand-in that releases finalizers, as the real one does after its cleanup) is still there.
+No pods run here (a quota of none, should the test node have joined the control plane):
+Deployments and the uninstall hook's Job are created but never run. What is tested is what
+the API server and helm do: the chart lints, renders objects the API server accepts,
+installs, upgrades and uninstalls them; its CRDs and RBAC rules are the repository's own
+files, not copies; its ServiceAccounts get exactly the access deploy/rbac grants, in the
+right scope; and the uninstall hook's script, run here under the hook's own
+ServiceAccount, deletes the job objects while an operator (a stand-in that releases
+finalizers, as the real one does after its cleanup) is still there.
 """
 
 from __future__ import annotations
@@ -130,12 +131,21 @@ def release(control_plane: ControlPlane, namespace: str, helm_env: dict[str, str
             tmp_path: Path) -> Iterator[str]:
     """The chart installed as `rel` in the test's namespace (the default specialisation on a
     local resource); whatever the test leaves of it is removed afterwards."""
+    no_pods(control_plane, namespace)
     helm(helm_env, "install", "rel", str(CHART), "-n", namespace,
          "-f", str(values_file(tmp_path, local_values(tmp_path))), plane=control_plane)
     yield "rel"
     helm(helm_env, "uninstall", "rel", "-n", namespace, "--no-hooks", "--ignore-not-found",
          plane=control_plane, check=False)
     unhold(control_plane, namespace)
+
+
+def no_pods(plane: ControlPlane, namespace: str) -> None:
+    """A quota of no pods in `namespace`: the test node (tests/integration/test_helm_node.py)
+    may have joined this control plane, and a release here must still run no pod."""
+    plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}}}))
 
 
 # -- the chart on its own ---------------------------------------------------------------------
@@ -470,6 +480,7 @@ def test_cluster_mode_install(control_plane: ControlPlane, namespace: str,
     """The SSH example: the chart makes the credentials Secret and names it; the Ingress; in
     cluster mode the apiserver watches every namespace, and the users' group may submit."""
     [values] = [v for v in CI_VALUES if v.name == "ssh-cluster-values.yaml"]
+    no_pods(control_plane, namespace)
     helm(helm_env, "install", "hpc", str(CHART), "-n", namespace, "-f", str(values),
          plane=control_plane)
     try:
@@ -515,6 +526,8 @@ def test_two_releases_in_two_namespaces(control_plane: ControlPlane, helm_env: d
     values = str(values_file(tmp_path, local_values(tmp_path)))
     try:
         for ns, chart in zip(namespaces, (str(CHART), str(package)), strict=True):
+            control_plane.kubectl("create", "namespace", ns)
+            no_pods(control_plane, ns)
             helm(helm_env, "install", "cerise", chart, "-n", ns, "--create-namespace",
                  "-f", values, plane=control_plane)
         assert crd_versions(control_plane) == before
@@ -810,6 +823,7 @@ def test_an_installed_release_runs_a_job(
     values = local_values(tmp_path)
     values["specialisation"]["spec"]["projects"][0]["source"]["path"] = str(
         REPO / "specialisations" / "example" / "cerise")
+    no_pods(control_plane, namespace)
     helm(helm_env, "install", "rel", str(CHART), "-n", namespace,
          "-f", str(values_file(tmp_path, values)), plane=control_plane)
     try:
