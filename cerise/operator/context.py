@@ -94,9 +94,11 @@ class ResourceContext:
         return compute.base_path(self.spec, self.remote.username)
 
     def files(self, body: Body) -> JobFiles:
-        """The job's files on the resource: where its status says, or where they go."""
-        return JobFiles(body.get("status", {}).get("workDir")
-                        or f"{self.base}/jobs/{key_of(body)}")
+        """The job's files on the resource, of its current attempt: where its status says,
+        or where they go."""
+        status = body.get("status") or {}
+        return JobFiles(status.get("workDir") or f"{self.base}/jobs/{key_of(body)}",
+                        attempt=int(status.get("attempt") or 1))
 
     def tracked(self, body: Body) -> Tracking:
         """What the worker remembers of the job (a fresh record the first time)."""
