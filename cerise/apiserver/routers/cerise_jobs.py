@@ -2,7 +2,8 @@
 
 `POST /jobs` answers 201 with the job, `DELETE /jobs/{id}` 204, cancel 200 with the job;
 `name`, `workflow` and `input` are echoed as submitted; unknown ids answer 404 (the
-original answered 500 for some). Beyond the original: an optional `compute_resource`.
+original answered 500 for some). Beyond the original: an optional `compute_resource`, and
+`retry` (the WorkflowJob's `spec.retry`: retrying a run out of time or memory with more).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class JobDescription(BaseModel):
     compute_resource: str | None = Field(
         None, description="The ComputeResource to run on (an extension of the original API; "
                           "the service's default when absent).")
+    retry: dict[str, Any] | None = Field(
+        None, description="How a run its time limit or memory ended is retried with more "
+                          "(`attempts`, `timeFactor`, `memoryFactor`, `maxTimeSeconds`, "
+                          "`maxMemoryMiB`), within the ComputeResource's `retry`; an extension "
+                          "of the original API.")
 
 
 class Job(BaseModel):
@@ -138,7 +144,7 @@ async def submit_job(tenant: WriteTenant, request: Request, response: Response) 
     found = _description(await request.body())
     created = await workflowjobs.submit(
         tenant, name=found.name, workflow=found.workflow, input_object=found.input,
-        resource=found.compute_resource)
+        resource=found.compute_resource, retry=found.retry)
     job = present(tenant, created)
     response.headers["Location"] = f"{tenant.base_url}/jobs/{job.id}"
     return job

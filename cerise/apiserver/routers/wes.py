@@ -4,9 +4,10 @@
 ``input/wes-runs/<run id>/``, resolves a relative `workflow_url` and relative or
 client-side (``file://``, as wes-client sends) locations in `workflow_params` onto
 them, and creates the job; the request itself is kept in an annotation so that
-`GET /runs/{id}` can show it. `workflow_engine_parameters` takes one key,
-`compute_resource`. Tasks are the workflow's steps, from the job's ``status.steps``.
-Errors are WES ErrorResponses (``{msg, status_code}``).
+`GET /runs/{id}` can show it. `workflow_engine_parameters` takes two keys,
+`compute_resource` and `retry` (an object: the job's `spec.retry`). Tasks are the
+workflow's steps, from the job's ``status.steps``. Errors are WES ErrorResponses
+(``{msg, status_code}``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ router = APIRouter(tags=["GA4GH WES 1.1"])
 REQUEST_ANNOTATION = f"{GROUP}/wes-request"
 TAGS_ANNOTATION = f"{GROUP}/wes-tags"
 CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
-ENGINE_PARAMETERS = {"compute_resource"}
+ENGINE_PARAMETERS = {"compute_resource", "retry"}
 ENGINES = {"cwltool", "cwl-runner"}
 ATTACHMENTS = "wes-runs"
 MAX_PAGE = 1000
@@ -180,7 +181,7 @@ async def run_workflow(tenant: WriteTenant, request: Request) -> RunIdResponse:
             resource=wanted["workflow_engine_parameters"].get("compute_resource"),
             annotations={REQUEST_ANNOTATION: json.dumps(wanted),
                          TAGS_ANNOTATION: json.dumps(wanted["tags"])},
-            job_id=run_id)
+            job_id=run_id, retry=wanted["workflow_engine_parameters"].get("retry"))
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, folder, True)
         raise
@@ -339,10 +340,12 @@ def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
     if unknown:
         raise errors.BadRequest(
             f"unknown workflow_engine_parameters {', '.join(map(repr, unknown))}; the only "
-            f"one is {', '.join(sorted(ENGINE_PARAMETERS))}")
+            f"ones are {', '.join(sorted(ENGINE_PARAMETERS))}")
     resource = engine_parameters.get("compute_resource")
     if resource is not None and not isinstance(resource, str):
         raise errors.BadRequest("workflow_engine_parameters.compute_resource must be a string")
+    if not isinstance(engine_parameters.get("retry", {}), dict):
+        raise errors.BadRequest("workflow_engine_parameters.retry must be a JSON object")
     tags = _json_object(fields, "tags")
     if not all(isinstance(value, str) for value in tags.values()):
         raise errors.BadRequest("tags must map strings to strings")
