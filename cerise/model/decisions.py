@@ -8,7 +8,8 @@ memory to keep. Nothing here does I/O, so every phase is covered by unit tests.
 
 * `next_work` — at each tick, before the one status command: follow a cancel request, or
   start staging in or out, or include the job in the poll.
-* `after_poll` — with the job's observation from that poll.
+* `after_poll` — with the job's observation from that poll: a run that its time limit or
+  memory ended goes back to `StagingIn` with more, as `cerise.model.retries` allows.
 * `after_submit` — with what the submit script reported.
 * `after_cancelled_staging` — a cancel arrived during staging: was the job submitted?
 * `after_lost_race` — a transition lost its compare-and-swap: follow a cancel that won.

@@ -120,6 +120,14 @@ class Attempt:
                    str(entry.get("remoteJobId") or ""))
 
 
+def run_name(key: str, attempt: int) -> str:
+    """The scheduler's name for a job's `attempt`: `cerise-<key>`, and `cerise<N>-<key>` for
+    a later attempt, so that a search by name after a failed submit never finds an earlier
+    attempt's job (still listed for a while after it ended). The attempt comes first, as
+    Torque keeps only a name's first 15 characters."""
+    return f"cerise-{key}" if attempt <= 1 else f"cerise{attempt}-{key}"
+
+
 @dataclass(frozen=True)
 class Run:
     """A job's current attempt, as its status tells it, and the policy it runs under."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from cerise.model import compute
+from cerise.model import compute, retries
 from cerise.model.compute import ResourceSpec
 from cerise.model.decisions import Memory
 from cerise.model.exchange import Exchange
@@ -111,9 +111,10 @@ class ResourceContext:
 
     def request(self, body: Body, cores: int = 0, time_limit: int = 0,
                 memory: int = 0) -> Request:
-        """What the job asks of the scheduler; its name derives from its UID, so a search
-        after an ambiguous submit finds it."""
-        return Request(name=f"cerise-{key_of(body)}", cores=cores,
+        """What the job asks of the scheduler; its name derives from its UID and attempt, so
+        a search after an ambiguous submit finds it."""
+        attempt = int((body.get("status") or {}).get("attempt") or 1)
+        return Request(name=retries.run_name(key_of(body), attempt), cores=cores,
                        time_limit=int(body["spec"].get("timeLimit") or time_limit),
                        memory=memory)
 

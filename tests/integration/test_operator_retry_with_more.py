@@ -90,12 +90,15 @@ async def test_a_slurm_job_that_timed_out_succeeds_with_three_times_the_time(
     namespace: str, sshd: SshEndpoint,
 ) -> None:
     async with scheduler_resource(request, control_plane, namespace, sshd, "slurm",
-                                  spec={"retry": {"attempts": 2, "timeFactor": 3}}):
+                                  spec={"retry": {"attempts": 2, "timeFactor": 3}}) as resource:
         # Slurm's limits are whole minutes: 1 min ends the first run, 3 min let it finish.
         delay = 75 + uuid.uuid4().int % 10
         submit_sleep(control_plane, namespace, "slurm", delay, 60)
         job = await wait_for_job(control_plane, namespace, "job", FINAL, timeout=600)
+        ids = await resource.remote.run(f"cd {job['status']['workDir']} && cat remote_id "
+                                        "remote_id.2")
     status = job["status"]
+    assert ids.stdout.split() == [status["attempts"][0]["remoteJobId"], status["remoteJobId"]]
     assert status["phase"] == "Success", status
     first, = status["attempts"]
     assert (first["number"], first["timeLimitSeconds"], first["endedBy"]) == \

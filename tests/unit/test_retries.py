@@ -11,6 +11,7 @@ from cerise.model.decisions import Memory
 from cerise.model.observations import Observation, RemoteState
 from cerise.model.retries import Attempt, EndedBy, NextRequest, RetryPolicy
 from cerise.model.states import Phase
+from cerise.remote.schedulers import Request, torque
 
 TIMED_OUT = Observation(RemoteState.DONE, 143, started=1000, ended=1061, signal="TERM",
                         signalled_at=1060, timed_out=True)
@@ -163,3 +164,9 @@ def test_mixed_ends_are_told_apart() -> None:
     attempts = [Attempt(1, 60, 1000, EndedBy.TIME, ""), Attempt(2, 120, 1000, EndedBy.MEMORY, "")]
     assert retries.tried(RetryPolicy(attempts=3), attempts) == (
         "ran out of time or memory 2 times: 1 min (time), 1000 MiB (memory)")
+
+
+def test_each_attempt_has_a_name_of_its_own_even_where_names_are_cut_short() -> None:
+    names = [retries.run_name("3f2a9c1d-0b7e-4c55-9d0e-1a2b3c4d5e6f", n) for n in (1, 2, 3)]
+    assert names[0] == "cerise-3f2a9c1d-0b7e-4c55-9d0e-1a2b3c4d5e6f"
+    assert len({torque.job_name(Request(name)) for name in names}) == 3
