@@ -107,10 +107,8 @@ class Polling:
             if decision.move is not None and await transitions.move(
                     body, phase, decision.move.target, decision.move.message,
                     decision.move.fields) and decision.move.target is Phase.STAGING_IN:
-                # Submitted again: under the next attempt's name, and its runner log starts
-                # afresh.
-                tracking = self.context.tracked(body)
-                tracking.request, tracking.log_offset = None, 0
+                # Submitted again: the next attempt's runner log starts afresh.
+                self.context.tracked(body).log_offset = 0
                 await joblog.runner_output(self.context.exchange.log_path(key_of(body)), "", 0)
             return
         lines = await self.log.read(body, seen.log_size)

@@ -17,10 +17,10 @@ import time
 from dataclasses import replace
 
 from cerise.kube import jobs as kube_jobs
-from cerise.model import compute, decisions, states
+from cerise.model import compute, decisions, retries, states
 from cerise.model.states import Phase
 from cerise.operator import metrics
-from cerise.operator.context import Body, ResourceContext
+from cerise.operator.context import Body, ResourceContext, key_of
 from cerise.remote import executor
 from cerise.remote.jobscript import JobFiles, SubmitResult
 from cerise.remote.schedulers import Request
@@ -93,10 +93,12 @@ class Submission:
 
 
 def this_attempt(body: Body, request: Request) -> Request:
-    """`request` as the job's current attempt asks it: a retry's time limit and memory are
-    in its status."""
+    """`request` as the job's current attempt asks it: a retry's name is its own, and its
+    time limit and memory are in its status."""
     status = body.get("status") or {}
-    if int(status.get("attempt") or 1) <= 1:
+    attempt = int(status.get("attempt") or 1)
+    if attempt <= 1:
         return request
-    return replace(request, time_limit=int(status.get("timeLimit") or request.time_limit),
+    return replace(request, name=retries.run_name(key_of(body), attempt),
+                   time_limit=int(status.get("timeLimit") or request.time_limit),
                    memory=int(status.get("memory") or request.memory))

@@ -11,6 +11,7 @@ from cerise.model.decisions import Memory
 from cerise.model.observations import Observation, RemoteState
 from cerise.model.retries import Attempt, EndedBy, NextRequest, RetryPolicy
 from cerise.model.states import Phase
+from cerise.operator.submission import this_attempt
 from cerise.remote.schedulers import Request, torque
 
 TIMED_OUT = Observation(RemoteState.DONE, 143, started=1000, ended=1061, signal="TERM",
@@ -170,3 +171,12 @@ def test_each_attempt_has_a_name_of_its_own_even_where_names_are_cut_short() -> 
     names = [retries.run_name("3f2a9c1d-0b7e-4c55-9d0e-1a2b3c4d5e6f", n) for n in (1, 2, 3)]
     assert names[0] == "cerise-3f2a9c1d-0b7e-4c55-9d0e-1a2b3c4d5e6f"
     assert len({torque.job_name(Request(name)) for name in names}) == 3
+
+
+def test_a_retry_is_submitted_under_its_own_name_with_its_own_request() -> None:
+    first = Request("cerise-u1", cores=4, time_limit=60, memory=100)
+    body: dict[str, Any] = {"metadata": {"uid": "u1"}, "status": {}}
+    assert this_attempt(body, first) == first
+    body["status"] = {"attempt": 2, "timeLimit": 180, "memory": 100}
+    assert this_attempt(body, first) == Request("cerise2-u1", cores=4, time_limit=180,
+                                                memory=100)
