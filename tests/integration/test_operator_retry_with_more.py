@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.gridengine import GridEngineCell
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from tests.integration.operator_fixtures import apply, install_example, wait_for_job
@@ -108,3 +109,19 @@ async def test_a_slurm_job_that_timed_out_succeeds_with_three_times_the_time(
     retried = [m for m in event_messages(control_plane, namespace, "job")
                if "attempt 2 of 2 with a time limit of 3 min" in m]
     assert retried, event_messages(control_plane, namespace, "job")
+
+
+async def test_a_grid_engine_job_stopped_at_its_h_rt_succeeds_with_more_time(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, sshd: SshEndpoint, gridengine: GridEngineCell,
+) -> None:
+    async with scheduler_resource(request, control_plane, namespace, sshd, "gridengine",
+                                  spec={"retry": {"attempts": 2, "timeFactor": 5}}):
+        # h_rt of 15 s ends the first run (with SIGUSR2: -notify); 75 s let it finish.
+        submit_sleep(control_plane, namespace, "gridengine", 45, 15)
+        job = await wait_for_job(control_plane, namespace, "job", FINAL, timeout=300)
+    status = job["status"]
+    assert status["phase"] == "Success", status
+    assert [(a["timeLimitSeconds"], a["endedBy"]) for a in status["attempts"]] == \
+        [(15, "time limit")]
+    assert status["timeLimit"] == 75
