@@ -87,13 +87,13 @@ def from_everywhere() -> list[Phase]:
 def _main_chain() -> list[Phase]:
     """The longest path of progress from `Submitted` through phases that are not cancels,
     ending in a final phase (`Success` on a tie): the row the diagram is built around."""
-    def paths(phase: Phase) -> Iterator[list[Phase]]:
+    def paths(phase: Phase, before: frozenset[Phase] = frozenset()) -> Iterator[list[Phase]]:
         if phase in states.FINAL:
             yield [phase]
             return
         for target in sorted(states.PROGRESS.get(phase, frozenset())):
-            if target not in states.CANCELLING:
-                yield from ([phase, *rest] for rest in paths(target))
+            if target not in states.CANCELLING and target not in before:  # no loops (a retry)
+                yield from ([phase, *rest] for rest in paths(target, before | {phase}))
 
     return max(paths(Phase.SUBMITTED), key=lambda p: (len(p), p[-1] is Phase.SUCCESS))
 

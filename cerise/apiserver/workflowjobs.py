@@ -24,7 +24,7 @@ from cerise.apiserver.tenancy import Tenant
 from cerise.kube import submission
 from cerise.kube.cache import Body
 from cerise.kube.jobs import GROUP, VERSION, phase_of
-from cerise.model import callbacks, names
+from cerise.model import callbacks, names, retries
 from cerise.model.states import Phase
 
 MAX_WORKFLOW = 262144
@@ -111,13 +111,20 @@ async def submit(
     tenant: Tenant, *, name: str | None, workflow: str, input_object: Mapping[str, Any],
     resource: str | None = None, annotations: Mapping[str, str] | None = None,
     job_id: str | None = None, callback_url: str | None = None,
+    retry: Mapping[str, Any] | None = None,
 ) -> Body:
-    """Create a job; return it as stored."""
+    """Create a job (with its own `retry` settings, if given); return it as stored."""
     check_name(name)
     check_workflow(workflow)
     check_callback(callback_url)
     spec: dict[str, Any] = {"workflow": workflow, "input": dict(input_object),
                             "computeResource": choose_resource(tenant, resource)}
+    if retry is not None:
+        try:
+            retries.parse_policy(retry, "retry")
+        except ValueError as error:
+            raise errors.BadRequest(str(error)) from None
+        spec["retry"] = dict(retry)
     if name is not None:
         spec["name"] = name
     if callback_url is not None:

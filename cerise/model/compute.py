@@ -23,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cerise.model import input_cache, retention, webfence
+from cerise.model import input_cache, retention, retries, webfence
 from cerise.model.pilot import PilotSpec
+from cerise.model.retries import RetryPolicy
 from cerise.model.submissions import SubmitLimits
 
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -83,6 +84,8 @@ class ResourceSpec:
     """Pilot mode's settings; None when it is off."""
     jump_hosts: tuple[JumpHostSpec, ...] = ()
     """The bastions through which the resource is reached, first to last."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """How runs that their time limit or memory ended are run again (`spec.retry`)."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,15 @@ def parse_spec(spec: Mapping[str, Any]) -> ResourceSpec:
                                    max_queued=int(jobs.get("maxQueuedJobs", 0))),
         pilot=_pilot(jobs.get("pilot"), int(jobs.get("coresPerNode", 32))),
         jump_hosts=_jump_hosts(spec.get("jumpHosts") or (), protocol),
+        retry=_retry(spec.get("retry")),
     )
+
+
+def _retry(settings: Mapping[str, Any] | None) -> RetryPolicy:
+    try:
+        return retries.parse_policy(settings, "retry")
+    except ValueError as error:
+        raise InvalidResource(str(error)) from None
 
 
 def _jump_hosts(entries: Sequence[Mapping[str, Any]], protocol: str) -> tuple[JumpHostSpec, ...]:

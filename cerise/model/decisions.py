@@ -8,7 +8,8 @@ memory to keep. Nothing here does I/O, so every phase is covered by unit tests.
 
 * `next_work` — at each tick, before the one status command: follow a cancel request, or
   start staging in or out, or include the job in the poll.
-* `after_poll` — with the job's observation from that poll.
+* `after_poll` — with the job's observation from that poll: a run that its time limit or
+  memory ended goes back to `StagingIn` with more, as `cerise.model.retries` allows.
 * `after_submit` — with what the submit script reported.
 * `after_cancelled_staging` — a cancel arrived during staging: was the job submitted?
 * `after_lost_race` — a transition lost its compare-and-swap: follow a cancel that won.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from cerise.model import limits, states
+from cerise.model import limits, retries, states
 from cerise.model.observations import Observation, RemoteState, SubmitOutcome
 from cerise.model.states import Phase
 
@@ -103,18 +104,20 @@ def next_work(phase: Phase | None, *, cancel: bool, deleting: bool) -> Decision:
 
 def after_poll(
     phase: Phase, seen: Observation, memory: Memory, *, now: float, refresh: float,
-    time_limit: int = 0,
+    time_limit: int = 0, run: retries.Run | None = None,
 ) -> Decision:
     """A job in a remote phase, after the poll saw it as `seen`; `now` in epoch seconds,
-    `time_limit` what the job asked for (to tell a time-limit end)."""
+    `time_limit` what the job asked for (to tell a time-limit end). A run that its time
+    limit or memory ended goes back to `StagingIn` for another attempt with more, as
+    `run`'s policy allows (None: never)."""
     if phase in (Phase.WAITING_CR, Phase.RUNNING_CR):
         return _cancelling(phase, seen, memory, now)
     if seen.state is not RemoteState.VANISHED:
         memory = replace(memory, vanished_since=None)
     if seen.state is RemoteState.DONE:
-        return Decision(move=_finished(seen, limits.time_limit_message(seen, time_limit),
-                                       f"the runner exited with status {seen.exit_code}"),
-                        memory=memory)
+        return _ended(seen, limits.time_limit_message(seen, time_limit),
+                      f"the runner exited with status {seen.exit_code}", memory,
+                      time_limit=time_limit, run=run)
     if seen.state is RemoteState.VANISHED:
         if memory.vanished_since is None:
             return Decision(memory=replace(memory, vanished_since=now))
@@ -122,14 +125,41 @@ def after_poll(
             return Decision(memory=memory)
         # Given up on: make sure nothing of it lingers in the queue (an error state, say).
         end = limits.time_limit_message(seen, time_limit, now=now)
-        return Decision(move=_finished(seen, end, "the job left the scheduler without an exit "
-                                       "code"), cancel_remote=True, memory=memory)
+        return replace(_ended(seen, end, "the job left the scheduler without an exit code",
+                              memory, time_limit=time_limit, run=run), cancel_remote=True)
     if phase is Phase.WAITING and seen.never_runs:
         return Decision(move=Move(Phase.PERMANENT_FAILURE, "the scheduler cannot run this job: "
                                   f"{seen.never_runs}"), cancel_remote=True, memory=memory)
     if phase is Phase.WAITING and seen.state is RemoteState.RUNNING:
         return Decision(move=Move(Phase.RUNNING, "running"), follow_log=True, memory=memory)
     return Decision(follow_log=phase is Phase.RUNNING, memory=memory)
+
+
+def _ended(seen: Observation, time_end: str | None, message: str, memory: Memory, *,
+           time_limit: int, run: retries.Run | None) -> Decision:
+    """A run that ended: `Finished`, or another attempt with more time or memory."""
+    ended_by, reason = (retries.EndedBy.TIME, time_end) if time_end else (None, None)
+    if ended_by is None and seen.out_of_memory:
+        asked = f" of {run.memory} MiB" if run is not None and run.memory else ""
+        ended_by, reason = retries.EndedBy.MEMORY, (
+            f"the job ran out of its memory{asked}: {seen.out_of_memory}")
+    if ended_by is None or reason is None or run is None:
+        return Decision(move=_finished(seen, reason, message), memory=memory)
+    this = retries.Attempt(run.number, time_limit, run.memory, ended_by, run.remote_id)
+    attempts = [attempt.to_status() for attempt in (*run.history, this)]
+    answer = retries.next_attempt(run.policy, this)
+    if isinstance(answer, retries.NextRequest):
+        return Decision(move=Move(
+            Phase.STAGING_IN,
+            f"{reason}; {retries.retry_message(this, answer, run.policy.attempts)}",
+            {"attempt": run.number + 1, "attempts": attempts, "remoteJobId": "",
+             "timeLimit": answer.time_limit, "memory": answer.memory}))
+    if run.history or run.policy.attempts > 1:
+        reason = (f"{reason}; {retries.tried(run.policy, (*run.history, this))}; "
+                  f"not tried again: {answer}")
+    move = _finished(seen, reason, message)
+    return Decision(move=replace(move, fields={**move.fields, "attempts": attempts}),
+                    memory=memory)
 
 
 def _finished(seen: Observation, end_reason: str | None, message: str) -> Move:
@@ -152,13 +182,13 @@ def _cancelling(phase: Phase, seen: Observation, memory: Memory, now: float) -> 
 
 
 def after_submit(outcome: SubmitOutcome, detail: str, remote_id: str, work_dir: str,
-                 submitted_at: str, time_limit: int = 0) -> Move | None:
-    """A job in `StagingIn` after its submit (asking for `time_limit` seconds); None to try
-    again on a later tick."""
+                 submitted_at: str, time_limit: int = 0, memory: int = 0) -> Move | None:
+    """A job in `StagingIn` after its submit (asking for `time_limit` seconds and `memory`
+    MiB); None to try again on a later tick."""
     if outcome is SubmitOutcome.SUBMITTED:
         return Move(Phase.WAITING, f"submitted as {remote_id}",
                     {"remoteJobId": remote_id, "workDir": work_dir,
-                     "submittedAt": submitted_at, "timeLimit": time_limit})
+                     "submittedAt": submitted_at, "timeLimit": time_limit, "memory": memory})
     if outcome is SubmitOutcome.REFUSED:
         return Move(Phase.PERMANENT_FAILURE, f"the scheduler refused the job: {detail}")
     if outcome is SubmitOutcome.UNKNOWN:

@@ -44,6 +44,8 @@ class Observation:
     signalled_at: int | None = None
     timed_out: bool = False
     """The scheduler says the time limit ended the job (see `QueueEntry.timed_out`)."""
+    out_of_memory: str | None = None
+    """The scheduler's words when it says the job ran out of memory (`QueueEntry`)."""
     never_runs: str | None = None
     """The scheduler's words when it holds a waiting job that can never start."""
 

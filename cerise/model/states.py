@@ -31,6 +31,9 @@ Decisions where the original Cerise's documentation and code disagree (or were w
 * A cancelled staging-in never overwrites the cancel with `PermanentFailure`
   (the original's direct assignments could): `StagingInCR` may only become
   `Cancelled`, `WaitingCR` (the submit had already happened) or `SystemError`.
+* A run that its time limit or memory ended may go back from `Waiting` or `Running` to
+  `StagingIn`, to be submitted again with more (`cerise.model.retries`; the original had
+  no retries). Its inputs stay staged; only the submission is repeated.
 * A queued (`WaitingCR`) job is cancelled on the scheduler too before it becomes
   `Cancelled` (the original left it in the queue); that is the operator's duty,
   the state machine only allows `WaitingCR` → `RunningCR` | `Cancelled`.
@@ -124,10 +127,11 @@ PROGRESS: dict[Phase, frozenset[Phase]] = {
     Phase.STAGING_IN: frozenset({Phase.WAITING, Phase.PERMANENT_FAILURE, Phase.SYSTEM_ERROR}),
     Phase.STAGING_IN_CR: frozenset({Phase.WAITING_CR, Phase.CANCELLED, Phase.SYSTEM_ERROR}),
     Phase.WAITING: frozenset(
-        {Phase.RUNNING, Phase.FINISHED, Phase.PERMANENT_FAILURE, Phase.SYSTEM_ERROR}
+        {Phase.RUNNING, Phase.FINISHED, Phase.STAGING_IN, Phase.PERMANENT_FAILURE,
+         Phase.SYSTEM_ERROR}
     ),
     Phase.WAITING_CR: frozenset({Phase.RUNNING_CR, Phase.CANCELLED, Phase.SYSTEM_ERROR}),
-    Phase.RUNNING: frozenset({Phase.FINISHED, Phase.SYSTEM_ERROR}),
+    Phase.RUNNING: frozenset({Phase.FINISHED, Phase.STAGING_IN, Phase.SYSTEM_ERROR}),
     Phase.RUNNING_CR: frozenset({Phase.CANCELLED, Phase.SYSTEM_ERROR}),
     Phase.FINISHED: frozenset({Phase.STAGING_OUT, Phase.SYSTEM_ERROR}),
     Phase.STAGING_OUT: frozenset(

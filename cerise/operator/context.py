@@ -16,7 +16,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from cerise.model import compute
+from cerise.model import compute, retries
 from cerise.model.compute import ResourceSpec
 from cerise.model.decisions import Memory
 from cerise.model.exchange import Exchange
@@ -100,9 +100,11 @@ class ResourceContext:
         return compute.base_path(self.spec, self.remote.username)
 
     def files(self, body: Body) -> JobFiles:
-        """The job's files on the resource: where its status says, or where they go."""
-        return JobFiles(body.get("status", {}).get("workDir")
-                        or f"{self.base}/jobs/{key_of(body)}")
+        """The job's files on the resource, of its current attempt: where its status says,
+        or where they go."""
+        status = body.get("status") or {}
+        return JobFiles(status.get("workDir") or f"{self.base}/jobs/{key_of(body)}",
+                        attempt=int(status.get("attempt") or 1))
 
     def tracked(self, body: Body) -> Tracking:
         """What the worker remembers of the job (a fresh record the first time)."""
@@ -115,9 +117,10 @@ class ResourceContext:
 
     def request(self, body: Body, cores: int = 0, time_limit: int = 0,
                 memory: int = 0) -> Request:
-        """What the job asks of the scheduler; its name derives from its UID, so a search
-        after an ambiguous submit finds it."""
-        return Request(name=f"cerise-{key_of(body)}", cores=cores,
+        """What the job asks of the scheduler; its name derives from its UID and attempt, so
+        a search after an ambiguous submit finds it."""
+        attempt = int((body.get("status") or {}).get("attempt") or 1)
+        return Request(name=retries.run_name(key_of(body), attempt), cores=cores,
                        time_limit=int(body["spec"].get("timeLimit") or time_limit),
                        memory=memory)
 

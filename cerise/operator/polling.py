@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from cerise.kube import jobs as kube_jobs
-from cerise.model import decisions, states
+from cerise.model import decisions, retries, states
 from cerise.model import pilot as pilot_decisions
 from cerise.model.decisions import Decision, Move
 from cerise.model.states import Phase
@@ -83,12 +83,20 @@ class Polling:
             decision = decisions.after_poll(
                 phase, observed[ref.key], tracking.memory, now=now, refresh=context.spec.refresh,
                 time_limit=int(body["status"].get("timeLimit") or body["spec"].get("timeLimit")
-                               or 0))
+                               or 0),
+                run=None if is_pilot_run(ref.remote_id) else self._run(body))
             tracking.memory = decision.memory
             decided.append((body, phase, ref, decision))
         await asyncio.gather(*(self._carry_out(body, phase, decision, observed[ref.key])
                                for body, phase, ref, decision in decided))
         await cancel(context, [ref for _, _, ref, decision in decided if decision.cancel_remote])
+
+    def _run(self, body: Body) -> retries.Run:
+        """The job's current attempt, under the resource's retry policy and the job's own."""
+        spec = self.context.spec
+        policy = retries.for_job(spec.retry, body["spec"].get("retry"), max_time=spec.max_time,
+                                 memory_per_node=spec.memory_per_node)
+        return retries.current_run(policy, body["status"])
 
     async def _carry_out(self, body: Body, phase: Phase, decision: Decision,
                          seen: Observation) -> None:
@@ -96,9 +104,12 @@ class Polling:
         shows (or those steps alone)."""
         transitions = self.context.transitions
         if not decision.follow_log:
-            if decision.move is not None:
-                await transitions.move(body, phase, decision.move.target,
-                                       decision.move.message, decision.move.fields)
+            if decision.move is not None and await transitions.move(
+                    body, phase, decision.move.target, decision.move.message,
+                    decision.move.fields) and decision.move.target is Phase.STAGING_IN:
+                # Submitted again: the next attempt's runner log starts afresh.
+                self.context.tracked(body).log_offset = 0
+                await joblog.runner_output(self.context.exchange.log_path(key_of(body)), "", 0)
             return
         lines = await self.log.read(body, seen.log_size)
         if decision.move is not None:

@@ -5,8 +5,9 @@ inputs, then hand it to `cerise.operator.submission`.
 touches the remote side before), and the request against the resource
 (`cerise.model.admission`) → `StagingIn`, or `PermanentFailure` with the reason. A job
 whose workflow uses a project being installed waits in `Submitted`, saying so.
-`StagingIn` → stage (idempotent) → submit. Errors are the worker's to judge
-(`cerise.model.decisions.after_error`).
+`StagingIn` → stage (idempotent) → submit; a job back in `StagingIn` for another attempt
+with more time or memory (`cerise.model.retries`) is submitted again without staging.
+Errors are the worker's to judge (`cerise.model.decisions.after_error`).
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class StageIn:
         if phase is not Phase.STAGING_IN:
             return
         tracking = context.tracked(body)
-        if tracking.request is None:  # staged already when only the submit had to wait
+        if tracking.request is None and files.attempt > 1:  # a retry: staged already
+            tracking.request = self._request(body, job or await self._load(body))
+        elif tracking.request is None:  # staged already when only the submit had to wait
             tracking.request = await self._stage(body, files, job or await self._load(body))
         latest = context.newest(body)
         if kube_jobs.phase_of(latest) is not Phase.STAGING_IN or latest["spec"].get("cancel"):

@@ -6,18 +6,21 @@ is first looked for by its name, `cerise.remote.executor.search`), or handed to 
 mode's queue. A job over the resource's cap (`cerise.model.submissions`) waits, staged,
 saying why, and is not looked at again until the cap has room. What follows a submit is
 `cerise.model.decisions.after_submit`'s answer; a cancel that arrived during staging is
-settled by what the job's directory says (`after_cancelled_staging`).
+settled by what the job's directory says (`after_cancelled_staging`). A job back in
+`StagingIn` for another attempt (`cerise.model.retries`) asks for the time limit and memory
+its status gives that attempt, and is submitted with that attempt's files.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from cerise.kube import jobs as kube_jobs
-from cerise.model import compute, decisions, states
+from cerise.model import compute, decisions, retries, states
 from cerise.model.states import Phase
 from cerise.operator import metrics
-from cerise.operator.context import Body, ResourceContext
+from cerise.operator.context import Body, ResourceContext, key_of
 from cerise.remote import executor
 from cerise.remote.jobscript import JobFiles, SubmitResult
 from cerise.remote.schedulers import Request
@@ -39,11 +42,12 @@ class Submission:
     async def submit(self, body: Body, files: JobFiles, request: Request) -> None:
         """Submit a staged job in `StagingIn` (or have it wait for the cap), then move it."""
         context = self.context
+        request = this_attempt(body, request)
         runner = compute.runner_argv(context.spec, context.remote.username)
         if context.pilot is not None:  # handed to the pilot queue: no batch job, no cap
             submitted = await executor.submit(context.remote, context.pilot.queue, files,
                                               request, runner, context.prologue)
-            await self._after_submit(body, files, submitted, request.time_limit)
+            await self._after_submit(body, files, submitted, request)
             return
         now = time.monotonic()
         refusal = context.budget.refusal(now, self._queued())
@@ -61,12 +65,13 @@ class Submission:
                                                   request, runner, context.prologue)
         finally:
             self._in_flight -= 1
-        await self._after_submit(body, files, submitted, request.time_limit)
+        await self._after_submit(body, files, submitted, request)
 
     async def _after_submit(self, body: Body, files: JobFiles, submitted: SubmitResult,
-                            time_limit: int) -> None:
+                            request: Request) -> None:
         move = decisions.after_submit(submitted.outcome, submitted.detail, submitted.remote_id,
-                                      files.job_dir, kube_jobs.now(), time_limit)
+                                      files.job_dir, kube_jobs.now(), request.time_limit,
+                                      request.memory)
         if move is None:
             await self.context.transitions.record_message(
                 body, f"submitting failed; trying again: {submitted.detail}", reason="Retrying")
@@ -85,3 +90,15 @@ class Submission:
         if move is not None:
             await context.transitions.move(body, Phase.STAGING_IN_CR, move.target, move.message,
                                            move.fields)
+
+
+def this_attempt(body: Body, request: Request) -> Request:
+    """`request` as the job's current attempt asks it: a retry's name is its own, and its
+    time limit and memory are in its status."""
+    status = body.get("status") or {}
+    attempt = int(status.get("attempt") or 1)
+    if attempt <= 1:
+        return request
+    return replace(request, name=retries.run_name(key_of(body), attempt),
+                   time_limit=int(status.get("timeLimit") or request.time_limit),
+                   memory=int(status.get("memory") or request.memory))

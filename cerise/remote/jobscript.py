@@ -18,6 +18,12 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
     remote_id      the scheduler's id for the job, written once by the submit that won
     submit_failed  written when a submit failed: it may have created the job all the same
 
+A job submitted again with more time or memory (`cerise.model.retries`) runs in the same
+directory, from the same staged inputs: its attempt N > 1 has markers, lock, id and job
+script of its own, named with a `.N` suffix (`exit_code.2`, `submit.lock.2`, `job.sh.2`),
+so the earlier attempt's are left as they were and submitting stays exactly once per
+attempt. `stdout.txt` and `stderr.txt` are the latest attempt's.
+
 The markers exist because finished jobs vanish from batch queues and accounting may be
 off: `exit_code` is the only reliable word that a job has ended, and `terminated` says
 why when it was stopped. They are written by bash builtins (no process a signal to the
@@ -80,9 +86,15 @@ class JobFiles:
     """The absolute paths of one job's files on the compute resource."""
 
     job_dir: str
+    attempt: int = 1
+    """Which run of the job (see above): the markers, lock and script are this one's."""
 
     def _path(self, name: str) -> str:
         return f"{self.job_dir.rstrip('/')}/{name}"
+
+    def _own(self, name: str) -> str:
+        """The attempt's own file `name`."""
+        return self._path(name if self.attempt <= 1 else f"{name}.{self.attempt}")
 
     @property
     def work(self) -> str:
@@ -106,31 +118,31 @@ class JobFiles:
 
     @property
     def script(self) -> str:
-        return self._path("job.sh")
+        return self._own("job.sh")
 
     @property
     def started(self) -> str:
-        return self._path("started")
+        return self._own("started")
 
     @property
     def terminated(self) -> str:
-        return self._path("terminated")
+        return self._own("terminated")
 
     @property
     def exit_code(self) -> str:
-        return self._path("exit_code")
+        return self._own("exit_code")
 
     @property
     def lock(self) -> str:
-        return self._path("submit.lock")
+        return self._own("submit.lock")
 
     @property
     def remote_id(self) -> str:
-        return self._path("remote_id")
+        return self._own("remote_id")
 
     @property
     def submit_failed(self) -> str:
-        return self._path("submit_failed")
+        return self._own("submit_failed")
 
 
 def _atomic_write(path: str, value: str) -> str:

@@ -140,6 +140,11 @@ def test_printer_columns_show_state_phase_and_resource(
          "spec.hostKeys[0]"),
         (resource(jobs={"protocol": "local", "environment": [{"name": "A;B", "value": "1"}]}),
          "spec.jobs.environment[0].name"),
+        (resource(jobs={"protocol": "local"}, retry={"attempts": 0}), "spec.retry.attempts"),
+        (resource(jobs={"protocol": "local"}, retry={"timeFactor": 0.5}),
+         "spec.retry.timeFactor"),
+        (job(workflow="x.cwl", computeResource="local", retry={"attempts": 11}),
+         "spec.retry.attempts"),
         ({"apiVersion": "cerise.dev/v1alpha1", "kind": "Specialisation",
           "metadata": {"name": "s"},
           "spec": {"computeResources": ["local"], "projects": [
@@ -192,13 +197,16 @@ def test_example_files_are_valid_yaml_documents() -> None:
         ({"spec": {"computeResource": "elsewhere"}},
          "a submitted job cannot move to another compute resource"),
         ({"spec": {"timeLimit": 99}}, "the time limit of a submitted job cannot be changed"),
+        ({"spec": {"retry": {"attempts": 3}}},
+         "the retry settings of a submitted job cannot be changed"),
     ],
 )
 def test_a_submitted_job_cannot_be_changed(
     control_plane: ControlPlane, namespace: str, change: dict[str, object], message: str
 ) -> None:
     code, output = apply(control_plane, namespace, job(
-        workflow="x.cwl", computeResource="local", input={"n": 1}, timeLimit=60))
+        workflow="x.cwl", computeResource="local", input={"n": 1}, timeLimit=60,
+        retry={"attempts": 2}))
     assert code == 0, output
     patched = control_plane.kubectl("patch", "wfj", "j", "-n", namespace, "--type=merge",
                                     "-p", json.dumps(change), check=False)

@@ -41,9 +41,11 @@ async def scheduler_resource(
     request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str,
     sshd: SshEndpoint, scheduler: str, *, environment: tuple[tuple[str, str], ...] = (),
     name: str | None = None, jobs_spec: dict[str, Any] | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> AsyncIterator[Resource]:
     """An ssh ComputeResource on `scheduler` with the example project; `environment` is
-    exported after the scheduler's own, `jobs_spec` added to its `jobs`."""
+    exported after the scheduler's own, `jobs_spec` added to its `jobs`, `spec` to its
+    spec."""
     fixture = request.getfixturevalue(scheduler)
     name = name or scheduler
     jobs: dict[str, Any] = {
@@ -70,7 +72,7 @@ async def scheduler_resource(
                     "refreshSeconds": 0.5,
                     "files": {"protocol": "sftp", "host": sshd.host, "port": sshd.port,
                               "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
-                    "jobs": jobs}})
+                    "jobs": jobs, **(spec or {})}})
     await install_example(control_plane, namespace, name)
     try:
         yield Resource(namespace=namespace, name=name, base=base, remote=remote)

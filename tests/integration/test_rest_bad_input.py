@@ -47,6 +47,10 @@ def final(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]
     (json.dumps({"workflow": "x", "name": "n" * 300}).encode(), "300 characters"),
     (json.dumps({"workflow": "x" * 300_000}).encode(), "upload it to the file exchange"),
     (json.dumps({"workflow": WC, "compute_resource": "nowhere"}).encode(), "nowhere"),
+    (json.dumps({"workflow": WC, "retry": {"attempts": 0}}).encode(),
+     "retry.attempts must be from 1 to 10"),
+    (json.dumps({"workflow": WC, "retry": {"timeFactor": 0.5}}).encode(), "timeFactor"),
+    (json.dumps({"workflow": WC, "retry": "more"}).encode(), "retry"),
 ])
 def test_bad_job_descriptions_are_refused_with_a_message(
     api: httpx.Client, body: bytes, expected: str

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.api_fixtures import Api, poll_until
+from cerise.devenv.controlplane import ControlPlane
+from tests.integration.api_fixtures import SINGLE, Api, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +149,26 @@ def test_a_run_without_workflow_params_is_refused(single_user_api: Api) -> None:
     deep = post_run(single_user_api, WC, {}, workflow_params="[" * 100_000 + "]" * 100_000)
     assert deep.status_code == 400, deep.text
     assert "workflow_params nests arrays and objects more than 64 deep" in deep.json()["msg"]
+
+
+def test_a_run_and_a_job_may_carry_their_own_retry_settings(
+        single_user_api: Api, control_plane: ControlPlane) -> None:
+    retry = {"attempts": 2, "timeFactor": 3, "maxTimeSeconds": 7200}
+
+    def stored(job_id: str) -> Any:
+        found = control_plane.kubectl("get", "wfj", job_id, "-n", SINGLE, "-o", "json").stdout
+        return json.loads(found)["spec"].get("retry")
+
+    run = post_run(single_user_api, SLEEP, {"delay": 1},
+                   workflow_engine_parameters=json.dumps({"retry": retry}))
+    assert run.status_code == 200, run.text
+    assert stored(run.json()["run_id"]) == retry
+    job = httpx.post(f"{single_user_api.url}/jobs", json={
+        "workflow": json.dumps(SLEEP), "input": {"delay": 1}, "retry": retry})
+    assert job.status_code == 201, job.text
+    assert stored(job.json()["id"]) == retry
+    for bad, words in (({"retry": {"attempts": 11}}, "retry.attempts must be from 1 to 10"),
+                       ({"retry": 3}, "workflow_engine_parameters.retry must be a JSON object")):
+        refused = post_run(single_user_api, SLEEP, {"delay": 1},
+                           workflow_engine_parameters=json.dumps(bad))
+        assert refused.status_code == 400 and words in refused.json()["msg"], refused.text

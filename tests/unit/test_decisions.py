@@ -169,10 +169,10 @@ def test_every_move_after_a_poll_is_legal(phase: Phase, seen: RemoteState) -> No
 
 
 def test_a_submitted_job_waits_with_its_id() -> None:
-    move = decisions.after_submit(SubmitOutcome.SUBMITTED, "", "42", "/jobs/a", "T", 60)
+    move = decisions.after_submit(SubmitOutcome.SUBMITTED, "", "42", "/jobs/a", "T", 60, 512)
     assert move == Move(Phase.WAITING, "submitted as 42",
                         {"remoteJobId": "42", "workDir": "/jobs/a", "submittedAt": "T",
-                         "timeLimit": 60})
+                         "timeLimit": 60, "memory": 512})
 
 
 def test_a_refused_submit_is_a_permanent_failure_in_the_schedulers_words() -> None:

@@ -312,3 +312,12 @@ def test_lookup_without_waiting_still_reports_a_recorded_id(
 def test_lookup_of_a_lock_without_id_is_unknown(files: JobFiles) -> None:
     Path(files.lock).mkdir()
     assert lookup(files).outcome is SubmitOutcome.UNKNOWN
+
+
+def test_a_later_attempt_has_markers_lock_and_script_of_its_own() -> None:
+    first, second = JobFiles("/j"), JobFiles("/j", attempt=2)
+    own = ("script", "started", "terminated", "exit_code", "lock", "remote_id", "submit_failed")
+    for name in own:
+        assert getattr(second, name) == f"{getattr(first, name)}.2"
+    for name in ("work", "workflow", "input", "stdout", "stderr"):
+        assert getattr(second, name) == getattr(first, name)

@@ -10,12 +10,14 @@ from cerise.remote import schedulers
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.schedulers import (
     JobRef,
+    Markers,
     Observation,
     QueueEntry,
     QueueState,
     RemoteState,
     Request,
     StatusUnavailable,
+    observe,
 )
 from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.slurm import SlurmScheduler, never_runs, queue_state, slurm_time
@@ -251,3 +253,15 @@ def test_status_script_lists_the_node_states_after_the_queue(tmp_path: Path) -> 
     observed = schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
     assert observed["a1a6c9402f29"] == Observation(RemoteState.WAITING)
     assert observed["bff51311b082"] == Observation(RemoteState.WAITING)
+
+
+def test_out_of_memory_is_read_from_squeue_and_reaches_the_observation() -> None:
+    refs = [job("a", "21"), job("b", "22")]
+    entries = SlurmScheduler().parse_queue("21|OUT_OF_MEMORY|OutOfMemory\n22|FAILED|None\n",
+                                           refs)
+    assert entries["a"] == QueueEntry(QueueState.ABSENT, "OUT_OF_MEMORY",
+                                      out_of_memory="Slurm reports OUT_OF_MEMORY")
+    assert entries["b"].out_of_memory is None
+    seen = observe(entries["a"], Markers(exit_code=1, started=10))
+    assert seen.state is RemoteState.DONE
+    assert seen.out_of_memory == "Slurm reports OUT_OF_MEMORY"

@@ -39,6 +39,8 @@ PROGRESS = {
     (Phase.RUNNING, Phase.SYSTEM_ERROR),
     (Phase.RUNNING_CR, Phase.CANCELLED),
     (Phase.RUNNING_CR, Phase.SYSTEM_ERROR),
+    (Phase.WAITING, Phase.STAGING_IN),  # submitted again with more time or memory
+    (Phase.RUNNING, Phase.STAGING_IN),
     (Phase.FINISHED, Phase.STAGING_OUT),
     (Phase.FINISHED, Phase.SYSTEM_ERROR),
     (Phase.STAGING_OUT, Phase.SUCCESS),

@@ -3,7 +3,8 @@
 `POST /jobs` answers 201 with the job, `DELETE /jobs/{id}` 204, cancel 200 with the job;
 `name`, `workflow` and `input` are echoed as submitted; unknown ids answer 404 (the
 original answered 500 for some). Beyond the original: an optional `compute_resource`, and
-an optional `callback_url` that is POSTed the job's summary when it ends.
+an optional `callback_url` that is POSTed the job's summary when it ends, and
+`retry` (the WorkflowJob's `spec.retry`: retrying a run out of time or memory with more).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class JobDescription(BaseModel):
         None, max_length=callbacks.MAX_URL,
         description="An http(s) URL to POST the job's summary to, signed, when it ends (an "
                     "extension of the original API).")
+    retry: dict[str, Any] | None = Field(
+        None, description="How a run its time limit or memory ended is retried with more "
+                          "(`attempts`, `timeFactor`, `memoryFactor`, `maxTimeSeconds`, "
+                          "`maxMemoryMiB`), within the ComputeResource's `retry`; an extension "
+                          "of the original API.")
 
 
 class Job(BaseModel):
@@ -143,7 +149,8 @@ async def submit_job(tenant: WriteTenant, request: Request, response: Response) 
     found = _description(await request.body())
     created = await workflowjobs.submit(
         tenant, name=found.name, workflow=found.workflow, input_object=found.input,
-        resource=found.compute_resource, callback_url=found.callback_url)
+        resource=found.compute_resource, callback_url=found.callback_url,
+        retry=found.retry)
     job = present(tenant, created)
     response.headers["Location"] = f"{tenant.base_url}/jobs/{job.id}"
     return job

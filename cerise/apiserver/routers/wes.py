@@ -5,9 +5,9 @@
 client-side (``file://``, as wes-client sends) locations in `workflow_params` onto
 them, and creates the job; the request itself is kept in an annotation so that
 `GET /runs/{id}` can show it. `workflow_engine_parameters` takes two keys,
-`compute_resource` and `callback_url` (POSTed the run's summary when it ends). Tasks are
-the workflow's steps, from the job's ``status.steps``.
-Errors are WES ErrorResponses (``{msg, status_code}``).
+`compute_resource`, `callback_url` (POSTed the run's summary when it ends) and `retry`
+(an object: the job's `spec.retry`). Tasks are the workflow's steps, from the job's
+``status.steps``. Errors are WES ErrorResponses (``{msg, status_code}``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ router = APIRouter(tags=["GA4GH WES 1.1"])
 REQUEST_ANNOTATION = f"{GROUP}/wes-request"
 TAGS_ANNOTATION = f"{GROUP}/wes-tags"
 CWL_VERSIONS = ("v1.0", "v1.1", "v1.2")
-ENGINE_PARAMETERS = {"compute_resource", "callback_url"}
+ENGINE_PARAMETERS = {"compute_resource", "callback_url", "retry"}
 ENGINES = {"cwltool", "cwl-runner"}
 ATTACHMENTS = "wes-runs"
 MAX_PAGE = 1000
@@ -183,7 +183,7 @@ async def run_workflow(tenant: WriteTenant, request: Request) -> RunIdResponse:
             callback_url=wanted["workflow_engine_parameters"].get("callback_url"),
             annotations={REQUEST_ANNOTATION: json.dumps(wanted),
                          TAGS_ANNOTATION: json.dumps(wanted["tags"])},
-            job_id=run_id)
+            job_id=run_id, retry=wanted["workflow_engine_parameters"].get("retry"))
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, folder, True)
         raise
@@ -351,6 +351,8 @@ def _run_request(fields: Mapping[str, str]) -> dict[str, Any]:
     problem = None if callback is None else callbacks.url_problem(callback)
     if problem is not None:
         raise errors.BadRequest(f"workflow_engine_parameters.callback_url: {problem}")
+    if not isinstance(engine_parameters.get("retry", {}), dict):
+        raise errors.BadRequest("workflow_engine_parameters.retry must be a JSON object")
     tags = _json_object(fields, "tags")
     if not all(isinstance(value, str) for value in tags.values()):
         raise errors.BadRequest("tags must map strings to strings")

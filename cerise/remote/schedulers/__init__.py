@@ -68,6 +68,9 @@ class QueueEntry:
     cannot clear by itself (a request beyond a partition's limits, an error state)."""
     timed_out: bool = False
     """The scheduler says the job was ended by its time limit (Slurm's `TIMEOUT`)."""
+    out_of_memory: str | None = None
+    """The scheduler's words when it says the job ran out of memory (Slurm's
+    `OUT_OF_MEMORY`); never guessed from an exit status."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,7 @@ def observe(entry: QueueEntry, markers: Markers | None = None, *, log_size: int 
     markers = markers or Markers()
     seen = Observation(RemoteState.VANISHED, log_size=log_size, started=markers.started,
                        signal=markers.signal, signalled_at=markers.signalled_at,
-                       timed_out=entry.timed_out)
+                       timed_out=entry.timed_out, out_of_memory=entry.out_of_memory)
     if markers.exit_code is not None:
         return replace(seen, state=RemoteState.DONE, exit_code=markers.exit_code, ended=ended)
     if entry.state is QueueState.WAITING:

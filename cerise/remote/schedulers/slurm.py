@@ -12,15 +12,17 @@ Status: one `squeue` of all the user's jobs in all states, with the pending reas
 `-j <ids>`: a single unknown id (records expire `MinJobAge` after the end) makes it fail
 with "Invalid job id specified". Finished states (COMPLETED, FAILED, CANCELLED, TIMEOUT…)
 and unknown ones count as absent, so the markers decide; TIMEOUT also says the time limit
-ended the job. A pending job whose reason cannot clear by itself (`NEVER_RUNS`: beyond its
-partition's limits, impossible constraints, a dependency that can never be met, a
-per-job QOS or association limit) carries the reason as `never_runs`. Reasons that
-clear (Resources, Priority, ReqNodeNotAvail: a node down or reserved for maintenance) do
-not. Slurm also gives PartitionNodeLimit and PartitionConfig while nodes it would need are
-down, drained or powered off, so after squeue one `sinfo` lists the node states: while any
-node is unavailable those two reasons count as clearing (the job waits, and fails once
-every node is back and the reason stays). A line squeue would not print makes the status
-unavailable.
+ended the job, OUT_OF_MEMORY that its memory did (Slurm says so only where its task plugin
+enforces memory with cgroups; squeue lists a finished job for `MinJobAge`, 300 s by
+default, so a poll sees the word). A pending job whose reason cannot clear by itself
+(`NEVER_RUNS`: beyond its partition's limits, impossible constraints, a dependency that
+can never be met, a per-job QOS or association limit) carries the reason as `never_runs`.
+Reasons that clear (Resources, Priority, ReqNodeNotAvail: a node down or reserved for
+maintenance) do not. Slurm also gives PartitionNodeLimit and PartitionConfig while nodes
+it would need are down, drained or powered off, so after squeue one `sinfo` lists the node
+states: while any node is unavailable those two reasons count as clearing (the job waits,
+and fails once every node is back and the reason stays). A line squeue would not print
+makes the status unavailable.
 
 Limits: Slurm keeps time limits in whole minutes and rounds up; it stops a job at its
 limit with SIGTERM (then SIGKILL after KillWait), checking about every 30 s. Cores become
@@ -172,7 +174,8 @@ class SlurmScheduler:
             entries[job_id] = QueueEntry(
                 state, word, never_runs(reason, nodes_unavailable=nodes_unavailable)
                 if state is QueueState.WAITING else None,
-                timed_out=word == "TIMEOUT")
+                timed_out=word == "TIMEOUT", out_of_memory=(
+                    "Slurm reports OUT_OF_MEMORY" if word == "OUT_OF_MEMORY" else None))
         absent = QueueEntry(QueueState.ABSENT)
         return {job.key: entries.get(job.remote_id, absent) for job in jobs}
 
