@@ -109,9 +109,13 @@ class Sharing:
         resources = list(self._resources())
         tick = asyncio.ensure_future(self._keeper.tick(
             resources, first={key: self._first(key) for key in resources}))
-        while not tick.done():
-            await asyncio.wait({tick}, timeout=self._timings.retry)
-            self._publish(self._keeper.held())  # a hung tick drops Leases all the same
+        try:
+            while not tick.done():
+                await asyncio.wait({tick}, timeout=self._timings.retry)
+                self._publish(self._keeper.held())  # a hung tick drops Leases all the same
+        except asyncio.CancelledError:
+            tick.cancel()  # stopping: no tick of ours goes on behind the hand-over
+            raise
         if not tick.cancelled() and (error := tick.exception()) is not None:
             logger.warning("Leases not renewed or taken: %s", error)
         self._publish(self._keeper.held())
