@@ -85,12 +85,16 @@ def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     return found
 
 
-def ready_pods(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    """The Ready pods of the namespace, by component."""
-    return {p["metadata"]["labels"].get("app.kubernetes.io/component", ""): p
-            for p in pods(plane, namespace)
-            if any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in p["status"].get("conditions", []))}
+def ready_pods(plane: ControlPlane, namespace: str) -> dict[str, list[dict[str, Any]]]:
+    """The Ready pods of the namespace (not being deleted), by component."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods(plane, namespace):
+        if not pod["metadata"].get("deletionTimestamp") and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in pod["status"].get("conditions", [])):
+            component = pod["metadata"]["labels"].get("app.kubernetes.io/component", "")
+            found.setdefault(component, []).append(pod)
+    return found
 
 
 def wait_specialisation(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
@@ -182,6 +186,7 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
     install(control_plane, helm_env, node, namespace)
     ready = ready_pods(control_plane, namespace)
     assert {"operator", "apiserver"} <= set(ready), list(ready)
+    assert len(ready["operator"]) == 2  # the replicas, sharing the one resource's work
     wait_specialisation(control_plane, namespace, "rel")
     # The default exchange URL is http://localhost:29593/files: port-forward to that port.
     with port_forward(control_plane, namespace, 29593) as port:
@@ -275,15 +280,17 @@ def test_two_ssh_resources_survive_an_upgrade_and_uninstall(
         poll_until(lambda: all(service.get_job_by_id(i).state == "Running" for i in sleepers),
                    240, "the jobs running")
 
-    operator_before = ready_pods(control_plane, namespace)["operator"]["metadata"]["uid"]
+    before = {p["metadata"]["uid"] for p in ready_pods(control_plane, namespace)["operator"]}
     new_image = f"{image_name(images)}-next"
     node.tag(image_name(images), new_image)
     upgraded = ssh_values(node_sshd, images, base, port, tag=new_image.rpartition(":")[2])
     install(control_plane, helm_env, node, namespace, "-f",
             str(values_file(tmp_path, upgraded, "upgraded.yaml")), command="upgrade")
-    ready = ready_pods(control_plane, namespace)
-    assert ready["operator"]["metadata"]["uid"] != operator_before
-    assert ready["operator"]["spec"]["containers"][0]["image"] == new_image
+    poll_until(lambda: not before & {p["metadata"]["uid"] for p in pods(control_plane, namespace)},
+               120, "the former operator pods gone")
+    after = ready_pods(control_plane, namespace)["operator"]
+    assert len(after) == 2
+    assert {p["spec"]["containers"][0]["image"] for p in after} == {new_image}
 
     with port_forward(control_plane, namespace, port):
         service = cerise_client.Service("http://localhost", port)
