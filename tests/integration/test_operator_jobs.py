@@ -82,11 +82,17 @@ def published(exchange_dir: Path, location: str) -> bytes:
     return (exchange_dir / unquote(location[len(EXCHANGE_URL) + 1:])).read_bytes()
 
 
-def events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
+def job_events(plane: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Events of the object `name`, oldest first."""
     out = plane.kubectl("get", "events", "-n", namespace, "-o", "json",
                         "--field-selector", f"involvedObject.name={name}").stdout
-    return [e["reason"] for e in sorted(json.loads(out)["items"],
-                                        key=lambda e: e["metadata"]["creationTimestamp"])]
+    found: list[dict[str, Any]] = sorted(json.loads(out)["items"],
+                                         key=lambda e: e["metadata"]["creationTimestamp"])
+    return found
+
+
+def events(plane: ControlPlane, namespace: str, name: str) -> list[str]:
+    return [e["reason"] for e in job_events(plane, namespace, name)]
 
 
 async def test_hostname_runs_to_success_with_events_and_output(

@@ -38,7 +38,7 @@ from cerise.model.states import Phase
 from cerise.operator.transitions import Transitions
 from tests.integration.api_fixtures import poll_until
 from tests.integration.operator_fixtures import apply, wait_for_job
-from tests.integration.test_operator_jobs import FINAL, SLEEP
+from tests.integration.test_operator_jobs import FINAL, SLEEP, job_events
 
 pytestmark = pytest.mark.integration
 
@@ -136,12 +136,10 @@ def submissions(replicas: Replicas, job: dict[str, Any]) -> int:
 
 
 def transition_events(plane: ControlPlane, job: str) -> list[str]:
-    """The reasons of the job's transition Events, in order (one per landed transition)."""
-    events = json.loads(plane.kubectl(
-        "get", "events", "-n", NAMESPACE, "--field-selector",
-        f"involvedObject.name={job},involvedObject.kind=WorkflowJob", "-o", "json").stdout)
-    ordered = sorted(events["items"], key=lambda e: e.get("firstTimestamp") or "")
-    return [reason for e in ordered for reason in [e["reason"]] * (e.get("count") or 1)]
+    """The reasons of the job's Events, each as many times as it happened (a transition
+    Event for each transition that landed)."""
+    return [e["reason"] for e in job_events(plane, NAMESPACE, job)
+            for _ in range(e.get("count") or 1)]
 
 
 async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(

@@ -3,7 +3,6 @@ on the job script's own limit (scheduler `none`) and on real Slurm."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from tests.integration.operator_fixtures import apply, install_example, wait_for_job
 from tests.integration.test_operator_batch import scheduler_resource
-from tests.integration.test_operator_jobs import FINAL, SLEEP
+from tests.integration.test_operator_jobs import FINAL, SLEEP, job_events
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +30,20 @@ def submit_sleep(plane: ControlPlane, namespace: str, resource: str, delay: int,
                              "metadata": {"name": "job"}, "spec": spec})
 
 
-def event_messages(plane: ControlPlane, namespace: str, name: str) -> list[str]:
-    out = plane.kubectl("get", "events", "-n", namespace, "-o", "json",
-                        "--field-selector", f"involvedObject.name={name}").stdout
-    return [e["message"] for e in sorted(json.loads(out)["items"],
-                                         key=lambda e: e["metadata"]["creationTimestamp"])]
+def local_resource(plane: ControlPlane, namespace: str, base: Path, **extra: Any) -> None:
+    """ComputeResource `local` (scheduler none) in `base`, with `extra` in its spec."""
+    apply(plane, namespace, {
+        "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+        "metadata": {"name": "local"},
+        "spec": {"refreshSeconds": 0.2, "files": {"protocol": "local", "path": str(base)},
+                 "jobs": {"protocol": "local", "scheduler": "none"}, **extra}})
 
 
 async def test_a_run_out_of_time_is_retried_up_to_the_ceiling_and_says_what_was_tried(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
 ) -> None:
-    apply(control_plane, namespace, {
-        "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
-        "metadata": {"name": "local"},
-        "spec": {"refreshSeconds": 0.2,
-                 "files": {"protocol": "local", "path": str(tmp_path / "cerise")},
-                 "jobs": {"protocol": "local", "scheduler": "none"},
-                 "retry": {"attempts": 3, "timeFactor": 2, "maxTimeSeconds": 4}}})
+    local_resource(control_plane, namespace, tmp_path / "cerise",
+                   retry={"attempts": 3, "timeFactor": 2, "maxTimeSeconds": 4})
     await install_example(control_plane, namespace, "local")
     # The job asks for fewer attempts than the resource allows: 2 s, then 4 s (the ceiling).
     submit_sleep(control_plane, namespace, "local", 600, 2, {"attempts": 2})
@@ -61,8 +57,8 @@ async def test_a_run_out_of_time_is_retried_up_to_the_ceiling_and_says_what_was_
     assert [(a["number"], a["timeLimitSeconds"], a["endedBy"]) for a in status["attempts"]] == \
         [(1, 2, "time limit"), (2, 4, "time limit")]
     assert status["attempt"] == 2
-    retried = [m for m in event_messages(control_plane, namespace, "job")
-               if "attempt 2 of 2" in m]
+    retried = [e["message"] for e in job_events(control_plane, namespace, "job")
+               if "attempt 2 of 2" in e["message"]]
     assert retried and retried[0].startswith("Running → StagingIn: the job reached its time "
                                              "limit of 2 s"), retried
     work = tmp_path / "cerise" / "jobs" / job["metadata"]["uid"]
@@ -72,12 +68,7 @@ async def test_a_run_out_of_time_is_retried_up_to_the_ceiling_and_says_what_was_
 async def test_a_run_that_its_time_limit_ended_without_retries_says_so(
     control_plane: ControlPlane, operator: OperatorProcess, namespace: str, tmp_path: Path,
 ) -> None:
-    apply(control_plane, namespace, {
-        "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
-        "metadata": {"name": "local"},
-        "spec": {"refreshSeconds": 0.2,
-                 "files": {"protocol": "local", "path": str(tmp_path / "cerise")},
-                 "jobs": {"protocol": "local", "scheduler": "none"}}})
+    local_resource(control_plane, namespace, tmp_path / "cerise")
     await install_example(control_plane, namespace, "local")
     submit_sleep(control_plane, namespace, "local", 600, 2)
     job = await wait_for_job(control_plane, namespace, "job", FINAL, timeout=120)
@@ -106,9 +97,8 @@ async def test_a_slurm_job_that_timed_out_succeeds_with_three_times_the_time(
         (1, 60, "time limit")
     assert first["remoteJobId"].isdigit() and status["remoteJobId"] != first["remoteJobId"]
     assert status["attempt"] == 2 and status["timeLimit"] == 180
-    retried = [m for m in event_messages(control_plane, namespace, "job")
-               if "attempt 2 of 2 with a time limit of 3 min" in m]
-    assert retried, event_messages(control_plane, namespace, "job")
+    messages = [e["message"] for e in job_events(control_plane, namespace, "job")]
+    assert any("attempt 2 of 2 with a time limit of 3 min" in m for m in messages), messages
 
 
 async def test_a_grid_engine_job_stopped_at_its_h_rt_succeeds_with_more_time(
