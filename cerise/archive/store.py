@@ -47,7 +47,9 @@ class Archive:
             AsyncConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout,
                                 open=False, kwargs={"autocommit": True,
                                                     "connect_timeout": max(1, int(timeout))},
-                                ))
+                                # a connection the server closed (a restart) is replaced
+                                # before use, not handed to a request that then fails
+                                check=AsyncConnectionPool.check_connection))
         self._migrated = asyncio.Lock()
         self._ready = False
         self._pause = pause

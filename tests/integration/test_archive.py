@@ -3,6 +3,7 @@ the published cerise-client and wes-client, the CLI and the dashboard's fragment
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 
+from cerise.archive.store import Archive
 from cerise.devenv import specialisations
 from cerise.devenv.apiserver import IDENTITY, ApiserverProcess
 from cerise.devenv.controlplane import ControlPlane
@@ -334,3 +336,19 @@ def test_an_archived_job_goes_with_its_files_when_its_retention_ends(
     poll_until(lambda: not archived_rows(archive_db, namespace), 30,
                "the archived job removed when its retention ends")
     assert not log.exists()
+
+
+async def test_after_a_restart_of_the_archive_the_first_request_is_answered(
+    archive_db: Postgres,
+) -> None:
+    """The pool's connections from before a restart of PostgreSQL are replaced before use:
+    the first read after the restart is answered, not refused as if the archive were down."""
+    archive = Archive(archive_db.url)
+    await archive.open()
+    try:
+        assert await archive.get("nowhere", "nothing") is None  # the pool holds a connection
+        await asyncio.to_thread(archive_db.stop)
+        await asyncio.to_thread(archive_db.start)
+        assert await archive.get("nowhere", "nothing") is None
+    finally:
+        await archive.close()
