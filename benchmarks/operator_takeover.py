@@ -9,8 +9,9 @@ then prints:
 2. `--runs` takeovers: with `--jobs` jobs in flight over the eight resources, the replica
    holding the most resources is killed with SIGKILL; for each resource it held, the
    takeover time is from its last renewal of the Lease (as this script saw the Lease
-   change) to the first write of the new holder on one of the resource's jobs (its fence);
-   then every job's end is awaited and counted: jobs lost, submitted twice, run twice.
+   change) to the Lease taken by another replica, and to that replica's first write on one
+   of this run's jobs of the resource (its fence); then every job's end is awaited and
+   counted: jobs lost, submitted twice, run twice.
    The killed replica is started again (a new identity) before the next run.
 
 The runner is a small counting script (as in benchmarks/chaos.py) that sleeps a few
@@ -72,19 +73,19 @@ class Cluster:
         operator.start()
         self.replicas[name] = operator
 
-    async def leases(self) -> dict[str, tuple[str, str]]:
-        """Resource → (holder's replica name, renewTime)."""
-        found: dict[str, tuple[str, str]] = {}
+    async def leases(self) -> dict[str, tuple[str, str, str]]:
+        """Resource → (holder's replica name, renewTime, holder's identity)."""
+        found: dict[str, tuple[str, str, str]] = {}
         async for lease in self.client.list(Lease, namespace="default",
                                             labels={"cerise.dev/lease": "compute-resource"}):
             assert lease.metadata is not None and lease.spec is not None
             subject = (lease.metadata.annotations or {})["cerise.dev/subject"]
-            holder = (lease.spec.holderIdentity or "").rsplit("-", 1)[0]
-            found[subject] = (holder, str(lease.spec.renewTime))
+            identity = lease.spec.holderIdentity or ""
+            found[subject] = (identity.rsplit("-", 1)[0], str(lease.spec.renewTime), identity)
         return found
 
     async def spread(self) -> Counter[str]:
-        return Counter(holder for holder, _ in (await self.leases()).values())
+        return Counter(holder for holder, _, _ in (await self.leases()).values())
 
     async def settled(self, replicas: int, timeout: float = 120) -> float:
         """Seconds until every resource is held and the spread is even (no replica over
@@ -94,7 +95,7 @@ class Cluster:
         stable_since, last = None, None
         while time.monotonic() - began < timeout:
             leases = await self.leases()
-            counts = Counter(holder for holder, _ in leases.values())
+            counts = Counter(holder for holder, _, _ in leases.values())
             even = (len(leases) == len(RESOURCES) and "" not in counts
                     and max(counts.values()) <= share)
             state = sorted(counts.items())
@@ -108,8 +109,10 @@ class Cluster:
         raise TimeoutError(f"never settled: {await self.spread()}")
 
 
-async def takeover(cluster: Cluster, run: int, jobs: int, count: Path) -> list[float]:
-    """One kill with `jobs` in flight; the takeover times of the killed replica's resources."""
+async def takeover(cluster: Cluster, run: int, jobs: int,
+                   count: Path) -> tuple[list[float], list[float]]:
+    """One kill with `jobs` in flight; for each resource the killed replica held, the time
+    from its last renewal to the Lease taken, and to the new holder's first job write."""
     client = cluster.client
     on = {f"run{run}-{i}": RESOURCES[i % len(RESOURCES)] for i in range(jobs)}
     names = list(on)
@@ -120,25 +123,29 @@ async def takeover(cluster: Cluster, run: int, jobs: int, count: Path) -> list[f
     await until(client, names, lambda found: sum(
         1 for p in found.values() if p in {"Running", "Waiting"}) >= jobs // 4)
     leases = await cluster.leases()
-    victim = Counter(holder for holder, _ in leases.values()).most_common(1)[0][0]
-    held = sorted(r for r, (holder, _) in leases.items() if holder == victim)
+    victim = Counter(holder for holder, _, _ in leases.values()).most_common(1)[0][0]
+    held = sorted(r for r, (holder, _, _) in leases.items() if holder == victim)
     renewed: dict[str, float] = {r: time.monotonic() for r in held}
     renew_times = {r: leases[r][1] for r in held}
     cluster.replicas[victim].kill()
+    leased: dict[str, float] = {}
     taken: dict[str, float] = {}
     deadline = time.monotonic() + 120
     while len(taken) < len(held) and time.monotonic() < deadline:
         leases = await cluster.leases()
         now = time.monotonic()
         for resource in held:  # a renewal in flight at the kill may still land
-            if leases[resource][0] == victim and leases[resource][1] != renew_times[resource]:
-                renew_times[resource], renewed[resource] = leases[resource][1], now
+            holder, renew_time, _ = leases[resource]
+            if holder == victim and renew_time != renew_times[resource]:
+                renew_times[resource], renewed[resource] = renew_time, now
+            elif holder not in (victim, "") and resource not in leased:
+                leased[resource] = now
         async for job in client.list(WorkflowJob, namespace="default"):
             body: dict[str, Any] = job.to_dict()  # type: ignore[no-untyped-call]
             resource = body["spec"]["computeResource"]
             fence = (body.get("status") or {}).get("fence") or {}
-            if resource in held and resource not in taken and fence.get("holder") and \
-                    not fence["holder"].startswith(f"{victim}-"):
+            if body["metadata"]["name"] in on and resource in leased and \
+                    resource not in taken and fence.get("holder") == leases[resource][2]:
                 taken[resource] = now
         await asyncio.sleep(0.1)
     final = await until(client, names, lambda found: all(p in FINAL for p in found.values()))
@@ -153,7 +160,8 @@ async def takeover(cluster: Cluster, run: int, jobs: int, count: Path) -> list[f
           f"submitted twice {sum(1 for n in submitted.values() if n > 1)}, "
           f"run twice {sum(1 for uid in uids.values() if starts[uid] > 1)}")
     cluster.start(victim)
-    return [taken[r] - renewed[r] for r in held if r in taken]
+    return ([leased[r] - renewed[r] for r in held if r in leased],
+            [taken[r] - renewed[r] for r in held if r in taken])
 
 
 def submissions(work: Path, resource: str, uid: str) -> int:
@@ -223,13 +231,18 @@ async def main(args: argparse.Namespace, work: Path) -> None:
         settle = await cluster.settled(3)
         print(f"8 resources over 3 replicas: {dict(sorted((await cluster.spread()).items()))} "
               f"(rebalanced {settle:.1f} s after c started)")
-        times: list[float] = []
+        leased: list[float] = []
+        written: list[float] = []
         for run in range(args.runs):
-            times += await takeover(cluster, run, args.jobs, count)
+            lease_times, write_times = await takeover(cluster, run, args.jobs, count)
+            leased += lease_times
+            written += write_times
             await cluster.settled(3)
-        print(f"takeover, last renewal → the new holder's first job write, over "
-              f"{len(times)} resources in {args.runs} runs: p50 {statistics.median(times):.1f} s,"
-              f" min {min(times):.1f} s, max {max(times):.1f} s")
+        for what, times in (("its Lease taken", leased),
+                            ("the new holder's first write on one of its jobs", written)):
+            print(f"takeover, last renewal → {what}, over {len(times)} resources in "
+                  f"{args.runs} runs: p50 {statistics.median(times):.1f} s, "
+                  f"min {min(times):.1f} s, max {max(times):.1f} s")
     finally:
         await client.close()
         for replica in cluster.replicas.values():
