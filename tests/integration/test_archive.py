@@ -312,6 +312,9 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
                and job_id not in [j["metadata"]["name"]
                                   for j in live_jobs(control_plane, namespace)],
                60, "the job archived once the archive is back")
+    # the apiserver answers again once its own pause after a failure is over
+    poll_until(lambda: httpx.get(f"{api.url}/jobs/{job_id}").status_code == 200, 10,
+               "the apiserver reading the archive again")
     assert httpx.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success"
     assert httpx.get(f"{api.url}/jobs/{earlier_id}").json()["state"] == "PermanentFailure"
 

@@ -114,8 +114,11 @@ def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml
 
 
 def local_values(tmp_path: Path, version: str = "0.1.0") -> dict[str, Any]:
-    """The default specialisation, at `version`, with the local resource under tmp_path."""
+    """The default specialisation, at `version`, with the local resource under tmp_path; an
+    image no runtime has or can pull, so that no pod of the release runs even where the test
+    node has joined the control plane."""
     return {
+        "image": {"repository": "cerise.invalid/never-pulled", "tag": "none"},
         "specialisation": {"spec": {"projects": [{
             "name": "cerise", "version": version,
             "source": {"path": "/opt/cerise/specialisations/example/cerise"}}]}},
