@@ -178,6 +178,7 @@ async def test_runs_of_a_cancelled_allocation_rerun_elsewhere(pilot: Pilot) -> N
         runs, lambda seen: all_done(quick)(seen) and RunVerdict.RUNNING in verdicts(seen, blocked),
         "a blocked run running")
     victim = next(run for run in blocked if caught.runs[run.key].verdict is RunVerdict.RUNNING)
+    await pilot.until_started(victim)  # its shell has got as far as recording its start
     await executor.cancel(pilot.remote, pilot.batch.scheduler, [first], pilot.batch.prologue)
 
     orphaned = await pilot.until(
