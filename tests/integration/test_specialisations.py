@@ -422,12 +422,7 @@ async def test_a_reinstall_does_not_disturb_a_running_job(
     specialisation(control_plane, namespace, "s", ["local"], p("1.0.0", "one"))
     await until(control_plane, namespace, "s", state_is("local", "p", "Installed"))
     submit(control_plane, resource, SHOW, name="running")
-    while True:  # until the runner has loaded the step and started it
-        job = await wait_for_job(control_plane, namespace, "running", {"Running", *FINAL})
-        if [s["state"] for s in job["status"].get("steps", [])] == ["Running"]:
-            break
-        assert job["status"]["phase"] == "Running", job["status"]
-        await asyncio.sleep(0.1)
+    await step_running(control_plane, namespace, "running")
     specialisation(control_plane, namespace, "s", ["local"], p("2.0.0", "two"))
     await until(control_plane, namespace, "s", state_is("local", "p", "Installed", "2.0.0"))
     assert get(control_plane, namespace, "wfj", "running")["status"]["phase"] == "Running"
@@ -503,12 +498,7 @@ async def test_a_deleted_specialisation_takes_along_the_projects_no_other_one_cl
     specialisation(control_plane, namespace, "t", ["local"], q)  # a clash: s has it
     await until(control_plane, namespace, "t", state_is("local", "q", "Failed"))
     submit(control_plane, resource, SHOW, name="running")
-    while True:  # until the runner has loaded the step and started it
-        job = await wait_for_job(control_plane, namespace, "running", {"Running", *FINAL})
-        if [s["state"] for s in job["status"].get("steps", [])] == ["Running"]:
-            break
-        assert job["status"]["phase"] == "Running", job["status"]
-        await asyncio.sleep(0.1)
+    await step_running(control_plane, namespace, "running")
 
     control_plane.kubectl("delete", "specialisation", "s", "-n", namespace)
     deadline = time.monotonic() + 60
@@ -542,3 +532,13 @@ async def test_a_path_source_outside_the_allowed_directory_is_refused(
         refused = project_status(body, "local", "p")
         assert refused["reason"] == "InvalidProject", refused
         assert f"{source} is not inside {allowed}" in refused["message"], refused["message"]
+
+
+async def step_running(plane: ControlPlane, namespace: str, name: str) -> None:
+    """Wait until the job's runner has loaded its one step and started it."""
+    while True:
+        job = await wait_for_job(plane, namespace, name, {"Running", *FINAL})
+        if [s["state"] for s in job["status"].get("steps", [])] == ["Running"]:
+            return
+        assert job["status"]["phase"] == "Running", job["status"]
+        await asyncio.sleep(0.1)
