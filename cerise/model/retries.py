@@ -52,14 +52,17 @@ def parse_policy(settings: Mapping[str, Any] | None, where: str) -> RetryPolicy:
     unknown = sorted(set(settings) - set(FIELDS))
     if unknown:
         raise ValueError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
-    try:
-        attempts = int(settings.get("attempts", 1))
-        time_factor = float(settings.get("timeFactor", 2.0))
-        memory_factor = float(settings.get("memoryFactor", 2.0))
-        max_time = _ceiling(settings.get("maxTimeSeconds"))
-        max_memory = _ceiling(settings.get("maxMemoryMiB"))
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: every field must be a number") from None
+    whole = ("attempts", "maxTimeSeconds", "maxMemoryMiB")
+    for key, value in settings.items():  # as the CRD's schema types them: no text, no bool
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                key in whole and not isinstance(value, int)):
+            raise ValueError(f"{where}: every field must be a number, and attempts and the "
+                             f"ceilings whole numbers; {key} is {value!r}")
+    attempts = int(settings.get("attempts", 1))
+    time_factor = float(settings.get("timeFactor", 2.0))
+    memory_factor = float(settings.get("memoryFactor", 2.0))
+    max_time = _ceiling(settings.get("maxTimeSeconds"))
+    max_memory = _ceiling(settings.get("maxMemoryMiB"))
     if not 1 <= attempts <= 10:
         raise ValueError(f"{where}.attempts must be from 1 to 10")
     if not (1.0 <= time_factor <= 100.0 and 1.0 <= memory_factor <= 100.0):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -180,3 +181,15 @@ def test_a_retry_is_submitted_under_its_own_name_with_its_own_request() -> None:
     body["status"] = {"attempt": 2, "timeLimit": 180, "memory": 100}
     assert this_attempt(body, first) == Request("cerise2-u1", cores=4, time_limit=180,
                                                 memory=100)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"attempts": "3"}, "attempts is '3'"),
+    ({"attempts": 2.5}, "attempts is 2.5"),
+    ({"timeFactor": True}, "timeFactor is True"),
+    ({"maxMemoryMiB": None}, "maxMemoryMiB is None"),
+])
+def test_values_are_numbers_as_the_crd_types_them(settings: dict[str, object],
+                                                   message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        retries.parse_policy(settings, "retry")
