@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,12 +20,40 @@ class StartupError(RuntimeError):
     """A component of the local environment did not start; the message names it, shows its log."""
 
 
+_CLAIMS = Path(tempfile.gettempdir()) / "cerise-ports"
+_claimed: list[int] = []  # descriptors of this process's claims, held until it exits
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out for outgoing connections (32768 if unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now and stays this process's until it exits.
+
+    The port lies below the kernel's ephemeral range, so no outgoing connection takes it
+    between this call and the daemon's bind, and an flock on a file per port keeps two
+    processes (parallel test workers, a second `./dev up`) from being handed the same one.
+    """
+    _CLAIMS.mkdir(mode=0o1777, exist_ok=True)
+    low, high = 10000, max(10001, _ephemeral_floor())
+    for _ in range(1000):
+        port = low + secrets.randbelow(high - low)
+        fd = os.open(_CLAIMS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            os.close(fd)
+            continue
+        _claimed.append(fd)
         return port
+    raise StartupError(f"no free TCP port between {low} and {high} on 127.0.0.1")
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

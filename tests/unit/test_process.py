@@ -42,3 +42,20 @@ def test_free_port_can_be_bound(tmp_path: Path) -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    import subprocess
+    import sys
+
+    mine = {free_port() for _ in range(50)}
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "from cerise.devenv.process import free_port\n"
+         "print(' '.join(str(free_port()) for _ in range(50)))"],
+        check=True, capture_output=True, text=True).stdout.split()
+    theirs = {int(port) for port in child}
+    floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert len(mine) == 50 and len(theirs) == 50
+    assert not mine & theirs
+    assert max(mine | theirs) < floor
