@@ -20,6 +20,7 @@ Each measurement starts its own control plane, sshd, one-node Slurm cluster and 
     CERISE_BIN_DIR=... .venv/bin/python benchmarks/scheduler_scale.py throughput [--jobs 1000]
     CERISE_BIN_DIR=... .venv/bin/python benchmarks/scheduler_scale.py latency [--in-flight 100]
     CERISE_BIN_DIR=... .venv/bin/python benchmarks/scheduler_scale.py many [--finished 9900]
+        [--profile DIR]   (py-spy's stacks of the operator in both windows, collapsed)
 
 A trivial job's runner is a shell script (see `slurm_cerise`); the machine's cores bound
 how many Slurm runs at once, the rest wait in its queue, still in flight.
@@ -32,6 +33,7 @@ import asyncio
 import copy
 import shlex
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -72,15 +74,24 @@ def quantile(values: list[float], q: float) -> float:
 
 # --- refreshes --------------------------------------------------------------------------------
 
-async def refreshes(cerise: SlurmCerise, window: float) -> dict[str, float]:
+async def refreshes(cerise: SlurmCerise, window: float,
+                    profile: Path | None = None) -> dict[str, float]:
     """Watch the operator poll for `window` seconds: status commands, their mean latency,
     the refreshes that fit (a poll starts every interval, or when the last one ended if it
-    took longer), and operator CPU per refresh."""
+    took longer), and operator CPU per refresh. With `profile`, py-spy samples the operator
+    meanwhile and writes its stacks there (collapsed: one stack and its count a line)."""
     await asyncio.sleep(3 * cerise.refresh)  # let the wake-ups of the last changes pass
     pid = cerise.operator.daemon.pid if cerise.operator.daemon else 0
+    spy = None if profile is None else await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+        "--duration", str(round(window)), "--rate", "200", "--format", "raw",
+        "--output", str(profile), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL)
     before, cpu_before, began = cerise.scrape(), cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(window)  # the measurement window itself
     after, cpu_after, elapsed = cerise.scrape(), cpu_seconds(pid), time.monotonic() - began
+    if spy is not None:
+        await spy.wait()
 
     def moved(name: str) -> float:
         return (resource_value(after, name, kind="status")
@@ -239,7 +250,7 @@ async def many(args: argparse.Namespace, work: Path) -> None:
         await cerise.create_jobs((f"flight-{i}" for i in range(args.in_flight)),
                                  delay=IN_FLIGHT)
         await cerise.wait_phases(SUBMITTED, args.in_flight + 1, timeout=600)
-        few = await refreshes(cerise, args.window)
+        few = await refreshes(cerise, args.window, profile(args, "few"))
 
         cerise.operator.stop()
         began = time.monotonic()
@@ -249,7 +260,7 @@ async def many(args: argparse.Namespace, work: Path) -> None:
         total = args.finished + args.in_flight
         endpoint_up, first_poll = await restart(cerise)
         all_known = first_poll + await cerise.wait_phases(SUBMITTED, total, timeout=600)
-        lots = await refreshes(cerise, args.window)
+        lots = await refreshes(cerise, args.window, profile(args, "lots"))
         print(f"refresh {args.refresh:g} s, window {args.window:g} s; {args.finished - 1} "
               f"finished jobs written straight to the API in {written:.1f} s "
               f"({(args.finished - 1) / written:.0f}/s)")
@@ -262,6 +273,14 @@ async def many(args: argparse.Namespace, work: Path) -> None:
         print(f"restarted with {total} jobs: metrics endpoint after {endpoint_up:.2f} s, "
               f"first status command after {first_poll:.2f} s, all {total} jobs in its "
               f"registry after {all_known:.2f} s")
+
+
+def profile(args: argparse.Namespace, name: str) -> Path | None:
+    """Where py-spy writes the stacks of window `name`, if asked to (`--profile DIR`)."""
+    if args.profile is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return Path(args.profile) / f"{name}.txt"
 
 
 async def write_finished(cerise: SlurmCerise, template: dict[str, Any], count: int) -> None:
@@ -330,6 +349,8 @@ def main() -> None:
     lots.add_argument("--in-flight", type=int, default=100)
     lots.add_argument("--refresh", type=float, default=1.0)
     lots.add_argument("--window", type=float, default=15.0)
+    lots.add_argument("--profile", type=Path, default=None,
+                      help="a directory for py-spy's stacks of the operator in both windows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cerise-scale-") as work:
         asyncio.run(run[args.command](args, Path(work)))

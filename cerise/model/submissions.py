@@ -9,7 +9,9 @@ why; it goes as soon as the window or the queue has room.
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 WINDOW = 60.0
@@ -44,6 +46,13 @@ class SubmitBudget:
                     f"{self.limits.per_minute} submissions a minute")
         return None
 
+    def recall(self, now: float, ages: Iterable[float]) -> None:
+        """Count the submissions made `ages` seconds before `now` (a new worker's budget
+        starts from the jobs' own record, so a restart or a handover opens no new minute)."""
+        for age in sorted(ages, reverse=True):
+            if 0 <= age < WINDOW:
+                self._recent.append(now - age)
+
     def record(self, now: float) -> None:
         """Count a submission made at `now`."""
         self._recent.append(now)
@@ -53,3 +62,16 @@ class SubmitBudget:
         if not self.limits.per_minute or len(self._recent) < self.limits.per_minute:
             return 0.0
         return max(0.0, self._recent[-self.limits.per_minute] + WINDOW - now)
+
+
+def ages(stamps: Iterable[object], now: datetime.datetime) -> list[float]:
+    """Seconds from each `submittedAt` (RFC 3339) in `stamps` to `now`; others are skipped."""
+    found = []
+    for stamp in stamps:
+        try:
+            when = datetime.datetime.fromisoformat(str(stamp))
+        except ValueError:
+            continue
+        if when.tzinfo is not None:
+            found.append((now - when).total_seconds())
+    return found

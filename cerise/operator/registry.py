@@ -10,7 +10,9 @@ resource's Lease, and stops at once when it does not.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from lightkube import ApiError, AsyncClient
 from cerise.archive import published, records
 from cerise.kube import jobs as kube_jobs
 from cerise.kube import objects
-from cerise.model import callbacks, compute, leases, states
+from cerise.model import callbacks, compute, leases, states, submissions
 from cerise.model.compute import InvalidResource
 from cerise.model.exchange import Layout
 from cerise.model.states import Phase
@@ -279,6 +281,12 @@ class Registry:
             credentials=lambda: self._credentials(namespace, parsed.credentials_secret),
             fence=fence,
         )
+        # Its budget starts from the jobs' own record, ended ones' included: a worker
+        # started again (a change of the resource, a Lease handed over) opens no new minute.
+        worker.context.budget.recall(time.monotonic(), submissions.ages(
+            ((body.get("status") or {}).get("submittedAt") for body in self.jobs.values()
+             if resource_of(body) == (namespace, name)),
+            datetime.datetime.now(datetime.UTC)))
         for body in self.jobs_on((namespace, name)):
             if kube_jobs.phase_of(body) is None:
                 await self._initialise(body)

@@ -292,4 +292,6 @@ async def test_decrypting_the_key_does_not_hold_up_other_work(sshd: SshEndpoint)
         ticking.cancel()
         await remote.close()
     assert took > 0.3, "the key decrypts too fast to show anything"
-    assert max(gaps) < 0.2
+    # Decrypted on the event loop, one gap would take most of `took`; a loaded machine
+    # stretches both alike.
+    assert max(gaps) < took / 3, (max(gaps), took)

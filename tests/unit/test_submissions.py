@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+
+from cerise.model import submissions
 from cerise.model.submissions import SubmitBudget, SubmitLimits
 
 
@@ -33,3 +36,16 @@ def test_a_full_queue_holds_submissions_until_a_job_leaves_it() -> None:
     refusal = budget.refusal(0.0, queued=2)
     assert refusal is not None and "(2)" in refusal and "2 batch jobs" in refusal
     assert budget.refusal(0.0, queued=1) is None
+
+
+def test_a_new_budget_remembers_the_submissions_its_jobs_record() -> None:
+    now = datetime.datetime(2026, 12, 6, 20, 0, 0, tzinfo=datetime.UTC)
+    stamps = ["2026-12-06T19:59:30+00:00", "2026-12-06T19:59:50Z", "2026-12-06T19:58:00Z",
+              None, "yesterday", "2026-12-06T19:59:40"]  # no zone: not a time we wrote
+    ages = submissions.ages(stamps, now)
+    assert ages == [30.0, 10.0, 120.0]
+    budget = SubmitBudget(SubmitLimits(per_minute=2))
+    budget.recall(1000.0, ages)  # as after a restart: two in this minute already
+    assert budget.refusal(1000.0, queued=0) is not None
+    assert budget.next_room(1000.0) == 30.0  # when the one of 30 s ago leaves the window
+    assert budget.refusal(1030.0, queued=0) is None
