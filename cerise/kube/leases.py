@@ -176,12 +176,13 @@ class LeaseKeeper:
         self._seen: dict[tuple[Role, str, str], model.LeaseSeen] = {}
 
     async def tick(self, resources: Collection[ResourceKey], *,
-                   first: Mapping[ResourceKey, int] | None = None,
+                   first: Callable[[ResourceKey], int] | None = None,
                    stopping: bool = False) -> dict[ResourceKey, FencingToken]:
         """Renew, take and hand over Leases as the plan says; the tokens now held.
 
         `first` says where a resource's Lease, if it has to be created, starts counting
-        (`model.first_transitions` of its jobs' fences; 0 if not given).
+        (`model.first_transitions` of its jobs' fences; 0 if not given). It is asked only
+        then: it reads every job of the resource.
         """
         now = self._clock()
         heartbeats = await list_leases(self._client, self._namespace, Role.REPLICA)
@@ -208,7 +209,7 @@ class LeaseKeeper:
         for key in decided.renew:
             await self._write(renew, stored[key], now)
         for key in decided.acquire:
-            if await self._acquire(key, stored.get(key), (first or {}).get(key, 0), now):
+            if await self._acquire(key, stored.get(key), first, now):
                 logger.info("%s: took its Lease", key)
         return self.held()
 
@@ -245,12 +246,13 @@ class LeaseKeeper:
                 await delete(self._client, lease)
         return model.live_replicas(seen, self.me, now)
 
-    async def _acquire(self, key: ResourceKey, stored: StoredLease | None, first: int,
-                       now: float) -> bool:
+    async def _acquire(self, key: ResourceKey, stored: StoredLease | None,
+                       first: Callable[[ResourceKey], int] | None, now: float) -> bool:
         try:
             if stored is None:
                 new = await create(self._client, key.namespace, Role.RESOURCE, key.name,
-                                   self.me, self._duration_seconds, first=first)
+                                   self.me, self._duration_seconds,
+                                   first=first(key) if first is not None else 0)
             else:
                 new = await take(self._client, stored, self.me, self._duration_seconds)
         except LeaseConflict:

@@ -8,11 +8,12 @@ import binascii
 from collections.abc import Iterable
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError, AsyncClient, operators
 from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
 from cerise.kube.jobs import GROUP, VERSION, ComputeResource, Specialisation, WorkflowJob
+from cerise.model.states import FINAL
 
 
 class SecretUnavailable(LookupError):
@@ -65,10 +66,16 @@ async def get_job(client: AsyncClient, namespace: str, name: str) -> dict[str, A
     return body
 
 
-async def list_jobs(client: AsyncClient, namespace: str) -> list[dict[str, Any]]:
-    """Every WorkflowJob of a namespace, as plain dicts (one LIST, in pages)."""
+async def live_jobs(client: AsyncClient, namespace: str, resource: str) -> list[dict[str, Any]]:
+    """The WorkflowJobs of one ComputeResource that are not final, as plain dicts: one LIST,
+    in pages, that the API server filters (the CRD's selectable fields), so it costs the
+    live jobs, not every job kept."""
     found = []
-    async for item in client.list(WorkflowJob, namespace=namespace, chunk_size=500):
+    live: dict[str, str | operators.BinaryOperator | operators.SequenceOperator] = {
+        "spec.computeResource": resource,
+        "status.phase": operators.not_in(sorted(phase.value for phase in FINAL))}
+    async for item in client.list(WorkflowJob, namespace=namespace, fields=live,
+                                  chunk_size=500):
         body: dict[str, Any] = item.to_dict()  # type: ignore[no-untyped-call]
         body.setdefault("apiVersion", f"{GROUP}/{VERSION}")
         body.setdefault("kind", "WorkflowJob")

@@ -122,6 +122,7 @@ async def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     """Every change of every job goes to the registry."""
     _health.contact()
     await registry().job_event(type, dict(body))
+    metrics.job_event()
 
 
 @kopf.on.event(GROUP, VERSION, "specialisations")

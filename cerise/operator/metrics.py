@@ -75,6 +75,9 @@ VALIDATION_FAILURES = Counter(
 RETENTION_DELETED = Counter(
     "cerise_operator_retention_deleted", "Finished jobs deleted after their retention.",
     _RESOURCE, registry=REGISTRY)
+JOB_EVENTS = Counter(
+    "cerise_operator_job_events", "WorkflowJob watch events handled (after a start, first "
+    "one for every job that exists).", registry=REGISTRY)
 
 
 def transition(namespace: str, resource: str, source: Phase | None, target: Phase) -> None:
@@ -109,6 +112,11 @@ def validation_failed(namespace: str, resource: str) -> None:
 def install_failed(namespace: str, resource: str) -> None:
     """Count a failed project install."""
     INSTALL_FAILURES.labels(namespace, resource).inc()
+
+
+def job_event() -> None:
+    """Count a WorkflowJob watch event handled."""
+    JOB_EVENTS.inc()
 
 
 def retention_deleted(namespace: str, resource: str) -> None:

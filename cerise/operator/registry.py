@@ -268,7 +268,7 @@ class Registry:
             await self.specialisations.load(namespace)
             # Not to wait for the watch to go through every job (10,000 take kopf a while)
             # before polling the ones in flight again after a restart.
-            for body in await objects.list_jobs(self.kube, namespace):
+            for body in await objects.live_jobs(self.kube, namespace, name):
                 self.remember(body)
         except ApiError as error:  # the watch delivers them all the same
             logger.warning("Specialisations or jobs of %s not listed: %s", namespace, error)

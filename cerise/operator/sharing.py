@@ -108,7 +108,7 @@ class Sharing:
     async def _tick(self) -> None:
         resources = list(self._resources())
         tick = asyncio.ensure_future(self._keeper.tick(
-            resources, first={key: self._first(key) for key in resources}))
+            resources, first=self._first))
         try:
             while not tick.done():
                 await asyncio.wait({tick}, timeout=self._timings.retry)

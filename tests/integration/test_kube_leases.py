@@ -189,8 +189,7 @@ async def test_a_lease_created_again_does_not_strand_the_jobs_fenced_before(
     earlier = FencingToken(Identity("replica-of-a-deleted-lease"), 6)
     job = await kube_leases.claim_job(kube, job, earlier)
     fences = [FencingToken.from_status(job["status"].get("fence"))]
-    first = {keys[0]: leases.first_transitions(fences)}
-    held = await a.tick(keys, first=first)
+    held = await a.tick(keys, first=lambda key: leases.first_transitions(fences))
     assert held[keys[0]] == FencingToken(a.me, 7)
     assert leases.claim(fences[0], held[keys[0]]) is Claim.WRITE
     job = await kube_leases.claim_job(clients[0], job, held[keys[0]])

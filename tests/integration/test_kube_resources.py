@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
 
 from cerise.devenv.controlplane import REPO, ControlPlane
+from cerise.kube import jobs as kube_jobs
+from cerise.kube import objects
+from cerise.kube.jobs import WorkflowJob
 from tests.integration.api_fixtures import poll_until
 
 pytestmark = pytest.mark.integration
@@ -224,3 +229,23 @@ def test_cancelling_is_final(control_plane: ControlPlane, namespace: str) -> Non
     undone = patch(False)
     assert undone.returncode != 0
     assert "a cancelled job cannot be un-cancelled" in undone.stderr
+
+
+async def test_the_live_jobs_of_a_resource_are_listed_without_the_rest(
+    kube: AsyncClient, namespace: str,
+) -> None:
+    """What an operator lists at a worker's start: that resource's jobs still to follow,
+    filtered by the API server, not every job kept."""
+    phases = {"new": None, "running": "Running", "done": "Success", "failed": "SystemError",
+              "cancelling": "RunningCR", "elsewhere": "Running"}
+    for name, phase in phases.items():
+        await kube.create(WorkflowJob(
+            metadata=ObjectMeta(name=name, namespace=namespace),
+            spec={"workflow": "x.cwl",
+                  "computeResource": "other" if name == "elsewhere" else "cluster"}))
+        if phase is not None:
+            await kube_jobs.patch_status(kube, namespace=namespace, name=name,
+                                         status={"phase": phase})
+    live = await objects.live_jobs(kube, namespace, "cluster")
+    assert sorted(body["metadata"]["name"] for body in live) == ["cancelling", "new", "running"]
+    assert all(body["kind"] == "WorkflowJob" for body in live)
