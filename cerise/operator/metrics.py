@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -135,7 +135,7 @@ class _Source(Protocol):
     """What the collector reads: the registry."""
 
     @property
-    def jobs(self) -> Mapping[str, Mapping[str, Any]]: ...
+    def phases(self) -> Mapping[tuple[str, str, str | None], int]: ...
 
     @property
     def workers(self) -> Mapping[ResourceKey, _Worker]: ...
@@ -174,10 +174,9 @@ class OperatorCollector:
         counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         resources: set[ResourceKey] = set()
         if state is not None:
-            for body in state.jobs.values():
-                key = (body["metadata"]["namespace"], body["spec"]["computeResource"])
-                resources.add(key)
-                counts[(*key, (body.get("status") or {}).get("phase") or NEW)] += 1
+            for (namespace, resource, phase), count in state.phases.items():
+                resources.add((namespace, resource))
+                counts[(namespace, resource, phase or NEW)] += count
             resources.update(state.workers)
         for namespace, resource in sorted(resources):
             for phase in (NEW, *Phase):

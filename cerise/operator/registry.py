@@ -10,6 +10,7 @@ resource's Lease, and stops at once when it does not.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import logging
 import time
@@ -69,6 +70,10 @@ class Registry:
     resources: set[ResourceKey] = field(default_factory=set)
     """The ComputeResources that exist."""
     jobs: dict[str, Body] = field(default_factory=dict)
+    phases: collections.Counter[tuple[str, str, str | None]] = field(
+        default_factory=collections.Counter)
+    """How many jobs there are per namespace, resource and phase (None: none yet), kept as
+    jobs come and go: a metrics scrape does not go through every job."""
     workers: dict[ResourceKey, ResourceWorker] = field(default_factory=dict)
     active: dict[ResourceKey, dict[str, Body]] = field(default_factory=dict)
     """The jobs a worker still has work for (not final or with a callback to deliver, not
@@ -103,7 +108,9 @@ class Registry:
         body = {**body, "metadata": {key: value for key, value in body["metadata"].items()
                                      if key != "managedFields"}}
         uid = body["metadata"]["uid"]
+        self._count(self.jobs.get(uid), -1)
         self.jobs[uid] = body
+        self._count(body, 1)
         on_resource = self.active.setdefault(resource_of(body), {})
         finished = kube_jobs.phase_of(body) in states.FINAL and not callbacks.pending(body)
         if finished or body["metadata"].get("deletionTimestamp"):
@@ -113,8 +120,16 @@ class Registry:
 
     def _forget(self, body: Body) -> None:
         uid = body["metadata"]["uid"]
-        self.jobs.pop(uid, None)
+        self._count(self.jobs.pop(uid, None), -1)
         self.active.get(resource_of(body), {}).pop(uid, None)
+
+    def _count(self, body: Body | None, step: int) -> None:
+        if body is None:
+            return
+        key = (*resource_of(body), kube_jobs.phase_of(body))
+        self.phases[key] += step
+        if self.phases[key] <= 0:
+            del self.phases[key]
 
     async def job_event(self, event_type: str | None, body: Body) -> None:
         """Record a job's newest state; give a new job its first phase; wake its worker."""

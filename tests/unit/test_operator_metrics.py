@@ -4,14 +4,18 @@ the registry's jobs and the workers' SSH connections."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from lightkube import AsyncClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cerise.model.exchange import Layout
 from cerise.operator import metrics
 from cerise.operator.metrics import Endpoint, OperatorCollector
+from cerise.operator.registry import Registry as OperatorRegistry
+from cerise.operator.worker import ResourceWorker
 from cerise.remote.ssh import SshCredentials, SshTarget
 from cerise.remote.ssh_remote import SshRemote
 from docs import hooks
@@ -34,12 +38,12 @@ class Worker:
 
 @dataclass
 class Registry:
-    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phases: dict[tuple[str, str, str | None], int] = field(default_factory=dict)
     workers: dict[tuple[str, str], Worker] = field(default_factory=dict)
 
 
 def job(uid: str, resource: str, phase: str | None) -> dict[str, Any]:
-    return {"metadata": {"namespace": "ns", "name": uid, "uid": uid},
+    return {"metadata": {"namespace": "ns", "name": uid, "uid": uid, "resourceVersion": "1"},
             "spec": {"computeResource": resource}, "status": {"phase": phase} if phase else {}}
 
 
@@ -59,10 +63,12 @@ def scrape(collector: OperatorCollector) -> Samples:
             s.value for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_jobs_per_phase_are_read_from_the_registry_at_scrape_time() -> None:
-    registry = Registry(jobs={"1": job("1", "hpc", "Running"), "2": job("2", "hpc", "Running"),
-                              "3": job("3", "hpc", None), "4": job("4", "gone", "Success")},
-                        workers={("ns", "idle"): Worker(object())})
+def test_jobs_per_phase_are_counted_as_they_come_and_go() -> None:
+    registry = OperatorRegistry(kube=cast(AsyncClient, None), exchange=cast(Layout, None))
+    for body in (job("1", "hpc", "Running"), job("2", "hpc", "Running"),
+                 job("3", "hpc", None), job("4", "gone", "Success")):
+        registry.remember(body)
+    registry.workers[("ns", "idle")] = cast(ResourceWorker, Worker(object()))
     collector = OperatorCollector()
     collector.source = lambda: registry
     found = scrape(collector)
@@ -71,8 +77,15 @@ def test_jobs_per_phase_are_read_from_the_registry_at_scrape_time() -> None:
     assert found[("cerise_operator_jobs", "ns", "hpc", "Success")] == 0
     assert found[("cerise_operator_jobs", "ns", "gone", "Success")] == 1
     assert found[("cerise_operator_jobs", "ns", "idle", "Running")] == 0
-    del registry.jobs["1"]
-    assert scrape(collector)[("cerise_operator_jobs", "ns", "hpc", "Running")] == 1
+    moved = job("1", "hpc", "Success")
+    moved["metadata"]["resourceVersion"] = "2"
+    registry.remember(moved)  # a newer version of job 1, final now
+    found = scrape(collector)
+    assert found[("cerise_operator_jobs", "ns", "hpc", "Running")] == 1
+    assert found[("cerise_operator_jobs", "ns", "hpc", "Success")] == 1
+    registry._forget(job("4", "gone", "Success"))
+    del registry.workers[("ns", "idle")]
+    assert not any(resource in ("gone", "idle") for _, _, resource, _ in scrape(collector))
 
 
 def test_ssh_counters_survive_a_new_connection_of_the_resource() -> None:
