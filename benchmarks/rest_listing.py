@@ -23,6 +23,7 @@ import httpx
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
+from rest_api import ms, percentile
 
 from cerise.devenv import controlplane
 from cerise.devenv.apiserver import ApiserverProcess
@@ -40,15 +41,6 @@ WORKFLOW = json.dumps({
     "cwlVersion": "v1.2", "class": "Workflow", "inputs": {}, "outputs": {},
     "steps": {"echo": {"run": "cerise/test/echo.cwl", "in": {"message": {"default": "hi"}},
                        "out": ["output"]}}})
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:.1f} ms"
 
 
 async def create_jobs(kubeconfig: Path, count: int) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import datetime
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,8 +106,8 @@ class Registry:
     def _store(self, body: Body) -> None:
         # managedFields (who wrote which field) is most of a job's size and of no use here:
         # 10,000 jobs would hold hundreds of MB of it.
-        body = {**body, "metadata": {key: value for key, value in body["metadata"].items()
-                                     if key != "managedFields"}}
+        body = _compact({**body, "metadata": {
+            key: value for key, value in body["metadata"].items() if key != "managedFields"}})
         uid = body["metadata"]["uid"]
         self._count(self.jobs.get(uid), -1)
         self.jobs[uid] = body
@@ -355,6 +356,23 @@ class Registry:
 
 async def _stopped(stopped: kopf.DaemonStopped) -> None:
     await stopped.wait()
+
+
+SHARED_TEXT = 64
+"""Strings up to this long in a kept job are shared with every other job's equal ones."""
+
+
+def _compact(value: Any) -> Any:
+    """A copy of a JSON value whose keys and short strings are interned: each job decoded
+    from the API has its own copy of every key ("lastTransitionTime"…) and of common
+    values ("True", its resource), a third of what 10,000 kept jobs weigh."""
+    if isinstance(value, dict):
+        return {sys.intern(key): _compact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_compact(item) for item in value]
+    if isinstance(value, str) and len(value) <= SHARED_TEXT:
+        return sys.intern(value)
+    return value
 
 
 def _version(body: Body) -> int:
