@@ -149,8 +149,8 @@ def parse_sacct(output: str) -> dict[str, SacctJob]:
 
     A job's elapsed time and cores are its allocation's row; its CPU time the
     allocation's (which is the sum of its steps), or the steps' sum where that is empty;
-    its max RSS the largest of its steps' (`batch`, `extern`, numbered steps). Lines that
-    are not rows are skipped."""
+    its max RSS the largest of its steps' (`batch`, `extern`, numbered steps; none where
+    none was sampled). Lines that are not rows are skipped."""
     rows: dict[str, list[list[str]]] = {}
     for line in output.splitlines():
         fields = line.strip().split("|")
@@ -167,7 +167,8 @@ def parse_sacct(output: str) -> dict[str, SacctJob]:
         cpu = duration(own[2])
         if not cpu and step_cpu:
             cpu = sum(step_cpu)
-        rss = [value for row in (own, *steps) if (value := size(row[3])) is not None]
+        # 0 is what a step too short for the sampler shows: nothing was measured.
+        rss = [value for row in (own, *steps) if (value := size(row[3]))]
         cores = int(own[4]) if own[4].isdigit() and int(own[4]) > 0 else None
         final = all(_state(row[5]) not in UNFINISHED_STATES for row in job_rows)
         jobs[job_id] = SacctJob(

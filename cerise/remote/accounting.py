@@ -80,10 +80,10 @@ def parse_read(output: str, jobs: Sequence[Measured]) -> ReadResult:
     """The figures in `read_script`'s output (what is missing is None)."""
     measured: dict[str, list[Figures | None]] = {
         job.key: [None] * len(job.measurements) for job in jobs}
-    _, _, text = output.partition(f"{MEASURED_BEGIN}\n")
-    text, found, status_line = text.rpartition(f"\n{SACCT_LINE} ")
+    _, _, measured_text = output.partition(f"{MEASURED_BEGIN}\n")
+    text, found, status_line = measured_text.rpartition(f"\n{SACCT_LINE} ")
     if not found:
-        text, status_line = text, ""
+        text, status_line = measured_text, ""
     rest: list[str] = []
     for line in text.splitlines():
         kind, _, fields = line.partition(" ")

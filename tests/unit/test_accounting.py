@@ -236,3 +236,12 @@ def test_without_slurm_jobs_sacct_is_not_run(tmp_path: Path) -> None:
     run = run_with_stub(tmp_path, "sacct", remote_accounting.read_script(jobs))
     assert run.calls == []
     assert remote_accounting.parse_read(run.result.stdout, jobs).measured == {"b": [None]}
+
+
+def test_a_read_without_sacct_still_gives_the_measurements(tmp_path: Path) -> None:
+    jobs = measured_jobs(tmp_path)[:1]
+    jobs = [Measured(jobs[0].key, jobs[0].measurements)]  # not a Slurm job
+    run = run_with_stub(tmp_path, "sacct", remote_accounting.read_script(jobs))
+    result = remote_accounting.parse_read(run.result.stdout, jobs)
+    assert result.measured == {"a": [Figures(4.0, 1.5, 2048, 2), None]}
+    assert not result.sacct_answered
