@@ -26,8 +26,9 @@ from cerise.remote.accounting import Measured
 
 logger = logging.getLogger(__name__)
 
-COALESCE = 0.2
-"""Seconds the first job to ask waits for others to ask with it."""
+COALESCE = 0.05
+"""Seconds the first job to ask waits for others to ask with it (the jobs a poll saw end
+start their stage-out in the same tick of the worker)."""
 SETTLE_INTERVAL = 1.0
 SETTLE_LIMIT = 30.0
 DISABLED_RECHECK = 600.0

@@ -1,10 +1,12 @@
 """Staging a job out: `Finished` → `StagingOut` → outputs to the file exchange → the final
 phase, from the runner's exit code and log (`cerise.model.results`,
-`cerise.model.decisions.finish_message`); a cancel meanwhile keeps what was collected.
+`cerise.model.decisions.finish_message`), with what the runs cost
+(`cerise.operator.accounting`); a cancel meanwhile keeps what was collected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -29,6 +31,18 @@ class StageOut:
 
     async def run(self, body: Body) -> None:
         """Advance a job in `Finished`, `StagingOut` or `StagingOutCR` to its end."""
+        if kube_jobs.phase_of(body) not in (Phase.FINISHED, Phase.STAGING_OUT,
+                                            Phase.STAGING_OUT_CR):
+            return
+        # What the runs cost is read meanwhile, with the other jobs ending now.
+        measuring = asyncio.create_task(self.accounting.measure(body))
+        try:
+            await self._collect(body, measuring)
+        finally:
+            measuring.cancel()
+
+    async def _collect(self, body: Body, measuring: asyncio.Task[dict[str, Any] | None]
+                       ) -> None:
         context = self.context
         phase = kube_jobs.phase_of(body)
         if phase is Phase.FINISHED:
@@ -39,10 +53,9 @@ class StageOut:
                 return
             await self.log.commit(body, lines, written=True)
             body, phase = moved, Phase.STAGING_OUT
-        elif phase in (Phase.STAGING_OUT, Phase.STAGING_OUT_CR):
-            await self.log.follow(body)
         else:
-            return
+            await self.log.follow(body)
+        assert phase is not None
         files = context.files(body)
         meta = body["metadata"]
         started = time.monotonic()
@@ -53,7 +66,7 @@ class StageOut:
         metrics.staging(context.namespace, context.name, "out", progress.done,
                         time.monotonic() - started)
         fields: dict[str, Any] = {"output": output}
-        cost = await self.accounting.measure(body)
+        cost = await measuring
         if cost is not None:
             fields["accounting"] = cost
         if phase is Phase.STAGING_OUT_CR:
