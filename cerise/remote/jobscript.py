@@ -171,7 +171,9 @@ def job_script(
     `exit_code` records `TERMINATED_CODE`; so it does when the runner itself died of
     either signal (a scheduler signals every process of the job, and the runner may end
     before the script's trap runs). With `TIME_LIMIT_VARIABLE` in its environment the
-    script stops the runner (and everything it started) at that many seconds itself.
+    script stops the runner (and everything it started) at that many seconds itself. Where
+    the resource has `python3`, the runner runs under `cerise.remote.measurement`, which
+    writes `accounting.json`.
     """
     for line in directives:
         if not line.startswith("#") or any(ord(char) < 32 for char in line):
