@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cerise.client import FINAL_STATES, Client, ClientError, ExitCode, exit_code_for
-from cerise.model import callbacks, names
+from cerise.model import accounting, callbacks, names
 
 DEFAULT_URL = "http://localhost:29593"
 CONFIG = (Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
@@ -176,6 +176,8 @@ def _follow(client: Client, job_id: str, *, quiet: bool = False,
 def _summary(job: dict[str, Any]) -> None:
     out.print(Text.assemble(("job ", "bold"), (job["id"], "bold"), " ended ",
                             _state(job["state"])))
+    if job.get("accounting"):
+        out.print(f"  cost: {accounting.describe(job['accounting'])}", highlight=False)
     for name, value in (job.get("output") or {}).items():
         if isinstance(value, dict) and value.get("class") in ("File", "Directory"):
             out.print(f"  {name}: {value.get('location')}", highlight=False)

@@ -18,6 +18,7 @@ PACKAGES=(
     openssh-server openssh-client
     munge
     slurm-wlm slurm-client
+    slurmdbd mariadb-server  # Slurm's accounting (cerise/devenv/slurmdbd.py, mariadb.py)
     libslurm-perl libslurmdb-perl libswitch-perl
     gridengine-master gridengine-exec gridengine-client
     python3-venv

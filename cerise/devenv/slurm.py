@@ -9,7 +9,9 @@ Jobs inherit it (sbatch's default --export=ALL).
 Tests of outages stop and start the controller (`stop_controller`, `start_controller`);
 jobs keep running under slurmd meanwhile, and the restarted controller recovers its state.
 The partition's limits are enforced at submit (`EnforcePartLimits=ALL`, as many sites do),
-and a job over its time limit is killed 5 s after its SIGTERM (`KillWait`).
+and a job over its time limit is killed 5 s after its SIGTERM (`KillWait`). Accounting is
+on, as on most sites: slurmdbd on a private MariaDB (`cerise.devenv.slurmdbd`), so `sacct`
+answers; `start(accounting=False)` leaves it off.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cerise.devenv import statedir
+from cerise.devenv import slurmdbd, statedir
 from cerise.devenv.process import Daemon, StartupError, free_port, wait_until
 from cerise.devenv.system import require_programs
 
 SBIN = Path("/usr/sbin")
 MUNGE_USER = "munge"
 MUNGE_KEY = Path("/etc/munge/munge.key")
+CLUSTER_NAME = "cerise"
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,18 @@ def node_memory() -> int:
 
 
 def slurm_conf(
-    *, layout: SlurmLayout, node: str, cpus: int, partition: str, ctld_port: int, slurmd_port: int
+    *, layout: SlurmLayout, node: str, cpus: int, partition: str, ctld_port: int, slurmd_port: int,
+    accounting: slurmdbd.Accounting | None = None,
 ) -> str:
-    """The slurm.conf of a one-node cluster without accounting, all paths under `layout`. As on
-    most sites, a node set DOWN by hand stays down until RESUME (ReturnToService=1)."""
+    """The slurm.conf of a one-node cluster, all paths under `layout`, with `accounting`
+    (None: without). As on most sites, a node set DOWN by hand stays down until RESUME
+    (ReturnToService=1)."""
     root = layout.root
+    recording = accounting.slurm_conf_lines if accounting is not None else (
+        "AccountingStorageType=accounting_storage/none\n"
+        "JobAcctGatherType=jobacct_gather/none\n")
     return f"""\
-ClusterName=cerise
+ClusterName={CLUSTER_NAME}
 SlurmctldHost={node}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
@@ -119,9 +127,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-JobAcctGatherType=jobacct_gather/none
+{recording}JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=1
 MinJobAge=30
@@ -133,8 +139,9 @@ PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def start(*, partition: str = "debug", timeout: float = 60.0) -> Slurm:
-    """Start munged, slurmctld and slurmd; return once the node is idle."""
+def start(*, partition: str = "debug", timeout: float = 60.0, accounting: bool = True) -> Slurm:
+    """Start munged, (with `accounting`) MariaDB and slurmdbd, slurmctld and slurmd; return
+    once the node is idle."""
     daemons = [str(SBIN / name) for name in ("munged", "slurmctld", "slurmd")]
     require_programs(*daemons, "scontrol", "sinfo", "setpriv")
     node = socket.gethostname().split(".")[0]  # slurmd's default NodeName
@@ -145,6 +152,15 @@ def start(*, partition: str = "debug", timeout: float = 60.0) -> Slurm:
         resources.callback(state.release)
         layout = SlurmLayout(root=state.path)
         cluster = SlurmCluster(conf=layout.conf, node=node, partition=partition, cpus=cpus)
+        for spool in (layout.state_save, layout.slurmd_spool):
+            spool.mkdir(mode=0o755)
+
+        munged = state.start(_munged(layout))
+        resources.callback(munged.stop)
+        munged.wait_ready(layout.munge_socket.is_socket, timeout=timeout)
+        recording = slurmdbd.start(
+            conf=layout.conf, cluster=CLUSTER_NAME, munge_socket=layout.munge_socket,
+            state=state, stack=resources, timeout=timeout) if accounting else None
         layout.conf.write_text(
             slurm_conf(
                 layout=layout,
@@ -153,15 +169,10 @@ def start(*, partition: str = "debug", timeout: float = 60.0) -> Slurm:
                 partition=partition,
                 ctld_port=free_port(),
                 slurmd_port=free_port(),
+                accounting=recording,
             )
         )
         layout.conf.chmod(0o644)
-        for spool in (layout.state_save, layout.slurmd_spool):
-            spool.mkdir(mode=0o755)
-
-        munged = state.start(_munged(layout))
-        resources.callback(munged.stop)
-        munged.wait_ready(layout.munge_socket.is_socket, timeout=timeout)
         resources.callback(stop_controller, cluster)
         start_controller(cluster, timeout=timeout, state=state)
         slurmd = state.start(_slurm_daemon("slurmd", layout))

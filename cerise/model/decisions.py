@@ -219,7 +219,7 @@ def after_lost_race(intended: Move, source: Phase, latest: Phase | None) -> Move
         return Move(Phase.WAITING_CR, intended.message, intended.fields)
     if source is Phase.STAGING_OUT:
         return Move(Phase.CANCELLED, "cancelled; partial outputs kept",
-                    {"output": intended.fields.get("output", {})})
+                    {"output": {}, **intended.fields})
     return None
 
 

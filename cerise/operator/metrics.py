@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -43,7 +43,7 @@ DEFAULT_ADDRESS = "127.0.0.1"
 NEW = "New"
 """The `phase` (and transition `source`) label of a job before its first transition."""
 
-CommandKind = Literal["submit", "status", "cancel"]
+CommandKind = Literal["submit", "status", "cancel", "accounting"]
 Direction = Literal["in", "out"]
 ResourceKey = tuple[str, str]
 
@@ -72,6 +72,19 @@ INSTALL_FAILURES = Counter(
 VALIDATION_FAILURES = Counter(
     "cerise_operator_validation_failures", "Jobs refused before they reached the resource "
     "(invalid workflow or inputs).", _RESOURCE, registry=REGISTRY)
+_ACCOUNTED = [*_RESOURCE, "source"]
+RUN_CORE_HOURS = Counter(
+    "cerise_run_core_hours", "Core-hours of ended runs (cores allocated times elapsed hours), by "
+    "who measured them (sacct, jobscript, pilot).", _ACCOUNTED, registry=REGISTRY)
+RUN_CPU_SECONDS = Counter(
+    "cerise_run_cpu_seconds", "CPU seconds (user + system) of ended runs.", _ACCOUNTED,
+    registry=REGISTRY)
+RUN_ELAPSED_SECONDS = Counter(
+    "cerise_run_elapsed_seconds", "Wall-clock seconds of ended runs.", _ACCOUNTED,
+    registry=REGISTRY)
+RUNS_ACCOUNTED = Counter(
+    "cerise_runs_accounted", "Ended jobs whose runs' cost was recorded in their status.",
+    _ACCOUNTED, registry=REGISTRY)
 RETENTION_DELETED = Counter(
     "cerise_operator_retention_deleted", "Finished jobs deleted after their retention.",
     _RESOURCE, registry=REGISTRY)
@@ -117,6 +130,17 @@ def install_failed(namespace: str, resource: str) -> None:
 def job_event() -> None:
     """Count a WorkflowJob watch event handled."""
     JOB_EVENTS.inc()
+
+
+def run_accounted(namespace: str, resource: str, figures: Mapping[str, Any]) -> None:
+    """Count what a job's runs cost (its `status.accounting`), once: when it was written."""
+    labels = (namespace, resource, str(figures.get("source") or "unknown"))
+    RUNS_ACCOUNTED.labels(*labels).inc()
+    for counter, name in ((RUN_CORE_HOURS, "coreHours"), (RUN_CPU_SECONDS, "cpuSeconds"),
+                          (RUN_ELAPSED_SECONDS, "elapsedSeconds")):
+        value = figures.get(name)
+        if isinstance(value, int | float) and value >= 0:
+            counter.labels(*labels).inc(value)
 
 
 def retention_deleted(namespace: str, resource: str) -> None:

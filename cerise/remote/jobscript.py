@@ -14,6 +14,8 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
                    `USR2 <time>` (a scheduler's stop, a cancel), or `LIMIT <time>` when its
                    own time limit (scheduler `none`) stopped the runner
     exit_code      written when the runner ends (`TERMINATED_CODE` if it was stopped)
+    accounting.json  what the run cost, as the job script measured it
+                   (`cerise.remote.measurement`), written just before `exit_code`
     submit.lock/   made atomically by the first submit; later submits find it
     remote_id      the scheduler's id for the job, written once by the submit that won
     submit_failed  written when a submit failed: it may have created the job all the same
@@ -52,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cerise.model.observations import SubmitOutcome as SubmitOutcome
+from cerise.remote.measurement import MEASURE_PY
 
 SUBMITTED_PREFIX = "cerise-remote-id: "
 """The submit script's last line on success: this prefix, then the scheduler's id."""
@@ -133,6 +136,10 @@ class JobFiles:
         return self._own("exit_code")
 
     @property
+    def accounting(self) -> str:
+        return self._own("accounting.json")
+
+    @property
     def lock(self) -> str:
         return self._own("submit.lock")
 
@@ -164,13 +171,16 @@ def job_script(
     `exit_code` records `TERMINATED_CODE`; so it does when the runner itself died of
     either signal (a scheduler signals every process of the job, and the runner may end
     before the script's trap runs). With `TIME_LIMIT_VARIABLE` in its environment the
-    script stops the runner (and everything it started) at that many seconds itself.
+    script stops the runner (and everything it started) at that many seconds itself. Where
+    the resource has `python3`, the runner runs under `cerise.remote.measurement`, which
+    writes `accounting.json`.
     """
     for line in directives:
         if not line.startswith("#") or any(ord(char) < 32 for char in line):
             raise ValueError(f"not a one-line directive: {line[:100]!r}")
     q = shlex.quote
-    argv = " ".join(q(arg) for arg in (*runner, files.workflow, files.input))
+    argv = "${__cerise_measure[@]+\"${__cerise_measure[@]}\"} " + " ".join(
+        q(arg) for arg in (*runner, files.workflow, files.input))
     output = f"> {q(files.stdout)} 2> {q(files.stderr)}"
     header = "".join(f"{line}\n" for line in directives)
     return f"""#!/bin/bash
@@ -188,6 +198,10 @@ trap '__cerise_stop TERM' TERM
 trap '__cerise_stop USR2' USR2
 {prologue}
 cd {q(files.work)} || exit 1
+__cerise_measure=() __cerise_measure_py={q(MEASURE_PY)}
+__cerise_python=$(python3 -I -S -c "$__cerise_measure_py" --check 2>/dev/null) &&
+    [ -x "$__cerise_python" ] &&
+    __cerise_measure=("$__cerise_python" -I -S -c "$__cerise_measure_py" {q(files.accounting)})
 printf '%(%s)T\\n' -1 > {q(files.started)}
 printf -v __cerise_begun '%(%s)T' -1
 if [ -n "$__cerise_limit" ]; then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -36,7 +37,9 @@ def cerise(
     url = ["--url", api.url] if api is not None else []
     return subprocess.run([command, *args, *url], capture_output=True, text=True, timeout=180,
                           cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": str(cwd or "/tmp"),
-                                        "COLUMNS": "120"})
+                                        "COLUMNS": "120",
+                                        # the code under test, in a worktree too
+                                        "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
 
 
 def test_submit_wait_uploads_inputs_and_downloads_outputs(
@@ -51,6 +54,10 @@ def test_submit_wait_uploads_inputs_and_downloads_outputs(
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
     assert job["state"] == "Success"
+    assert job["accounting"]["source"] == "jobscript", job
+    shown = cerise(single_user_api, "status", job["id"])
+    assert "cost: elapsed " in shown.stdout and "core-hours (jobscript)" in shown.stdout, (
+        shown.stdout)
     saved = cerise(single_user_api, "outputs", job["id"], "--download", "results",
                    cwd=tmp_path)
     assert saved.returncode == 0, saved.stderr

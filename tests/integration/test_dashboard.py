@@ -210,6 +210,8 @@ def test_a_job_page_shows_steps_log_and_outputs(
     link = page.find_element(By.CSS_SELECTOR, 'a[data-output="output"]')
     assert link.text == "output.txt"
     assert httpx.get(str(link.get_attribute("href"))).text.split()[:3] == ["2", "6", "31"]
+    cost = page.find_element(By.CSS_SELECTOR, "[data-cost]").text
+    assert cost.startswith("Cost") and "core-hours (jobscript)" in cost, cost
     raw = page.find_element(By.LINK_TEXT, "Raw log").get_attribute("href")
     shown = page.find_element(By.ID, "log").text
     assert httpx.get(str(raw)).text.strip().endswith(shown.strip().splitlines()[-1])

@@ -102,6 +102,14 @@ async def test_wc_runs_to_success_on_the_scheduler(
     counts = published(exchange_dir, job["status"]["output"]["counts"]["location"]).split()
     assert counts[:3] == [b"2", b"3", b"14"]
     assert job["status"]["remoteJobId"].isdigit()
+    # What the run cost: Slurm's accounting is on in the test cluster; the others measure
+    # themselves (the Torque wrappers' jobs are Slurm's too, but sacct is Slurm's own door).
+    cost = job["status"]["accounting"]
+    assert cost["source"] == ("sacct" if batch_resource.name == "slurm" else "jobscript"), cost
+    assert cost["elapsedSeconds"] >= 1 and cost["cpuSeconds"] > 0, cost
+    assert cost["maxRssBytes"] > 10 * 2**20, "cwltool alone is bigger than that"
+    assert cost["cores"] >= 1
+    assert cost["coreHours"] == pytest.approx(cost["cores"] * cost["elapsedSeconds"] / 3600)
 
 
 async def test_cancel_removes_the_job_from_the_scheduler(

@@ -211,6 +211,16 @@ async def test_transitions_staging_refusals_and_install_failures_are_counted(
     assert value(after, "cerise_operator_jobs", phase="Success", **labels) == 1
     assert value(after, "cerise_operator_jobs", phase="PermanentFailure", **labels) == 1
     assert value(after, "cerise_operator_ssh_connects_total", **labels) >= 1
+    # What the run cost: measured by its job script on this plain SSH host, counted once.
+    cost = job["status"]["accounting"]
+    assert cost["source"] == "jobscript" and cost["maxRssBytes"] > 10 * 2**20, cost
+    assert cost["cpuSeconds"] > 0 and cost["cores"] >= 1 and cost["elapsedSeconds"] > 0
+    assert moved("cerise_operator_scheduler_commands_total", kind="accounting") == 1
+    assert moved("cerise_runs_accounted_total", source="jobscript") == 1
+    for name, field in (("cerise_run_core_hours_total", "coreHours"),
+                        ("cerise_run_cpu_seconds_total", "cpuSeconds"),
+                        ("cerise_run_elapsed_seconds_total", "elapsedSeconds")):
+        assert moved(name, source="jobscript") == pytest.approx(cost[field]), name
 
 
 async def test_an_ssh_connection_counts_its_connects_and_its_waits_for_a_channel(

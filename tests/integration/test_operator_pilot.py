@@ -89,6 +89,9 @@ async def test_runs_go_through_a_few_allocations_which_end_when_idle(
                                  timeout=300)
         assert job["status"]["phase"] == "Success", job["status"]
         assert job["status"]["remoteJobId"].startswith("pilot:")
+        cost = job["status"]["accounting"]  # the run's own, not its allocation's
+        assert cost["source"] == "pilot" and cost["cores"] == 1, cost
+        assert 0 < cost["elapsedSeconds"] < 600 and cost["maxRssBytes"] > 10 * 2**20, cost
         assert published(exchange_dir, job["status"]["output"]["host"]["location"]).strip()
     assert 1 <= submits(pilot_resource) <= 2  # the scheduler saw the allocations only
 

@@ -97,6 +97,9 @@ async def test_a_slurm_job_that_timed_out_succeeds_with_three_times_the_time(
         (1, 60, "time limit")
     assert first["remoteJobId"].isdigit() and status["remoteJobId"] != first["remoteJobId"]
     assert status["attempt"] == 2 and status["timeLimit"] == 180
+    # What it cost: both runs, the one its time limit ended and the one that finished.
+    cost = status["accounting"]
+    assert cost["source"] == "sacct" and cost["elapsedSeconds"] >= 60 + delay, cost
     messages = [e["message"] for e in job_events(control_plane, namespace, "job")]
     assert any("attempt 2 of 2 with a time limit of 3 min" in m for m in messages), messages
 

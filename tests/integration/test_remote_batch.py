@@ -26,7 +26,9 @@ from cerise.devenv.sshd import SshEndpoint
 from cerise.devenv.torque import TorqueWrappers
 from cerise.model import limits
 from cerise.model.compute import prologue
+from cerise.remote import accounting as remote_accounting
 from cerise.remote import executor
+from cerise.remote.accounting import Measured
 from cerise.remote.jobscript import JobFiles, SubmitOutcome
 from cerise.remote.protocol import Remote
 from cerise.remote.schedulers import (
@@ -282,6 +284,41 @@ async def test_job_runs_with_its_cores_and_output(jobs: Jobs) -> None:
     assert 0 <= observed.ended - observed.started < TIMEOUT
     assert await jobs.remote.read(job.files.stdout) == b"cores=2\n"
     assert await jobs.remote.read(job.files.stderr) == b"hi\n"
+
+
+async def test_a_run_measures_itself_and_slurm_accounts_for_it(jobs: Jobs) -> None:
+    """The job script's own figures, with the cores the scheduler granted, on every
+    scheduler; on Slurm also sacct's record, once it is closed; with accounting off, sacct
+    says so and the run keeps its own."""
+    runner = ["bash", "-c", "python3 -c 'b = b\"x\" * (40 << 20)'", "r"]
+    job = await jobs.submit(runner, request=Request("cerise-cost", cores=2, time_limit=600))
+    await jobs.wait_for(job, RemoteState.DONE)
+    slurm = jobs.batch.scheduler.name == "slurm"
+    measured = Measured(job.key, [job.files.accounting], [job.remote_id] if slurm else [])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        result = await remote_accounting.read(jobs.remote, [measured], jobs.batch.prologue)
+        record = result.sacct.get(job.remote_id)
+        if not slurm or (record is not None and record.final):
+            break
+        assert loop.time() < deadline, f"sacct never closed the job's record: {result}"
+        await asyncio.sleep(0.2)
+    own = result.measured[job.key][0]
+    assert own is not None and own.cores == 2, own
+    assert own.max_rss is not None and own.max_rss >= 40 << 20, own
+    assert own.cpu is not None and own.cpu > 0 and own.elapsed is not None and own.elapsed > 0
+    if not slurm:
+        return
+    assert record is not None and record.figures.cores == 2, record
+    assert record.figures.elapsed is not None and record.figures.cpu is not None, record
+    off = f"{jobs.base}/accounting-off.conf"
+    await jobs.shell(f"sed 's,accounting_storage/slurmdbd,accounting_storage/none,' "
+                     f"\"$SLURM_CONF\" > {shlex.quote(off)}")
+    result = await remote_accounting.read(
+        jobs.remote, [measured], f"{jobs.batch.prologue}\nexport SLURM_CONF={shlex.quote(off)}")
+    assert result.sacct_disabled and not result.sacct_answered, result
+    assert result.measured[job.key][0] == own
 
 
 async def test_failing_runner_reports_its_code(jobs: Jobs) -> None:

@@ -88,6 +88,10 @@ def test_a_run_log_shows_request_outputs_and_logs(single_user_api: Api) -> None:
     assert httpx.get(run["outputs"]["counts"]["location"]).text.split()[:2] == ["1", "4"]
     assert "Final process status is success" in httpx.get(run["run_log"]["stderr"]).text
     assert run["run_log"]["exit_code"] == 0
+    cost = run["run_log"]["accounting"]
+    assert cost["source"] == "jobscript" and cost["coreHours"] > 0, cost
+    assert any(line.startswith("accounting: elapsed ") and "core-hours" in line
+               for line in run["run_log"]["system_logs"]), run["run_log"]
     tasks = httpx.get(run["task_logs_url"]).json()
     assert [task["name"] for task in tasks["task_logs"]] == ["first", "second"]
     assert all(task["end_time"] for task in tasks["task_logs"])

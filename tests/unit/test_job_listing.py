@@ -111,7 +111,8 @@ async def test_the_streamed_listing_is_the_json_array_of_every_job(
     assert [item["id"] for item in jobs] == EVERY
     assert jobs[1] == {"id": "job-001", "name": "job «1»", "workflow": "wc.cwl",
                        "input": {"n": 1}, "state": "Success", "output": {"n": 1},
-                       "log": "http://cerise.example/ns/team-a/jobs/job-001/log"}
+                       "log": "http://cerise.example/ns/team-a/jobs/job-001/log",
+                       "accounting": None}
 
 
 async def test_no_jobs_stream_as_an_empty_array() -> None:

@@ -4,7 +4,9 @@
 `name`, `workflow` and `input` are echoed as submitted; unknown ids answer 404 (the
 original answered 500 for some). Beyond the original: an optional `compute_resource`, and
 an optional `callback_url` that is POSTed the job's summary when it ends, and
-`retry` (the WorkflowJob's `spec.retry`: retrying a run out of time or memory with more).
+`retry` (the WorkflowJob's `spec.retry`: retrying a run out of time or memory with more);
+a job shows what its runs cost once it ended (`accounting`, null before; the client ignores
+it).
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class Job(BaseModel):
     state: states.RestState
     output: dict[str, Any]
     log: str
+    accounting: dict[str, Any] | None = Field(
+        None, description="What the job's runs cost, once it ended (an extension): "
+                          "`elapsedSeconds`, `cpuSeconds`, `maxRssBytes`, `cores`, "
+                          "`coreHours` and who measured them, `source` (`sacct`, "
+                          "`jobscript`, `pilot`).")
 
 
 def present(tenant: Tenant, body: JobBody) -> Job:
@@ -80,7 +87,8 @@ def _fields(base_url: str, body: JobBody) -> dict[str, Any]:
     return {"id": job_id, "name": spec.get("name", ""), "workflow": spec["workflow"],
             "input": spec.get("input") or {},
             "state": states.rest_state(workflowjobs.phase(body)),
-            "output": status.get("output") or {}, "log": f"{base_url}/jobs/{job_id}/log"}
+            "output": status.get("output") or {}, "log": f"{base_url}/jobs/{job_id}/log",
+            "accounting": status.get("accounting")}
 
 
 def _items(base_url: str, bodies: Sequence[JobBody]) -> bytes:

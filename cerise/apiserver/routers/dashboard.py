@@ -33,7 +33,7 @@ from cerise.apiserver import errors, history, tenancy, workflowjobs
 from cerise.apiserver.settings import AuthMode
 from cerise.apiserver.tenancy import ReadTenant
 from cerise.kube.cache import Body, version
-from cerise.model import names, states
+from cerise.model import accounting, names, states
 from cerise.model.states import Phase, RestState
 
 router = APIRouter(include_in_schema=False)
@@ -128,6 +128,8 @@ class JobView:
     steps: list[StepView]
     steps_ended: int
     outputs: list[OutputView]
+    cost: str = ""
+    """What its runs cost (`cerise.model.accounting.describe`), once it ended."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ def job_view(body: Body) -> JobView:
         cancellable=states.cancel_target(phase) is not None,
         steps=steps, steps_ended=sum(step.tone in ("success", "cancelled") for step in steps),
         outputs=outputs(status.get("output") or {}),
+        cost=accounting.describe(status["accounting"]) if status.get("accounting") else "",
     )
 
 

@@ -30,7 +30,7 @@ from cerise.apiserver import errors, history, json_bodies, workflowjobs
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
 from cerise.kube.cache import Body as JobBody
 from cerise.kube.jobs import GROUP
-from cerise.model import callbacks, locations, names, states
+from cerise.model import accounting, callbacks, locations, names, states
 
 router = APIRouter(tags=["GA4GH WES 1.1"])
 
@@ -89,6 +89,15 @@ class Log(BaseModel):
     system_logs: list[str] | None = None
 
 
+class RunLogEntry(Log):
+    """The run's own log: WES's Log, with what its runs cost once it ended (an extension,
+    also a line of `system_logs` that any WES client shows)."""
+
+    accounting: dict[str, Any] | None = Field(
+        None, description="`elapsedSeconds`, `cpuSeconds`, `maxRssBytes`, `cores`, "
+                          "`coreHours` and `source` (`sacct`, `jobscript`, `pilot`).")
+
+
 class TaskLog(Log):
     """One step of a run's workflow."""
 
@@ -110,7 +119,7 @@ class RunLog(BaseModel):
     run_id: str
     request: dict[str, Any]
     state: states.WesState
-    run_log: Log
+    run_log: RunLogEntry
     task_logs_url: str
     task_logs: list[TaskLog] | None = None
     outputs: dict[str, Any]
@@ -198,13 +207,22 @@ async def get_run_log(tenant: ReadTenant, run_id: RunId) -> RunLog:
     log_url = f"{tenant.base_url}/jobs/{run_id}/log"
     return RunLog(
         run_id=run_id, request=_request(body), state=_state(body),
-        run_log=Log(name=body["spec"].get("name") or run_id, start_time=_start(body),
-                    end_time=_end(body), stdout=log_url, stderr=log_url,
-                    exit_code=status.get("exitCode"),
-                    system_logs=[status["message"]] if status.get("message") else []),
+        run_log=RunLogEntry(
+            name=body["spec"].get("name") or run_id, start_time=_start(body),
+            end_time=_end(body), stdout=log_url, stderr=log_url,
+            exit_code=status.get("exitCode"), system_logs=_system_logs(status),
+            accounting=status.get("accounting")),
         task_logs_url=f"{_wes_url(tenant)}/runs/{run_id}/tasks",
         outputs=status.get("output") or {},
     )
+
+
+def _system_logs(status: Mapping[str, Any]) -> list[str]:
+    """The run's status message, and what its runs cost once it ended."""
+    lines = [status["message"]] if status.get("message") else []
+    if status.get("accounting"):
+        lines.append(f"accounting: {accounting.describe(status['accounting'])}")
+    return lines
 
 
 @router.get("/runs/{run_id}/status", summary="A run's state")

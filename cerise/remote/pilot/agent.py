@@ -19,10 +19,12 @@ bash ≥ 4.2 and coreutils, plus `flock` and, where present, `setpriv` (util-lin
   cores and in the time left (a ticket's time limit + `margin` before the allocation's deadline) are
   renamed into `claimed/<name>/` — only one agent's rename succeeds — and their job
   script started in the background, as a batch system would: `bash job.sh`, its own
-  output in `scheduler.txt`. First the run's lock is taken (`flock -n`, held through the
-  inherited descriptor by the run's processes for as long as any lives), and the ticket
-  given back if that fails, so a run never executes twice at the same time. A run with a
-  request in `cancel/` is not started (its ticket goes to `done/`).
+  output in `scheduler.txt`, with the run's cores in `CERISE_RUN_CORES` (for its
+  measurement, `cerise.remote.measurement`). First the run's lock is taken (`flock -n`,
+  held through the inherited descriptor by the run's processes for as long as any
+  lives), and the ticket given back if that fails, so a run never executes twice at the
+  same time. A run with a request in `cancel/` is not started (its ticket goes to
+  `done/`).
 * heartbeat (once a second): when the agent last looked, its cores in use and its runs.
 * ends by itself after more than `idle` seconds without runs: `ended` = `idle <time>`.
 
@@ -290,6 +292,7 @@ launch() {  # $1 run, whose ticket is in $claimed, $2 its name in the queue
         # The reaper starts with TERM and USR2 ignored, until its own handlers stand (a
         # stop sent meanwhile is sent again); bash, without it, must not inherit that.
         (( ${#reaper[@]} )) && trap '' TERM USR2
+        export CERISE_RUN_CORES=${c_cores[$run]}  # the run's, not the allocation's
         exec "${guard[@]}" ${reaper[@]+"${reaper[@]}" "$kill_wait" "$$"} \
             bash "${c_script[$run]}" > "${c_output[$run]}" 2>&1 < /dev/null
     ) &
