@@ -18,6 +18,13 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
     remote_id      the scheduler's id for the job, written once by the submit that won
     submit_failed  written when a submit failed: it may have created the job all the same
 
+A scheduler that requeues a job (Slurm after a preemption) runs its script again: such a
+rerun says which it is after the time in `started` and after the code in `exit_code`
+(`143 1`: restart 1, from the scheduler's `restart_variable`; nothing for the first run),
+and removes the earlier run's `exit_code` and `terminated` as it starts, so that the
+poller never takes the end of a run the scheduler reran for the job's end
+(`cerise.remote.schedulers.observe`).
+
 A job submitted again with more time or memory (`cerise.model.retries`) runs in the same
 directory, from the same staged inputs: its attempt N > 1 has markers, lock, id and job
 script of its own, named with a `.N` suffix (`exit_code.2`, `submit.lock.2`, `job.sh.2`),
@@ -152,7 +159,8 @@ def _atomic_write(path: str, value: str) -> str:
 
 
 def job_script(
-    files: JobFiles, runner: Sequence[str], prologue: str = "", directives: Sequence[str] = ()
+    files: JobFiles, runner: Sequence[str], prologue: str = "", directives: Sequence[str] = (),
+    restart_variable: str = "",
 ) -> str:
     """The job script: run the CWL runner in `work/`, with its markers (see above).
 
@@ -165,7 +173,11 @@ def job_script(
     either signal (a scheduler signals every process of the job, and the runner may end
     before the script's trap runs). With `TIME_LIMIT_VARIABLE` in its environment the
     script stops the runner (and everything it started) at that many seconds itself.
+    `restart_variable` names the environment variable in which the scheduler says how
+    many times it has requeued the job (`SLURM_RESTART_COUNT`); see above.
     """
+    if restart_variable and not restart_variable.isidentifier():
+        raise ValueError(f"not a variable name: {restart_variable[:100]!r}")
     for line in directives:
         if not line.startswith("#") or any(ord(char) < 32 for char in line):
             raise ValueError(f"not a one-line directive: {line[:100]!r}")
@@ -173,10 +185,15 @@ def job_script(
     argv = " ".join(q(arg) for arg in (*runner, files.workflow, files.input))
     output = f"> {q(files.stdout)} 2> {q(files.stderr)}"
     header = "".join(f"{line}\n" for line in directives)
+    rerun = "" if not restart_variable else f"""\
+[[ ${{{restart_variable}:-}} =~ ^[1-9][0-9]{{0,8}}$ ]] && __cerise_run=" ${restart_variable}"
+[ -n "$__cerise_run" ] && rm -f {q(files.exit_code)} {q(files.terminated)}
+"""
     return f"""#!/bin/bash
 {header}__cerise_limit=${{{TIME_LIMIT_VARIABLE}:-}}
 unset {TIME_LIMIT_VARIABLE}
-__cerise_runner= __cerise_signal=
+__cerise_run=
+{rerun}__cerise_runner= __cerise_signal=
 __cerise_stop() {{
     if [ -z "$__cerise_signal" ]; then
         __cerise_signal=$1
@@ -188,7 +205,7 @@ trap '__cerise_stop TERM' TERM
 trap '__cerise_stop USR2' USR2
 {prologue}
 cd {q(files.work)} || exit 1
-printf '%(%s)T\\n' -1 > {q(files.started)}
+printf '%(%s)T%s\\n' -1 "$__cerise_run" > {q(files.started)}
 printf -v __cerise_begun '%(%s)T' -1
 if [ -n "$__cerise_limit" ]; then
     timeout -s TERM -k {KILL_GRACE} "$__cerise_limit" {argv} {output} &
@@ -218,7 +235,7 @@ if [ -z "$__cerise_signal" ]; then
         printf '%s %s\\n' "$__cerise_signal" "$__cerise_now" > {q(files.terminated)}
 fi
 [ -n "$__cerise_signal" ] && __cerise_code={TERMINATED_CODE}
-{_atomic_write(files.exit_code, '"$__cerise_code"')}
+{_atomic_write(files.exit_code, '"$__cerise_code$__cerise_run"')}
 exit "$__cerise_code"
 """
 
