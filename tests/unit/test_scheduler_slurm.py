@@ -283,5 +283,8 @@ def test_the_restart_count_of_a_requeued_job_is_read_from_squeue() -> None:
 def test_jobs_are_submitted_requeueable_with_the_restart_in_their_markers() -> None:
     files = JobFiles("/home/u/jobs/uid-1")
     assert SCHEDULER.submit_command(files, Request("cerise-uid-1")).count("--requeue") == 1
+    # A pilot allocation is not: its runs are requeued by Cerise, not by Slurm.
+    allocation = SCHEDULER.submit_command(files, Request("cerise-pilot-a", rerun=False))
+    assert "--no-requeue" in allocation and "--requeue " not in allocation
     assert isinstance(SCHEDULER, schedulers.Requeueing)
     assert SCHEDULER.restart_variable == "SLURM_RESTART_COUNT"

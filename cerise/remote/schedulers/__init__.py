@@ -91,6 +91,9 @@ class Request:
     memory: int = 0
     """MiB for the node that runs the runner (CWL's `ramMin`); 0 for the scheduler's
     default."""
+    rerun: bool = True
+    """Whether a scheduler that preempts by requeuing may run the job's script again
+    (`Requeueing`); not for a pilot allocation, whose runs Cerise itself requeues."""
 
 
 class Scheduler(Protocol):

@@ -8,7 +8,8 @@ whatever the site's `JobRequeue` default (an option `--no-requeue` turns that of
 Its rerun knows its restart from `SLURM_RESTART_COUNT` (`restart_variable`) and says so
 in its markers; squeue's restart count of the job, larger than that of the run that wrote
 an exit code, says that exit code is not the job's end (`schedulers.observe`). A user's
-scancel, the time limit and an end of the script are never requeued.
+scancel, the time limit and an end of the script are never requeued. A pilot allocation
+(`Request.rerun` false) is submitted with `--no-requeue`: Cerise requeues its runs.
 
 Search (after a submit that may have created the job): `squeue --name NAME -o '%i|%j'`
 of the user's jobs in all states.
@@ -143,7 +144,7 @@ class SlurmScheduler:
 
     def submit_command(self, files: JobFiles, request: Request) -> str:
         words = [
-            "sbatch", "--parsable", "--requeue",
+            "sbatch", "--parsable", "--requeue" if request.rerun else "--no-requeue",
             f"--job-name={request.name}",
             f"--chdir={files.work}",
             f"--output={batch.scheduler_log(files)}",
