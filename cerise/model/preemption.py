@@ -17,6 +17,8 @@ from cerise.model.observations import Observation, RemoteState
 
 REASON = "Preempted"
 """The reason of the Event that says a run was requeued."""
+RUNNING_AGAIN = "running again after a preemption"
+"""The job's message once its rerun runs."""
 
 
 @dataclass(frozen=True)
@@ -39,5 +41,6 @@ def after_poll(status: Mapping[str, Any], seen: Observation, *, now: str) -> Pre
             {"preemptions": seen.restarts, "preemptedAt": now, "preempted": waiting},
             f"preempted: the scheduler requeued the run{times}; it will run again")
     if bool(status.get("preempted")) != waiting:
-        return Preemption({"preempted": waiting})
+        rerun = seen.state is RemoteState.RUNNING and not waiting
+        return Preemption({"preempted": waiting, **({"message": RUNNING_AGAIN} if rerun else {})})
     return None

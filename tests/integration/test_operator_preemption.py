@@ -86,6 +86,7 @@ async def test_a_preempted_run_is_requeued_shown_and_ends_as_its_rerun(
             control_plane, namespace, "the rerun running",
             lambda status: status.get("preempted") is False, timeout=240)
         assert rerun["status"]["phase"] == "Running"
+        assert rerun["status"]["message"] == "running again after a preemption"
         job = await wait_for_job(control_plane, namespace, "job", FINAL, timeout=180)
         markers = await resource.remote.run(
             f"cd {shlex.quote(job['status']['workDir'])} && cat exit_code started")

@@ -25,6 +25,8 @@ REQUEUED = "preempted: the scheduler requeued the run; it will run again"
      Preemption({"preemptions": 1, "preemptedAt": NOW, "preempted": False}, REQUEUED)),
     ({"preemptions": 1, "preempted": True}, Observation(RemoteState.WAITING, restarts=1), None),
     ({"preemptions": 1, "preempted": True}, Observation(RemoteState.RUNNING, restarts=1),
+     Preemption({"preempted": False, "message": "running again after a preemption"})),
+    ({"preemptions": 1, "preempted": True}, Observation(RemoteState.DONE, 0, restarts=1),
      Preemption({"preempted": False})),
     ({"preemptions": 1, "preempted": False}, Observation(RemoteState.DONE, 0, restarts=1),
      None),
