@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from cerise.apiserver.routers import wes
 from cerise.model import preemption, states
 from cerise.model.observations import Observation, RemoteState
 from cerise.model.preemption import Preemption
@@ -52,3 +53,14 @@ def test_what_the_status_says_after_a_poll(status: dict[str, Any], seen: Observa
 def test_wes_shows_preempted_while_the_job_waits_after_a_preemption(
         phase: Phase, preempted: bool, expected: WesState) -> None:
     assert states.wes_state(phase, preempted=preempted) is expected
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ({"phase": "Running", "preempted": True, "preemptions": 1}, WesState.PREEMPTED),
+    ({"phase": "Running", "preempted": False, "preemptions": 1}, WesState.RUNNING),
+    ({"phase": "Waiting"}, WesState.QUEUED),
+])
+def test_the_wes_router_reads_the_preemption_from_the_status(
+        status: dict[str, Any], expected: WesState) -> None:
+    body = {"metadata": {"name": "job", "namespace": "ns"}, "status": status}
+    assert wes._state(body) is expected

@@ -8,15 +8,17 @@ Whatever the scheduler, a job's end is read from its markers (see
 `cerise.remote.jobscript`): queues forget finished jobs, and accounting may be off. The
 status script therefore reports the queue's view of the jobs, then whether the queue
 command worked (its exit status and its own words, on a line of its own; it is given
-`QUEUE_TIMEOUT` seconds), then every job's markers, then an end line. It reads the markers
-before it asks the queue: a scheduler that requeues a job (a preemption) records the
-requeue before it signals the job, so the queue's answer is never older than an exit
-code the signal made the job script write, and `observe` can tell that exit code from the
-job's end. An outage is never
+`QUEUE_TIMEOUT` seconds), then every job's markers, then an end line. An outage is never
 mistaken for jobs that left the queue: if the queue command failed, timed out or printed
 what its plug-in cannot read, or the output was cut short, `parse_status` raises
 `StatusUnavailable` and says nothing of any job — not even of those with an exit code,
 which the next good poll reports.
+
+The script reads the markers before it asks the queue: a scheduler that requeues a job (a
+preemption) records the requeue before it signals the job, so the queue's answer is never
+older than an exit code that signal made the job script write, and `observe` can tell such
+an exit code from the job's end. A job that ends in between is seen gone without an exit
+code, which the next poll finds.
 
 A submit that fails is a refusal (the scheduler will never take the job as asked: it said
 why) unless its words are those of a passing failure (`PASSING_SUBMIT_FAILURES`: the
