@@ -75,7 +75,7 @@ def test_markers_and_queue_make_each_observation(tmp_path: Path) -> None:
 
 def test_an_exit_code_of_a_run_slurm_requeued_is_not_the_end(tmp_path: Path) -> None:
     jobs = job_dirs(tmp_path, "requeued", "dispatched", "rerun-ended", "cancelled-pending",
-                    "ended", "killed-then-requeued")
+                    "ended", "killed-then-requeued", "being-requeued")
     for job in jobs:
         write(job.files.started, "1795659000\n")
     for job in jobs[:2] + jobs[3:4]:  # a preempted run's markers
@@ -85,8 +85,12 @@ def test_an_exit_code_of_a_run_slurm_requeued_is_not_the_end(tmp_path: Path) -> 
     write(jobs[2].files.exit_code, "0 1\n", mtime=1795659300)
     write(jobs[4].files.exit_code, "0\n", mtime=1795659300)
     write(jobs[5].files.terminated, "TERM 1795659050\n")
+    write(jobs[6].files.terminated, "TERM 1795659050\n")
+    write(jobs[6].files.exit_code, "143\n", mtime=1795659051)
     squeue = ("4101|PENDING|BeginTime|1|\n4102|RUNNING|None|1|\n4103|COMPLETING|None|1|\n"
-              "4104|CANCELLED|None|1|\n4105|COMPLETING|None|0|\n4106|PENDING|BeginTime|2|\n")
+              "4104|CANCELLED|None|1|\n4105|COMPLETING|None|0|\n4106|PENDING|BeginTime|2|\n"
+              # What squeue says in the preempted run's TERM trap (captured on 22.05):
+              "4107|COMPLETING|None|1|\n")
     observed = schedulers.parse_status(SLURM, status(tmp_path, jobs, squeue), jobs)
     assert [observed[job.key] for job in jobs] == [
         Observation(RemoteState.WAITING, started=1795659000, restarts=1),
@@ -96,6 +100,7 @@ def test_an_exit_code_of_a_run_slurm_requeued_is_not_the_end(tmp_path: Path) -> 
                     signal="TERM", signalled_at=1795659050, restarts=1),
         Observation(RemoteState.DONE, 0, started=1795659000, ended=1795659300),
         Observation(RemoteState.WAITING, started=1795659000, restarts=2),
+        Observation(RemoteState.RUNNING, started=1795659000, restarts=1),
     ]
 
 

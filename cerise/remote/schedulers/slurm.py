@@ -7,8 +7,10 @@ stderr included. `--requeue`: a job preempted where the site preempts by requeui
 whatever the site's `JobRequeue` default (an option `--no-requeue` turns that off again).
 Its rerun knows its restart from `SLURM_RESTART_COUNT` (`restart_variable`) and says so
 in its markers; squeue's restart count of the job, larger than that of the run that wrote
-an exit code, says that exit code is not the job's end (`schedulers.observe`). A user's
-scancel, the time limit and an end of the script are never requeued. A pilot allocation
+an exit code, says that exit code is not the job's end (`schedulers.observe`): Slurm
+counts the restart before it signals the preempted run (squeue in its TERM trap says
+COMPLETING with the new count). A user's scancel, the time limit and an end of the script
+are never requeued. A pilot allocation
 (`Request.rerun` false) is submitted with `--no-requeue`: Cerise requeues its runs.
 
 Search (after a submit that may have created the job): `squeue --name NAME -o '%i|%j'`
