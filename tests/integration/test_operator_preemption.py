@@ -1,11 +1,15 @@
 """Runs that Slurm preempts and requeues, followed through the operator on the real test
 cluster: a job of its `urgent` partition takes the node's cores, the run is requeued
 (Slurm holds a requeued job for the 120 s its credential lives), the job keeps its place
-and shows the preemption, and it ends as the rerun ends."""
+and shows the preemption, and it ends as the rerun ends. Likewise a Grid Engine job
+rescheduled by `qmod -rj` (run under `flock /tmp/gridengine.lock`)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shlex
+import subprocess
 import uuid
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 
 from cerise.devenv import slurm as devenv_slurm
 from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.gridengine import GridEngineCell
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from cerise.kube.jobs import WorkflowJob
@@ -113,3 +118,35 @@ async def test_a_job_cancelled_while_it_waits_after_a_preemption_ends_cancelled(
         shown = await scontrol(resource.remote, slurm, running["status"]["remoteJobId"])
     assert job["status"]["phase"] == "Cancelled", job["status"]
     assert "JobState=CANCELLED" in shown, shown  # not run again after the cancel
+
+
+async def test_a_grid_engine_job_rescheduled_runs_again_and_ends_as_its_rerun(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, operator: OperatorProcess,
+    namespace: str, sshd: SshEndpoint, gridengine: GridEngineCell,
+) -> None:
+    async with scheduler_resource(request, control_plane, namespace, sshd,
+                                  "gridengine") as resource:
+        # Long enough that the run is still there when Grid Engine signals it (it marks the
+        # job Rq at once, and stops the run up to a minute later).
+        delay = 90 + uuid.uuid4().int % 10
+        submit_sleep(control_plane, resource, delay)
+        running = await wait_for_job(control_plane, namespace, "job", {"Running"}, timeout=120)
+        remote_id = running["status"]["remoteJobId"]
+        rescheduled = await asyncio.to_thread(  # as the cell's manager, as an admin would
+            subprocess.run, ["qmod", "-rj", remote_id],
+            env={**os.environ, **dict(gridengine.environment)}, capture_output=True, text=True,
+            timeout=60, check=False)
+        assert rescheduled.returncode == 0, rescheduled.stderr
+        job = await wait_for_status(
+            control_plane, namespace, "the rescheduling in the job's status",
+            lambda status: status.get("preempted") is True, timeout=60)
+        assert job["status"]["phase"] == "Running" and job["status"]["preemptions"] == 1
+        assert job["status"]["message"] == PREEMPTED
+        job = await wait_for_job(control_plane, namespace, "job", FINAL, timeout=420)
+        markers = await resource.remote.run(
+            f"cd {shlex.quote(job['status']['workDir'])} && cat exit_code started")
+    status = job["status"]
+    assert status["phase"] == "Success", status
+    assert status["remoteJobId"] == remote_id
+    code, started = markers.stdout.splitlines()
+    assert code == "0 1" and started.endswith(" 1"), markers.stdout  # the rerun's end

@@ -80,6 +80,9 @@ class QueueEntry:
     restarts: int = 0
     """How many times the scheduler has requeued the job to run its script again (Slurm's
     restart count, after a preemption); 0 where the scheduler does not requeue."""
+    requeued: bool = False
+    """The scheduler holds the job to run its script again and has not started it yet
+    (Grid Engine's `Rq`, which counts no restarts): no exit code is the job's end."""
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,8 @@ def observe(entry: QueueEntry, markers: Markers | None = None, *, log_size: int 
     was killed before it could record its exit code (a scheduler's KILL after its grace).
     """
     markers = markers or Markers()
-    if entry.restarts > markers.run and entry.state is not QueueState.ABSENT:
+    rerun = entry.requeued or entry.restarts > markers.run
+    if rerun and entry.state is not QueueState.ABSENT:
         markers = Markers(started=markers.started)  # the earlier run's end is not the job's
     seen = Observation(RemoteState.VANISHED, log_size=log_size, started=markers.started,
                        signal=markers.signal, signalled_at=markers.signalled_at,
