@@ -135,7 +135,25 @@ KillWait=5
 EnforcePartLimits=ALL
 MailProg=/bin/true
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={node_memory()} State=UNKNOWN
-PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
+PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+{preemption_conf(node)}"""
+
+
+URGENT_PARTITION = "urgent"
+"""A partition on the same node whose jobs preempt those of the default one."""
+
+
+def preemption_conf(node: str) -> str:
+    """Preemption by partition: a job of `URGENT_PARTITION` (the higher PriorityTier) that
+    needs cores held by jobs of the default partition requeues them (they get SIGTERM, then
+    SIGKILL after KillWait; no GraceTime), as sites with a preemptible partition do. Jobs of
+    the default partition never preempt each other, so tests that do not use `urgent` see
+    no preemption."""
+    urgent = f"PartitionName={URGENT_PARTITION} Nodes={node} MaxTime=INFINITE State=UP"
+    return f"""\
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+{urgent} PriorityTier=2 PreemptMode=OFF
 """
 
 
@@ -223,9 +241,10 @@ def controller_up(cluster: SlurmCluster) -> bool:
 
 
 def node_state(cluster: SlurmCluster) -> str:
-    """The node's state as sinfo reports it (`idle`, `mixed`, `down*`…)."""
+    """The node's state as sinfo reports it (`idle`, `mixed`, `down*`…) in the default
+    partition (sinfo lists a node once per partition)."""
     result = subprocess.run(
-        ["sinfo", "-h", "-N", "-n", cluster.node, "-o", "%T"],
+        ["sinfo", "-h", "-N", "-n", cluster.node, "-p", cluster.partition, "-o", "%T"],
         env=_client_env(cluster),
         capture_output=True,
         text=True,

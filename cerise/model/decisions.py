@@ -153,6 +153,7 @@ def _ended(seen: Observation, time_end: str | None, message: str, memory: Memory
             Phase.STAGING_IN,
             f"{reason}; {retries.retry_message(this, answer, run.policy.attempts)}",
             {"attempt": run.number + 1, "attempts": attempts, "remoteJobId": "",
+             "preemptions": 0, "preempted": False,
              "timeLimit": answer.time_limit, "memory": answer.memory}))
     if run.history or run.policy.attempts > 1:
         reason = (f"{reason}; {retries.tried(run.policy, (*run.history, this))}; "

@@ -48,6 +48,9 @@ class Observation:
     """The scheduler's words when it says the job ran out of memory (`QueueEntry`)."""
     never_runs: str | None = None
     """The scheduler's words when it holds a waiting job that can never start."""
+    restarts: int = 0
+    """How many times the scheduler has requeued the job to run it again (a preemption):
+    while it is waiting or running, the run it requeued is not the job's end."""
 
 
 class SubmitOutcome(StrEnum):

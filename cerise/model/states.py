@@ -213,6 +213,9 @@ def rest_state(phase: Phase) -> RestState:
     return _REST[phase]
 
 
-def wes_state(phase: Phase) -> WesState:
-    """The WES 1.1 state shown for `phase`."""
+def wes_state(phase: Phase, *, preempted: bool = False) -> WesState:
+    """The WES 1.1 state shown for `phase`; `PREEMPTED` for a job that waits to run again
+    after a preemption (`preempted`, `cerise.model.preemption`) and keeps its phase."""
+    if preempted and phase in (Phase.WAITING, Phase.RUNNING):
+        return WesState.PREEMPTED
     return _WES[phase]

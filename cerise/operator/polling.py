@@ -1,7 +1,8 @@
 """Polling a resource's remote jobs: ONE status command for its batch jobs, ONE for pilot
 mode's runs and allocations, then each job's decision (`cerise.model.decisions.after_poll`)
 carried out with one status write per job: its transition, with the steps its log shows,
-or those steps alone.
+or those steps alone; or a preemption the scheduler requeued its run after
+(`cerise.model.preemption`), with its Event.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from cerise.kube import jobs as kube_jobs
-from cerise.model import decisions, retries, states
+from cerise.model import decisions, preemption, retries, states
 from cerise.model import pilot as pilot_decisions
 from cerise.model.decisions import Decision, Move
 from cerise.model.states import Phase
@@ -101,8 +103,16 @@ class Polling:
     async def _carry_out(self, body: Body, phase: Phase, decision: Decision,
                          seen: Observation) -> None:
         """One job's decision, in one status write: the transition, with the steps its log
-        shows (or those steps alone)."""
+        shows and what it says of a preemption (or those alone)."""
         transitions = self.context.transitions
+        change = preemption.after_poll(body.get("status") or {}, seen, now=kube_jobs.now())
+        if change is not None and decision.move is None:
+            await self._follow_preemption(body, change)
+            return
+        if change is not None and decision.move is not None:  # the transition says it all
+            move = decision.move
+            decision = replace(decision, move=replace(move, fields={**change.fields,
+                                                                    **move.fields}))
         if not decision.follow_log:
             if decision.move is not None and await transitions.move(
                     body, phase, decision.move.target, decision.move.message,
@@ -120,6 +130,18 @@ class Polling:
             written = bool(lines.steps is not None
                            and await transitions.observe(body, lines.fields()))
         await self.log.commit(body, lines, written=written)
+
+    async def _follow_preemption(self, body: Body, change: preemption.Preemption) -> None:
+        """Write what the job's status must say of a preemption of its run (a newly seen
+        one also has its Event, and the rerun's log starts afresh)."""
+        if change.message is None:
+            await self.context.transitions.observe(body, change.fields)
+            return
+        self.context.tracked(body).log_offset = 0
+        await joblog.runner_output(self.context.exchange.log_path(key_of(body)), "", 0)
+        await self.context.transitions.record_message(body, change.message,
+                                                      reason=preemption.REASON,
+                                                      fields=change.fields)
 
     async def _requeue_lost_run(self, body: Body, phase: Phase, ref: JobRef,
                                 run: RunSighting) -> None:

@@ -126,12 +126,14 @@ class Transitions:
             return None
         return await self.move(latest, phase, follow.target, follow.message, follow.fields)
 
-    async def record_message(self, body: Body, message: str, *, reason: str) -> None:
-        """Say why a job is held where it is, in its status message, an Event and its log
-        (once: not again while the message stays the same)."""
+    async def record_message(self, body: Body, message: str, *, reason: str,
+                             fields: Mapping[str, Any] | None = None) -> None:
+        """Say why a job is held where it is, in its status message (written with
+        `fields`), an Event and its log (once: not again while the message stays the
+        same)."""
         if (body.get("status") or {}).get("message") == message:
             return
-        if await self.observe(body, {"message": message}):
+        if await self.observe(body, {**(fields or {}), "message": message}):
             kopf.event(cast(kopf.Body, body), type="Normal", reason=reason, message=message)
             await joblog.message(self._log_path(body), "INFO", message)
 

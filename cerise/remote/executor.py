@@ -42,7 +42,9 @@ async def submit(
     """
     directives = (scheduler.directives(files, request)
                   if isinstance(scheduler, schedulers.Directing) else ())
-    script = jobscript.job_script(files, runner, prologue, directives)
+    restart_variable = (scheduler.restart_variable if request.rerun
+                        and isinstance(scheduler, schedulers.Requeueing) else "")
+    script = jobscript.job_script(files, runner, prologue, directives, restart_variable)
     await remote.write(files.script, script.encode(), mode=0o700)
     command = f"{prologue}\n{scheduler.submit_command(files, request)}"
     result = await _run_submit(remote, jobscript.submit_script(files, command))

@@ -20,6 +20,13 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
     remote_id      the scheduler's id for the job, written once by the submit that won
     submit_failed  written when a submit failed: it may have created the job all the same
 
+A scheduler that requeues a job (Slurm after a preemption) runs its script again: such a
+rerun says which it is after the time in `started` and after the code in `exit_code`
+(`143 1`: restart 1, from the scheduler's `restart_variable`; nothing for the first run),
+and removes the earlier run's `exit_code` and `terminated` as it starts, so that the
+poller never takes the end of a run the scheduler reran for the job's end
+(`cerise.remote.schedulers.observe`).
+
 A job submitted again with more time or memory (`cerise.model.retries`) runs in the same
 directory, from the same staged inputs: its attempt N > 1 has markers, lock, id and job
 script of its own, named with a `.N` suffix (`exit_code.2`, `submit.lock.2`, `job.sh.2`),
@@ -159,7 +166,8 @@ def _atomic_write(path: str, value: str) -> str:
 
 
 def job_script(
-    files: JobFiles, runner: Sequence[str], prologue: str = "", directives: Sequence[str] = ()
+    files: JobFiles, runner: Sequence[str], prologue: str = "", directives: Sequence[str] = (),
+    restart_variable: str = "",
 ) -> str:
     """The job script: run the CWL runner in `work/`, with its markers (see above).
 
@@ -173,8 +181,12 @@ def job_script(
     before the script's trap runs). With `TIME_LIMIT_VARIABLE` in its environment the
     script stops the runner (and everything it started) at that many seconds itself. Where
     the resource has `python3`, the runner runs under `cerise.remote.measurement`, which
-    writes `accounting.json`.
+    writes `accounting.json`. `restart_variable` names the environment variable in which
+    the scheduler says how many times it has requeued the job (`SLURM_RESTART_COUNT`);
+    see above.
     """
+    if restart_variable and not restart_variable.isidentifier():
+        raise ValueError(f"not a variable name: {restart_variable[:100]!r}")
     for line in directives:
         if not line.startswith("#") or any(ord(char) < 32 for char in line):
             raise ValueError(f"not a one-line directive: {line[:100]!r}")
@@ -183,10 +195,15 @@ def job_script(
         q(arg) for arg in (*runner, files.workflow, files.input))
     output = f"> {q(files.stdout)} 2> {q(files.stderr)}"
     header = "".join(f"{line}\n" for line in directives)
+    rerun = "" if not restart_variable else f"""\
+[[ ${{{restart_variable}:-}} =~ ^[1-9][0-9]{{0,8}}$ ]] && __cerise_run=" ${restart_variable}"
+[ -n "$__cerise_run" ] && rm -f {q(files.exit_code)} {q(files.terminated)}
+"""
     return f"""#!/bin/bash
 {header}__cerise_limit=${{{TIME_LIMIT_VARIABLE}:-}}
 unset {TIME_LIMIT_VARIABLE}
-__cerise_runner= __cerise_signal=
+__cerise_run=
+{rerun}__cerise_runner= __cerise_signal=
 __cerise_stop() {{
     if [ -z "$__cerise_signal" ]; then
         __cerise_signal=$1
@@ -202,7 +219,7 @@ __cerise_measure=() __cerise_measure_py={q(MEASURE_PY)}
 __cerise_python=$(python3 -I -S -c "$__cerise_measure_py" --check 2>/dev/null) &&
     [ -x "$__cerise_python" ] &&
     __cerise_measure=("$__cerise_python" -I -S -c "$__cerise_measure_py" {q(files.accounting)})
-printf '%(%s)T\\n' -1 > {q(files.started)}
+printf '%(%s)T%s\\n' -1 "$__cerise_run" > {q(files.started)}
 printf -v __cerise_begun '%(%s)T' -1
 if [ -n "$__cerise_limit" ]; then
     timeout -s TERM -k {KILL_GRACE} "$__cerise_limit" {argv} {output} &
@@ -232,7 +249,7 @@ if [ -z "$__cerise_signal" ]; then
         printf '%s %s\\n' "$__cerise_signal" "$__cerise_now" > {q(files.terminated)}
 fi
 [ -n "$__cerise_signal" ] && __cerise_code={TERMINATED_CODE}
-{_atomic_write(files.exit_code, '"$__cerise_code"')}
+{_atomic_write(files.exit_code, '"$__cerise_code$__cerise_run"')}
 exit "$__cerise_code"
 """
 

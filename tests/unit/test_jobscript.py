@@ -50,6 +50,37 @@ def test_job_script_records_the_runners_exit_code(files: JobFiles) -> None:
     assert Path(files.exit_code).read_text() == "7\n"
 
 
+@pytest.mark.parametrize(("restart", "written"), [
+    (None, ""), ("0", ""), ("1", " 1"), ("12", " 12"), ("1; touch pwned", ""), ("-1", ""),
+])
+def test_a_rerun_says_which_in_its_markers_and_clears_the_earlier_runs_end(
+        files: JobFiles, restart: str | None, written: str) -> None:
+    Path(files.exit_code).write_text("143\n")  # the preempted run's
+    Path(files.terminated).write_text("TERM 1795659050\n")
+    script = Path(files.script)
+    script.write_text(jobscript.job_script(files, [
+        "bash", "-c", 'test -e ../exit_code && echo "saw an end" >&2; exit 0'],
+        restart_variable="SLURM_RESTART_COUNT"))
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_RESTART_COUNT"}
+    if restart is not None:
+        env["SLURM_RESTART_COUNT"] = restart
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30,
+                            env=env, cwd=files.work)
+    assert result.returncode == 0
+    assert Path(files.exit_code).read_text() == f"0{written}\n"
+    started, *run = Path(files.started).read_text().split()
+    assert abs(int(started) - time.time()) < 60 and " ".join(["", *run]) == written
+    if written:  # a rerun: the earlier run's end is gone before it starts
+        assert not Path(files.terminated).exists()
+        assert Path(files.stderr).read_text() == ""
+    assert not list(Path(files.job_dir).parent.rglob("pwned"))
+
+
+def test_the_restart_variable_must_be_a_name(files: JobFiles) -> None:
+    with pytest.raises(ValueError, match="not a variable name"):
+        jobscript.job_script(files, ["true"], restart_variable="X; touch pwned")
+
+
 def start_job(files: JobFiles, runner: list[str], prologue: str = "",
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     Path(files.script).write_text(jobscript.job_script(files, runner, prologue))

@@ -19,7 +19,7 @@ import pytest
 
 from cerise.devenv.process import wait_until
 from cerise.remote.pilot import layout
-from cerise.remote.pilot.agent import AgentSettings
+from cerise.remote.pilot.agent import AgentSettings, allocation_request
 from cerise.remote.pilot.queue import Location
 from cerise.remote.pilot.status import EndReason, RunVerdict
 from cerise.remote.schedulers import JobRef
@@ -309,3 +309,9 @@ def test_a_ticket_name_the_operator_never_writes_is_left_alone(
     assert starts(hostile) == [], "a ticket with a name the operator never writes ran"
     assert not list(pilot.base.parent.rglob("pwned")), "bash ran code from a ticket's name"
     assert Path(pilot.layout.queue, f"{ticket.name}{suffix}").exists()
+
+
+def test_an_allocation_is_never_rerun_by_its_scheduler() -> None:
+    # A preempted allocation's runs go back into the pilot queue (`requeue`); a rerun of the
+    # allocation by Slurm would find them claimed by its first run.
+    assert allocation_request("a", FAST).rerun is False

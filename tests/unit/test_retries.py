@@ -38,7 +38,8 @@ def test_a_timed_out_run_is_submitted_again_with_its_time_limit_multiplied() -> 
     assert decision.move.fields == {
         "attempt": 2, "remoteJobId": "", "timeLimit": 180, "memory": 0,
         "attempts": [{"number": 1, "timeLimitSeconds": 60, "memoryMiB": 0,
-                      "endedBy": "time limit", "remoteJobId": "7"}]}
+                      "endedBy": "time limit", "remoteJobId": "7"}],
+        "preemptions": 0, "preempted": False}  # the next attempt's run counts its own
     assert decision.move.message.endswith("; attempt 2 of 2 with a time limit of 3 min")
     assert "time limit of 1 min" in decision.move.message
 

@@ -11,12 +11,14 @@ from cerise.remote import schedulers
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.schedulers import (
     JobRef,
+    Markers,
     Observation,
     QueueEntry,
     QueueState,
     RemoteState,
     Request,
     StatusUnavailable,
+    observe,
 )
 from cerise.remote.schedulers.batch import BatchSettings
 from cerise.remote.schedulers.gridengine import ERRORS_BEGIN, GridEngineScheduler, queue_state
@@ -209,7 +211,7 @@ def test_submit_quotes_every_value(tmp_path: Path) -> None:
     assert run.result.stdout == "42\n"
     assert run.calls == [[
         "-terse", "-notify", "-w", "e", "-S", "/bin/bash", "-N", "cerise-uid1", "-wd", files.work,
-        "-j", "y", "-o", f"{files.job_dir}/scheduler.txt", "-r", "n",
+        "-j", "y", "-o", f"{files.job_dir}/scheduler.txt", "-r", "y",
         "-l", "h_rt=25:01:01", "-pe", "mpi fill", "4", "-q", HOSTILE_QUEUE, *HOSTILE_OPTIONS,
         files.script,
     ]]
@@ -222,7 +224,7 @@ def test_one_core_needs_no_parallel_environment(tmp_path: Path, cores: int) -> N
     run = run_with_stub(tmp_path, "qsub", command, stdout="5\n")
     assert run.result.stdout == "5\n"
     assert run.calls == [["-terse", "-notify", "-w", "e", "-S", "/bin/bash", "-N", "j9",
-                          "-wd", "/j/work", "-j", "y", "-o", "/j/scheduler.txt", "-r", "n",
+                          "-wd", "/j/work", "-j", "y", "-o", "/j/scheduler.txt", "-r", "y",
                           "/j/job.sh"]]
 
 
@@ -284,3 +286,50 @@ def test_search_finds_a_job_by_the_name_it_was_submitted_under() -> None:
     assert SCHEDULER.parse_search(EMPTY_QUEUE, files, Request(name="cerise-420bedf6aa97")) is None
     with pytest.raises(StatusUnavailable):
         SCHEDULER.parse_search("error: commlib error", files, Request(name="cerise-x"))
+
+
+def rescheduled(state: str) -> str:
+    """qstat -xml of job 481 in `state` (captured on the test cell after `qmod -rj 481`)."""
+    return f"""<?xml version='1.0'?>
+<job_info  xmlns:xsd="http://arc.liv.ac.uk/repos/darcs/sge/source/dist/util/resources/schemas/qstat/qstat.xsd">
+  <queue_info>
+  </queue_info>
+  <job_info>
+    <job_list state="pending">
+      <JB_job_number>481</JB_job_number>
+      <JB_name>ge.sh</JB_name>
+      <JB_owner>cerise-test</JB_owner>
+      <state>{state}</state>
+      <slots>1</slots>
+    </job_list>
+  </job_info>
+</job_info>
+"""
+
+
+@pytest.mark.parametrize(("state", "expected"), [
+    ("Rq", QueueEntry(QueueState.WAITING, "Rq", restarts=1, requeued=True)),
+    ("Rr", QueueEntry(QueueState.RUNNING, "Rr", restarts=1)),
+    ("r", QueueEntry(QueueState.RUNNING, "r")),
+])
+def test_a_rescheduled_job_counts_one_restart_and_waits_requeued(
+        state: str, expected: QueueEntry) -> None:
+    entries = SCHEDULER.parse_queue(rescheduled(state), [job("k", "481")])
+    assert entries["k"] == expected
+
+
+def test_the_exit_code_of_a_rescheduled_run_is_not_the_end() -> None:
+    # The run got SIGUSR2 after Grid Engine had marked the job Rq: its exit code (143) is
+    # seen with Rq, then with Rr before the rerun's script has removed it.
+    preempted = Markers(exit_code=143, started=10, signal="USR2", signalled_at=60)
+    for state, remote in (("Rq", RemoteState.WAITING), ("Rr", RemoteState.RUNNING)):
+        entry = SCHEDULER.parse_queue(rescheduled(state), [job("k", "481")])["k"]
+        assert observe(entry, preempted) == Observation(remote, started=10, restarts=1)
+    rerun = SCHEDULER.parse_queue(rescheduled("Rr"), [job("k", "481")])["k"]
+    assert observe(rerun, Markers(exit_code=0, started=100, run=1)).state is RemoteState.DONE
+
+
+def test_jobs_are_rerunnable_but_pilot_allocations_are_not() -> None:
+    assert SCHEDULER.restart_variable == "RESTARTED"
+    allocation = SCHEDULER.submit_command(JobFiles("/j"), Request("a", rerun=False))
+    assert "-r n " in allocation

@@ -32,22 +32,23 @@ def job(key: str, remote_id: str) -> JobRef:
     return JobRef(key, JobFiles(f"/home/cerise-test/cap/{key}"), remote_id)
 
 
-# Slurm 22.05.8 without EnforcePartLimits, `squeue -h -t all -o '%i|%T|%r'` as cerise-test,
+# Slurm 22.05.8 without EnforcePartLimits, `squeue -h -t all -O 'JobID:|,State:|,Reason:|,
+# RestartCnt:|'` as cerise-test,
 # lines captured on this machine (ids renumbered): 14 exited 0, 15 exited 3, 10 was held,
 # 11 was cancelled while running (its record has expired), 16 was cancelled while pending,
 # 7 hit its time limit, 13 asked for 2 nodes of a 1-node cluster, 17 for 64 CPUs of a 2-CPU
 # node, 18 for 2 days of a 1-day partition (all three pending forever); 12 is someone
 # else's job, still running.
 CAPTURED_SQUEUE = """\
-16|CANCELLED|JobHeldUser
-14|COMPLETED|None
-15|FAILED|NonZeroExitCode
-13|PENDING|PartitionNodeLimit
-17|PENDING|PartitionConfig
-18|PENDING|PartitionTimeLimit
-10|PENDING|JobHeldUser
-12|RUNNING|None
-7|TIMEOUT|TimeLimit
+16|CANCELLED|JobHeldUser|0|
+14|COMPLETED|None|0|
+15|FAILED|NonZeroExitCode|0|
+13|PENDING|PartitionNodeLimit|0|
+17|PENDING|PartitionConfig|0|
+18|PENDING|PartitionTimeLimit|0|
+10|PENDING|JobHeldUser|0|
+12|RUNNING|None|0|
+7|TIMEOUT|TimeLimit|0|
 """
 CAPTURED_JOBS = [
     job("882a30a930f2", "14"),
@@ -125,7 +126,7 @@ def test_status_script_asks_for_every_job_and_its_reason(tmp_path: Path) -> None
     run = run_with_stub(tmp_path, "squeue", schedulers.status_script(SCHEDULER, CAPTURED_JOBS),
                         stdout=CAPTURED_SQUEUE)
     assert run.calls[0][0] == "-u"
-    assert run.calls[0][2:] == ["-h", "-t", "all", "-o", "%i|%T|%r"]
+    assert run.calls[0][2:] == ["-h", "-t", "all", "-O", "JobID:|,State:|,Reason:|,RestartCnt:|"]
     observed = schedulers.parse_status(SCHEDULER, run.result.stdout, CAPTURED_JOBS)
     assert observed["a1a6c9402f29"] == Observation(RemoteState.WAITING, never_runs=NEVER["13"])
     assert observed["abfce9989df2"].timed_out
@@ -150,7 +151,7 @@ def test_submit_quotes_every_value(tmp_path: Path) -> None:
     assert run.result.returncode == 0, run.result.stderr
     assert run.result.stdout == "42\n"
     assert run.calls == [[
-        "--parsable", "--no-requeue", "--job-name=cerise-uid 1'", f"--chdir={files.work}",
+        "--parsable", "--requeue", "--job-name=cerise-uid 1'", f"--chdir={files.work}",
         f"--output={files.job_dir}/scheduler.txt", "--time=0-00:01:30",
         f"--partition={HOSTILE_QUEUE}", *HOSTILE_OPTIONS, files.script,
     ]]
@@ -237,8 +238,8 @@ def test_search_finds_a_job_by_the_name_it_was_submitted_under(tmp_path: Path) -
     ],
 )
 def test_partition_reasons_wait_while_nodes_are_unavailable(states: str, waits: bool) -> None:
-    output = f"13|PENDING|PartitionNodeLimit\n17|PENDING|PartitionConfig\n" \
-             f"18|PENDING|PartitionTimeLimit\n--- cerise: node states\n{states}"
+    output = f"13|PENDING|PartitionNodeLimit|0|\n17|PENDING|PartitionConfig|0|\n" \
+             f"18|PENDING|PartitionTimeLimit|0|\n--- cerise: node states\n{states}"
     jobs = [job("a", "13"), job("b", "17"), job("c", "18")]
     entries = SCHEDULER.parse_queue(output, jobs)
     assert entries["a"].never_runs == (None if waits else NEVER["13"])
@@ -257,7 +258,7 @@ def test_status_script_lists_the_node_states_after_the_queue(tmp_path: Path) -> 
 
 def test_out_of_memory_is_read_from_squeue_and_reaches_the_observation() -> None:
     refs = [job("a", "21"), job("b", "22")]
-    entries = SlurmScheduler().parse_queue("21|OUT_OF_MEMORY|OutOfMemory\n22|FAILED|None\n",
+    entries = SlurmScheduler().parse_queue("21|OUT_OF_MEMORY|OutOfMemory|0|\n22|FAILED|None|0|\n",
                                            refs)
     assert entries["a"] == QueueEntry(QueueState.ABSENT, "OUT_OF_MEMORY",
                                       out_of_memory="Slurm reports OUT_OF_MEMORY")
@@ -265,3 +266,25 @@ def test_out_of_memory_is_read_from_squeue_and_reaches_the_observation() -> None
     seen = observe(entries["a"], Markers(exit_code=1, started=10))
     assert seen.state is RemoteState.DONE
     assert seen.out_of_memory == "Slurm reports OUT_OF_MEMORY"
+
+
+def test_the_restart_count_of_a_requeued_job_is_read_from_squeue() -> None:
+    # Captured on the test cluster: job 1 preempted by a job of partition `urgent` and
+    # requeued (Slurm holds a requeued job until its credential expires: BeginTime), then
+    # running again; squeue of another version may pad the fields.
+    refs = [job("a", "1"), job("b", "2"), job("c", "3")]
+    entries = SCHEDULER.parse_queue(
+        "1|PENDING|BeginTime|1|\n2|RUNNING|None|1|\n3       |RUNNING  |None   |12  |\n", refs)
+    assert entries["a"] == QueueEntry(QueueState.WAITING, "PENDING", restarts=1)
+    assert entries["b"] == QueueEntry(QueueState.RUNNING, "RUNNING", restarts=1)
+    assert entries["c"].restarts == 12
+
+
+def test_jobs_are_submitted_requeueable_with_the_restart_in_their_markers() -> None:
+    files = JobFiles("/home/u/jobs/uid-1")
+    assert SCHEDULER.submit_command(files, Request("cerise-uid-1")).count("--requeue") == 1
+    # A pilot allocation is not: its runs are requeued by Cerise, not by Slurm.
+    allocation = SCHEDULER.submit_command(files, Request("cerise-pilot-a", rerun=False))
+    assert "--no-requeue" in allocation and "--requeue " not in allocation
+    assert isinstance(SCHEDULER, schedulers.Requeueing)
+    assert SCHEDULER.restart_variable == "SLURM_RESTART_COUNT"

@@ -4,6 +4,7 @@ never look like ended jobs, the observation rules, and refused versus passing su
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_markers_and_queue_make_each_observation(tmp_path: Path) -> None:
     write(done.files.exit_code, "0\n", mtime=1795659100)
     write(killed.files.started, "1795659000\n")
     write(killed.files.terminated, "TERM 1795659083\n")  # then a KILL before its exit code
-    squeue = "4103|PENDING|Priority\n4104|RUNNING|None\n4102|TIMEOUT|TimeLimit\n"
+    squeue = "4103|PENDING|Priority|0|\n4104|RUNNING|None|0|\n4102|TIMEOUT|TimeLimit|0|\n"
     observed = schedulers.parse_status(SLURM, status(tmp_path, jobs, squeue), jobs)
     assert observed == {
         "done": Observation(RemoteState.DONE, 0, 37, started=1795659000, ended=1795659100),
@@ -70,6 +71,55 @@ def test_markers_and_queue_make_each_observation(tmp_path: Path) -> None:
         "vanished": Observation(RemoteState.VANISHED),
     }
     assert [observed[j.key].log_size for j in (waiting, running, vanished)] == [0, 0, 0]
+
+
+def test_an_exit_code_of_a_run_slurm_requeued_is_not_the_end(tmp_path: Path) -> None:
+    jobs = job_dirs(tmp_path, "requeued", "dispatched", "rerun-ended", "cancelled-pending",
+                    "ended", "killed-then-requeued", "being-requeued")
+    for job in jobs:
+        write(job.files.started, "1795659000\n")
+    for job in jobs[:2] + jobs[3:4]:  # a preempted run's markers
+        write(job.files.terminated, "TERM 1795659050\n")
+        write(job.files.exit_code, "143\n", mtime=1795659051)
+    write(jobs[2].files.started, "1795659200 1\n")
+    write(jobs[2].files.exit_code, "0 1\n", mtime=1795659300)
+    write(jobs[4].files.exit_code, "0\n", mtime=1795659300)
+    write(jobs[5].files.terminated, "TERM 1795659050\n")
+    write(jobs[6].files.terminated, "TERM 1795659050\n")
+    write(jobs[6].files.exit_code, "143\n", mtime=1795659051)
+    squeue = ("4101|PENDING|BeginTime|1|\n4102|RUNNING|None|1|\n4103|COMPLETING|None|1|\n"
+              "4104|CANCELLED|None|1|\n4105|COMPLETING|None|0|\n4106|PENDING|BeginTime|2|\n"
+              # What squeue says in the preempted run's TERM trap (captured on 22.05):
+              "4107|COMPLETING|None|1|\n")
+    observed = schedulers.parse_status(SLURM, status(tmp_path, jobs, squeue), jobs)
+    assert [observed[job.key] for job in jobs] == [
+        Observation(RemoteState.WAITING, started=1795659000, restarts=1),
+        Observation(RemoteState.RUNNING, started=1795659000, restarts=1),
+        Observation(RemoteState.DONE, 0, started=1795659200, ended=1795659300, restarts=1),
+        Observation(RemoteState.DONE, 143, started=1795659000, ended=1795659051,
+                    signal="TERM", signalled_at=1795659050, restarts=1),
+        Observation(RemoteState.DONE, 0, started=1795659000, ended=1795659300),
+        Observation(RemoteState.WAITING, started=1795659000, restarts=2),
+        Observation(RemoteState.RUNNING, started=1795659000, restarts=1),
+    ]
+
+
+def test_the_markers_are_read_before_the_queue(tmp_path: Path) -> None:
+    # The queue answers "running, never requeued", then the job is requeued and its script
+    # writes the exit code of the preempted run: that exit code must wait for the next poll,
+    # whose queue shows the requeue.
+    (job,) = job_dirs(tmp_path, "k")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/bash\necho '4101|RUNNING|None|0|'\n"
+                                    f"echo 143 > {shlex.quote(job.files.exit_code)}\n")
+    (bin_dir / "squeue").chmod(0o755)
+    script = f"export PATH={bin_dir}:$PATH\n{schedulers.status_script(SLURM, [job])}"
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert schedulers.parse_status(SLURM, run.stdout, [job])["k"].state is RemoteState.RUNNING
+    requeued = status(tmp_path, [job], "4101|PENDING|BeginTime|1|\n")
+    assert schedulers.parse_status(SLURM, requeued, [job])["k"] == \
+        Observation(RemoteState.WAITING, restarts=1)
 
 
 def test_markers_of_odd_paths_are_read(tmp_path: Path) -> None:
@@ -115,8 +165,9 @@ def test_a_queue_command_that_hangs_is_an_outage(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("squeue", [
     "%%% garbage <html> ***\n",
-    "4101|RUNNING|None\n<html>502 Bad Gateway</html>\n",
+    "4101|RUNNING|None|0|\n<html>502 Bad Gateway</html>\n",
     "4101 RUNNING\n",
+    "4101|RUNNING|None\n",  # without the restart count
 ])
 def test_garbage_from_the_queue_command_is_an_outage(tmp_path: Path, squeue: str) -> None:
     (job,) = job_dirs(tmp_path, "k")
@@ -127,7 +178,7 @@ def test_garbage_from_the_queue_command_is_an_outage(tmp_path: Path, squeue: str
 def test_cut_short_output_is_an_outage(tmp_path: Path) -> None:
     (job,) = job_dirs(tmp_path, "k")
     write(job.files.exit_code, "0\n")
-    full = status(tmp_path, [job], "4101|RUNNING|None\n")
+    full = status(tmp_path, [job], "4101|RUNNING|None|0|\n")
     end = full.index(schedulers.END_LINE)
     for cut in (0, full.index(schedulers.QUEUE_LINE) + 5, full.index(schedulers.MARKERS_BEGIN),
                 end - 1, end + 3):
@@ -143,7 +194,9 @@ def test_status_is_one_command_for_all_jobs_without_a_process_per_job(tmp_path: 
     jobs = job_dirs(tmp_path, *(f"j{n}" for n in range(50)))
     script = schedulers.status_script(DirectScheduler(), jobs)
     assert script.count("ps -ww -o") == 1
-    assert script.count("$(") == 1  # the queue command's words; markers are read by builtins
+    # The markers (one capture, read first) and the queue command's words; markers are read by
+    # builtins.
+    assert script.count("$(") == 2
     assert script.count("xargs") == 1
 
 

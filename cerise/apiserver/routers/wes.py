@@ -267,7 +267,8 @@ def _wes_url(tenant: Tenant) -> str:
 
 
 def _state(body: JobBody) -> states.WesState:
-    return states.wes_state(workflowjobs.phase(body))
+    preempted = (body.get("status") or {}).get("preempted") is True
+    return states.wes_state(workflowjobs.phase(body), preempted=preempted)
 
 
 def _start(body: JobBody) -> str | None:

@@ -100,7 +100,7 @@ class AgentSettings:
 def allocation_request(name: str, settings: AgentSettings) -> Request:
     """What the allocation `name` asks of the batch scheduler."""
     return Request(name=f"cerise-pilot-{layout.checked_name(name, 'allocation')}",
-                   cores=settings.cores, time_limit=settings.time_limit)
+                   cores=settings.cores, time_limit=settings.time_limit, rerun=False)
 
 
 def runner_argv(pilot: PilotLayout, name: str) -> Sequence[str]:

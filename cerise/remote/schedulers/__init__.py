@@ -14,6 +14,12 @@ what its plug-in cannot read, or the output was cut short, `parse_status` raises
 `StatusUnavailable` and says nothing of any job — not even of those with an exit code,
 which the next good poll reports.
 
+The script reads the markers before it asks the queue: a scheduler that requeues a job (a
+preemption) records the requeue before it signals the job, so the queue's answer is never
+older than an exit code that signal made the job script write, and `observe` can tell such
+an exit code from the job's end. A job that ends in between is seen gone without an exit
+code, which the next poll finds.
+
 A submit that fails is a refusal (the scheduler will never take the job as asked: it said
 why) unless its words are those of a passing failure (`PASSING_SUBMIT_FAILURES`: the
 controller is down or slow), after which submitting again may work. Such a failure may
@@ -71,6 +77,12 @@ class QueueEntry:
     out_of_memory: str | None = None
     """The scheduler's words when it says the job ran out of memory (Slurm's
     `OUT_OF_MEMORY`); never guessed from an exit status."""
+    restarts: int = 0
+    """How many times the scheduler has requeued the job to run its script again (Slurm's
+    restart count, after a preemption); 0 where the scheduler does not requeue."""
+    requeued: bool = False
+    """The scheduler holds the job to run its script again and has not started it yet
+    (Grid Engine's `Rq`, which counts no restarts): no exit code is the job's end."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,9 @@ class Request:
     memory: int = 0
     """MiB for the node that runs the runner (CWL's `ramMin`); 0 for the scheduler's
     default."""
+    rerun: bool = True
+    """Whether a scheduler that preempts by requeuing may run the job's script again
+    (`Requeueing`); not for a pilot allocation, whose runs Cerise itself requeues."""
 
 
 class Scheduler(Protocol):
@@ -119,6 +134,15 @@ class Directing(Protocol):
     def directives(self, files: JobFiles, request: Request) -> Sequence[str]:
         """Comment lines for the top of the job script."""
         ...
+
+
+@runtime_checkable
+class Requeueing(Protocol):
+    """A scheduler that may run a job's script again (a preemption) and says so."""
+
+    restart_variable: str
+    """The environment variable in which a rerun job script finds how many times the job
+    was requeued (`QueueEntry.restarts` of the run)."""
 
 
 @runtime_checkable
@@ -160,8 +184,9 @@ QUEUE_END = "__CERISE_QUEUE_END__"
 
 def markers_script(jobs: Sequence[JobRef]) -> str:
     """Shell text printing, after `MARKERS_BEGIN`, `m <key> <exit code> <started> <signal>
-    <signalled at>` for each job (`-` for what is missing), then `f <size> <mtime> <path>`
-    for each runner log and exit code marker that exists.
+    <signalled at> <restart>` for each job (`-` for what is missing; the restart is that of
+    the run that wrote the exit code), then `f <size> <mtime> <path>` for each runner log
+    and exit code marker that exists.
 
     The jobs are data for one loop, not a command each: bash copies a function's body
     recursively, and the connection runs every script as a function.
@@ -175,10 +200,10 @@ def markers_script(jobs: Sequence[JobRef]) -> str:
                          for path in (job.files.stderr, job.files.exit_code))
         lines.append(f"""while IFS= read -r -d '' __k && IFS= read -r -d '' __code &&
         IFS= read -r -d '' __started && IFS= read -r -d '' __terminated; do
-    __cerise_read "$__code"; __c=$__cv
+    __cerise_read "$__code"; __c=$__cv __r=$__cw
     __cerise_read "$__started"; __s=$__cv
     __cerise_read "$__terminated"
-    printf 'm %s %s %s %s %s\\n' "$__k" "$__c" "$__s" "$__cv" "$__cw"
+    printf 'm %s %s %s %s %s %s\\n' "$__k" "$__c" "$__s" "$__cv" "$__cw" "$__r"
 done < <(printf '%s\\0' {data})
 printf '%s\\0' {paths} | xargs -0 -r stat -c 'f %s %Y %n' -- 2>/dev/null || true""")
     return "\n".join(lines)
@@ -188,12 +213,15 @@ def status_script(
     scheduler: Scheduler, jobs: Sequence[JobRef], timeout: int = QUEUE_TIMEOUT
 ) -> str:
     """The one script run per poll of a compute resource: the queue, whether it answered,
-    the markers, the end line."""
+    the markers (read first: see the module's docstring), the end line."""
     limit = int(timeout)
     queue = scheduler.queue_script(jobs)
     if f"\n{QUEUE_END}\n" in f"\n{queue}\n":
         raise ValueError(f"a queue script may not hold the line {QUEUE_END}")
-    return f"""{{ __cerise_err=$(timeout -k 5 {limit} bash -s 2>&1 1>&3 3>&- <<'{QUEUE_END}'
+    return f"""__cerise_markers=$(
+{markers_script(jobs)}
+)
+{{ __cerise_err=$(timeout -k 5 {limit} bash -s 2>&1 1>&3 3>&- <<'{QUEUE_END}'
 {queue}
 {QUEUE_END}
 ); }} 3>&1
@@ -201,7 +229,7 @@ __cerise_status=$?
 case $__cerise_status in 124|137) __cerise_err="no answer within {limit} s. $__cerise_err";; esac
 __cerise_err=${{__cerise_err//[$'\\n\\r\\t']/ }}
 printf '\\n%s %s %s\\n' {QUEUE_LINE} "$__cerise_status" "${{__cerise_err:0:{WORDS_LIMIT}}}"
-{markers_script(jobs)}
+printf '%s\\n' "$__cerise_markers"
 echo {END_LINE}
 """
 
@@ -214,6 +242,8 @@ class Markers:
     started: int | None = None
     signal: str | None = None
     signalled_at: int | None = None
+    run: int = 0
+    """The restart of the run that wrote the exit code (0 for the first run)."""
 
 
 def _number(text: str) -> int | None:
@@ -244,9 +274,10 @@ def parse_status(
     for line in marker_text.splitlines():
         kind, _, fields = line.partition(" ")
         if kind == "m":
-            key, code, started, signal, at = (*fields.split(" "), "", "", "", "", "")[:5]
+            key, code, started, signal, at, run = (*fields.split(" "), *[""] * 6)[:6]
             markers[key] = Markers(_number(code), _number(started),
-                                    signal if signal not in ("", "-") else None, _number(at))
+                                    signal if signal not in ("", "-") else None, _number(at),
+                                    max(_number(run) or 0, 0))
         elif kind == "f":
             size, mtime, path = (*fields.split(" ", 2), "", "", "")[:3]
             if size.isdigit() and mtime.isdigit():
@@ -269,14 +300,20 @@ def observe(entry: QueueEntry, markers: Markers | None = None, *, log_size: int 
             ended: int | None = None) -> Observation:
     """Combine the queue's word and the markers into one observation.
 
-    An exit code means the job is done. A job gone from the queue after its job script
-    recorded a signal is done too, terminated (`TERMINATED_CODE`): it was killed before
-    it could record its exit code (a scheduler's KILL after its grace).
+    An exit code means the job is done — unless the scheduler has requeued the job since
+    the run that wrote it (a preemption) and holds it, waiting or running, for a rerun:
+    then that run's exit code and signal are not the job's. A job gone from the queue
+    after its job script recorded a signal is done too, terminated (`TERMINATED_CODE`): it
+    was killed before it could record its exit code (a scheduler's KILL after its grace).
     """
     markers = markers or Markers()
+    rerun = entry.requeued or entry.restarts > markers.run
+    if rerun and entry.state is not QueueState.ABSENT:
+        markers = Markers(started=markers.started)  # the earlier run's end is not the job's
     seen = Observation(RemoteState.VANISHED, log_size=log_size, started=markers.started,
                        signal=markers.signal, signalled_at=markers.signalled_at,
-                       timed_out=entry.timed_out, out_of_memory=entry.out_of_memory)
+                       timed_out=entry.timed_out, out_of_memory=entry.out_of_memory,
+                       restarts=entry.restarts)
     if markers.exit_code is not None:
         return replace(seen, state=RemoteState.DONE, exit_code=markers.exit_code, ended=ended)
     if entry.state is QueueState.WAITING:

@@ -1,11 +1,17 @@
 """Scheduler `gridengine`: qsub, qstat -xml and qdel of (Son of) Grid Engine 8.
 
-Submit: `qsub -terse -notify -w e -S /bin/bash -N NAME -wd WORK -j y -o LOG -r n
+Submit: `qsub -terse -notify -w e -S /bin/bash -N NAME -wd WORK -j y -o LOG -r y
 -l h_rt=HH:MM:SS [-pe PE N] [-q QUEUE] [options] job.sh` prints `ID` (`ID.1-10:1` for an
-array job); the id is the part before the dot. `-notify` makes qdel and an exceeded
-`h_rt` send SIGUSR2 (then SIGKILL after the queue's `notify` time), which the job script
-treats like SIGTERM. `-w e` makes qsub refuse a job no queue could ever run, as
-configured, whatever the load ("no suitable queues") rather than queue it forever.
+array job); the id is the part before the dot. `-r y`: a job rescheduled (`qmod -rj`, an
+execution host that failed) runs its script again; the job shows `R` in its state letters
+from then on (`Rq`, then `Rr`), and the rerun finds `RESTARTED=1` (`restart_variable`).
+Grid Engine marks the job `Rq` before it signals the run (SIGUSR2 with `-notify`), so the
+exit code that run writes is seen with `Rq` and is not the job's end; `R` counts as one
+restart (Grid Engine counts none). A pilot allocation is submitted with `-r n`.
+`-notify` makes qdel and an exceeded `h_rt` send SIGUSR2 (then SIGKILL after the queue's
+`notify` time), which the job script treats like SIGTERM. `-w e` makes qsub refuse a job
+no queue could ever run, as configured, whatever the load ("no suitable queues") rather
+than queue it forever.
 `-S /bin/bash` because queues usually start scripts with /bin/sh, ignoring `#!`. Names
 lose the characters Grid Engine refuses and may not start with a digit. A job of more
 than one core needs the resource's parallel environment (`-pe`); without one, the submit
@@ -120,6 +126,7 @@ class GridEngineScheduler:
 
     settings: BatchSettings = field(default_factory=BatchSettings)
     name = "gridengine"
+    restart_variable = "RESTARTED"
 
     def submit_command(self, files: JobFiles, request: Request) -> str:
         environment = self.settings.parallel_environment
@@ -132,7 +139,7 @@ class GridEngineScheduler:
             "-N", job_name(request),
             "-wd", files.work,
             "-j", "y", "-o", batch.scheduler_log(files),
-            "-r", "n",
+            "-r", "y" if request.rerun else "n",
         ]  # fmt: skip
         if request.time_limit > 0:
             words += ["-l", f"h_rt={batch.clock(request.time_limit)}"]
@@ -174,7 +181,11 @@ esac"""
             if "E" in word:
                 reason = reasons.get(job.remote_id) or f"see qstat -j {job.remote_id}"
                 why = f"Grid Engine holds it in error state {word}: {reason}"
-            entries[job.key] = QueueEntry(queue_state(word), word, why)
+            state = queue_state(word)
+            restarted = "R" in word
+            entries[job.key] = QueueEntry(
+                state, word, why, restarts=int(restarted),
+                requeued=restarted and state is QueueState.WAITING)
         return entries
 
     def cancel_script(self, jobs: Sequence[JobRef]) -> str:

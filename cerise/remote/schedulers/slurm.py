@@ -2,13 +2,22 @@
 
 Submit: `sbatch --parsable` prints `ID` or `ID;CLUSTER`; the id is the part before `;`.
 The job script's output (not the runner's) goes to `scheduler.txt` in the job directory,
-stderr included. `--no-requeue`: a requeued job would run its script again after the TERM
-trap had already written the `exit_code` that the poller takes as the end.
+stderr included. `--requeue`: a job preempted where the site preempts by requeuing
+(`PreemptMode=REQUEUE`) is requeued and runs its script again rather than being cancelled,
+whatever the site's `JobRequeue` default (an option `--no-requeue` turns that off again).
+Its rerun knows its restart from `SLURM_RESTART_COUNT` (`restart_variable`) and says so
+in its markers; squeue's restart count of the job, larger than that of the run that wrote
+an exit code, says that exit code is not the job's end (`schedulers.observe`): Slurm
+counts the restart before it signals the preempted run (squeue in its TERM trap says
+COMPLETING with the new count). A user's scancel, the time limit and an end of the script
+are never requeued. A pilot allocation
+(`Request.rerun` false) is submitted with `--no-requeue`: Cerise requeues its runs.
 
 Search (after a submit that may have created the job): `squeue --name NAME -o '%i|%j'`
 of the user's jobs in all states.
 
-Status: one `squeue` of all the user's jobs in all states, with the pending reason. Not
+Status: one `squeue` of all the user's jobs in all states, with the pending reason and
+the restart count (`-O`, as `-o` has no letter for it; each field ends with `|`). Not
 `-j <ids>`: a single unknown id (records expire `MinJobAge` after the end) makes it fail
 with "Invalid job id specified". Finished states (COMPLETED, FAILED, CANCELLED, TIMEOUT…)
 and unknown ones count as absent, so the markers decide; TIMEOUT also says the time limit
@@ -85,8 +94,11 @@ available (not responding, powered off or on the way, maintenance, reboot, plann
 PER_JOB_LIMIT = re.compile(r"(Assoc|QOS)Max\w*PerJob\w*|QOSMin\w+")
 """Reasons naming a per-job limit of an association or QOS (not a per-user one, which
 clears as other jobs end)."""
-LINE = re.compile(r"([^|\s]+)\|([A-Z_]+)\|(.*)")
-"""`%i|%T|%r`: id, state, reason."""
+LINE = re.compile(r"\s*([^|\s]+)\s*\|\s*([A-Z_]+)\s*\|(.*)\|\s*(\d+)\s*\|?")
+"""`JobID:|,State:|,Reason:|,RestartCnt:|`: id, state, reason, restart count (squeue may
+pad a field with spaces)."""
+QUEUE_FORMAT = "JobID:|,State:|,Reason:|,RestartCnt:|"
+"""squeue's `-O` fields: with a suffix and no size, squeue 22.05 adds no padding."""
 NAMED_LINE = re.compile(r"([^|\s]+)\|(.*)")
 """`%i|%j`: id, name (a search by name)."""
 
@@ -130,10 +142,11 @@ class SlurmScheduler:
 
     settings: BatchSettings = field(default_factory=BatchSettings)
     name = "slurm"
+    restart_variable = "SLURM_RESTART_COUNT"
 
     def submit_command(self, files: JobFiles, request: Request) -> str:
         words = [
-            "sbatch", "--parsable", "--no-requeue",
+            "sbatch", "--parsable", "--requeue" if request.rerun else "--no-requeue",
             f"--job-name={request.name}",
             f"--chdir={files.work}",
             f"--output={batch.scheduler_log(files)}",
@@ -155,7 +168,7 @@ class SlurmScheduler:
         return f"out=$({batch.command(words)}) && printf '%s\\n' \"${{out%%;*}}\""
 
     def queue_script(self, jobs: Sequence[JobRef]) -> str:
-        return ("squeue -u \"$(id -un)\" -h -t all -o '%i|%T|%r' && "
+        return (f"squeue -u \"$(id -un)\" -h -t all -O '{QUEUE_FORMAT}' && "
                 f"{{ echo '{NODES_BEGIN}'; sinfo -h -o '%T' 2>/dev/null || true; }}")
 
     def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
@@ -169,13 +182,15 @@ class SlurmScheduler:
             if match is None:
                 raise StatusUnavailable(
                     f"slurm: squeue printed what Cerise cannot read: {line[:200]!r}")
-            job_id, word, reason = match.groups()
+            job_id, word, reason, restarts = match.groups()
+            reason = reason.strip()
             state = queue_state(word)
             entries[job_id] = QueueEntry(
                 state, word, never_runs(reason, nodes_unavailable=nodes_unavailable)
                 if state is QueueState.WAITING else None,
                 timed_out=word == "TIMEOUT", out_of_memory=(
-                    "Slurm reports OUT_OF_MEMORY" if word == "OUT_OF_MEMORY" else None))
+                    "Slurm reports OUT_OF_MEMORY" if word == "OUT_OF_MEMORY" else None),
+                restarts=int(restarts))
         absent = QueueEntry(QueueState.ABSENT)
         return {job.key: entries.get(job.remote_id, absent) for job in jobs}
 
