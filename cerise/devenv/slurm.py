@@ -118,7 +118,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={layout.munge_socket}
+AuthInfo=socket={layout.munge_socket},cred_expire=10
 StateSaveLocation={layout.state_save}
 SlurmdSpoolDir={layout.slurmd_spool}
 SlurmctldPidFile={layout.controller_pid}
@@ -146,7 +146,9 @@ URGENT_PARTITION = "urgent"
 def preemption_conf(node: str) -> str:
     """Preemption by partition: a job of `URGENT_PARTITION` (the higher PriorityTier) that
     needs cores held by jobs of the default partition requeues them (they get SIGTERM, then
-    SIGKILL after KillWait; no GraceTime), as sites with a preemptible partition do. Jobs of
+    SIGKILL after KillWait; no GraceTime), as sites with a preemptible partition do; a
+    requeued job runs again once its credential expires (`cred_expire`, 10 s here, not
+    Slurm's 120). Jobs of
     the default partition never preempt each other, so tests that do not use `urgent` see
     no preemption."""
     urgent = f"PartitionName={URGENT_PARTITION} Nodes={node} MaxTime=INFINITE State=UP"

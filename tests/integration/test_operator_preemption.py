@@ -1,8 +1,8 @@
 """Runs that Slurm preempts and requeues, followed through the operator on the real test
 cluster: a job of its `urgent` partition takes the node's cores, the run is requeued
-(Slurm holds a requeued job for the 120 s its credential lives), the job keeps its place
-and shows the preemption, and it ends as the rerun ends. Likewise a Grid Engine job
-rescheduled by `qmod -rj` (run under `flock /tmp/gridengine.lock`)."""
+(Slurm holds a requeued job while its credential lives: 10 s in the test cluster), the
+job keeps its place and shows the preemption, and it ends as the rerun ends. Likewise a
+Grid Engine job rescheduled by `qmod -rj` (run under `flock /tmp/gridengine.lock`)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ async def test_a_preempted_run_is_requeued_shown_and_ends_as_its_rerun(
         assert await stopped(resource, delay), "the preempted runner still runs"
         events = job_events(control_plane, namespace, "job")
         assert [e["message"] for e in events if e["reason"] == "Preempted"] == [PREEMPTED]
-        # Slurm runs it again once the credential of its first run expires (120 s).
+        # Slurm runs it again once the credential of its first run expires.
         rerun = await wait_for_status(
             control_plane, namespace, "the rerun running",
             lambda status: status.get("preempted") is False, timeout=240)
