@@ -119,7 +119,7 @@ def test_every_job_live_and_archived_is_streamed_once_in_order(listing: Listing)
     assert shown["live-000"] == {
         "id": "live-000", "name": "«live-000»", "workflow": "wc.cwl", "input": {"n": 1},
         "state": shown["live-000"]["state"], "output": {},
-        "log": f"{listing.url}/jobs/live-000/log"}
+        "log": f"{listing.url}/jobs/live-000/log", "accounting": None}  # not ended: no cost
 
 
 def test_the_published_client_lists_every_job(listing: Listing) -> None:
