@@ -20,6 +20,8 @@ class StartupError(RuntimeError):
     """A component of the local environment did not start; the message names it, shows its log."""
 
 
+NODE_PORTS = 30000
+"""Where Kubernetes' NodePort range (30000-32767 by default) begins."""
 _CLAIMS = Path(tempfile.gettempdir()) / "cerise-ports"
 _claimed: list[int] = []  # descriptors of this process's claims, held until it exits
 
@@ -36,11 +38,12 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now and stays this process's until it exits.
 
     The port lies below the kernel's ephemeral range, so no outgoing connection takes it
-    between this call and the daemon's bind, and an flock on a file per port keeps two
-    processes (parallel test workers, a second `./dev up`) from being handed the same one.
+    between this call and the daemon's bind, and below Kubernetes' NodePort range, which a
+    test node's kube-proxy redirects; an flock on a file per port keeps two processes
+    (parallel test workers, a second `./dev up`) from being handed the same one.
     """
     _CLAIMS.mkdir(mode=0o1777, exist_ok=True)
-    low, high = 10000, max(10001, _ephemeral_floor())
+    low, high = 10000, max(10001, min(NODE_PORTS, _ephemeral_floor()))
     for _ in range(1000):
         port = low + secrets.randbelow(high - low)
         fd = os.open(_CLAIMS / str(port), os.O_RDWR | os.O_CREAT, 0o666)

@@ -334,7 +334,9 @@ async def test_cancel_of_running_job(jobs: Jobs) -> None:
     await jobs.wait_for(job, RemoteState.RUNNING)
     await jobs.wait_until_file(pid_file)
     await jobs.cancel([job])
-    observed = await jobs.wait_for(job, RemoteState.DONE, RemoteState.VANISHED)
+    # A poll may see the job gone from the queue a moment before its script has recorded
+    # the signal (the operator waits out such a vanishing): the end is the recorded one.
+    observed = await jobs.wait_for(job, RemoteState.DONE)
     assert observed.exit_code == jobs.batch.cancelled_code
     assert observed.signal == jobs.batch.stop_signal
     assert limits.time_limit_message(observed, 600) is None, "a cancel is not a time limit"
