@@ -8,6 +8,7 @@ figures come from and what each means is in docs/accounting.md.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,7 +124,9 @@ def parse_measurement(text: str) -> Figures | None:
 
     def number(name: str) -> float | None:
         value = record.get(name)
-        return float(value) if isinstance(value, int | float) and value >= 0 else None
+        usable = (isinstance(value, int | float) and not isinstance(value, bool)
+                  and math.isfinite(value) and value >= 0)
+        return float(value) if usable else None
 
     environment = record.get("env")
     environment = {str(key): str(value) for key, value in environment.items()} if (

@@ -245,3 +245,9 @@ def test_a_read_without_sacct_still_gives_the_measurements(tmp_path: Path) -> No
     result = remote_accounting.parse_read(run.result.stdout, jobs)
     assert result.measured == {"a": [Figures(4.0, 1.5, 2048, 2), None]}
     assert not result.sacct_answered
+
+
+def test_a_measurement_with_values_no_run_could_have_is_not_taken() -> None:
+    odd = accounting.parse_measurement(
+        '{"elapsed": Infinity, "cpu": NaN, "maxRss": 1e400, "usable": true}')
+    assert odd == accounting.Figures()
