@@ -124,9 +124,9 @@ def parse_measurement(text: str) -> Figures | None:
 
     def number(name: str) -> float | None:
         value = record.get(name)
-        usable = (isinstance(value, int | float) and not isinstance(value, bool)
-                  and math.isfinite(value) and value >= 0)
-        return float(value) if usable else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value) if math.isfinite(value) and value >= 0 else None
 
     environment = record.get("env")
     environment = {str(key): str(value) for key, value in environment.items()} if (
