@@ -276,7 +276,7 @@ def test_a_failure_while_staging_out_ends_the_job_without_outputs() -> None:
                                  refresh=1.0) == Move(Phase.SYSTEM_ERROR, "bad", {"output": {}})
 
 
-@pytest.mark.parametrize("phase", [*states.FINAL, None])
+@pytest.mark.parametrize("phase", [*sorted(states.FINAL), None])
 def test_a_failure_of_a_job_that_ended_meanwhile_changes_nothing(phase: Phase | None) -> None:
     assert decisions.after_error(Failure.INTERNAL, "x", 1, phase, refresh=1.0) is None
 
