@@ -23,6 +23,7 @@ from cerise.devenv import controlplane
 from cerise.devenv.apiserver import ApiserverProcess
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.process import free_port
+from cerise.kube import cache
 from tests.integration.api_fixtures import poll_until
 from tests.unit.test_names import ACCEPTED, REFUSED
 
@@ -199,5 +200,7 @@ def test_health_says_so_while_the_kubernetes_api_is_down(stack: Stack) -> None:
     poll_until(lambda: stack.health().status_code == 200, timeout=60,
                what="/healthz answering 200 again")
     assert stack.kubectl_job("after-the-outage").returncode == 0
-    poll_until(lambda: stack.rest_state("after-the-outage") == "Waiting", timeout=5,
-               what="a job made after the outage in the REST view")
+    # A kube-apiserver just started may refuse watches while its watch cache fills: the view
+    # then follows by listing again, at most LAST_RETRY seconds apart.
+    poll_until(lambda: stack.rest_state("after-the-outage") == "Waiting",
+               timeout=cache.LAST_RETRY + 5, what="a job made after the outage in the REST view")
