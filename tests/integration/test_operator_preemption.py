@@ -127,9 +127,10 @@ async def test_a_grid_engine_job_rescheduled_runs_again_and_ends_as_its_rerun(
     async with scheduler_resource(request, control_plane, namespace, sshd,
                                   "gridengine") as resource:
         # Long enough that the run is still there when Grid Engine signals it (it marks the
-        # job Rq at once, and stops the run up to a minute later); apart from the sleeps other
-        # tests count on the host (the helm node test's 97 s, the retry test's 75-84 s).
-        delay = 86 + uuid.uuid4().int % 8
+        # job Rq at once, and stops the run at the execution daemon's next load report, 5 s
+        # apart in the test cell); apart from the sleeps other tests count on the host (the
+        # helm node test's 97 s, the retry test's 75-84 s, the Slurm preemption's 20-29 s).
+        delay = 50 + uuid.uuid4().int % 8
         submit_sleep(control_plane, resource, delay)
         running = await wait_for_job(control_plane, namespace, "job", {"Running"}, timeout=120)
         remote_id = running["status"]["remoteJobId"]
