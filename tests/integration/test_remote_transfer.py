@@ -343,6 +343,28 @@ async def test_an_ssh_child_cut_off_is_carried_on_by_asyncssh(
     assert "asyncssh carries on" in caplog.text
 
 
+async def test_a_download_whose_ssh_child_is_cut_off_is_carried_on_by_asyncssh(
+    sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    remote = SshRemote(ssh_target(sshd))
+    local = tmp_path / "out" / "big.bin"
+    local.parent.mkdir()
+    caplog.set_level(logging.WARNING)
+    try:
+        await remote.upload(big, f"{remote_dir}/big.bin")
+        cutter = Cutter(sshd, lambda: _children("ssh"))  # the children's connection only
+        received = await remote.download(f"{remote_dir}/big.bin", local, progress=cutter)
+        assert await cutter.killed() > 0
+    finally:
+        await remote.close()
+    assert _sha256(local) == _sha256(big)
+    assert os.listdir(local.parent) == ["big.bin"]  # the partial file renamed into place
+    assert cutter.moved == SIZE
+    assert received < SIZE + 3 * BLOCK  # what the child had written was kept
+    assert "asyncssh carries on" in caplog.text
+
+
 async def test_a_download_cut_off_resumes_from_the_bytes_already_there(
     sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
 ) -> None:
