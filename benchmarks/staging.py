@@ -18,7 +18,8 @@ and compares, round after round:
 Every timed transfer starts in the same state: dirty pages written out first (`sync`,
 untimed), so that neither side pays for writing back the other's data; with --cold the
 page cache is dropped too (both sides then read their source from disk). The machine's
-load average is printed before, after and with every round, and each round's ratios.
+load average is printed before, after and with every round, and each round's ratios;
+warnings (e.g. an `ssh` child that failed, which asyncssh carried on) as they come.
 
 By default both sides are connected before the clock starts, as the operator is (one
 connection per compute resource): Cerise reuses one `SshRemote` (whose `ssh` children
@@ -39,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -467,6 +469,9 @@ async def main() -> None:
     parser.add_argument("--cut-mb", type=int, default=1024,
                         help="the file staged with an interruption (0: none)")
     args = parser.parse_args()
+    # e.g. an ssh child that failed (another test killing the test user's sessions), which
+    # asyncssh carried on: such a round is slow for a reason worth seeing
+    logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
     server = devenv_sshd.start()
     try:
         with tempfile.TemporaryDirectory(prefix="cerise-bench-") as scratch:
