@@ -19,6 +19,15 @@ agent or password prompt is used, and nothing secret is on a command line. A pas
 cannot be given to OpenSSH that way, so logins with one stay with asyncssh (`usable`), as
 they do where there is no memfd or /proc.
 
+The children of one compute resource share one connection (OpenSSH's ControlMaster,
+`Master`): the first large transfer starts it, a child of ours that logs in like the
+others and then waits; every transfer's child then opens a session over it, which takes
+about 10 ms instead of the 0.2 to 0.5 s of a login (more on a busy machine), and hands it
+its file: the master reads or writes the file itself. It is stopped `MASTER_IDLE` seconds
+after the last transfer (and when the resource's remote closes); one that died is
+started anew for the next transfer. Its control socket is in a directory of its own
+(mode 0700), and OpenSSH serves only its own user on it.
+
 The remote command is parsed by the account's login shell (which may be csh), so it is
 one fixed text in single quotes, the same in every shell, with the remote path inside it
 base64-encoded. dd reads and writes at the offsets given, never appending: a writer left
@@ -33,7 +42,8 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +61,10 @@ HOP_ALIAS = "cerise-hop-{}"
 _PLAIN = re.compile(r"[A-Za-z0-9_.@:+-]+")
 READY = b"cerise-ready\n"
 """What the remote command prints first, on standard error: the child has logged in."""
+MASTER_IDLE = 60.0
+"""Seconds that the shared connection stays after its last transfer."""
+MASTER_STOP = 5.0
+"""Seconds that the shared connection gets to end when stopped, before it is killed."""
 PROGRESS_INTERVAL = 0.01
 """Seconds between looks at how far the child has read (a chunk of 8 MiB takes longer)."""
 
@@ -83,30 +97,31 @@ def usable(route: Sequence[SshHop]) -> bool:
 
 
 async def send(account: Account, local: Path, remote: str, start: int, end: int,
-               reached: Callable[[int], None]) -> int:
+               reached: Callable[[int], None], control: str | None = None) -> int:
     """Write bytes `start` to `end` of `local` into `remote` at the same offsets; bytes sent.
 
-    `reached` is told the position reached as the child reads on. Raises MoverFailed.
+    `reached` is told the position reached as the child reads on; the child goes through
+    the master listening on `control`, if given. Raises MoverFailed.
     """
     command = (f'exec dd of="${{p%x}}" bs=1M seek={start} count={end - start} '
                "oflag=seek_bytes iflag=count_bytes,fullblock conv=notrunc status=none")
     return await _move(account, _command(remote, command), local, start, end, reached,
-                       upload=True)
+                       upload=True, control=control)
 
 
 async def receive(account: Account, remote: str, local: Path, start: int, end: int,
-                  reached: Callable[[int], None]) -> int:
+                  reached: Callable[[int], None], control: str | None = None) -> int:
     """Write bytes `start` to `end` of `remote` into `local` (created if missing) at the
     same offsets; bytes received. `reached` is told the position reached as the child
-    writes on. Raises MoverFailed."""
+    writes on; `control` as for `send`. Raises MoverFailed."""
     command = (f'exec dd if="${{p%x}}" bs=1M skip={start} count={end - start} '
                "iflag=skip_bytes,count_bytes,fullblock status=none")
     return await _move(account, _command(remote, command), local, start, end, reached,
-                       upload=False)
+                       upload=False, control=control)
 
 
 async def _move(account: Account, command: str, local: Path, start: int, end: int,
-                reached: Callable[[int], None], *, upload: bool) -> int:
+                reached: Callable[[int], None], *, upload: bool, control: str | None) -> int:
     """Run `command` in an `ssh` child with `local` as its standard input (`upload`) or
     output, from `start`; the bytes moved once it has moved up to `end`."""
     try:
@@ -120,7 +135,7 @@ async def _move(account: Account, command: str, local: Path, start: int, end: in
         file = await asyncio.to_thread(_open_at, local, start, upload)
         try:
             process = await asyncio.create_subprocess_exec(
-                *_argv(account, login), command,
+                *_argv(account, login, control), command,
                 stdin=file if upload else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL if upload else file,
                 stderr=asyncio.subprocess.PIPE,
@@ -173,6 +188,100 @@ async def _follow(process: asyncio.subprocess.Process, fd: int, end: int,
                 return position
     finally:
         ended.cancel()
+
+
+class Master:
+    """The connection that a compute resource's `ssh` children share (see the module
+    docstring); `use` it around each child."""
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._directory: str | None = None
+        self._errors: asyncio.Future[str] | None = None
+        self._lock = asyncio.Lock()
+        self._users = 0
+        self._idle: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def use(self, account: Account) -> AsyncIterator[str]:
+        """The control socket of a master logged in (started if need be) for `account`,
+        kept while in use. Raises MoverFailed if it cannot log in."""
+        async with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            if self._process is None or self._process.returncode is not None:
+                await self._stop()
+                await self._start(account)
+            assert self._directory is not None
+            self._users += 1
+        try:
+            yield f"{self._directory}/master"
+        finally:
+            self._users -= 1
+            if not self._users:
+                self._idle = asyncio.ensure_future(self._stop_after(MASTER_IDLE))
+
+    async def close(self) -> None:
+        """Stop the master (it ends once its last child's session has)."""
+        async with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            await self._stop()
+
+    async def _stop_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        async with self._lock:
+            if not self._users:
+                self._idle = None
+                await self._stop()
+
+    async def _start(self, account: Account) -> None:
+        try:
+            login = _Login(account)
+        except OSError as error:
+            raise MoverFailed(f"no memory file for ssh: {error}", logged_in=False,
+                              sent=0) from None
+        try:
+            self._directory = await asyncio.to_thread(tempfile.mkdtemp, prefix="cerise-ssh-")
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *_argv(account, login, f"{self._directory}/master", master=True),
+                    _WAIT,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            except OSError as error:
+                raise MoverFailed(f"ssh cannot start: {error}", logged_in=False,
+                                  sent=0) from None
+            assert self._process.stderr is not None
+            refusal = await _logged_in(self._process.stderr, account.connect_timeout + 10)
+            if refusal is not None:
+                raise MoverFailed(f"ssh could not log in: {refusal}", logged_in=False, sent=0)
+            self._errors = asyncio.ensure_future(_stderr(self._process.stderr))
+        except BaseException:
+            await self._stop()
+            raise
+        finally:
+            login.close()
+
+    async def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            assert process.stdin is not None
+            process.stdin.close()  # its own session ends: then it does
+            try:
+                await asyncio.wait_for(process.wait(), MASTER_STOP)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._errors is not None:
+            self._errors.cancel()
+            self._errors = None
+        directory, self._directory = self._directory, None
+        if directory is not None:
+            await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
 
 
 class _Login:
@@ -248,10 +357,18 @@ OPTIONS = {
 """Every hop's options besides its address, login and keys."""
 
 
-def _argv(account: Account, login: _Login) -> list[str]:
-    """The `ssh` command line up to the remote command: the configuration, the last hop."""
+def _argv(account: Account, login: _Login, control: str | None,
+          master: bool = False) -> list[str]:
+    """The `ssh` command line up to the remote command: the configuration, the control
+    socket (that the child goes through, or as `master` listens on), the last hop."""
     last = HOP_ALIAS.format(len(account.logins) - 1)
-    return ["ssh", "-F", login.config, "-T", "-x", "-a", "--", last]
+    shared = [] if control is None else ["-o", f"ControlPath={control}"]
+    return ["ssh", "-F", login.config, *(["-M"] if master else []), *shared, "-T", "-x", "-a",
+            "--", last]
+
+
+_WAIT = f"bash -c 'echo {READY.decode().strip()} >&2; exec cat >/dev/null'"
+"""The master's own remote command: say that it runs, then wait until we close its input."""
 
 
 def _command(remote: str, transfer: str) -> str:

@@ -51,4 +51,5 @@ class SshRemote:
         await self._transfers.write(remote, data, mode)
 
     async def close(self) -> None:
+        await self._transfers.close()
         await self.connection.close()

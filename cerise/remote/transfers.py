@@ -7,8 +7,9 @@ file into place once complete; `upload` creates the remote file with its mode. F
 (`cerise.remote.resume`), and are renamed into place once complete, both ways. Transfers
 with more than `ACCELERATION_THRESHOLD` left to move travel through an OpenSSH `ssh` child
 (`cerise.remote.openssh`, `SshTarget.accelerate`), through the same jump hosts, at most
-`MOVERS` at once per resource, since asyncssh is CPU-bound below OpenSSH's speed; if the
-child fails, asyncssh carries on from where it got to.
+`MOVERS` at once per resource, since asyncssh is CPU-bound below OpenSSH's speed; the
+children share one connection (`openssh.Master`), so only the first logs in. If a child
+fails, asyncssh carries on from where it got to.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ LARGE_FILE = 64 << 20
 """Files of this size or more are resumable (a partial file renamed into place)."""
 ACCELERATION_THRESHOLD = 128 << 20
 """Transfers with at least this much left to move go through an `ssh` child if allowed.
-The child's own connection costs about 0.2 to 0.4 s, so on loopback asyncssh is as fast
-up to 128 to 180 MiB (depending on the machine's load); but the child spares the
-operator's CPU (0.04 s instead of about 1.5 s per 512 MiB), which every job shares."""
+The first child's login costs about 0.2 to 0.5 s (later ones share its connection), so on
+loopback asyncssh is as fast up to 128 to 180 MiB (depending on the machine's load); but
+the child spares the operator's CPU (0.04 s instead of about 1.5 s per 512 MiB), which
+every job shares."""
 MOVERS = 4
 """`ssh` children moving files at once per compute resource (each is a connection of its
 own, and sshd's MaxStartups refuses many new ones at once)."""
@@ -51,6 +53,7 @@ class SshTransfers:
     def __init__(self, connection: SshConnection) -> None:
         self._connection = connection
         self._movers = asyncio.Semaphore(MOVERS)
+        self._master = openssh.Master()
         self._movers_paused_until = 0.0
         self._ssh_usable: bool | None = None
 
@@ -84,8 +87,8 @@ class SshTransfers:
         meter.reach(start)
         sent = 0
         if size - start >= ACCELERATION_THRESHOLD and self._may_accelerate():
-            moved = await self._move(lambda account: openssh.send(
-                account, local, partial, start, size, meter.reach), str(local))
+            moved = await self._move(lambda account, control: openssh.send(
+                account, local, partial, start, size, meter.reach, control), str(local))
             sent += moved
             start = size if start + moved == size else (
                 await self._resume_upload(local, partial, size, remote))
@@ -158,14 +161,16 @@ class SshTransfers:
             return 0
         return resume.matching_prefix(ours, resume.parse_sums(theirs.as_text().stdout, blocks))
 
-    async def _move(self, move: Callable[[openssh.Account], Awaitable[int]], shown: str) -> int:
-        """The bytes that `move` (`openssh.send` or `receive`) moved with an `ssh` child: all
-        it had to unless it failed (then asyncssh carries on)."""
+    async def _move(self, move: Callable[[openssh.Account, str], Awaitable[int]],
+                    shown: str) -> int:
+        """The bytes that `move` (`openssh.send` or `receive`, given the master's control
+        socket) moved with an `ssh` child: all it had to unless it failed (then asyncssh
+        carries on)."""
         try:
             account = openssh.Account(await self._connection.logins(),
                                       self._connection.target.connect_timeout)
-            async with self._movers:
-                return await move(account)
+            async with self._movers, self._master.use(account) as control:
+                return await move(account, control)
         except openssh.MoverFailed as failure:
             _log.warning("%s: moving %s with ssh failed (%s); asyncssh carries on",
                          self._connection.where(), shown, failure)
@@ -194,8 +199,9 @@ class SshTransfers:
                     start = await self._resume_download(remote, partial, size)
                     meter.reach(start)
                     if size - start >= ACCELERATION_THRESHOLD and self._may_accelerate():
-                        moved = await self._move(lambda account: openssh.receive(
-                            account, remote, partial, start, size, meter.reach), remote)
+                        moved = await self._move(lambda account, control: openssh.receive(
+                            account, remote, partial, start, size, meter.reach, control),
+                            remote)
                         received += moved
                         start = size if start + moved == size else (
                             await self._resume_download(remote, partial, size))
@@ -214,6 +220,10 @@ class SshTransfers:
         except FileNotFoundError:
             return 0
         return await self._matching(remote, partial, min(have, size))
+
+    async def close(self) -> None:
+        """Stop the `ssh` children's shared connection."""
+        await self._master.close()
 
     async def write(self, remote: str, data: bytes, mode: int = 0o600) -> None:
         temporary = temporary_name(remote)

@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import asyncssh
 import pytest
 
 from cerise.devenv.sshd import SshEndpoint
+from cerise.remote import openssh
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.resume import BLOCK
 from cerise.remote.ssh import SshCredentials
@@ -178,10 +180,11 @@ async def test_large_uploads_go_through_an_ssh_child_that_leaves_no_key_behind(
         await remote.close()
     assert (sent, sum(calls), mode) == (SIZE, SIZE, "640")
     assert len(calls) >= SIZE // BLOCK  # at least once per chunk
-    # An ssh child carried the data; its key, never on its command line, was in a memory
-    # file closed before the first byte.
-    [command_line] = seen[0][0]
-    assert "/proc/" in command_line and secret not in command_line
+    # ssh children carried the data (one the shared connection); the key, never on their
+    # command lines, was in a memory file closed before the first byte.
+    command_lines = seen[0][0]
+    assert len(command_lines) == 2
+    assert all("/proc/" in line and secret not in line for line in command_lines)
     assert all(not files for _, files in seen) and not _memory_files()
 
 
@@ -205,8 +208,55 @@ async def test_large_downloads_go_through_an_ssh_child_too(
     assert _sha256(tmp_path / "back.bin") == _sha256(big)
     assert (received, sum(calls)) == (SIZE, SIZE)
     assert await asyncio.to_thread(os.listdir, tmp_path) == ["back.bin"]  # no partial left
-    [command_line] = seen[0]  # an ssh child wrote it
-    assert "/proc/" in command_line and not _memory_files()
+    assert seen[0] and all("/proc/" in line for line in seen[0])  # ssh children wrote it
+    assert not _memory_files()
+
+
+def _connections(port: int, clients: set[int]) -> set[str]:
+    """The local ports of the connections that `clients` hold to `port`."""
+    listing = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True,
+                             text=True, check=True).stdout
+    return {fields[2].rsplit(":", 1)[1] for fields, line in
+            ((line.split(), line) for line in listing.splitlines())
+            if fields[3].rsplit(":", 1)[1] == str(port)
+            and {int(pid) for pid in re.findall(r"pid=(\d+)", line)} & clients}
+
+
+async def test_large_transfers_after_the_first_share_its_connection(
+    sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openssh, "MASTER_IDLE", 1.0)
+    remote = SshRemote(ssh_target(sshd))
+    seen: list[set[str]] = [set(), set(), set()]
+
+    def watching(transfer: int) -> Callable[[int], None]:
+        def progress(moved: int) -> None:
+            seen[transfer] |= _connections(sshd.port, _children("ssh"))
+        return progress
+
+    try:
+        await remote.upload(big, f"{remote_dir}/one.bin", progress=watching(0))
+        await remote.download(f"{remote_dir}/one.bin", tmp_path / "two.bin",
+                              progress=watching(1))
+        assert _sha256(tmp_path / "two.bin") == _sha256(big)
+        # Idle for MASTER_IDLE, the shared connection ends; the next transfer starts another.
+        await _until(lambda: not _children("ssh"))
+        await remote.upload(big, f"{remote_dir}/three.bin", progress=watching(2))
+        assert await _remote_sha256(remote, f"{remote_dir}/three.bin") == _sha256(big)
+    finally:
+        await remote.close()
+    assert len(seen[0]) == 1 and seen[1] == seen[0]  # one login for both
+    assert len(seen[2]) == 1 and seen[2] != seen[0]
+    await _until(lambda: not _children("ssh"))  # none left once the remote is closed
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("accelerate", [True, False], ids=["ssh-child", "asyncssh"])
@@ -290,6 +340,28 @@ async def test_an_ssh_child_cut_off_is_carried_on_by_asyncssh(
     assert cutter.moved == SIZE
     # What the child had sent was not sent again: at most its last blocks, in flight.
     assert sent < SIZE + 3 * BLOCK
+    assert "asyncssh carries on" in caplog.text
+
+
+async def test_a_download_whose_ssh_child_is_cut_off_is_carried_on_by_asyncssh(
+    sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    remote = SshRemote(ssh_target(sshd))
+    local = tmp_path / "out" / "big.bin"
+    local.parent.mkdir()
+    caplog.set_level(logging.WARNING)
+    try:
+        await remote.upload(big, f"{remote_dir}/big.bin")
+        cutter = Cutter(sshd, lambda: _children("ssh"))  # the children's connection only
+        received = await remote.download(f"{remote_dir}/big.bin", local, progress=cutter)
+        assert await cutter.killed() > 0
+    finally:
+        await remote.close()
+    assert _sha256(local) == _sha256(big)
+    assert os.listdir(local.parent) == ["big.bin"]  # the partial file renamed into place
+    assert cutter.moved == SIZE
+    assert received < SIZE + 3 * BLOCK  # what the child had written was kept
     assert "asyncssh carries on" in caplog.text
 
 

@@ -34,6 +34,7 @@ from cerise.remote.jobscript import JobFiles
 from cerise.remote.protocol import Progress, Remote
 from cerise.remote.ssh_remote import SshRemote
 from cerise.remote.staging import InputRejected, OutputRejected
+from cerise.remote.staging.hashes import HashMemo
 from tests.integration.remote_fixtures import make_job_dir, ssh_target
 from tests.integration.web import running
 
@@ -503,6 +504,33 @@ async def test_an_input_of_twenty_jobs_is_sent_once(
     finally:
         await remote.run(f"rm -rf {shlex.quote(base)}")
         await remote.close()
+
+
+async def test_a_file_changed_after_it_was_hashed_is_never_cached(
+    remote: Remote, base: str, exchange: Exchange
+) -> None:
+    before, after = os.urandom(2 << 20), os.urandom(2 << 20)  # the same size
+    url = put(exchange, "changing.bin", before)
+    local = exchange.root / "input" / "job" / "changing.bin"
+    cache = staging.InputCache(base, max_bytes=1 << 30)
+
+    def change(done: int, total: int) -> None:  # told first once hashed and checked
+        if local.read_bytes() == before:
+            local.write_bytes(after)
+            status = local.stat()  # (timestamps are coarse: a change has a later mtime)
+            os.utime(local, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+
+    with pytest.raises(OSError, match="changed while it was sent"):
+        await stage(remote, exchange, JobFiles(f"{base}/jobs/first"), url, cache=cache,
+                    progress=change, memo=HashMemo())
+    assert (await remote.run(f"ls -A {shlex.quote(cache.directory)}")).stdout == ""
+
+    report, path = await stage(remote, exchange, JobFiles(f"{base}/jobs/again"), url,
+                               cache=cache, memo=HashMemo())
+    assert report.files_sent == 1
+    assert await remote.read(path, limit=3 << 20) == after
+    entries = (await remote.run(f"ls -A {shlex.quote(cache.directory)}")).stdout.split()
+    assert entries == [hashlib.sha256(after).hexdigest()]
 
 
 async def test_eviction_keeps_what_jobs_link_to_and_removes_the_least_recently_used(

@@ -138,6 +138,26 @@ def test_a_commit_checks_the_content_adds_it_read_only_and_lists_the_cache(
     assert stored.read_bytes() == data
 
 
+def test_a_commit_vouched_for_by_the_local_side_checks_only_the_size(hostile: Path) -> None:
+    directory = hostile / "cache"
+    directory.mkdir()
+    data = os.urandom(3000)
+    item = Needed(digest(data), len(data), Path("x"), (str(hostile / "work" / "01 in"),))
+    partial = directory / f".part-{item.sha256}"
+    partial.write_bytes(data[:-1])  # cut short
+
+    short = bash(cache.commit_script(str(directory), str(partial), item, unchanged=True))
+    assert "cerise-mismatch" in short.stdout and not partial.exists()
+
+    # Not read again: the local file was hashed and has not changed since, and SSH
+    # delivers what was read from it.
+    partial.write_bytes(data)
+    result = bash(cache.commit_script(str(directory), str(partial), item, unchanged=True))
+    assert result.returncode == 0, result.stderr
+    assert cache.parse_linked(result.stdout, 1) == {0}
+    assert (directory / item.sha256).read_bytes() == data
+
+
 def test_eviction_removes_only_files_no_job_links_to(hostile: Path) -> None:
     directory = hostile / "cache"
     directory.mkdir()
@@ -172,6 +192,22 @@ def test_a_files_digest_is_read_once_until_it_changes(tmp_path: Path) -> None:
     os.utime(path, ns=(0, 0))
     assert memo.sha256(path) == digest(b"two")  # the same mtime as before: ctime tells
     assert memo.misses == 2
+
+
+def test_the_memo_vouches_only_for_a_file_unchanged_since_it_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "input.bin"
+    path.write_bytes(b"one")
+    memo = HashMemo()
+    assert memo.known(path) is None  # never read
+
+    read = memo.sha256(path)
+    assert memo.known(path) == read
+
+    with path.open("r+b") as handle:  # changed in place, its size kept
+        handle.write(b"two")
+    before = path.stat()  # (timestamps are coarse: a later change has a later mtime)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert memo.known(path) is None
 
 
 def test_the_cache_limit_comes_from_the_resource() -> None:

@@ -6,10 +6,14 @@ says what to evict and what the status shows).
   `link_lines`, in the same ONE command that checks the rest.
 * A file not in the cache is uploaded to ``.part-<sha256>`` there (a stable name, so an
   upload cut off resumes: `cerise.remote.resume`), then ONE
-  command (`commit_script`) checks its sha256 on the remote side (a file that changed
-  while it was sent is never cached), makes it read-only, adds it under its digest (``ln``
-  never replaces an entry), links it into the job and lists the cache; least recently
-  used entries over the limit are then removed, only those no job links to.
+  command (`commit_script`) checks it, makes it read-only, adds it under its digest
+  (``ln`` never replaces an entry), links it into the job and lists the cache; least
+  recently used entries over the limit are then removed, only those no job links to.
+  A file that changed while it was sent is never cached: if the local digest memo
+  (`hashes`) still holds the local file's digest after the upload (it was hashed and has
+  not changed since: the same size, mtime and ctime), what arrived is what was hashed
+  (SSH checks every packet) and only its size is checked; otherwise its sha256 is
+  computed on the remote side (reading all of it there once more).
 * Two jobs that need the same new file at once send it once: one operator drives a
   compute resource, so a lock per (resource, digest) in this process orders them, and the
   second links what the first committed. (A second process staging to the same base
@@ -36,6 +40,7 @@ from cerise.model import input_cache
 from cerise.model.input_cache import CacheCounters, CacheFile, CacheListing
 from cerise.remote.protocol import Progress, Remote
 from cerise.remote.staging.concurrency import gather_limited
+from cerise.remote.staging.hashes import HashMemo
 from cerise.remote.staging.local import Upload
 
 _LINKED_MARK = "cerise-linked:"
@@ -143,13 +148,19 @@ def parse_listing(output: str) -> CacheListing | None:
     return CacheListing(now, tuple(files))
 
 
-def commit_script(directory: str, partial: str, item: Needed) -> str:
-    """Check an uploaded `partial` file, add it to the cache, link it, list the cache."""
+def commit_script(directory: str, partial: str, item: Needed, *, unchanged: bool = False) -> str:
+    """Check an uploaded `partial` file (its size only if its local file is known
+    `unchanged` since it was hashed; else its sha256), add it to the cache, link it, list
+    the cache."""
     q = shlex.quote
     entry = f"{directory}/{item.sha256}"
+    check = (f"got=$(stat -L -c %s -- {q(partial)} 2>/dev/null)\nwant={item.size}"
+             if unchanged else
+             f"got=$(sha256sum < {q(partial)} 2>/dev/null)\ngot=${{got%% *}}\n"
+             f"want={q(item.sha256)}")
     return f"""umask 077
-got=$(sha256sum < {q(partial)} 2>/dev/null)
-if [ "${{got%% *}}" != {q(item.sha256)} ]; then
+{check}
+if [ "$got" != "$want" ]; then
     rm -f -- {q(partial)}
     echo {_MISMATCH_MARK}
     return 0
@@ -205,11 +216,12 @@ class InputCache:
         await self._evict(remote, listing)
 
     async def fill(self, remote: Remote, missing: Sequence[Needed], mark: int, parallel: int,
-                   progress: Progress | None = None) -> Filled:
+                   progress: Progress | None = None, *, memo: HashMemo | None = None) -> Filled:
         """Put `missing` entries into the cache and link them into place.
 
         An entry that another job committed since `mark` is linked, not sent again.
-        `progress` hears of every chunk sent and of every target linked.
+        `progress` hears of every chunk sent and of every target linked. `memo`, which
+        hashed the local files, vouches for those unchanged since.
         """
         filled = Filled()
 
@@ -220,7 +232,7 @@ class InputCache:
                     filled.linked += 1
                     extra = item.size * len(item.targets)
                 else:
-                    filled.sent.append(await self._send(remote, item, progress))
+                    filled.sent.append(await self._send(remote, item, progress, memo))
                     extra = item.size * (len(item.targets) - 1)
             if progress is not None:
                 progress(extra)
@@ -232,10 +244,14 @@ class InputCache:
         result = await remote.run(f"umask 077\n{link_lines(self.directory, [item])}")
         return result.exit_status == 0 and parse_linked(result.stdout, 1) == {0}
 
-    async def _send(self, remote: Remote, item: Needed, progress: Progress | None) -> int:
+    async def _send(self, remote: Remote, item: Needed, progress: Progress | None,
+                    memo: HashMemo | None) -> int:
         partial = f"{self.directory}/.part-{item.sha256}"
         sent = await remote.upload(item.local, partial, progress=progress)
-        result = await remote.run(commit_script(self.directory, partial, item), timeout=600)
+        unchanged = memo is not None and await asyncio.to_thread(
+            memo.known, item.local) == item.sha256
+        result = await remote.run(
+            commit_script(self.directory, partial, item, unchanged=unchanged), timeout=600)
         if _MISMATCH_MARK in result.stdout.split("\n"):
             raise OSError(f"{item.targets[0]}: its local file changed while it was sent "
                           "(sent again on the next attempt)")

@@ -62,6 +62,16 @@ class HashMemo:
             with self._lock:
                 self._reading.pop(key, None)
 
+    def known(self, path: Path) -> str | None:
+        """The remembered digest of the file as it is now, without reading it; None if it
+        has not been read since it last changed, or is gone (blocking: use a thread)."""
+        try:
+            key = _key(path, os.stat(path))
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            return self._digests.get(key)
+
 
 def _key(path: Path, status: os.stat_result) -> _Key:
     return str(path), status.st_size, status.st_mtime_ns, status.st_ctime_ns

@@ -112,7 +112,8 @@ async def stage_in(
         sent = await send(remote, [u for u in plain if u.remote not in kept], parallel, tally.add)
         filled = cache_.Filled()
         if cache is not None and missing:
-            filled = await cache.fill(remote, missing, mark, parallel, tally.add)
+            filled = await cache.fill(remote, missing, mark, parallel, tally.add,
+                                      memo=memo)
     finally:
         await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
     return StageInReport(files_sent=len(sent) + len(filled.sent),
