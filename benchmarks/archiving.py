@@ -6,6 +6,9 @@ final, then turns archiving on (`archiveAfter: "0"` on their ComputeResource) an
 
     archiving throughput   jobs archived and pruned per second
     operator CPU           CPU seconds the operator spent, per 1,000 jobs archived
+    etcd database          its size with the final jobs in it, and after archiving them
+                           (history compacted and the file defragmented, as a site's
+                           maintenance would)
 
 Then the same again on a second resource while the operator is killed with SIGKILL at
 `--kills` random points of the archiving, and prints jobs lost (neither live nor archived),
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from cerise.devenv import controlplane, postgres
@@ -57,6 +61,21 @@ def archived(url: str, on: str) -> list[str]:
     with psycopg.connect(url) as connection:
         return [row[0] for row in connection.execute(
             "SELECT uid FROM archived_jobs WHERE resource = %s", (on,))]
+
+
+def etcd_size(plane: ControlPlane, compact: bool = False) -> int:
+    """etcd's database file size in bytes, optionally after compacting its history to the
+    current revision and defragmenting (through etcd's HTTP gateway)."""
+    argv = plane.daemon("etcd").argv
+    url = argv[argv.index("--listen-client-urls") + 1]
+    status = httpx.post(f"{url}/v3/maintenance/status", json={}, timeout=30).json()
+    if compact:
+        revision = status["header"]["revision"]
+        httpx.post(f"{url}/v3/kv/compaction", json={"revision": revision, "physical": True},
+                   timeout=120).raise_for_status()
+        httpx.post(f"{url}/v3/maintenance/defragment", json={}, timeout=120).raise_for_status()
+        status = httpx.post(f"{url}/v3/maintenance/status", json={}, timeout=30).json()
+    return int(status["dbSize"])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -98,6 +117,7 @@ def run(jobs: int, kills: int, seed: int, work: Path) -> None:
     try:
         operator.start()
         uids = make_final_jobs(plane, "quiet", work / "quiet", jobs)
+        before = etcd_size(plane, compact=True)
         assert operator.daemon is not None
         cpu, began = cpu_seconds(operator.daemon.pid), time.monotonic()
         plane.kubectl("apply", "-f", "-", stdin=json.dumps(resource("quiet", work / "quiet",
@@ -109,6 +129,9 @@ def run(jobs: int, kills: int, seed: int, work: Path) -> None:
         print(f"jobs: {jobs}; archived and pruned in {took:.1f} s: "
               f"{jobs / took:.1f} jobs/s; operator CPU {spent:.2f} s "
               f"({1000 * spent / jobs:.2f} s per 1,000 jobs)")
+        after = etcd_size(plane, compact=True)
+        print(f"etcd database: {before / 2**20:.1f} MiB with the {jobs} final jobs, "
+              f"{after / 2**20:.1f} MiB after archiving them (compacted and defragmented)")
 
         uids = make_final_jobs(plane, "chaos", work / "chaos", jobs)
         plane.kubectl("apply", "-f", "-", stdin=json.dumps(resource("chaos", work / "chaos",
