@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cerise.devenv import controlplane
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.process import free_port
 from tests.integration.api_fixtures import poll_until
@@ -35,11 +36,13 @@ steps: {wc: {run: cerise/test/wc.cwl, in: {file: file}, out: [output]}}
 class Running:
     """A `cerise dev up` process and the lines it prints."""
 
-    def __init__(self, state: Path, port: int) -> None:
+    def __init__(self, state: Path, port: int, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "cerise"), "dev", "up", "--state", str(state),
-             "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+             "--port", str(port), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -67,8 +70,9 @@ class Running:
 
 
 @contextmanager
-def dev_up(state: Path, port: int) -> Iterator[Running]:
-    running = Running(state, port)
+def dev_up(state: Path, port: int, *extra: str,
+           env: dict[str, str] | None = None) -> Iterator[Running]:
+    running = Running(state, port, *extra, env=env)
     try:
         yield running
     finally:
@@ -126,3 +130,34 @@ def test_the_local_service_keeps_its_jobs_and_restarts_what_dies(
         assert listed.get(job["id"]) == "Success"
         second.process.send_signal(signal.SIGINT)
         assert second.process.wait(timeout=90) == 0
+
+
+def test_use_cluster_runs_the_service_against_the_cluster_of_kubeconfig(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """`--use-cluster` with a cluster of the user's own (a real control plane that no other
+    operator watches): the CRDs and roles applied, a job run there, nothing left running."""
+    cluster = controlplane.start(tmp_path / "cluster")
+    try:
+        state, port = tmp_path / "state", free_port()
+        url = f"http://localhost:{port}"
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        with dev_up(state, port, "--use-cluster", env=env) as running:
+            running.wait_for("Kubernetes: +the cluster of KUBECONFIG")
+            pids = running.wait_for(r"operator pid (\d+), apiserver pid (\d+)")
+            running.wait_for("Press Ctrl-C")
+            job = httpx.post(f"{url}/jobs", json={"name": "count", "workflow": WC, "input": {
+                "file": {"class": "File",
+                         "location": f"{url}/files/input/count-words/hello.txt"}}}).json()
+            poll_until(lambda: httpx.get(f"{url}/jobs/{job['id']}").json()["state"]
+                       == "Success", what="the job succeeding")
+            phases = cluster.kubectl("get", "wfj", "-n", "default", "-o",
+                                     "jsonpath={.items[*].status.phase}").stdout.split()
+            assert phases == ["Success"], phases
+            running.process.send_signal(signal.SIGINT)
+            assert running.process.wait(timeout=90) == 0
+        assert not [pid for pid in (int(pids[1]), int(pids[2])) if alive(pid)]
+        assert not processes_mentioning(str(state)), "a process of dev up is left"
+        assert not (state / "control-plane").exists()  # none of its own was started
+    finally:
+        cluster.stop()

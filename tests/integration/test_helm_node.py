@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,6 +184,7 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
     installs the example project on the local resource in its pod, a job runs through the
     published client, the dashboard answers through the Service, and uninstall cleans up."""
     node.tag(image_name(images), CHART_IMAGE)
+    began = time.monotonic()
     install(control_plane, helm_env, node, namespace)
     ready = ready_pods(control_plane, namespace)
     assert {"operator", "apiserver"} <= set(ready), list(ready)
@@ -191,6 +193,7 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
     # The default exchange URL is http://localhost:29593/files: port-forward to that port.
     with port_forward(control_plane, namespace, 29593) as port:
         run_wc(port, tmp_path)
+    print(f"\nhelm install to a first job's Success in {time.monotonic() - began:.1f} s")
     url = service_url(control_plane, namespace)
     # A client in the cluster names the Service; its cluster address alone is not a name of
     # the service's own, and DNS-rebinding-safe Host checking refuses it.
