@@ -4,18 +4,17 @@ A replica reads the Leases from a watch-fed copy (`lease_cache`: one watch over 
 Lease it may see), never by a LIST per tick, and keeps its own writes in that copy. Every
 Lease write is a compare-and-swap on its `resourceVersion` (a replace, or a delete with
 preconditions), so of two replicas that try to take the same Lease exactly one succeeds;
-`LeaseConflict` tells the other. A resource's Lease is owned by its ComputeResource (an
-ownerReference), so Kubernetes' garbage collector deletes it with the resource; its holder
-deletes it too when the resource goes, and any replica deletes a free or expired one whose
-resource is gone. `LeaseKeeper.tick` carries out what `cerise.model.leases.plan` decides. A
-job status write made for a resource is fenced: `claim_job` writes the holder's token into
-the job's `status.fence`, and `write_fenced` lands only while that token is still there (see
-docs/operating.md, "Operator replicas").
+`LeaseConflict` tells the other, which reads that one Lease again. A resource's Lease is
+owned by its ComputeResource (an ownerReference), so Kubernetes' garbage collector deletes
+it with the resource; its holder deletes it too when the resource goes, and any replica
+deletes a free or expired one whose resource is gone. `LeaseKeeper.tick` carries out what
+`cerise.model.leases.plan` decides. A job status write made for a resource is fenced:
+`claim_job` writes the holder's token into the job's `status.fence`, and `write_fenced`
+lands only while that token is still there (see docs/operating.md, "Operator replicas").
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import enum
 import hashlib
@@ -166,6 +165,17 @@ async def release(client: AsyncClient, lease: StoredLease) -> Body:
     return await _write(client, lease, model.released(lease.record, _now()))
 
 
+async def read(client: AsyncClient, namespace: str, name: str) -> Body | None:
+    """The Lease as the API server has it now, or None if there is none."""
+    try:
+        found: Lease = await client.get(Lease, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    return _body(found)
+
+
 async def delete(http: httpx.AsyncClient, lease: StoredLease) -> None:
     """Delete a Lease as it was read: LeaseConflict if it changed since (gone already is
     fine)."""
@@ -255,7 +265,7 @@ class LeaseKeeper:
             await self._write(release, found[key], now)
         for key in decided.delete:
             logger.info("%s: the ComputeResource is gone: deleting its Lease", key)
-            await self._delete(found[key])
+            await self._delete(found[key], now)
         for key in decided.renew:
             await self._write(renew, found[key], now)
         for key in decided.acquire:
@@ -265,7 +275,7 @@ class LeaseKeeper:
             # Our list of resources may be behind (just started, say): ask the API server.
             if await objects.get_resource(self._client, key.namespace, key.name) is None:
                 logger.info("%s: deleting the Lease left by a ComputeResource that is gone", key)
-                await self._delete(found[key])
+                await self._delete(found[key], now)
         return self.held()
 
     def held(self) -> dict[ResourceKey, FencingToken]:
@@ -292,17 +302,20 @@ class LeaseKeeper:
         own = next((lease for lease in heartbeats if lease.subject == self.me), None)
         if stopping:
             if own is not None:
-                await self._delete(own)
+                await self._delete(own, now)
         elif own is None:
-            with contextlib.suppress(LeaseConflict):
+            try:
                 self._note(await create(self._client, self._namespace, Role.REPLICA, self.me,
                                         self.me, self._duration_seconds), now)
+            except LeaseConflict:
+                await self._reread((Role.REPLICA, self._namespace, self.me),
+                                   lease_name(Role.REPLICA, self.me), now)
         elif now - seen[self.me].observed_at >= self._timings.retry:
             await self._write(renew, own, now)
         gone = model.departed(seen, self.me, now, self._timings)
         for lease in heartbeats:
             if lease.subject in gone:  # if it renewed after all, the delete does not land
-                await self._delete(lease)
+                await self._delete(lease, now)
         return model.live_replicas(seen, self.me, now)
 
     async def _acquire(self, key: ResourceKey, lease: StoredLease | None,
@@ -318,39 +331,44 @@ class LeaseKeeper:
             else:
                 new = await take(self._client, lease, self.me, self._duration_seconds)
         except LeaseConflict:
-            if lease is not None:
-                self._behind(lease)
+            await self._reread((Role.RESOURCE, key.namespace, key.name),
+                               lease_name(Role.RESOURCE, key.name), now)
             return False
         self._note(new, now)
         return True
 
     async def _write(self, verb: Callable[[AsyncClient, StoredLease], Any],
                      lease: StoredLease, now: float) -> None:
-        """Renew or release; if another replica wrote the Lease first, forget it until it
-        is read again."""
+        """Renew or release (compare-and-swap)."""
         try:
             new: Body = await verb(self._client, lease)
         except LeaseConflict:
-            self._seen.pop((lease.role, lease.namespace, lease.subject), None)
-            self._behind(lease)
+            await self._reread((lease.role, lease.namespace, lease.subject), lease.name, now)
             return
         self._note(new, now)
 
-    async def _delete(self, lease: StoredLease) -> None:
+    async def _delete(self, lease: StoredLease, now: float) -> None:
         try:
             await delete(self._http, lease)
         except LeaseConflict:
-            self._behind(lease)
+            await self._reread((lease.role, lease.namespace, lease.subject), lease.name, now)
             return
         self.cache.forget(lease.namespace, lease.name)
 
-    def _behind(self, lease: StoredLease) -> None:
-        """A write was refused: the copy may be behind the API server. Until the watch
-        brings the newer Lease, none is better than the one refused (which could make this
-        replica think it still holds it)."""
-        known = self.cache.get(lease.namespace, lease.name)
-        if known is not None and cache.version(known) <= int(lease.resource_version or 0):
-            self.cache.forget(lease.namespace, lease.name)
+    async def _reread(self, key: tuple[Role, str, str], name: str, now: float) -> None:
+        """A write was refused: the copy was behind the API server (the watch not yet
+        arrived). Read that Lease again (one GET, only after a conflict) into the copy, and
+        into what this replica has seen of a Lease it follows, so that a Lease another
+        replica took stops being held at once, and one this replica still holds is renewed
+        at the next look (one it hands over stays handed over)."""
+        body = await read(self._client, key[1], name)
+        if body is None:
+            self.cache.forget(key[1], name)
+            self._seen.pop(key, None)
+            return
+        self.cache.remember(body)
+        if key in self._seen:
+            self._observe(*key, stored(body).record, now)
 
     def _note(self, new: Body, now: float) -> None:
         # Our own write counts from the tick's start, before the request: conservative

@@ -336,3 +336,22 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0)
     while not condition():
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
         await asyncio.sleep(0.05)
+
+
+async def test_a_holder_whose_copy_is_behind_stops_when_its_renewal_is_refused(
+    kube: AsyncClient, processes: list[Replica], clients: list[AsyncClient], namespace: str
+) -> None:
+    clock = [1000.0]
+    a = processes[0].keeper("a", namespace, clock=lambda: clock[0])
+    [key] = await resources(kube, namespace, count=1)
+    held = await a.tick([key])
+    for task in processes[0].following:  # a's watch stops: its copy falls behind
+        task.cancel()
+    taken = await kube_leases.take(clients[1], await read_lease(kube, key), Identity("b"), 3)
+    clock[0] += TIMINGS.retry  # a's next look, when its renewal is due
+    assert await a.tick([key]) == {}
+    assert await a.tick([key]) == {}
+    stored = a.cache.get(namespace, kube_leases.lease_name(Role.RESOURCE, key.name))
+    assert stored is not None and kube_leases.stored(stored).record.holder == "b"
+    assert taken["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    assert held[key].holder == a.me
