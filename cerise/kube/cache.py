@@ -6,8 +6,9 @@ reason (410 Gone, a lost connection, an API server that is down, an event it can
 it logs why, waits with back-off and lists again; only cancelling stops it. `lag` says how
 long the copy has not been known to be current, for health checks. `remember` takes an
 object its owner has just written, so that a client reads its own writes before the watch
-delivers them. Per namespace the cache keeps its objects sorted by an `order` key and
-counted by a `tally` key, so that listings cost no sort and counts no pass over the objects.
+delivers them. A label `selector` narrows the objects followed. Per namespace the cache
+keeps its objects sorted by an `order` key and counted by a `tally` key, so that listings
+cost no sort and counts no pass over the objects.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Kind:
-    """A namespaced custom resource's API path parts."""
+    """A namespaced resource's API path parts (a custom one's, or another API group's)."""
 
     group: str
     version: str
@@ -132,9 +133,11 @@ class ObjectCache:
 
     def __init__(
         self, http: httpx.AsyncClient, kind: Kind, *, namespace: str | None = None,
+        selector: str | None = None,
         order: Callable[[Body], str] = _no_key, tally: Callable[[Body], str] = _no_key,
     ) -> None:
         self._http, self.kind, self._namespace = http, kind, namespace
+        self._selector = {"labelSelector": selector} if selector else {}
         self._order, self._tally = order, tally
         self._by_namespace: dict[str, _Namespace] = {}
         self._revision = 0
@@ -152,6 +155,10 @@ class ObjectCache:
         """The object, or None if it is not known."""
         found = self._by_namespace.get(namespace)
         return found.objects.get(name) if found is not None else None
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that have known objects."""
+        return [name for name, found in self._by_namespace.items() if found.objects]
 
     def in_namespace(self, namespace: str) -> list[Body]:
         """Every known object of `namespace`, in `order` (then by name)."""
@@ -243,7 +250,7 @@ class ObjectCache:
 
     async def _list(self) -> str:
         fresh: dict[str, _Namespace] = {}
-        params = {"limit": str(PAGE)}
+        params = {"limit": str(PAGE), **self._selector}
         while True:
             page = await self._get_json(params)
             for body in page.get("items") or []:
@@ -254,7 +261,7 @@ class ObjectCache:
             listed = page.get("metadata") or {}
             if not listed.get("continue"):
                 break
-            params = {"limit": str(PAGE), "continue": listed["continue"]}
+            params = {"limit": str(PAGE), "continue": listed["continue"], **self._selector}
         self._by_namespace = fresh
         self._revision += 1
         self._relisted = self._revision
@@ -273,7 +280,8 @@ class ObjectCache:
     async def _watch(self, resource_version: str) -> str:
         """Follow one watch until the API server ends it; return the newest version seen."""
         params = {"watch": "true", "resourceVersion": resource_version,
-                  "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
+                  "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS),
+                  **self._selector}
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT)
         async with self._http.stream("GET", self.kind.path(self._namespace), params=params,
                                      timeout=timeout) as response:

@@ -98,9 +98,10 @@ class FencingToken:
 class LeasePlan:
     """What a replica does with the Leases in one tick.
 
-    Work stops for every resource not in `acquire` or `renew` at once, before any write:
-    `release` hands a Lease over (stop first, then release), `drop` is one this replica
-    failed to renew in time and must no longer act for.
+    Work stops for every resource not in `acquire`, `renew` or `keep` at once, before any
+    write: `release` hands a Lease over (stop first, then release), `delete` is a held
+    Lease of a resource that no longer exists (stop first, then delete), `drop` is one this
+    replica failed to renew in time and must no longer act for.
     """
 
     acquire: tuple[ResourceKey, ...] = ()
@@ -108,7 +109,11 @@ class LeasePlan:
     keep: tuple[ResourceKey, ...] = ()
     """Held and renewed recently enough: work goes on, no write this tick."""
     release: tuple[ResourceKey, ...] = ()
+    delete: tuple[ResourceKey, ...] = ()
     drop: tuple[ResourceKey, ...] = ()
+    orphaned: tuple[ResourceKey, ...] = ()
+    """Free or expired Leases of resources this replica does not know: deleted once the
+    API server confirms the resource is gone (this replica's list may only be behind)."""
 
 
 def observe(previous: LeaseSeen | None, record: LeaseRecord, now: float) -> LeaseSeen:
@@ -192,8 +197,9 @@ def plan(
     missing there has none yet), `replicas` the live replicas. `me` takes free and expired
     Leases up to its fair share and hands any surplus over (another replica then has room:
     the shares add up to at least every resource); a graceful stop (`stopping`) releases
-    everything at once. Replicas prefer different resources (rendezvous hashing), so they
-    seldom race for the same Lease.
+    everything at once. The Lease of a resource that is gone is deleted by its holder, or,
+    once free or expired, by any replica. Replicas prefer different resources (rendezvous
+    hashing), so they seldom race for the same Lease.
     """
     mine = [key for key, seen in leases.items() if seen.record.holder == me]
     current = [key for key in mine if now - leases[key].observed_at < timings.renew_deadline]
@@ -212,10 +218,13 @@ def plan(
     acquire = free[:max(share - len(current), 0)]
     due = [key for key in current if now - leases[key].observed_at >= timings.retry]
     keep = [key for key in current if key not in due]
+    orphaned = [key for key, seen in leases.items()
+                if key not in existing and _takeable(seen, now)]
     return LeasePlan(
         acquire=tuple(sorted(acquire, key=_order)), renew=tuple(sorted(due, key=_order)),
-        keep=tuple(sorted(keep, key=_order)),
-        release=tuple(sorted(surplus + gone, key=_order)), drop=drop,
+        keep=tuple(sorted(keep, key=_order)), release=tuple(sorted(surplus, key=_order)),
+        delete=tuple(sorted(gone, key=_order)), drop=drop,
+        orphaned=tuple(sorted(orphaned, key=_order)),
     )
 
 

@@ -64,8 +64,9 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         sweeping = retention.settings(os.environ)
         callbacks.schedule(os.environ)  # checked here; each worker reads it
         bound = health.contact_bound(os.environ)
-        exchange = operator_settings.exchange(os.environ, operator_settings.watched_namespaces())
-        shares = sharing.settings(os.environ)
+        watched = operator_settings.watched_namespaces()
+        exchange = operator_settings.exchange(os.environ, watched)
+        shares = sharing.settings(os.environ, watched)
     except ValueError as error:
         raise kopf.PermanentError(str(error)) from None
     for name in ("httpx", "httpx2"):  # a line per API request (Leases every 2 s) is noise
@@ -76,10 +77,12 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.loggers = False  # Events come only from explicit transitions
     settings.watching.server_timeout = 60
     kube = AsyncClient(config=KubeConfig.from_env(), field_manager="cerise-operator")
+    http = cache.http_client(kube.config)
+    _clients.append(http)
     _state["registry"] = state = Registry(kube=kube, exchange=exchange)
     state.sharing = sharing.Sharing(
-        LeaseKeeper(kube, me=shares.identity, namespace=shares.namespace,
-                    timings=shares.timings),
+        LeaseKeeper(kube, http, me=shares.identity, namespace=shares.namespace,
+                    watched=shares.watched, timings=shares.timings),
         timings=shares.timings, resources=state.shared_resources,
         first=state.first_transitions)
     metrics.COLLECTOR.source = lambda: _state.get("registry")
@@ -91,8 +94,6 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     _background("retention-sweep", retention.Sweeper(registry, sweeping).run)
     if (archiver := archiving.archiver(registry, os.environ)) is not None:
         _background("archiving", archiver.run)
-    http = cache.http_client(kube.config)
-    _clients.append(http)
     _background("api-contact", lambda: health.keep_in_touch(http, _health))
 
 

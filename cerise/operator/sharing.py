@@ -1,18 +1,20 @@
 """This replica's share of the compute resources: its Lease loop, and what it holds now.
 
-Every `Timings.retry` seconds `LeaseKeeper.tick` renews, takes and hands over this
-replica's Leases as `cerise.model.leases.plan` decides; `Sharing` publishes the resources
-held now with their fencing tokens, and each resource's worker runs only while its
-resource is held, with that tenure's token (`cerise.operator.registry`). A tick that hangs
-or fails does not keep work going: what is held is judged on this replica's own clock (a
-Lease not renewed within the renew deadline is dropped) at every retry period, tick or no
-tick. Settings, from the environment:
+`Sharing.run` keeps the replica's watch-fed copy of the Leases current and, every
+`Timings.retry` seconds, `LeaseKeeper.tick` renews, takes, hands over and deletes this
+replica's Leases as `cerise.model.leases.plan` decides, reading that copy; `Sharing`
+publishes the resources held now with their fencing tokens, and each resource's worker runs
+only while its resource is held, with that tenure's token (`cerise.operator.registry`). A
+tick that hangs or fails does not keep work going: what is held is judged on this replica's
+own clock (a Lease not renewed within the renew deadline is dropped) at every retry period,
+tick or no tick. Settings, from the environment:
 
 * ``CERISE_OPERATOR_IDENTITY`` (default ``POD_NAME``, else the host name): the replica's
   name; a random suffix is added at every start, so a restarted replica never acts on its
   former self's tenure.
 * ``CERISE_LEASE_NAMESPACE`` (default ``POD_NAMESPACE``, else ``default``): where the
-  replicas' heartbeat Leases live.
+  replicas' heartbeat Leases live. When the operator watches that one namespace (as the
+  Helm chart's does), it follows the Leases there only; otherwise in every namespace.
 * ``CERISE_LEASE_DURATION``, ``CERISE_LEASE_RENEW_DEADLINE``, ``CERISE_LEASE_RETRY``:
   the timings in seconds (default 15, 10 and 2, controller-runtime's).
 """
@@ -43,10 +45,15 @@ class SharingSettings:
     identity: Identity
     namespace: str
     timings: Timings
+    watched: str | None = None
+    """The one namespace whose Leases the replica follows (None: every namespace's)."""
 
 
-def settings(environ: Mapping[str, str]) -> SharingSettings:
-    """The sharing settings; ValueError for timings that cannot work."""
+def settings(environ: Mapping[str, str],
+             watched: tuple[bool, tuple[str, ...]] | None = None) -> SharingSettings:
+    """The sharing settings; ValueError for timings that cannot work.
+
+    `watched` is what kopf watches (`cerise.operator.settings.watched_namespaces`)."""
     name = (environ.get("CERISE_OPERATOR_IDENTITY") or environ.get("POD_NAME")
             or socket.gethostname()).strip()
     defaults = Timings()
@@ -60,11 +67,11 @@ def settings(environ: Mapping[str, str]) -> SharingSettings:
             "the Lease timings must be CERISE_LEASE_RETRY < CERISE_LEASE_RENEW_DEADLINE < "
             f"CERISE_LEASE_DURATION, not {timings.retry} < {timings.renew_deadline} < "
             f"{timings.duration}: a holder must stop before another replica may take over")
+    namespace = (environ.get("CERISE_LEASE_NAMESPACE") or environ.get("POD_NAMESPACE")
+                 or "default").strip()
     return SharingSettings(
-        identity=Identity(f"{name[:200]}-{secrets.token_hex(4)}"),
-        namespace=(environ.get("CERISE_LEASE_NAMESPACE") or environ.get("POD_NAMESPACE")
-                   or "default").strip(),
-        timings=timings)
+        identity=Identity(f"{name[:200]}-{secrets.token_hex(4)}"), namespace=namespace,
+        timings=timings, watched=namespace if watched == (False, (namespace,)) else None)
 
 
 class Sharing:
@@ -86,12 +93,18 @@ class Sharing:
         return self._keeper.me
 
     async def run(self) -> None:
-        """Tick every retry period (or sooner, when poked), for ever."""
-        while True:
-            self._poked.clear()
-            await self._tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self._timings.retry)
+        """Follow the Leases and tick every retry period (or sooner, when poked), for ever."""
+        following = asyncio.ensure_future(self._keeper.cache.run())
+        try:
+            while True:
+                self._poked.clear()
+                await self._tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poked.wait(), self._timings.retry)
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
 
     def poke(self) -> None:
         """Tick soon: a ComputeResource appeared, or went."""

@@ -265,3 +265,56 @@ async def submitted(kube: AsyncClient, namespace: str, name: str) -> dict[str, A
             return job
         await registry.move(job, None, Phase.SUBMITTED, "accepted")
     raise AssertionError("the job never had its first phase")
+
+
+def lease_lists(plane: ControlPlane) -> int:
+    """How many LIST requests for Leases the API server has served (its own counter)."""
+    total = 0
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="leases"' in line \
+                and 'verb="LIST"' in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def renew_time(plane: ControlPlane, resource: str) -> str:
+    """The resource's Lease's last renewal (a GET of the one Lease, not a LIST)."""
+    return plane.kubectl("get", "lease", f"cerise-resource-{resource}", "-n", NAMESPACE,
+                         "-o", "jsonpath={.spec.renewTime}").stdout
+
+
+def test_the_replicas_follow_the_leases_by_a_watch_not_a_list_per_tick(
+    replicas: Replicas,
+) -> None:
+    replicas.start("a"), replicas.start("b")
+    make_resources(replicas, 2)
+    poll_until(lambda: replicas.counts() == {"a": 1, "b": 1}, timeout=60,
+               what="the two resources shared one and one")
+    before = lease_lists(replicas.plane)
+    renewals = [renew_time(replicas.plane, "r0")]
+
+    def renewed() -> bool:
+        if (latest := renew_time(replicas.plane, "r0")) != renewals[-1]:
+            renewals.append(latest)
+        return len(renewals) > 5
+
+    poll_until(renewed, timeout=30, what="five renewals of r0's Lease")
+    listed = lease_lists(replicas.plane) - before
+    assert listed == 0, f"the replicas listed the Leases {listed} times over five renewals"
+
+
+def test_a_deleted_compute_resource_takes_its_lease_along(replicas: Replicas) -> None:
+    replicas.start("a"), replicas.start("b")
+    make_resources(replicas, 2)
+    poll_until(lambda: replicas.counts() == {"a": 1, "b": 1}, timeout=60,
+               what="the two resources shared one and one")
+    logs = {name: Path(operator.log) for name, operator in replicas.operators.items()}
+    before = {name: log.stat().st_size for name, log in logs.items()}
+    replicas.plane.kubectl("delete", "computeresource", "r0", "-n", NAMESPACE, "--wait=false")
+    poll_until(lambda: "r0" not in replicas.holders(), timeout=30, what="r0's Lease deleted")
+    assert set(replicas.holders()) == {"r1"}
+    for name, log in logs.items():
+        with log.open("rb") as file:
+            file.seek(before[name])
+            since = file.read().decode(errors="replace")
+        assert "ERROR" not in since and "Traceback" not in since, f"replica {name}: {since}"

@@ -135,11 +135,20 @@ def test_a_graceful_stop_releases_every_lease_at_once_and_takes_none() -> None:
     assert decided.acquire == decided.renew == decided.keep == ()
 
 
-def test_the_lease_of_a_deleted_resource_is_released() -> None:
+def test_the_holder_deletes_the_lease_of_a_deleted_resource() -> None:
     seen = {key: held(A, at=0.5) for key in RESOURCES[:2]}
     decided = plan_for(A, seen, resources=RESOURCES[1:])
-    assert decided.release == (RESOURCES[0],)
-    assert RESOURCES[0] not in decided.acquire
+    assert decided.delete == (RESOURCES[0],)
+    assert RESOURCES[0] not in decided.acquire + decided.renew + decided.keep + decided.release
+    assert decided.orphaned == ()
+
+
+def test_any_replica_clears_away_free_or_expired_leases_of_resources_it_does_not_know() -> None:
+    gone = [ResourceKey("team-b", f"deleted-{index}") for index in range(3)]
+    seen = {gone[0]: held(None, at=0.5), gone[1]: held(B, at=0.0), gone[2]: held(B, at=0.5)}
+    decided = plan_for(A, seen, now=15.2)
+    assert decided.orphaned == (gone[0], gone[1])  # the third is alive: its holder's to delete
+    assert not set(gone) & set(decided.acquire + decided.delete)
 
 
 def test_each_acquisition_is_a_new_tenure_with_a_greater_token() -> None:

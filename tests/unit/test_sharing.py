@@ -32,6 +32,18 @@ def test_the_identity_and_namespace_can_be_set() -> None:
     assert chosen.identity.startswith("a-") and chosen.namespace == "leases"
 
 
+@pytest.mark.parametrize(("watched", "followed"), [
+    ((False, ("science",)), "science"),  # the Helm chart's operator: its Role is namespaced
+    ((False, ("science", "art")), None),
+    ((False, ("other",)), None),
+    ((True, ()), None),
+    (None, None),
+])
+def test_the_leases_are_followed_in_the_one_namespace_watched_or_in_all(
+        watched: tuple[bool, tuple[str, ...]] | None, followed: str | None) -> None:
+    assert sharing.settings({"POD_NAMESPACE": "science"}, watched).watched == followed
+
+
 @pytest.mark.parametrize("environ", [
     {"CERISE_LEASE_DURATION": "10", "CERISE_LEASE_RENEW_DEADLINE": "10"},
     {"CERISE_LEASE_RETRY": "12"},
