@@ -3,11 +3,12 @@
 Staging tells a `ProgressWriter` the bytes done and the total of one direction as they
 move (`cerise.remote.staging.StagingProgress`). The writer merges them into the job's
 status, ``progress.<in|out>: {done, total}`` and ``progressText`` ("in 45% of 1.0 GB",
-a printer column of ``kubectl get wfj``), at most once every `INTERVAL` seconds, and
-the last value always when it is closed (unless cancelled). Writes go one at a time and
-in order, so the status never goes back. A failed write is logged and left unwritten: the
-next progress or the close writes the latest value again; progress is a hint, never a
-reason to fail a job.
+a printer column of ``kubectl get wfj``), at most once every `INTERVAL` seconds, the first
+time when the staging has taken that long, and the last value always when it is closed
+(unless cancelled): a short staging writes its progress once, one with nothing to move (a
+job without inputs) not at all. Writes go one at a time and in order, so the status never
+goes back. A failed write is logged and left unwritten: the next progress or the close
+writes the latest value again; progress is a hint, never a reason to fail a job.
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ class ProgressWriter:
         self._direction, self._interval, self._written_cb = direction, interval, written
         self._latest: tuple[int, int] | None = None
         self._written: tuple[int, int] | None = None
-        self._last_write = float("-inf")
+        self._last_write = asyncio.get_running_loop().time()
+        """When the last write was made; the first waits as if one was made at the start."""
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        """Take the latest progress; it is written now, or when the interval has passed."""
+        """Take the latest progress; it is written now, or when the interval has passed.
+        A staging with nothing to move has none to show: it writes nothing."""
+        if total <= 0 and self._latest is None:
+            return
         self._latest = (done, total)
         if not self._closing and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._flush(), name=f"progress-{self._name}")

@@ -57,8 +57,9 @@ from cerise.remote.schedulers import Scheduler
 logger = logging.getLogger(__name__)
 
 COALESCE = 0.05
-"""Seconds a wake-up waits for more changes before the tick (10,000 jobs changing at once
-would otherwise be 10,000 ticks)."""
+"""Least seconds between the starts of two ticks woken by changes (10,000 jobs changing at
+once would otherwise be 10,000 ticks); a change on a resource quiet for longer is acted on
+at once."""
 STAGING_TASKS = 16
 """Most jobs of one resource staged in or out at once; the others wait their turn."""
 CREDENTIALS_CHECK = 30.0
@@ -132,7 +133,8 @@ class ResourceWorker:
         self._credentials, self._secret = credentials, secret
         self._credentials_read = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._ticked_at = float("-inf")
+        self._woken_at = float("-inf")
+        """When the last tick a wake-up started began (monotonic seconds)."""
         self._polled_at = float("-inf")
         """When the remote jobs were last polled (monotonic seconds)."""
         self._polling = False
@@ -167,8 +169,8 @@ class ResourceWorker:
                                            max(0.0, due) if self._polling else self.spec.refresh)
                 if self.wake.is_set():  # one tick for a burst of changes, not one for each
                     await asyncio.sleep(self._coalesce())
+                    self._woken_at = time.monotonic()
                 self.wake.clear()
-                self.context.prompt = False
                 if self._generation() != self.observed_generation:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
                                           f"{self._generation()}); restarting its worker")
@@ -183,12 +185,11 @@ class ResourceWorker:
             await self.remote.close()
 
     def _coalesce(self) -> float:
-        """How long a wake-up waits for more changes: COALESCE, but when the worker's own
-        progress woke it, only what is left of COALESCE since the last tick (at once when
-        the resource is quiet, at most one tick per COALESCE when it is busy)."""
-        if not self.context.prompt:
-            return COALESCE
-        return max(0.0, self._ticked_at + COALESCE - time.monotonic())
+        """How long a wake-up waits for more changes: what is left of COALESCE since the
+        last tick a wake-up started (none when the resource has been quiet that long, so
+        a new job is taken up at once; at most one such tick per COALESCE when it is
+        busy). The ticks of polls come at the refresh and do not count."""
+        return max(0.0, self._woken_at + COALESCE - time.monotonic())
 
     async def _check_credentials(self) -> None:
         """Now and then, read the credentials Secret again: a rotated one restarts the
@@ -209,7 +210,6 @@ class ResourceWorker:
     async def tick(self) -> None:
         """Install what is wanted; advance every job one step; poll the remote ones with
         one command."""
-        self._ticked_at = time.monotonic()
         try:
             await self.installer.tick()
         except Exception:  # a fault in installing must not stop the jobs

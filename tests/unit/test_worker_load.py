@@ -117,3 +117,10 @@ async def test_the_worker_forgets_jobs_that_ended(resource_worker: ResourceWorke
     resource_worker.context.tracked(job("live"))
     resource_worker._forget_ended({"live"})
     assert set(resource_worker.context.tracking) == {"live"}
+
+
+async def test_a_change_on_a_quiet_resource_is_taken_up_at_once(
+        resource_worker: ResourceWorker) -> None:
+    assert resource_worker._coalesce() == 0.0, "a new job waits for nothing"
+    resource_worker._woken_at = time.monotonic()  # a change was just taken up
+    assert 0.0 < resource_worker._coalesce() <= worker.COALESCE, "a burst waits for more"
