@@ -6,8 +6,9 @@ status, ``progress.<in|out>: {done, total}`` and ``progressText`` ("in 45% of 1.
 a printer column of ``kubectl get wfj``), at most once every `INTERVAL` seconds, the first
 time when the staging has taken that long, and the last value always when it is closed
 (unless cancelled): a short staging writes its progress once, one with nothing to move (a
-job without inputs) not at all. Writes go one at a time and in order, so the status never
-goes back. A failed write is logged and left unwritten: the next progress or the close
+job without inputs) not at all; or its last value is handed over (`hand_over`) to ride on
+the caller's next write, a transition. Writes go one at a time and in order, so the status
+never goes back. A failed write is logged and left unwritten: the next progress or the close
 writes the latest value again; progress is a hint, never a reason to fail a job.
 """
 
@@ -47,6 +48,7 @@ class ProgressWriter:
         """When the last write was made; the first waits as if one was made at the start."""
         self._wake = asyncio.Event()
         self._closing = False
+        self._handing_over = False
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -85,6 +87,19 @@ class ProgressWriter:
         if self._latest != self._written:
             await self._write()
 
+    async def hand_over(self) -> dict[str, Any]:
+        """Stop, writing nothing more: the status fields of the latest progress not yet
+        written ({} if none), for the caller's next write of the job."""
+        self._closing = self._handing_over = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task  # a write under way ends first: the status never goes back
+        latest, written = self._latest, self._written
+        self._written = latest  # nothing is left for the close to write
+        if latest is None or latest == written:
+            return {}
+        return fields(self._direction, *latest)
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._latest != self._written:
@@ -92,6 +107,8 @@ class ProgressWriter:
             if wait > 0 and not self._closing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
+            if self._handing_over:
+                return
             if not await self._write():
                 return  # the next progress, or the close, tries again
 
@@ -100,8 +117,7 @@ class ProgressWriter:
         assert self._latest is not None
         done, total = latest = self._latest
         self._last_write = asyncio.get_running_loop().time()
-        status = {"progress": {self._direction: {"done": done, "total": total}},
-                  "progressText": text(self._direction, done, total)}
+        status = fields(self._direction, done, total)
         try:
             job = await kube_jobs.patch_status(self._kube, namespace=self._namespace,
                                                name=self._name, status=status)
@@ -113,6 +129,12 @@ class ProgressWriter:
         if self._written_cb is not None:
             self._written_cb(job.to_dict())  # type: ignore[no-untyped-call]
         return True
+
+
+def fields(direction: Direction, done: int, total: int) -> dict[str, Any]:
+    """A job's status fields that say its progress."""
+    return {"progress": {direction: {"done": done, "total": total}},
+            "progressText": text(direction, done, total)}
 
 
 def text(direction: Direction, done: int, total: int) -> str:
