@@ -6,7 +6,8 @@ by phase, each part in a module of its own sharing one `ResourceContext`:
 
 * Specialisation projects → installed in the background (`installer`).
 * `Submitted`, `StagingIn` → `stage_in` (validate, stage) → `submission` → `Waiting`.
-* remote phases → `polling`: ONE status command per refresh for all of them.
+* remote phases → `polling`: ONE status command per refresh for all of them; between
+  polls, `end_watch` waits on the resource for a run to end, and has it polled at once.
 * `Finished`, `StagingOut` → `stage_out` → the final phase.
 * a cancel request → its `CR` phase; a deleted job → `deletion`.
 * the resource's own status → `resource_status`.
@@ -41,6 +42,7 @@ from cerise.model.leases import FencingToken
 from cerise.operator import callbacks, metrics
 from cerise.operator.context import Body, ResourceContext, key_of
 from cerise.operator.deletion import Deletion
+from cerise.operator.end_watch import EndWatch
 from cerise.operator.installer import Installer
 from cerise.operator.polling import Polling
 from cerise.operator.resource_status import ResourceStatus
@@ -150,6 +152,7 @@ class ResourceWorker:
         log = RunnerLog(context)
         self.stage_in = StageIn(context, self.installer, Submission(context))
         self.polling = Polling(context, self.status, log)
+        self.end_watch = EndWatch(context, self._poll_now)
         self.stage_out = StageOut(context, log)
         self.deletion = Deletion(context)
         self.callbacks = callbacks.Callbacks(context, callbacks.schedule(os.environ))
@@ -160,6 +163,7 @@ class ResourceWorker:
         """Tick when a job changes, and when the next poll is due, until stopped, or until
         the ComputeResource's spec or Secret changes (ResourceChanged: a new worker takes
         over)."""
+        watching = asyncio.create_task(self.end_watch.run(), name=f"ends-{self.name}")
         try:
             await self.status.probe()
             while not stopped:
@@ -177,12 +181,18 @@ class ResourceWorker:
                 await self._check_credentials()
                 await self.tick()
         finally:
+            watching.cancel()
             for task in self._tasks.values():
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await asyncio.gather(watching, *self._tasks.values(), return_exceptions=True)
             await self.callbacks.close()
             await self.installer.close()
             await self.remote.close()
+
+    def _poll_now(self) -> None:
+        """A run ended (`end_watch`): poll at the next tick, not at the refresh."""
+        self._polled_at = float("-inf")
+        self.wake.set()
 
     def _coalesce(self) -> float:
         """How long a wake-up waits for more changes: what is left of COALESCE since the
@@ -250,6 +260,7 @@ class ResourceWorker:
             self._polled_at, self._probe_due = time.monotonic(), False
             try:
                 await self.polling.poll(remote_jobs)
+                self.end_watch.polled()
             except (RemoteUnavailable, CommandTimedOut) as error:
                 await self.status.report(connected=False, error=str(error))
             except executor.RemoteCommandFailed as error:  # the scheduler did not answer

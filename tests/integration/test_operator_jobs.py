@@ -165,6 +165,21 @@ async def test_a_job_without_inputs_runs_in_few_status_writes(
     assert out["done"] == out["total"] > 0, "the output's progress, on the last write"
 
 
+async def test_a_run_that_ends_is_seen_without_waiting_for_the_refresh(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    control_plane.kubectl("patch", "cres", resource.name, "-n", resource.namespace,
+                          "--type=merge", "-p", '{"spec": {"refreshSeconds": 300}}')
+    await watch_until(
+        control_plane, ComputeResource, resource.namespace, resource.name,
+        lambda found: (found.get("status") or {}).get("observedGeneration") == 2,
+        timeout=30, what="the worker taking up a refresh of 5 minutes")
+    submit(control_plane, resource, HOSTNAME)
+    # Polled once at its submit, while it runs; its end comes long before the next refresh.
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL, timeout=120)
+    assert job["status"]["phase"] == "Success", job["status"]
+
+
 async def test_wc_of_an_uploaded_file(
     control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
     exchange_dir: Path,
