@@ -1,11 +1,13 @@
 """Seeing a run's end at once, not at the next refresh.
 
-After each poll, while the resource has jobs in `Waiting` or `Running`, one command waits
-on the resource for the first of their `exit_code` markers (`cerise.remote.ends`), for at
-most a refresh. When one appears, the worker polls at once (`seen`); the watch then rests
-until the poll after that one, a refresh later, so it adds at most one status command per
-refresh however many runs end. A failure to wait is no failure of a job: the next
-refresh's poll sees the end all the same.
+After a poll, while the resource has jobs in `Waiting` or `Running`, one command waits on
+the resource for the first of their `exit_code` markers (`cerise.remote.ends`), for a
+refresh or `WAIT_AT_LEAST`, whichever is longer (with a short refresh, a command a second,
+not one a refresh); then again, with the jobs the latest poll knows. When one appears, the
+worker polls at once (`seen`); the watch then rests until the poll after that one, a
+refresh later, so it adds at most one status command per refresh however many runs end.
+A failure to wait is no failure of a job: the next refresh's poll sees the end all the
+same.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from cerise.remote import ends
 
 logger = logging.getLogger(__name__)
 
+WAIT_AT_LEAST = 1.0
+"""Least seconds one wait lasts, unless a run ends."""
 WATCHED = frozenset({Phase.WAITING, Phase.RUNNING})
 """The phases of jobs whose run may end any moment (not those being cancelled)."""
 
@@ -45,11 +49,12 @@ class EndWatch:
     async def run(self) -> None:
         """Watch after every poll, until cancelled."""
         refresh = self.context.spec.refresh
+        wait = max(refresh, WAIT_AT_LEAST)
         while True:
             await self._polled.wait()
             self._polled.clear()
             try:
-                ended = await ends.first_end(self.context.remote, self.markers(), refresh)
+                ended = await ends.first_end(self.context.remote, self.markers(), wait)
             except Exception as error:  # the poll at the refresh sees the end all the same
                 logger.debug("resource %s/%s: no wait for runs to end: %s",
                              self.context.namespace, self.context.name, error)
