@@ -137,6 +137,8 @@ class ResourceWorker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._woken_at = float("-inf")
         """When the last tick a wake-up started began (monotonic seconds)."""
+        self._poll_asked = False
+        """Whether `end_watch` asked for a poll now."""
         self._polled_at = float("-inf")
         """When the remote jobs were last polled (monotonic seconds)."""
         self._polling = False
@@ -171,10 +173,12 @@ class ResourceWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(),
                                            max(0.0, due) if self._polling else self.spec.refresh)
-                if self.wake.is_set():  # one tick for a burst of changes, not one for each
+                if self.wake.is_set() and not self._poll_asked:
+                    # One tick for a burst of changes, not one for each.
                     await asyncio.sleep(self._coalesce())
                     self._woken_at = time.monotonic()
                 self.wake.clear()
+                self._poll_asked = False
                 if self._generation() != self.observed_generation:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
                                           f"{self._generation()}); restarting its worker")
@@ -190,8 +194,10 @@ class ResourceWorker:
             await self.remote.close()
 
     def _poll_now(self) -> None:
-        """A run ended (`end_watch`): poll at the next tick, not at the refresh."""
+        """A run ended (`end_watch`): poll at once, not at the refresh. Such a tick is a
+        poll's, not one of changes: what the poll moves on is taken up at once after it."""
         self._polled_at = float("-inf")
+        self._poll_asked = True
         self.wake.set()
 
     def _coalesce(self) -> float:
