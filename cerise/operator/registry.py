@@ -133,8 +133,7 @@ class Registry:
             del self.phases[key]
 
     async def job_event(self, event_type: str | None, body: Body) -> None:
-        """Record a job's newest state; give a new job its first phase, and have its worker
-        take it up at once; wake its worker."""
+        """Record a job's newest state; give a new job its first phase; wake its worker."""
         if event_type == "DELETED":
             self._forget(body)
             return
@@ -142,28 +141,24 @@ class Registry:
         if known is not None and _version(known) > _version(body):
             return  # our own write already gave us something newer
         self._store(body)
-        new = None
         if kube_jobs.phase_of(body) is None and not body["metadata"].get("deletionTimestamp"):
-            new = await self._initialise(body)
+            await self._initialise(body)
         worker = self.workers.get(resource_of(body))
         if worker is not None:
-            if new is not None:
-                await worker.take_up(new)
             worker.wake.set()
 
-    async def _initialise(self, body: Body) -> Body | None:
-        """Give a new job its first phase, with the fence of the worker that holds its
-        resource here, if one does: it need not claim the job with a write of its own. The
-        job so written; None after a lost race (a newer version is on its way)."""
+    async def _initialise(self, body: Body) -> None:
+        """Give a new job its first phase (a lost race: a newer version is on its way),
+        with the fence of the worker that holds its resource here, if one does: it need
+        not claim the job with a write of its own."""
         resource = body["spec"]["computeResource"]
         key = resource_of(body)
         waiting = "" if key in self.workers or key in self.resources else (
             f"; waiting for ComputeResource {resource!r}")
         worker = self.workers.get(key)
         fence = worker.context.transitions.fence if worker is not None else None
-        return await self.transitions.move(
-            body, None, Phase.SUBMITTED, f"accepted{waiting}",
-            {"fence": fence.as_status()} if fence is not None else None)
+        await self.transitions.move(body, None, Phase.SUBMITTED, f"accepted{waiting}",
+                                    {"fence": fence.as_status()} if fence is not None else None)
 
     def _log_path(self, body: Body) -> Path:
         meta = body["metadata"]

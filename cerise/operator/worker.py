@@ -273,16 +273,6 @@ class ResourceWorker:
                 await self.status.report(connected=True, error=str(error),
                                          reason="SchedulerUnavailable")
 
-    async def take_up(self, body: Body) -> None:
-        """A job just given its first phase: start its stage-in now, not at the next tick
-        (which may wait for COALESCE)."""
-        for job in await self.context.transitions.claim([body]):
-            decision = decisions.next_work(
-                kube_jobs.phase_of(job), cancel=bool(job["spec"].get("cancel")),
-                deleting=bool(job["metadata"].get("deletionTimestamp")))
-            if decision.work is Work.STAGE_IN:
-                self._start([(job, self.stage_in.run)])
-
     def _start(self, staged: list[tuple[Body, Callable[[Body], Coroutine[Any, Any, None]]]]
                ) -> None:
         """Start the staging work of jobs that have none under way and are not held, up to

@@ -15,7 +15,6 @@ from lightkube import AsyncClient
 from cerise.model import compute
 from cerise.model.exchange import Layout
 from cerise.operator import worker
-from cerise.operator.registry import Registry
 from cerise.operator.specialisations import Specialisations
 from cerise.operator.worker import ResourceWorker
 from cerise.remote.failures import RemoteCommandFailed
@@ -125,26 +124,6 @@ async def test_a_change_on_a_quiet_resource_is_taken_up_at_once(
     assert resource_worker._coalesce() == 0.0, "a new job waits for nothing"
     resource_worker._woken_at = time.monotonic()  # a change was just taken up
     assert 0.0 < resource_worker._coalesce() <= worker.COALESCE, "a burst waits for more"
-
-
-async def test_a_new_job_is_staged_at_once_not_at_the_next_tick(
-        resource_worker: ResourceWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    registry = Registry(kube=cast(AsyncClient, None),
-                        exchange=Layout(root=tmp_path, url="http://x/files"))
-    registry.workers[("ns", "here")] = resource_worker
-    work = Work()
-    work.release.set()
-    monkeypatch.setattr(resource_worker.stage_in, "run", work)
-
-    async def first_phase(body: Body, *_: Any) -> Body:  # the API server's part
-        return {**body, "status": {"phase": "Submitted"}}
-
-    monkeypatch.setattr(registry.transitions, "move", first_phase)
-    new = job("new")
-    del new["status"]
-    await registry.job_event("ADDED", new)  # no tick runs: the worker's loop is not started
-    await settled(resource_worker)
-    assert work.started == ["new"]
 
 
 class Stop:
