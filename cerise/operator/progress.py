@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -87,9 +87,10 @@ class ProgressWriter:
         if self._latest != self._written:
             await self._write()
 
-    async def hand_over(self) -> dict[str, Any]:
+    async def hand_over(self, status: Mapping[str, Any]) -> dict[str, Any]:
         """Stop, writing nothing more: the status fields of the latest progress not yet
-        written ({} if none), for the caller's next write of the job."""
+        written ({} if none), for the caller's next write of the job, whose `status` now
+        is given (a write of the fields replaces its progress of both directions)."""
         self._closing = self._handing_over = True
         self._wake.set()
         if self._task is not None:
@@ -98,7 +99,9 @@ class ProgressWriter:
         self._written = latest  # nothing is left for the close to write
         if latest is None or latest == written:
             return {}
-        return fields(self._direction, *latest)
+        handed = fields(self._direction, *latest)
+        handed["progress"] = {**(status.get("progress") or {}), **handed["progress"]}
+        return handed
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()

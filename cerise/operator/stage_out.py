@@ -64,7 +64,8 @@ class StageOut:
             output = await staging.stage_out(context.remote, files, context.exchange,
                                              key_of(body), progress=progress)
             # The last progress rides on the final transition, not on a write of its own.
-            fields: dict[str, Any] = {**await progress.hand_over(), "output": output}
+            fields: dict[str, Any] = {**await progress.hand_over(body.get("status") or {}),
+                                      "output": output}
         metrics.staging(context.namespace, context.name, "out", progress.done,
                         time.monotonic() - started)
         cost = await measuring

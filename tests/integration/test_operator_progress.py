@@ -50,10 +50,10 @@ async def test_a_short_staging_hands_its_last_progress_to_the_next_write(
         writer(0, 3)
         writer(3, 3)
         await asyncio.sleep(0)  # its writer's turn: before the interval, it writes nothing
-        handed = await writer.hand_over()
+        handed = await writer.hand_over({"progress": {"in": {"done": 7, "total": 7}}})
     assert writes == [], "a staging shorter than the interval writes no progress itself"
-    assert handed == {"progress": {"out": {"done": 3, "total": 3}},
-                      "progressText": "out 100% of 3 B"}
+    assert handed == {"progress": {"in": {"done": 7, "total": 7}, "out": {"done": 3, "total": 3}},
+                      "progressText": "out 100% of 3 B"}, "the inputs' progress is kept"
 
 
 async def test_a_staging_with_nothing_to_move_writes_no_progress(
