@@ -3,10 +3,13 @@
 Starts its own control plane and operator (as `./dev up` does), runs trivial jobs one
 after another and prints p50/p95 of the overhead Cerise adds around the CWL runner: the
 time from `kubectl create` to the job's `Success`, minus the time between the job
-script's `started` and `exit_code` markers. Goal: p50 <= 0.3 s (the original Cerise
-needed about 2 s even with a 0.1 s refresh).
+script's `started` and `exit_code` markers. Goal: p50 <= 0.15 s (the original Cerise
+needed about 2 s even with a 0.1 s refresh). With `--profile DIR`, py-spy samples the
+operator meanwhile and writes its stacks to `DIR/operator.txt` (collapsed: one stack and
+its count a line; `--idle` includes the waits).
 
     CERISE_BIN_DIR=... .venv/bin/python benchmarks/job_overhead.py [--jobs 20] [--refresh 0.1]
+        [--profile DIR [--idle]]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +36,17 @@ WORKFLOW = json.dumps({
 })
 
 
-async def run(jobs: int, refresh: float, work: Path) -> None:
+async def run(jobs: int, refresh: float, work: Path, profile: Path | None = None,
+              idle: bool = False) -> None:
     async with local_cerise(work, refresh=refresh) as cerise:
         client = cerise.client
+        spy = None
+        if profile is not None and cerise.operator.daemon is not None:
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                str(cerise.operator.daemon.pid), "--rate", "250", "--format", "raw",
+                "--output", str(profile / "operator.txt"), "--nonblocking",
+                *(["--idle"] if idle else []), stdout=asyncio.subprocess.DEVNULL)
         overheads, totals = [], []
         seen: dict[str, list[float]] = {}
         for index in range(jobs + 1):
@@ -62,6 +74,9 @@ async def run(jobs: int, refresh: float, work: Path) -> None:
                 totals.append(total)
                 for seen_phase, at in first.items():
                     seen.setdefault(seen_phase, []).append(at)
+        if spy is not None:
+            spy.send_signal(2)  # py-spy writes its stacks when interrupted
+            await spy.wait()
         quantiles = statistics.quantiles(overheads, n=20, method="inclusive")
         print("median time from creation until a phase was first seen (client polls every 10 ms):")
         for seen_phase, times in sorted(seen.items(), key=lambda item: statistics.median(item[1])):
@@ -76,9 +91,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--refresh", type=float, default=0.1)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="a directory for py-spy's stacks of the operator")
+    parser.add_argument("--idle", action="store_true",
+                        help="with --profile: sample waiting threads too")
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cerise-bench-") as work:
-        asyncio.run(run(args.jobs, args.refresh, Path(work)))
+        asyncio.run(run(args.jobs, args.refresh, Path(work), args.profile, args.idle))
 
 
 if __name__ == "__main__":

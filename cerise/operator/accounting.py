@@ -26,9 +26,10 @@ from cerise.remote.accounting import Measured
 
 logger = logging.getLogger(__name__)
 
-COALESCE = 0.05
-"""Seconds the first job to ask waits for others to ask with it (the jobs a poll saw end
-start their stage-out in the same tick of the worker)."""
+COALESCE = 0.005
+"""Seconds the first job to ask waits for others to ask with it: the jobs a poll saw end
+start their stage-out in the same tick of the worker, and ask within a few passes of the
+event loop. Short, as a job's final transition waits for its answer."""
 SETTLE_INTERVAL = 1.0
 SETTLE_LIMIT = 30.0
 DISABLED_RECHECK = 600.0

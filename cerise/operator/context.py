@@ -77,9 +77,6 @@ class ResourceContext:
         """The resource's active jobs, newest copies; keeping a body the worker wrote."""
         self.wake = asyncio.Event()
         """Set to have the worker tick soon."""
-        self.prompt = False
-        """Whether the worker's own progress set `wake` (`carry_on`): the tick follows at
-        once, with no wait for more changes to come in."""
         self.tracking: dict[str, Tracking] = {}
         self.web_inputs = compute.web_inputs(spec, os.environ)
         self.input_cache = (staging.InputCache(self.base, spec.cache_max_bytes)
@@ -125,9 +122,8 @@ class ResourceContext:
                        memory=memory)
 
     def carry_on(self) -> None:
-        """Have the worker tick at once: its own work moved a job on (a transition, a
-        staging task ended), so the job's next step is ready now."""
-        self.prompt = True
+        """Have the worker tick soon: its own work moved a job on (a transition, a staging
+        task ended), so the job's next step is ready now."""
         self.wake.set()
 
     def wake_in(self, delay: float) -> None:

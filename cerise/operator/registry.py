@@ -148,12 +148,17 @@ class Registry:
             worker.wake.set()
 
     async def _initialise(self, body: Body) -> None:
-        """Give a new job its first phase (a lost race: a newer version is on its way)."""
+        """Give a new job its first phase (a lost race: a newer version is on its way),
+        with the fence of the worker that holds its resource here, if one does: it need
+        not claim the job with a write of its own."""
         resource = body["spec"]["computeResource"]
         key = resource_of(body)
         waiting = "" if key in self.workers or key in self.resources else (
             f"; waiting for ComputeResource {resource!r}")
-        await self.transitions.move(body, None, Phase.SUBMITTED, f"accepted{waiting}")
+        worker = self.workers.get(key)
+        fence = worker.context.transitions.fence if worker is not None else None
+        await self.transitions.move(body, None, Phase.SUBMITTED, f"accepted{waiting}",
+                                    {"fence": fence.as_status()} if fence is not None else None)
 
     def _log_path(self, body: Body) -> Path:
         meta = body["metadata"]

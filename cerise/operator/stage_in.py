@@ -25,7 +25,7 @@ from cerise.operator.context import Body, ResourceContext
 from cerise.operator.installer import Installer
 from cerise.operator.progress import ProgressWriter
 from cerise.operator.submission import Submission
-from cerise.operator.workflows import JobInput, load_job, workflow_text
+from cerise.operator.workflows import Checked, JobInput, load_job, workflow_text
 from cerise.remote import installed, staging
 from cerise.remote.jobscript import JobFiles
 from cerise.remote.schedulers import Request
@@ -38,6 +38,7 @@ class StageIn:
                  submission: Submission) -> None:
         self.context, self.installer, self.submission = context, installer, submission
         self._installed: Mapping[str, str] | None = None
+        self._checked = Checked()
 
     def projects_changed(self) -> None:
         """The installed projects changed: read their steps again when next needed."""
@@ -56,12 +57,12 @@ class StageIn:
         context = self.context
         try:
             return await load_job(body["spec"], context.exchange, await self.installed_steps(),
-                                  context.web_inputs.fence)
+                                  context.web_inputs.fence, self._checked)
         except cwl.InvalidWorkflow:
             # A step may have been installed since we last looked.
             return await load_job(body["spec"], context.exchange,
                                   await self.installed_steps(refresh=True),
-                                  context.web_inputs.fence)
+                                  context.web_inputs.fence, self._checked)
 
     def _request(self, body: Body, job: JobInput) -> Request:
         """What a job asks of the scheduler: its workflow's cores and memory, and the time

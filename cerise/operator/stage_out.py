@@ -63,9 +63,11 @@ class StageOut:
                                   direction="out", written=context.remember) as progress:
             output = await staging.stage_out(context.remote, files, context.exchange,
                                              key_of(body), progress=progress)
+            # The last progress rides on the final transition, not on a write of its own.
+            fields: dict[str, Any] = {**await progress.hand_over(body.get("status") or {}),
+                                      "output": output}
         metrics.staging(context.namespace, context.name, "out", progress.done,
                         time.monotonic() - started)
-        fields: dict[str, Any] = {"output": output}
         cost = await measuring
         if cost is not None:
             fields["accounting"] = cost

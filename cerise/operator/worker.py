@@ -6,7 +6,8 @@ by phase, each part in a module of its own sharing one `ResourceContext`:
 
 * Specialisation projects → installed in the background (`installer`).
 * `Submitted`, `StagingIn` → `stage_in` (validate, stage) → `submission` → `Waiting`.
-* remote phases → `polling`: ONE status command per refresh for all of them.
+* remote phases → `polling`: ONE status command per refresh for all of them; between
+  polls, `end_watch` waits on the resource for a run to end, and has it polled at once.
 * `Finished`, `StagingOut` → `stage_out` → the final phase.
 * a cancel request → its `CR` phase; a deleted job → `deletion`.
 * the resource's own status → `resource_status`.
@@ -41,6 +42,7 @@ from cerise.model.leases import FencingToken
 from cerise.operator import callbacks, metrics
 from cerise.operator.context import Body, ResourceContext, key_of
 from cerise.operator.deletion import Deletion
+from cerise.operator.end_watch import EndWatch
 from cerise.operator.installer import Installer
 from cerise.operator.polling import Polling
 from cerise.operator.resource_status import ResourceStatus
@@ -57,8 +59,9 @@ from cerise.remote.schedulers import Scheduler
 logger = logging.getLogger(__name__)
 
 COALESCE = 0.05
-"""Seconds a wake-up waits for more changes before the tick (10,000 jobs changing at once
-would otherwise be 10,000 ticks)."""
+"""Least seconds between the starts of two ticks woken by changes (10,000 jobs changing at
+once would otherwise be 10,000 ticks); a change on a resource quiet for longer is acted on
+at once."""
 STAGING_TASKS = 16
 """Most jobs of one resource staged in or out at once; the others wait their turn."""
 CREDENTIALS_CHECK = 30.0
@@ -132,7 +135,10 @@ class ResourceWorker:
         self._credentials, self._secret = credentials, secret
         self._credentials_read = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._ticked_at = float("-inf")
+        self._woken_at = float("-inf")
+        """When the last tick a wake-up started began (monotonic seconds)."""
+        self._poll_asked = False
+        """Whether `end_watch` asked for a poll now."""
         self._polled_at = float("-inf")
         """When the remote jobs were last polled (monotonic seconds)."""
         self._polling = False
@@ -148,6 +154,7 @@ class ResourceWorker:
         log = RunnerLog(context)
         self.stage_in = StageIn(context, self.installer, Submission(context))
         self.polling = Polling(context, self.status, log)
+        self.end_watch = EndWatch(context, self._poll_now)
         self.stage_out = StageOut(context, log)
         self.deletion = Deletion(context)
         self.callbacks = callbacks.Callbacks(context, callbacks.schedule(os.environ))
@@ -158,6 +165,7 @@ class ResourceWorker:
         """Tick when a job changes, and when the next poll is due, until stopped, or until
         the ComputeResource's spec or Secret changes (ResourceChanged: a new worker takes
         over)."""
+        watching = asyncio.create_task(self.end_watch.run(), name=f"ends-{self.name}")
         try:
             await self.status.probe()
             while not stopped:
@@ -165,30 +173,39 @@ class ResourceWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(),
                                            max(0.0, due) if self._polling else self.spec.refresh)
-                if self.wake.is_set():  # one tick for a burst of changes, not one for each
+                if self.wake.is_set() and not self._poll_asked:
+                    # One tick for a burst of changes, not one for each.
                     await asyncio.sleep(self._coalesce())
+                    self._woken_at = time.monotonic()
                 self.wake.clear()
-                self.context.prompt = False
+                self._poll_asked = False
                 if self._generation() != self.observed_generation:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
                                           f"{self._generation()}); restarting its worker")
                 await self._check_credentials()
                 await self.tick()
         finally:
+            watching.cancel()
             for task in self._tasks.values():
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await asyncio.gather(watching, *self._tasks.values(), return_exceptions=True)
             await self.callbacks.close()
             await self.installer.close()
             await self.remote.close()
 
+    def _poll_now(self) -> None:
+        """A run ended (`end_watch`): poll at once, not at the refresh. Such a tick is a
+        poll's, not one of changes: what the poll moves on is taken up at once after it."""
+        self._polled_at = float("-inf")
+        self._poll_asked = True
+        self.wake.set()
+
     def _coalesce(self) -> float:
-        """How long a wake-up waits for more changes: COALESCE, but when the worker's own
-        progress woke it, only what is left of COALESCE since the last tick (at once when
-        the resource is quiet, at most one tick per COALESCE when it is busy)."""
-        if not self.context.prompt:
-            return COALESCE
-        return max(0.0, self._ticked_at + COALESCE - time.monotonic())
+        """How long a wake-up waits for more changes: what is left of COALESCE since the
+        last tick a wake-up started (none when the resource has been quiet that long, so
+        a new job is taken up at once; at most one such tick per COALESCE when it is
+        busy). The ticks of polls come at the refresh and do not count."""
+        return max(0.0, self._woken_at + COALESCE - time.monotonic())
 
     async def _check_credentials(self) -> None:
         """Now and then, read the credentials Secret again: a rotated one restarts the
@@ -209,7 +226,6 @@ class ResourceWorker:
     async def tick(self) -> None:
         """Install what is wanted; advance every job one step; poll the remote ones with
         one command."""
-        self._ticked_at = time.monotonic()
         try:
             await self.installer.tick()
         except Exception:  # a fault in installing must not stop the jobs
@@ -250,6 +266,7 @@ class ResourceWorker:
             self._polled_at, self._probe_due = time.monotonic(), False
             try:
                 await self.polling.poll(remote_jobs)
+                self.end_watch.polled()
             except (RemoteUnavailable, CommandTimedOut) as error:
                 await self.status.report(connected=False, error=str(error))
             except executor.RemoteCommandFailed as error:  # the scheduler did not answer

@@ -20,6 +20,10 @@ Job directory layout (`<base>/jobs/<job uid>/`)::
     remote_id      the scheduler's id for the job, written once by the submit that won
     submit_failed  written when a submit failed: it may have created the job all the same
 
+Beside the job directories, `<base>/jobs/.cerise-python3` names the Python interpreter a job
+script found for its measurement (`python3`, which may be a slow shim such as pyenv's):
+the jobs after it start that one at once while it is there, with no look for it first.
+
 A scheduler that requeues a job (Slurm after a preemption) runs its script again: such a
 rerun says which it is after the time in `started` and after the code in `exit_code`
 (`143 1`: restart 1, from the scheduler's `restart_variable`; nothing for the first run),
@@ -56,6 +60,7 @@ submits with the lock it holds (`submit_script(..., looked_up=True)`).
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,6 +152,11 @@ class JobFiles:
         return self._own("accounting.json")
 
     @property
+    def python(self) -> str:
+        """Where the resource's jobs note the Python interpreter they measure with."""
+        return f"{posixpath.dirname(self.job_dir.rstrip('/'))}/.cerise-python3"
+
+    @property
     def lock(self) -> str:
         return self._own("submit.lock")
 
@@ -215,9 +225,14 @@ trap '__cerise_stop TERM' TERM
 trap '__cerise_stop USR2' USR2
 {prologue}
 cd {q(files.work)} || exit 1
-__cerise_measure=() __cerise_measure_py={q(MEASURE_PY)}
-__cerise_python=$(python3 -I -S -c "$__cerise_measure_py" --check 2>/dev/null) &&
-    [ -x "$__cerise_python" ] &&
+__cerise_measure=() __cerise_measure_py={q(MEASURE_PY)} __cerise_python=
+{{ read -r __cerise_python < {q(files.python)}; }} 2>/dev/null
+if ! [ -x "$__cerise_python" ]; then
+    __cerise_python=$(python3 -I -S -c "$__cerise_measure_py" --check 2>/dev/null) &&
+        [ -x "$__cerise_python" ] && {{ printf '%s\\n' "$__cerise_python" > {q(files.python)}.$$ &&
+        mv -f {q(files.python)}.$$ {q(files.python)}; }} 2>/dev/null
+fi
+[ -x "$__cerise_python" ] &&
     __cerise_measure=("$__cerise_python" -I -S -c "$__cerise_measure_py" {q(files.accounting)})
 printf '%(%s)T%s\\n' -1 "$__cerise_run" > {q(files.started)}
 printf -v __cerise_begun '%(%s)T' -1

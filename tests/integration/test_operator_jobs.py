@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from lightkube import AsyncClient
+from lightkube.generic_resource import GenericNamespacedResource
+from lightkube.models.meta_v1 import ObjectMeta
 
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
-from cerise.kube.jobs import ComputeResource
-from tests.integration.kube_fixtures import watch_until
+from cerise.kube.jobs import ComputeResource, WorkflowJob
+from tests.integration.kube_fixtures import kube_config, watch_until
 from tests.integration.operator_fixtures import EXCHANGE_URL, Resource, apply, wait_for_job
 
 pytestmark = pytest.mark.integration
@@ -120,6 +124,60 @@ async def test_hostname_runs_to_success_with_events_and_output(
                                   "-o", "json")
     [ready] = json.loads(found.stdout)["status"]["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Connected")
+
+
+async def test_a_job_without_inputs_runs_in_few_status_writes(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    """Every status write is an etcd write and a watch event for every client: a new job
+    comes with its worker's fence (no claim of its own); a staging with nothing to move
+    writes no progress, a short one's rides on the transition that follows."""
+    kube = AsyncClient(config=kube_config(control_plane))
+    try:
+        created = await kube.create(WorkflowJob(
+            metadata=ObjectMeta(name="writes", namespace=resource.namespace),
+            spec={"workflow": HOSTNAME, "computeResource": resource.name}))
+        assert created.metadata is not None
+        # From the creation on, every change: none is missed, however late the watch.
+        changes = cast(AsyncGenerator[tuple[str, GenericNamespacedResource], None], kube.watch(
+            WorkflowJob, namespace=resource.namespace, fields={"metadata.name": "writes"},
+            resource_version=created.metadata.resourceVersion))
+        statuses: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(60):
+                async for _, job in changes:
+                    status = job.to_dict().get("status") or {}  # type: ignore[no-untyped-call]
+                    if status != (statuses[-1] if statuses else {}):
+                        statuses.append(status)
+                    if status.get("phase") in FINAL:
+                        break
+        finally:
+            await changes.aclose()
+    finally:
+        await kube.close()
+    assert statuses[-1]["phase"] == "Success", statuses[-1]
+    phases = [status["phase"] for status in statuses]
+    assert phases[0] == "Submitted" and "fence" in statuses[0], statuses[0]
+    # Submitted, StagingIn, Waiting, Running, the steps, Finished, StagingOut, Success
+    # (Running and the steps only when a poll sees them).
+    assert len(statuses) <= 8, phases
+    out = statuses[-1]["progress"]["out"]
+    assert out["done"] == out["total"] > 0, "the output's progress, on the last write"
+
+
+async def test_a_run_that_ends_is_seen_without_waiting_for_the_refresh(
+    control_plane: ControlPlane, operator: OperatorProcess, resource: Resource,
+) -> None:
+    control_plane.kubectl("patch", "cres", resource.name, "-n", resource.namespace,
+                          "--type=merge", "-p", '{"spec": {"refreshSeconds": 300}}')
+    await watch_until(
+        control_plane, ComputeResource, resource.namespace, resource.name,
+        lambda found: (found.get("status") or {}).get("observedGeneration") == 2,
+        timeout=30, what="the worker taking up a refresh of 5 minutes")
+    submit(control_plane, resource, HOSTNAME)
+    # Polled once at its submit, while it runs; its end comes long before the next refresh.
+    job = await wait_for_job(control_plane, resource.namespace, "job", FINAL, timeout=120)
+    assert job["status"]["phase"] == "Success", job["status"]
 
 
 async def test_wc_of_an_uploaded_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient
@@ -36,6 +37,33 @@ async def test_a_failed_progress_write_is_written_again_at_the_close(
     status = job.to_dict().get("status") or {}  # type: ignore[no-untyped-call]
     assert status.get("progress") == {"out": {"done": 50, "total": 100}}
     assert status.get("progressText") == "out 50% of 100 B"
+
+
+async def test_a_short_staging_hands_its_last_progress_to_the_next_write(
+    kube: AsyncClient, namespace: str,
+) -> None:
+    await kube.create(WorkflowJob(metadata=ObjectMeta(name="short", namespace=namespace),
+                                  spec={"workflow": "x.cwl", "computeResource": "none"}))
+    writes: list[dict[str, Any]] = []
+    async with ProgressWriter(kube, namespace=namespace, name="short", direction="out",
+                              written=writes.append) as writer:
+        writer(0, 3)
+        writer(3, 3)
+        await asyncio.sleep(0)  # its writer's turn: before the interval, it writes nothing
+        handed = await writer.hand_over({"progress": {"in": {"done": 7, "total": 7}}})
+    assert writes == [], "a staging shorter than the interval writes no progress itself"
+    assert handed == {"progress": {"in": {"done": 7, "total": 7}, "out": {"done": 3, "total": 3}},
+                      "progressText": "out 100% of 3 B"}, "the inputs' progress is kept"
+
+
+async def test_a_staging_with_nothing_to_move_writes_no_progress(
+    kube: AsyncClient, namespace: str,
+) -> None:
+    writes: list[dict[str, Any]] = []
+    async with ProgressWriter(kube, namespace=namespace, name="none", direction="in",
+                              interval=0, written=writes.append) as writer:
+        writer(0, 0)
+    assert writes == []
 
 
 class _Noticed(logging.Handler):

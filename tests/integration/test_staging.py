@@ -625,6 +625,6 @@ async def test_progress_reaches_the_jobs_status_throttled_and_kubectl_shows_it(
 
     assert writes[-1]["progress"] == {"in": {"done": len(data), "total": len(data)}}
     assert writes[-1]["progressText"] == "in 100% of 67.1 MB"
-    assert 2 <= len(writes) <= elapsed / INTERVAL + 2  # the first, throttled ones, the last
+    assert 1 <= len(writes) <= elapsed / INTERVAL + 1  # throttled ones, then the last
     shown = control_plane.kubectl("get", "wfj", "staged", "-n", namespace).stdout
     assert "STAGED" in shown and "in 100% of 67.1 MB" in shown

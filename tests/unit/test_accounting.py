@@ -176,6 +176,29 @@ def test_without_python_the_runner_runs_unmeasured(files: JobFiles, tmp_path: Pa
     assert not Path(files.accounting).exists()
 
 
+def test_only_the_first_job_of_a_resource_looks_for_python(tmp_path: Path) -> None:
+    """`python3` may be a slow shim (pyenv's takes a tenth of a second): the jobs after the
+    first start the interpreter it found at once, and look again when that one is gone."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    looks = tmp_path / "looks"
+    (shims / "python3").write_text(f"#!/bin/sh\necho >> '{looks}'\nexec {sys.executable} \"$@\"\n")
+    (shims / "python3").chmod(0o755)
+    jobs = [JobFiles(str(tmp_path / "jobs" / f"job {n}")) for n in range(3)]
+    for files in jobs:
+        (Path(files.job_dir) / "work").mkdir(parents=True)
+        Path(files.script).write_text(jobscript.job_script(
+            files, ["bash", "-c", "exit 0"], prologue=f"export PATH={shims}:$PATH"))
+    for files in jobs[:2]:
+        assert subprocess.run(["bash", files.script], timeout=30).returncode == 0
+        assert accounting.parse_measurement(Path(files.accounting).read_text()) is not None
+    assert looks.read_text().count("\n") == 1, "the second job did not look for python3"
+    Path(jobs[0].python).write_text(f"{tmp_path}/gone/python3\n")
+    assert subprocess.run(["bash", jobs[2].script], timeout=30).returncode == 0
+    assert accounting.parse_measurement(Path(jobs[2].accounting).read_text()) is not None
+    assert looks.read_text().count("\n") == 2
+
+
 def test_accounting_in_a_line_for_people() -> None:
     assert accounting.describe({
         "elapsedSeconds": 3723, "cpuSeconds": 2.345, "maxRssBytes": 20 * 2**20, "cores": 2,

@@ -117,3 +117,44 @@ async def test_the_worker_forgets_jobs_that_ended(resource_worker: ResourceWorke
     resource_worker.context.tracked(job("live"))
     resource_worker._forget_ended({"live"})
     assert set(resource_worker.context.tracking) == {"live"}
+
+
+async def test_a_change_on_a_quiet_resource_is_taken_up_at_once(
+        resource_worker: ResourceWorker) -> None:
+    assert resource_worker._coalesce() == 0.0, "a new job waits for nothing"
+    resource_worker._woken_at = time.monotonic()  # a change was just taken up
+    assert 0.0 < resource_worker._coalesce() <= worker.COALESCE, "a burst waits for more"
+
+
+class Stop:
+    """A daemon's stop flag."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __bool__(self) -> bool:
+        return self.stopped
+
+
+async def test_what_a_poll_for_a_run_s_end_moves_on_is_taken_up_at_once(
+        resource_worker: ResourceWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        ticked.set()
+
+    async def nothing(*_: Any, **__: Any) -> None:
+        return None
+
+    monkeypatch.setattr(resource_worker, "tick", tick)
+    monkeypatch.setattr(resource_worker.status, "probe", nothing)
+    monkeypatch.setattr(resource_worker.end_watch, "run", nothing)
+    stop = Stop()
+    running = asyncio.create_task(resource_worker.run(cast(Any, stop)))
+    resource_worker._poll_now()  # a run ended: poll now
+    await asyncio.wait_for(ticked.wait(), 10)
+    # The poll moved the job to Finished: its stage-out starts without waiting for COALESCE.
+    assert resource_worker._coalesce() == 0.0
+    stop.stopped = True
+    resource_worker.wake.set()
+    await asyncio.wait_for(running, 10)
