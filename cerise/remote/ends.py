@@ -2,7 +2,7 @@
 
 A poll (`cerise.remote.executor.poll`) sees a run's end only at the next refresh. Between
 polls the worker may wait on the resource for the first of its runs' `exit_code` markers
-to appear (`cerise.remote.jobscript`): one command that looks for them every hundredth of a
+to appear (`cerise.remote.jobscript`): one command that looks for them every fiftieth of a
 second or so with shell builtins only (no process started per look), and ends as soon as
 one is there, or after `timeout` seconds. It only says that a poll is worth making now;
 what the run's end means is still the poll's to say.
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from cerise.remote.failures import RemoteCommandFailed
 from cerise.remote.protocol import Remote
 
-LOOKS_PER_SECOND = 10_000
-"""Most markers looked for per second (a look is a `stat`): with many runs, looks are
-further apart."""
-MIN_INTERVAL = 0.01
+LOOKS_PER_SECOND = 1_000
+"""Most markers looked for per second (a look is a `stat`, which on a login node's shared
+file system may reach its metadata server): with many runs, looks are further apart."""
+MIN_INTERVAL = 0.02
 """Least seconds between two looks for the markers."""
 FOUND = "--cerise-ended--"
 
