@@ -305,8 +305,9 @@ class LeaseKeeper:
                 await self._delete(own, now)
         elif own is None:
             try:
-                self._note(await create(self._client, self._namespace, Role.REPLICA, self.me,
-                                        self.me, self._duration_seconds), now)
+                created = await create(self._client, self._namespace, Role.REPLICA, self.me,
+                                       self.me, self._duration_seconds)
+                self._remember_own_write(created, now)
             except LeaseConflict:
                 await self._reread((Role.REPLICA, self._namespace, self.me),
                                    lease_name(Role.REPLICA, self.me), now)
@@ -334,7 +335,7 @@ class LeaseKeeper:
             await self._reread((Role.RESOURCE, key.namespace, key.name),
                                lease_name(Role.RESOURCE, key.name), now)
             return False
-        self._note(new, now)
+        self._remember_own_write(new, now)
         return True
 
     async def _write(self, verb: Callable[[AsyncClient, StoredLease], Any],
@@ -345,7 +346,7 @@ class LeaseKeeper:
         except LeaseConflict:
             await self._reread((lease.role, lease.namespace, lease.subject), lease.name, now)
             return
-        self._note(new, now)
+        self._remember_own_write(new, now)
 
     async def _delete(self, lease: StoredLease, now: float) -> None:
         try:
@@ -370,7 +371,7 @@ class LeaseKeeper:
         if key in self._seen:
             self._observe(*key, stored(body).record, now)
 
-    def _note(self, new: Body, now: float) -> None:
+    def _remember_own_write(self, new: Body, now: float) -> None:
         # Our own write counts from the tick's start, before the request: conservative
         # for the renew deadline.
         self.cache.remember(new)

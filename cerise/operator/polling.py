@@ -114,7 +114,7 @@ class Polling:
             decision = replace(decision, move=replace(move, fields={**change.fields,
                                                                     **move.fields}))
         if not decision.follow_log:
-            if decision.move is not None and await transitions.move(
+            if decision.move is not None and await transitions.change_phase(
                     body, phase, decision.move.target, decision.move.message,
                     decision.move.fields) and decision.move.target is Phase.STAGING_IN:
                 # Submitted again: the next attempt's runner log starts afresh.
@@ -124,8 +124,8 @@ class Polling:
         lines = await self.log.read(body, seen.log_size)
         if decision.move is not None:
             move = decision.move
-            written = await transitions.move(body, phase, move.target, move.message,
-                                             {**move.fields, **lines.fields()}) is not None
+            written = await transitions.change_phase(body, phase, move.target, move.message,
+                                                     {**move.fields, **lines.fields()}) is not None
         else:
             written = bool(lines.steps is not None
                            and await transitions.observe(body, lines.fields()))
@@ -152,8 +152,8 @@ class Polling:
         answer = pilot_decisions.after_lost(context.spec.pilot, ticket.attempt, ticket.died_in,
                                             ticket.allocation)
         if isinstance(answer, Move):
-            await context.transitions.move(body, phase, answer.target, answer.message,
-                                           answer.fields)
+            await context.transitions.change_phase(body, phase, answer.target, answer.message,
+                                                   answer.fields)
             return
         result = await context.pilot.requeue(ref.files, ticket.allocation)
         if result.outcome is not RequeueOutcome.REQUEUED:

@@ -157,8 +157,9 @@ class Registry:
             f"; waiting for ComputeResource {resource!r}")
         worker = self.workers.get(key)
         fence = worker.context.transitions.fence if worker is not None else None
-        await self.transitions.move(body, None, Phase.SUBMITTED, f"accepted{waiting}",
-                                    {"fence": fence.as_status()} if fence is not None else None)
+        await self.transitions.change_phase(
+            body, None, Phase.SUBMITTED, f"accepted{waiting}",
+            {"fence": fence.as_status()} if fence is not None else None)
 
     def _log_path(self, body: Body) -> Path:
         meta = body["metadata"]

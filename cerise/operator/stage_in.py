@@ -80,8 +80,8 @@ class StageIn:
             job = await self._admit(body)
             if job is None:
                 return
-            moved = await context.transitions.move(body, phase, Phase.STAGING_IN,
-                                                   "staging inputs")
+            moved = await context.transitions.change_phase(body, phase, Phase.STAGING_IN,
+                                                           "staging inputs")
             if moved is None:
                 return
             body, phase = moved, Phase.STAGING_IN
@@ -115,14 +115,15 @@ class StageIn:
             request = self._request(body, job)
         except cwl.InvalidWorkflow as error:
             move = Move(Phase.PERMANENT_FAILURE, await self._explained(body, error))
-            if await context.transitions.move(body, Phase.SUBMITTED, move.target, move.message):
+            if await context.transitions.change_phase(body, Phase.SUBMITTED, move.target,
+                                                      move.message):
                 metrics.validation_failed(context.namespace, context.name)
             return None
         refusal = admission.refusal(context.spec, request.cores, request.time_limit,
                                     request.memory)
         if refusal is not None:  # the resource can never give what the job asks
-            await context.transitions.move(body, Phase.SUBMITTED, Phase.PERMANENT_FAILURE,
-                                           refusal)
+            await context.transitions.change_phase(body, Phase.SUBMITTED, Phase.PERMANENT_FAILURE,
+                                                   refusal)
             return None
         return job
 

@@ -47,8 +47,8 @@ class StageOut:
         phase = kube_jobs.phase_of(body)
         if phase is Phase.FINISHED:
             lines = await self.log.read(body)  # the last steps ride on this transition
-            moved = await context.transitions.move(body, phase, Phase.STAGING_OUT,
-                                                   "collecting outputs", lines.fields())
+            moved = await context.transitions.change_phase(body, phase, Phase.STAGING_OUT,
+                                                           "collecting outputs", lines.fields())
             if moved is None:
                 return
             await self.log.commit(body, lines, written=True)
@@ -72,7 +72,7 @@ class StageOut:
         if cost is not None:
             fields["accounting"] = cost
         if phase is Phase.STAGING_OUT_CR:
-            self._count(await context.transitions.move(
+            self._count(await context.transitions.change_phase(
                 body, phase, Phase.CANCELLED, "cancelled; partial outputs kept", fields))
             return
         end = context.tracked(body).log_offset or 0

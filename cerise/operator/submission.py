@@ -88,8 +88,8 @@ class Submission:
         move = decisions.after_cancelled_staging(found.outcome, found.detail,
                                                  found.remote_id, files.job_dir)
         if move is not None:
-            await context.transitions.move(body, Phase.STAGING_IN_CR, move.target, move.message,
-                                           move.fields)
+            await context.transitions.change_phase(body, Phase.STAGING_IN_CR, move.target,
+                                                   move.message, move.fields)
 
 
 def this_attempt(body: Body, request: Request) -> Request:

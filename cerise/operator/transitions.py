@@ -83,7 +83,7 @@ class Transitions:
         self._remember(new)
         return new
 
-    async def move(
+    async def change_phase(
         self, body: Body, source: Phase | None, target: Phase, message: str,
         fields: Mapping[str, Any] | None = None,
     ) -> Body | None:
@@ -113,7 +113,7 @@ class Transitions:
 
     async def carry_out(self, body: Body, source: Phase, move: Move) -> Body | None:
         """`move` from `source`; if a cancel won the race meanwhile, its cancel-path twin."""
-        new = await self.move(body, source, move.target, move.message, move.fields)
+        new = await self.change_phase(body, source, move.target, move.message, move.fields)
         if new is not None:
             return new
         meta = body["metadata"]
@@ -124,7 +124,7 @@ class Transitions:
         follow = decisions.after_lost_race(move, source, phase)
         if follow is None or phase is None:
             return None
-        return await self.move(latest, phase, follow.target, follow.message, follow.fields)
+        return await self.change_phase(latest, phase, follow.target, follow.message, follow.fields)
 
     async def record_message(self, body: Body, message: str, *, reason: str,
                              fields: Mapping[str, Any] | None = None) -> None:

@@ -243,8 +243,8 @@ class ResourceWorker:
                 deleting=bool(body["metadata"].get("deletionTimestamp")))
             if decision.move is not None and phase is not None:
                 move = decision.move
-                await self.context.transitions.move(body, phase, move.target, move.message,
-                                                    move.fields)
+                await self.context.transitions.change_phase(body, phase, move.target, move.message,
+                                                            move.fields)
             elif decision.work is Work.STAGE_IN:
                 staged.append((body, self.stage_in.run))
             elif decision.work is Work.STAGE_OUT:
@@ -334,8 +334,8 @@ class ResourceWorker:
             return
         if answer is None or phase is None:
             return
-        moved = await context.transitions.move(current, phase, answer.target, answer.message,
-                                               answer.fields)
+        moved = await context.transitions.change_phase(current, phase, answer.target,
+                                                       answer.message, answer.fields)
         if moved and failure in (Failure.INPUT_REJECTED, Failure.INVALID_WORKFLOW):
             metrics.validation_failed(self.namespace, self.name)
 

@@ -228,12 +228,12 @@ async def test_a_former_holders_writes_are_refused(
     older = transitions(FencingToken(Identity("a-1"), 3))
     newer = transitions(FencingToken(Identity("b-2"), 4))
     job = await claimed(older, kube, namespace)
-    moved = await older.move(job, Phase.SUBMITTED, Phase.STAGING_IN, "staging by a")
+    moved = await older.change_phase(job, Phase.SUBMITTED, Phase.STAGING_IN, "staging by a")
     assert moved is not None
     taken = await claimed(newer, kube, namespace)
     assert taken["status"]["fence"] == {"holder": "b-2", "transitions": 4}
 
-    assert await older.move(moved, Phase.STAGING_IN, Phase.STAGING_IN_CR, "late") is None
+    assert await older.change_phase(moved, Phase.STAGING_IN, Phase.STAGING_IN_CR, "late") is None
     assert not await older.observe(moved, {"message": "late"})
     assert await older.claim([taken]) == []
     latest = await objects.get_job(kube, namespace, "fenced")
@@ -241,7 +241,8 @@ async def test_a_former_holders_writes_are_refused(
     assert (latest["status"]["phase"], latest["status"]["message"]) == (
         "StagingIn", "staging by a")
     assert events == ["StagingIn"]
-    assert await newer.move(taken, Phase.STAGING_IN, Phase.STAGING_IN_CR, "by b") is not None
+    assert await newer.change_phase(
+        taken, Phase.STAGING_IN, Phase.STAGING_IN_CR, "by b") is not None
 
 
 async def claimed(tenure: Transitions, kube: AsyncClient, namespace: str) -> dict[str, Any]:
@@ -263,7 +264,7 @@ async def submitted(kube: AsyncClient, namespace: str, name: str) -> dict[str, A
         assert job is not None
         if jobs_phase(job) is Phase.SUBMITTED:
             return job
-        await registry.move(job, None, Phase.SUBMITTED, "accepted")
+        await registry.change_phase(job, None, Phase.SUBMITTED, "accepted")
     raise AssertionError("the job never had its first phase")
 
 
