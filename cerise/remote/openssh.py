@@ -23,9 +23,9 @@ The children of one compute resource share one connection (OpenSSH's ControlMast
 `Master`): the first large transfer starts it, a child of ours that logs in like the
 others and then waits; every transfer's child then opens a session over it, which takes
 about 10 ms instead of the 0.2 to 0.5 s of a login (more on a busy machine), and hands it
-its file: the master reads or writes the file itself. It is stopped `MASTER_IDLE` seconds
-after the last transfer (and when the resource's remote closes); one that died is
-started anew for the next transfer. Its control socket is in a directory of its own
+its file: the master reads or writes the file itself. It is stopped a while after the
+last transfer (`SshTarget.shared_idle`, and when the resource's remote closes); one that
+died is started anew for the next transfer. Its control socket is in a directory of its own
 (mode 0700), and OpenSSH serves only its own user on it.
 
 The remote command is parsed by the account's login shell (which may be csh), so it is
@@ -61,8 +61,6 @@ HOP_ALIAS = "cerise-hop-{}"
 _PLAIN = re.compile(r"[A-Za-z0-9_.@:+-]+")
 READY = b"cerise-ready\n"
 """What the remote command prints first, on standard error: the child has logged in."""
-MASTER_IDLE = 60.0
-"""Seconds that the shared connection stays after its last transfer."""
 MASTER_STOP = 5.0
 """Seconds that the shared connection gets to end when stopped, before it is killed."""
 PROGRESS_INTERVAL = 0.01
@@ -194,7 +192,9 @@ class Master:
     """The connection that a compute resource's `ssh` children share (see the module
     docstring); `use` it around each child."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle: float) -> None:
+        """`idle`: seconds the master stays after its last user."""
+        self._idle_seconds = idle
         self._process: asyncio.subprocess.Process | None = None
         self._directory: str | None = None
         self._errors: asyncio.Future[str] | None = None
@@ -220,7 +220,7 @@ class Master:
         finally:
             self._users -= 1
             if not self._users:
-                self._idle = asyncio.ensure_future(self._stop_after(MASTER_IDLE))
+                self._idle = asyncio.ensure_future(self._stop_after(self._idle_seconds))
 
     async def close(self) -> None:
         """Stop the master (it ends once its last child's session has)."""

@@ -85,6 +85,8 @@ class SshTarget:
     connect_timeout: float = 20.0
     accelerate: bool = True
     """Move large files with the OpenSSH client (`ssh`) when the logins allow it."""
+    shared_idle: float = 60.0
+    """Seconds that the `ssh` children's shared connection stays after the last transfer."""
     jumps: tuple[SshHop, ...] = ()
     """Jump hosts, first to last, through which the resource is reached (as ProxyJump)."""
 

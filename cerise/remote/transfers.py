@@ -53,7 +53,7 @@ class SshTransfers:
     def __init__(self, connection: SshConnection) -> None:
         self._connection = connection
         self._movers = asyncio.Semaphore(MOVERS)
-        self._master = openssh.Master()
+        self._master = openssh.Master(idle=connection.target.shared_idle)
         self._movers_paused_until = 0.0
         self._ssh_usable: bool | None = None
 

@@ -20,7 +20,6 @@ import asyncssh
 import pytest
 
 from cerise.devenv.sshd import SshEndpoint
-from cerise.remote import openssh
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.resume import BLOCK
 from cerise.remote.ssh import SshCredentials
@@ -224,10 +223,8 @@ def _connections(port: int, clients: set[int]) -> set[str]:
 
 async def test_large_transfers_after_the_first_share_its_connection(
     sshd: SshEndpoint, big: Path, remote_dir: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(openssh, "MASTER_IDLE", 1.0)
-    remote = SshRemote(ssh_target(sshd))
+    remote = SshRemote(ssh_target(sshd, shared_idle=1.0))
     seen: list[set[str]] = [set(), set(), set()]
 
     def watching(transfer: int) -> Callable[[int], None]:
@@ -240,7 +237,7 @@ async def test_large_transfers_after_the_first_share_its_connection(
         await remote.download(f"{remote_dir}/one.bin", tmp_path / "two.bin",
                               progress=watching(1))
         assert _sha256(tmp_path / "two.bin") == _sha256(big)
-        # Idle for MASTER_IDLE, the shared connection ends; the next transfer starts another.
+        # Idle for shared_idle, the shared connection ends; the next transfer starts another.
         await _until(lambda: not _children("ssh"))
         await remote.upload(big, f"{remote_dir}/three.bin", progress=watching(2))
         assert await _remote_sha256(remote, f"{remote_dir}/three.bin") == _sha256(big)
