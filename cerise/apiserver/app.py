@@ -58,8 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
         for task in app.state.followers:
             task.add_done_callback(_stopped)
         try:
-            await asyncio.wait_for(asyncio.gather(shared.jobs.synced.wait(),
-                                                  shared.resources.synced.wait()), 60)
+            async with asyncio.timeout(60):
+                await asyncio.gather(shared.jobs.synced.wait(), shared.resources.synced.wait())
             yield
         finally:
             for task in app.state.followers:

@@ -109,7 +109,8 @@ class ProgressWriter:
             wait = self._last_write + self._interval - loop.time()
             if wait > 0 and not self._closing:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
             if self._handing_over:
                 return
             if not await self._write():

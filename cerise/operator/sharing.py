@@ -100,7 +100,8 @@ class Sharing:
                 self._poked.clear()
                 await self._tick()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poked.wait(), self._timings.retry)
+                    async with asyncio.timeout(self._timings.retry):
+                        await self._poked.wait()
         finally:
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):

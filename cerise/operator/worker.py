@@ -171,8 +171,9 @@ class ResourceWorker:
             while not stopped:
                 due = self._polled_at + self.spec.refresh - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(),
-                                           max(0.0, due) if self._polling else self.spec.refresh)
+                    async with asyncio.timeout(max(0.0, due) if self._polling
+                                               else self.spec.refresh):
+                        await self.wake.wait()
                 if self.wake.is_set() and not self._poll_asked:
                     # One tick for a burst of changes, not one for each.
                     await asyncio.sleep(self._coalesce())

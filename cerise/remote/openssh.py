@@ -271,7 +271,8 @@ class Master:
             assert process.stdin is not None
             process.stdin.close()  # its own session ends: then it does
             try:
-                await asyncio.wait_for(process.wait(), MASTER_STOP)
+                async with asyncio.timeout(MASTER_STOP):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
@@ -397,8 +398,9 @@ async def _logged_in(stderr: asyncio.StreamReader, timeout: float) -> str | None
         return False
 
     try:
-        if await asyncio.wait_for(ready(), timeout):
-            return None
+        async with asyncio.timeout(timeout):
+            if await ready():
+                return None
     except TimeoutError:
         return "no answer in time"
     except ValueError:  # a line longer than the stream's limit

@@ -192,8 +192,8 @@ class SshConnection:
                 )
             logins = await self.logins()  # a bad key is a configuration error, not a retry
             try:
-                self._connection = await asyncio.wait_for(
-                    self._open(logins), self.target.connect_timeout)
+                async with asyncio.timeout(self.target.connect_timeout):
+                    self._connection = await self._open(logins)
             except (OSError, asyncssh.Error, TimeoutError) as error:
                 self._backoff = min(BACKOFF_MAX, max(BACKOFF_START, 2 * self._backoff))
                 self._next_attempt = time.monotonic() + self._backoff

@@ -158,3 +158,31 @@ async def test_what_a_poll_for_a_run_s_end_moves_on_is_taken_up_at_once(
     stop.stopped = True
     resource_worker.wake.set()
     await asyncio.wait_for(running, 10)
+
+
+async def test_a_worker_cancelled_as_a_change_wakes_it_stops(
+        resource_worker: ResourceWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that loses a resource's Lease cancels its worker; a job's change arriving
+    at that moment (as they do, in a burst, when a paused replica wakes) must not keep the
+    worker going."""
+    ticks: list[float] = []
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        ticks.append(time.monotonic())
+        ticked.set()
+
+    async def nothing(*_: Any, **__: Any) -> None:
+        return None
+
+    monkeypatch.setattr(resource_worker, "tick", tick)
+    monkeypatch.setattr(resource_worker.status, "probe", nothing)
+    monkeypatch.setattr(resource_worker.end_watch, "run", nothing)
+    running = asyncio.create_task(resource_worker.run(cast(Any, Stop())))
+    await ticked.wait()
+    await asyncio.sleep(0.03)  # waiting for a change, or the next refresh (0.1 s)
+    resource_worker.wake.set()
+    running.cancel()
+    done, _ = await asyncio.wait({running}, timeout=5)
+    assert done, f"the worker went on ticking after it was cancelled ({len(ticks)} ticks)"
+    assert running.cancelled()
