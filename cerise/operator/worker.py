@@ -59,9 +59,14 @@ from cerise.remote.schedulers import Scheduler
 logger = logging.getLogger(__name__)
 
 COALESCE = 0.05
-"""Least seconds between the starts of two ticks woken by changes (10,000 jobs changing at
+"""Most seconds between the starts of two ticks woken by changes (10,000 jobs changing at
 once would otherwise be 10,000 ticks); a change on a resource quiet for longer is acted on
 at once."""
+TICK_SHARE = 0.2
+"""Ticks woken by changes take at most this share of the worker's time: after a tick that
+took t seconds, the next one woken by a change starts t / TICK_SHARE after it (at most
+COALESCE), so that a resource with few jobs, whose ticks take a millisecond, takes up a new
+job a few milliseconds after the last one ended, not COALESCE after."""
 STAGING_TASKS = 16
 """Most jobs of one resource staged in or out at once; the others wait their turn."""
 CREDENTIALS_CHECK = 30.0
@@ -136,6 +141,7 @@ class ResourceWorker:
         self._credentials_read = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._woken_at = float("-inf")
+        self._tick_seconds = 0.0
         """When the last tick a wake-up started began (monotonic seconds)."""
         self._poll_asked = False
         """Whether `end_watch` asked for a poll now."""
@@ -184,7 +190,9 @@ class ResourceWorker:
                     raise ResourceChanged(f"the ComputeResource changed (generation "
                                           f"{self._generation()}); restarting its worker")
                 await self._check_credentials()
+                began = time.monotonic()
                 await self.tick()
+                self._tick_seconds = time.monotonic() - began
         finally:
             watching.cancel()
             for task in self._tasks.values():
@@ -202,11 +210,12 @@ class ResourceWorker:
         self.wake.set()
 
     def _coalesce(self) -> float:
-        """How long a wake-up waits for more changes: what is left of COALESCE since the
-        last tick a wake-up started (none when the resource has been quiet that long, so
-        a new job is taken up at once; at most one such tick per COALESCE when it is
-        busy). The ticks of polls come at the refresh and do not count."""
-        return max(0.0, self._woken_at + COALESCE - time.monotonic())
+        """How long a wake-up waits for more changes: what is left, since the last tick a
+        wake-up started, of the last tick's time over TICK_SHARE, at most COALESCE (none
+        when the resource has been quiet that long, so a new job is taken up at once). The
+        ticks of polls come at the refresh and do not count."""
+        spacing = min(COALESCE, self._tick_seconds / TICK_SHARE)
+        return max(0.0, self._woken_at + spacing - time.monotonic())
 
     async def _check_credentials(self) -> None:
         """Now and then, read the credentials Secret again: a rotated one restarts the

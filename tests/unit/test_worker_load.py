@@ -123,7 +123,18 @@ async def test_a_change_on_a_quiet_resource_is_taken_up_at_once(
         resource_worker: ResourceWorker) -> None:
     assert resource_worker._coalesce() == 0.0, "a new job waits for nothing"
     resource_worker._woken_at = time.monotonic()  # a change was just taken up
+    resource_worker._tick_seconds = 1.0  # by a tick of many jobs
     assert 0.0 < resource_worker._coalesce() <= worker.COALESCE, "a burst waits for more"
+
+
+async def test_after_a_quick_tick_the_next_change_waits_a_few_times_as_long(
+        resource_worker: ResourceWorker) -> None:
+    """Jobs submitted one after another on a resource with few: each is taken up a few
+    milliseconds after the last one's change, not COALESCE after."""
+    resource_worker._woken_at = time.monotonic()
+    resource_worker._tick_seconds = 0.002
+    wait = resource_worker._coalesce()
+    assert 0.0 < wait <= 0.002 / worker.TICK_SHARE < worker.COALESCE / 2, wait
 
 
 class Stop:
