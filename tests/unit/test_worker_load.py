@@ -147,23 +147,33 @@ class Stop:
         return self.stopped
 
 
+class Ticks:
+    """A worker's ticks, counted: the worker runs with nothing but them (no probe, no end
+    watch, no API server)."""
+
+    def __init__(self, resource_worker: ResourceWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.ticked = asyncio.Event()
+
+        async def tick() -> None:
+            self.count += 1
+            self.ticked.set()
+
+        async def nothing(*_: Any, **__: Any) -> None:
+            return None
+
+        monkeypatch.setattr(resource_worker, "tick", tick)
+        monkeypatch.setattr(resource_worker.status, "probe", nothing)
+        monkeypatch.setattr(resource_worker.end_watch, "run", nothing)
+
+
 async def test_what_a_poll_for_a_run_s_end_moves_on_is_taken_up_at_once(
         resource_worker: ResourceWorker, monkeypatch: pytest.MonkeyPatch) -> None:
-    ticked = asyncio.Event()
-
-    async def tick() -> None:
-        ticked.set()
-
-    async def nothing(*_: Any, **__: Any) -> None:
-        return None
-
-    monkeypatch.setattr(resource_worker, "tick", tick)
-    monkeypatch.setattr(resource_worker.status, "probe", nothing)
-    monkeypatch.setattr(resource_worker.end_watch, "run", nothing)
+    ticks = Ticks(resource_worker, monkeypatch)
     stop = Stop()
     running = asyncio.create_task(resource_worker.run(cast(Any, stop)))
     resource_worker._poll_now()  # a run ended: poll now
-    await asyncio.wait_for(ticked.wait(), 10)
+    await asyncio.wait_for(ticks.ticked.wait(), 10)
     # The poll moved the job to Finished: its stage-out starts without waiting for COALESCE.
     assert resource_worker._coalesce() == 0.0
     stop.stopped = True
@@ -176,24 +186,12 @@ async def test_a_worker_cancelled_as_a_change_wakes_it_stops(
     """A replica that loses a resource's Lease cancels its worker; a job's change arriving
     at that moment (as they do, in a burst, when a paused replica wakes) must not keep the
     worker going."""
-    ticks: list[float] = []
-    ticked = asyncio.Event()
-
-    async def tick() -> None:
-        ticks.append(time.monotonic())
-        ticked.set()
-
-    async def nothing(*_: Any, **__: Any) -> None:
-        return None
-
-    monkeypatch.setattr(resource_worker, "tick", tick)
-    monkeypatch.setattr(resource_worker.status, "probe", nothing)
-    monkeypatch.setattr(resource_worker.end_watch, "run", nothing)
+    ticks = Ticks(resource_worker, monkeypatch)
     running = asyncio.create_task(resource_worker.run(cast(Any, Stop())))
-    await ticked.wait()
+    await ticks.ticked.wait()
     await asyncio.sleep(0.03)  # waiting for a change, or the next refresh (0.1 s)
     resource_worker.wake.set()
     running.cancel()
     done, _ = await asyncio.wait({running}, timeout=5)
-    assert done, f"the worker went on ticking after it was cancelled ({len(ticks)} ticks)"
+    assert done, f"the worker went on ticking after it was cancelled ({ticks.count} ticks)"
     assert running.cancelled()
