@@ -63,10 +63,11 @@ COALESCE = 0.05
 once would otherwise be 10,000 ticks); a change on a resource quiet for longer is acted on
 at once."""
 TICK_SHARE = 0.2
-"""Ticks woken by changes take at most this share of the worker's time: after a tick that
-took t seconds, the next one woken by a change starts t / TICK_SHARE after it (at most
-COALESCE), so that a resource with few jobs, whose ticks take a millisecond, takes up a new
-job a few milliseconds after the last one ended, not COALESCE after."""
+"""After a tick that took t seconds, the next one woken by a change starts t / TICK_SHARE
+after it, or COALESCE after it if that is sooner: ticks of up to COALESCE * TICK_SHARE
+seconds take at most this share of the worker's time, and a resource with few jobs, whose
+ticks take a millisecond, takes up a new job a few milliseconds after the last one ended,
+not COALESCE after."""
 STAGING_TASKS = 16
 """Most jobs of one resource staged in or out at once; the others wait their turn."""
 CREDENTIALS_CHECK = 30.0
