@@ -142,8 +142,9 @@ class ResourceWorker:
         self._credentials_read = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._woken_at = float("-inf")
-        self._tick_seconds = 0.0
         """When the last tick a wake-up started began (monotonic seconds)."""
+        self._tick_seconds = 0.0
+        """How long the last tick took (seconds): the next woken one waits for it."""
         self._poll_asked = False
         """Whether `end_watch` asked for a poll now."""
         self._polled_at = float("-inf")
