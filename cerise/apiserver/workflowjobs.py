@@ -24,7 +24,7 @@ from cerise.apiserver.tenancy import Tenant
 from cerise.kube import submission
 from cerise.kube.cache import Body
 from cerise.kube.jobs import GROUP, VERSION, phase_of
-from cerise.model import callbacks, names, retries
+from cerise.model import callbacks, joblines, names, retries
 from cerise.model.states import Phase
 
 MAX_WORKFLOW = 262144
@@ -232,9 +232,10 @@ def phase(body: Body) -> Phase:
 
 
 async def log_text(tenant: Tenant, body: Body) -> str:
-    """The job's log: Cerise's messages and the runner's (empty before the first line)."""
+    """The job's log: Cerise's messages and the runner's (empty before the first line),
+    ending with why the job ended once it has (`joblines.as_read`)."""
     path = tenant.exchange.log_path(body["metadata"]["uid"])
-    return await asyncio.to_thread(_read_text, path)
+    return joblines.as_read(await asyncio.to_thread(_read_text, path), body.get("status"))
 
 
 def _read_text(path: Path) -> str:

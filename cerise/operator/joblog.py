@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from cerise.model import joblines
 from cerise.model.results import strip_terminal_codes
 
 LIMIT = 4 << 20
@@ -123,8 +124,8 @@ def _runner_offset(path: Path) -> int:
 
 async def message(path: Path, level: str, text: str) -> None:
     """Append one of Cerise's messages."""
-    stamp = datetime.datetime.now(datetime.UTC).isoformat(sep=" ", timespec="milliseconds")[:23]
-    await asyncio.to_thread(_append_message, path, f"{stamp} {level}: {text}\n")
+    await asyncio.to_thread(_append_message, path,
+                            joblines.line(datetime.datetime.now(datetime.UTC), level, text))
 
 
 async def runner_offset(path: Path) -> int:

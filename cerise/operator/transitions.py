@@ -28,7 +28,7 @@ from cerise.kube import jobs as kube_jobs
 from cerise.kube import leases as kube_leases
 from cerise.kube import objects
 from cerise.kube.jobs import TransitionConflict
-from cerise.model import decisions, leases
+from cerise.model import decisions, joblines, leases
 from cerise.model.decisions import Move
 from cerise.model.leases import FencingToken
 from cerise.model.states import Phase
@@ -37,8 +37,6 @@ from cerise.operator import joblog, metrics
 logger = logging.getLogger(__name__)
 
 Body = dict[str, Any]
-
-_FAILED = frozenset({Phase.SYSTEM_ERROR, Phase.PERMANENT_FAILURE})
 
 
 class Transitions:
@@ -102,12 +100,11 @@ class Transitions:
         new_body: Body = new.to_dict()  # type: ignore[no-untyped-call]
         self._remember(new_body)
         metrics.transition(meta["namespace"], body["spec"]["computeResource"], source, target)
-        failed = target in _FAILED
-        kopf.event(cast(kopf.Body, body), type="Warning" if failed else "Normal",
+        level = joblines.level(target)
+        kopf.event(cast(kopf.Body, body), type="Warning" if level == "ERROR" else "Normal",
                    reason=target.value,
                    message=f"{source.value if source else 'new'} → {target.value}: {message}")
-        await joblog.message(self._log_path(body), "ERROR" if failed else "INFO",
-                             f"{target.value}: {message}")
+        await joblog.message(self._log_path(body), level, f"{target.value}: {message}")
         self._changed()
         return new_body
 
