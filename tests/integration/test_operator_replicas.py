@@ -11,19 +11,21 @@ benchmarks/operator_takeover.py measures the default ones.
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import json
 import os
 import signal
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
 
 from cerise.devenv import controlplane, specialisations
 from cerise.devenv.controlplane import ControlPlane
@@ -37,6 +39,7 @@ from cerise.model.leases import FencingToken, Identity
 from cerise.model.states import Phase
 from cerise.operator.transitions import Transitions
 from tests.integration.api_fixtures import poll_until
+from tests.integration.kube_fixtures import kube_config
 from tests.integration.operator_fixtures import apply, wait_for_job
 from tests.integration.test_operator_jobs import FINAL, SLEEP, job_events
 
@@ -135,6 +138,53 @@ def submissions(replicas: Replicas, job: dict[str, Any]) -> int:
     return len(path.read_text().splitlines())
 
 
+@dataclass
+class Tenure:
+    """A run of a Lease's records with one holder (a replica's name, "" for none): the
+    renewTime of the first and the last."""
+
+    holder: str
+    first: datetime.datetime
+    last: datetime.datetime
+
+
+async def follow_tenures(plane: ControlPlane, leases: int, *, then: Callable[[], None],
+                         until: Callable[[dict[str, str]], bool]) -> dict[str, list[Tenure]]:
+    """Each resource's Lease tenures in the order a watch saw them (every record a Lease
+    had), until `until` holds for the current holders; `then` runs, in a thread, once the
+    watch has delivered all `leases` Leases. Times are the API server's records, so what
+    is measured from them does not depend on how fast the test looks."""
+    client = AsyncClient(config=kube_config(plane))
+    events = cast(AsyncGenerator[tuple[str, Lease], None], client.watch(
+        Lease, namespace=NAMESPACE, labels={"cerise.dev/lease": "compute-resource"}))
+    seen: dict[str, list[Tenure]] = {}
+    acting: asyncio.Future[None] | None = None
+    try:
+        async with asyncio.timeout(60):
+            async for _, lease in events:
+                assert lease.metadata is not None and lease.spec is not None
+                resource = (lease.metadata.annotations or {})["cerise.dev/subject"]
+                holder = (lease.spec.holderIdentity or "").rsplit("-", 1)[0]
+                renewed = lease.spec.renewTime
+                assert renewed is not None
+                tenures = seen.setdefault(resource, [])
+                if tenures and tenures[-1].holder == holder:
+                    tenures[-1].last = renewed
+                else:
+                    tenures.append(Tenure(holder, renewed, renewed))
+                if acting is None and len(seen) == leases:
+                    acting = asyncio.ensure_future(asyncio.to_thread(then))
+                elif acting is not None and until(
+                        {name: tenures[-1].holder for name, tenures in seen.items()}):
+                    break
+        assert acting is not None
+        await acting
+    finally:
+        await events.aclose()
+        await client.close()
+    return seen
+
+
 def transition_events(plane: ControlPlane, job: str) -> list[str]:
     """The reasons of the job's Events, each as many times as it happened (a transition
     Event for each transition that landed)."""
@@ -153,11 +203,9 @@ async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
     for name in names:
         await wait_for_job(replicas.plane, NAMESPACE, name, {"Running", "Waiting"} | FINAL,
                            timeout=120)
-    a.kill()
-    killed = time.monotonic()
-    poll_until(lambda: replicas.counts() == {"b": 4}, timeout=60,
-               what="b holding every resource")
-    taken_over = time.monotonic() - killed
+    held_by_a = {resource for resource, holder in replicas.holders().items() if holder == "a"}
+    seen = await follow_tenures(replicas.plane, len(resources), then=a.kill,
+                                until=lambda holders: set(holders.values()) == {"b"})
     for name in names:
         await wait_for_job(replicas.plane, NAMESPACE, name, FINAL, timeout=120)
     finished = jobs(replicas.plane)
@@ -165,17 +213,23 @@ async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
         name: "Success" for name in names}
     assert {job["metadata"]["name"]: submissions(replicas, job) for job in finished} == {
         name: 1 for name in names}
-    # the Lease duration (5 s) from a's last renewal, and b's next look (1 s)
-    assert taken_over < 5 + 2 * 1 + 2
+    # from a's last renewal: the Lease duration (5 s), and b's next look (1 s)
+    assert {resource: [tenure.holder for tenure in seen[resource][-2:]]
+            for resource in held_by_a} == {resource: ["a", "b"] for resource in held_by_a}
+    taken_over = max((seen[resource][-1].first - seen[resource][-2].last).total_seconds()
+                     for resource in held_by_a)
+    assert taken_over < 5 + 2 * 1 + 2, seen
 
     replicas.start("c")
     poll_until(lambda: replicas.counts() == {"b": 2, "c": 2}, timeout=60,
                what="b handing c its share")
-    # a graceful stop hands the Leases over at once: no waiting for them to expire
-    stopping = time.monotonic()
-    replicas.operators["b"].stop()
-    poll_until(lambda: replicas.counts() == {"c": 4}, timeout=60, what="c holding everything")
-    assert time.monotonic() - stopping < 5, "c waited for b's Leases to expire"
+    # a graceful stop hands the Leases over at once: each of b's goes to no holder, which
+    # c takes, rather than staying b's until it expires
+    held_by_b = {resource for resource, holder in replicas.holders().items() if holder == "b"}
+    seen = await follow_tenures(replicas.plane, len(resources), then=replicas.operators["b"].stop,
+                                until=lambda holders: set(holders.values()) == {"c"})
+    assert {resource: [tenure.holder for tenure in seen[resource]] for resource in held_by_b} \
+        == {resource: ["b", "", "c"] for resource in held_by_b}, seen
 
 
 async def test_a_paused_holder_writes_nothing_after_the_takeover(replicas: Replicas) -> None:
