@@ -66,12 +66,16 @@ def single_user_api(
     process.stop()
 
 
-def poll_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
-    """Poll `condition` until it holds; fail the test if it does not within `timeout`.
+def pause_after(look: float) -> float:
+    """How long to wait after a look that took `look` s before the next: 0.1 s, or four
+    times a costly look's time (a `kubectl` run, say), so that polling keeps at most a fifth
+    of a core busy and leaves the machine to the components under test."""
+    return max(0.1, 4 * look)
 
-    Every 0.1 s, or less often for a costly condition (a `kubectl` run, say): the wait is
-    four times the condition's own time, so that polling keeps at most a fifth of a core
-    busy, leaving the machine to the components under test."""
+
+def poll_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "it") -> None:
+    """Poll `condition` until it holds (`pause_after` apart); fail the test if it does not
+    within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         started = time.monotonic()
@@ -79,7 +83,7 @@ def poll_until(condition: Callable[[], bool], timeout: float = 60.0, what: str =
             return
         if (now := time.monotonic()) > deadline:
             raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(max(0.1, 4 * (now - started)))
+        time.sleep(pause_after(now - started))
 
 
 def _resource_known(url: str) -> bool:

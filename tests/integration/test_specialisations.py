@@ -19,6 +19,7 @@ import pytest
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.remote.local import LocalRemote
+from tests.integration.api_fixtures import pause_after
 from tests.integration.operator_fixtures import Resource, apply, wait_for_job
 from tests.integration.test_operator_jobs import (
     FINAL,
@@ -110,15 +111,15 @@ def project_status(body: dict[str, Any], resource: str, project: str) -> dict[st
 async def until(plane: ControlPlane, namespace: str, name: str,
                 check: Callable[[dict[str, Any]], bool], timeout: float = 60.0
                 ) -> dict[str, Any]:
-    """Poll a Specialisation until `check` holds for it; return it."""
+    """Poll a Specialisation until `check` holds for it (`pause_after` apart); return it."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    while (started := time.monotonic()) < deadline:
         body = await asyncio.to_thread(get, plane, namespace, "specialisation", name)
         if body.get("status", {}).get("observedGeneration") == body["metadata"]["generation"] \
                 and check(body):
             return body
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(pause_after(time.monotonic() - started))
     raise AssertionError(f"Specialisation {name} did not get there: {body.get('status')}")
 
 
@@ -265,7 +266,10 @@ async def test_a_failing_install_script_fails_only_its_project(
         path.replace("/p/", "/q/"): text for path, text in broken.items()})
     specialisation(control_plane, namespace, "s", ["local"], p("1.0.0"),
                    {"name": "q", "version": "1.0.0", "source": {"configMap": "q-files"}})
-    body = await until(control_plane, namespace, "s", state_is("local", "q", "Failed"))
+    # the two install side by side: wait for both to end
+    body = await until(control_plane, namespace, "s", lambda body: state_is(
+        "local", "q", "Failed")(body) and project_status(body, "local", "p").get("state") in {
+            "Installed", "Failed"})
     failed = project_status(body, "local", "q")
     assert failed["reason"] == "InstallScriptFailed"
     assert failed["message"].startswith("install.sh exited with status 7")
