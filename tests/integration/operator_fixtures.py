@@ -84,9 +84,9 @@ class Resource:
 
 
 def apply(plane: ControlPlane, namespace: str, *bodies: dict[str, Any]) -> None:
-    """kubectl apply the objects in `namespace`."""
-    for body in bodies:
-        plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+    """kubectl apply the objects in `namespace`, in order, with one `kubectl` run."""
+    plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": list(bodies)}))
 
 
 @pytest.fixture(params=["local", "ssh"])

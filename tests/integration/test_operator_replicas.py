@@ -99,30 +99,26 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
 
 def make_resources(replicas: Replicas, count: int) -> list[str]:
     names = [f"r{i}" for i in range(count)]
-    for name in names:
-        apply(replicas.plane, NAMESPACE, {
-            "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
-            "metadata": {"name": name},
-            "spec": {"refreshSeconds": 0.2,
-                     "files": {"protocol": "local", "path": str(replicas.work / name)},
-                     "jobs": {"protocol": "local", "scheduler": "none"}}})
-    apply(replicas.plane, NAMESPACE, specialisations.example(names))
+    apply(replicas.plane, NAMESPACE, *({
+        "apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+        "metadata": {"name": name},
+        "spec": {"refreshSeconds": 0.2,
+                 "files": {"protocol": "local", "path": str(replicas.work / name)},
+                 "jobs": {"protocol": "local", "scheduler": "none"}}} for name in names),
+        specialisations.example(names))
     return names
 
 
 def submit_jobs(replicas: Replicas, resources: list[str], per_resource: int,
                 delay: int) -> list[str]:
-    names = []
-    for resource in resources:
-        for i in range(per_resource):
-            name = f"{resource}-job-{i}"
-            apply(replicas.plane, NAMESPACE, {
-                "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
-                "metadata": {"name": name},
-                "spec": {"workflow": SLEEP, "input": {"delay": delay},
-                         "computeResource": resource}})
-            names.append(name)
-    return names
+    names = {f"{resource}-job-{i}": resource
+             for resource in resources for i in range(per_resource)}
+    apply(replicas.plane, NAMESPACE, *({
+        "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob",
+        "metadata": {"name": name},
+        "spec": {"workflow": SLEEP, "input": {"delay": delay}, "computeResource": resource}}
+        for name, resource in names.items()))
+    return list(names)
 
 
 def jobs(plane: ControlPlane) -> list[dict[str, Any]]:
