@@ -14,6 +14,7 @@ from cerise.devenv import specialisations
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.remote.local import LocalRemote
+from tests.integration.api_fixtures import pause_after
 from tests.integration.operator_fixtures import Resource, apply, wait_for_job
 from tests.integration.test_operator_jobs import (
     FINAL,
@@ -43,12 +44,13 @@ async def gone(plane: ControlPlane, namespace: str, name: str, timeout: float) -
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
+        started = loop.time()
         found = await asyncio.to_thread(plane.kubectl, "get", "wfj", name, "-n", namespace,
                                         "--ignore-not-found", "-o", "name")
         if not found.stdout.strip():
             return
         assert loop.time() < deadline, f"job {name} still there after {timeout} s"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(pause_after(loop.time() - started))
 
 
 def get(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:

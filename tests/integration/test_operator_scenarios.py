@@ -16,6 +16,7 @@ from cerise.devenv import sshd as devenv_sshd
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import Sshd, SshEndpoint
+from tests.integration.api_fixtures import pause_after
 from tests.integration.operator_fixtures import (
     EXCHANGE_URL,
     Resource,
@@ -302,11 +303,11 @@ async def test_wrong_host_key_is_refused(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     status: dict[str, Any] = {}
-    while loop.time() < deadline:
+    while (started := loop.time()) < deadline:
         status = resource_status(control_plane, namespace, "flaky")
         if "host key" in status.get("lastError", ""):
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(pause_after(loop.time() - started))
     assert status.get("connected") is False
     assert "does not match the pinned key" in status["lastError"]
     job = await wait_for_job(control_plane, namespace, "job", {"Submitted", *FINAL})
