@@ -77,6 +77,19 @@ def test_a_job_runs_end_to_end(service: cerise_client.Service, tmp_path: Path) -
         service.get_job_by_id(job.id)
 
 
+def test_an_input_file_named_as_scientists_name_them_runs(
+    service: cerise_client.Service,
+) -> None:
+    """The client sends the uploaded file's own name as its basename; cwltool refuses
+    spaces, brackets and quotes there, so the tool is given a portable one."""
+    job = service.create_job(new_name())
+    job.set_workflow(WC)
+    job.add_input_file("file", ("run 3 (final) \u2013 it's $HOME.txt", b"one two\nthree\n"))
+    job.run()
+    assert finished(job) == "Success", job.log
+    assert job.outputs["output"].text.split()[:3] == ["2", "3", "14"]
+
+
 def test_an_existing_job_name_is_refused(service: cerise_client.Service) -> None:
     name = new_name()
     service.create_job(name)

@@ -139,6 +139,21 @@ def test_an_explicit_basename_names_the_file_and_is_kept() -> None:
     assert plan.apply({"f": value}, Origin.INPUT_OBJECT)["f"]["basename"] == "reads.bam"
 
 
+@pytest.mark.parametrize(("given", "seen"), [
+    ("my data (v2).txt", "my_data_v2_.txt"), ("$(touch x) it's.txt", "touch_x_it_s.txt"),
+    ("naïve\u2029.txt", "na_ve_.txt"), ("$$$", "01__"),
+])
+def test_an_explicit_basename_runners_refuse_is_made_portable(given: str, seen: str) -> None:
+    """cerise-client sends the uploaded file's own name: cwltool refuses spaces, quotes and
+    shell characters in it ("Invalid filename"), so the tool sees the portable name."""
+    value = a_file(f"{IN}/upload-3", basename=given)
+    plan, _ = plan_for({"f": "File"}, {"f": value})
+
+    basename = plan.apply({"f": value}, Origin.INPUT_OBJECT)["f"]["basename"]
+    assert basename == seen
+    assert re.fullmatch(r"[\w.+,:@-]+", basename), "runners refuse other characters"
+
+
 def test_secondary_files_recursive_and_arrays_are_staged_depth_first() -> None:
     bam = a_file(
         f"{IN}/reads.bam",

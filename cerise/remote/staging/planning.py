@@ -5,9 +5,10 @@ Remote names are ``NN_<name>``: a counter, then the user's file name with every 
 characters outside ``[A-Za-z0-9_.-]`` replaced by ``_`` and long names shortened. So no
 name can traverse, start with ``-`` or mean anything to a shell (every path reaching a
 shell is quoted all the same). The tool still sees the user's name: where the object has
-no ``basename``, the plan sets it (made portable, since cwltool refuses names with
-spaces, quotes and the like), and runners stage inputs under their basename (cwltool
-links ``reads.bam`` and its ``reads.bam.bai`` side by side). Entries inside a staged
+no ``basename``, or one with characters runners refuse, the plan sets it (made portable,
+since cwltool refuses names with spaces, quotes and the like), and runners stage inputs
+under their basename (cwltool links ``reads.bam`` and its ``reads.bam.bai`` side by
+side). Entries inside a staged
 directory keep their own names: they are the directory's content.
 
 Locations on the remote side are percent-encoded ``file://`` URLs. cwltool also takes
@@ -61,7 +62,9 @@ class Placement:
     location: str
     """A ``file://`` URL on the compute resource."""
     basename: str | None
-    """The user's name for it, to set where the object has no ``basename``."""
+    """The ``basename`` the plan sets: the user's name for it, made portable, where the
+    object has none or has one that runners refuse (cerise-client sends the name of the
+    uploaded file, spaces and all)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Plan:
                 target: Any = moved
                 for part in placement.pointer:
                     target = target[part]
-                target.setdefault("basename", placement.basename)
+                target["basename"] = placement.basename
         return moved
 
 
@@ -125,6 +128,8 @@ def plan(
                 names[(reference.kind, source)] = remote
             if reference.basename is None:
                 basename = _valid_basename(_source_name(source))
+            elif not _PORTABLE.fullmatch(reference.basename):
+                basename = _valid_basename(reference.basename) or remote
         if reference.kind is FileKind.DIRECTORY and isinstance(source, LocalSource):
             trees[(reference.origin, reference.pointer)] = (source, remote)
         location = "file://" + quote(f"{files.work}/{remote}")
