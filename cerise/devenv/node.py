@@ -9,8 +9,13 @@ StorageClass of local volumes, the cluster's default, serves PersistentVolumeCla
 are imported into containerd from archives (tools/build-image.sh), the sandbox image
 included: no registry is involved.
 
+A second node can join the first (`join`): its own containerd, kubelet, bridge and pod
+subnet on the same host, for tests of what happens when one node is lost while the other
+runs on. What is cluster-wide (DNS, kube-proxy, the workload controllers, the storage) is
+the first node's.
+
 The settings that this kind of host needs (cgroup v1, no CAP_SYS_RESOURCE, no systemd) are
-explained where they are set. Everything runs as root under one exclusive state directory
+explained where they are set. Everything runs as root under exclusive state directories
 (cerise/devenv/statedir.py), so a crashed run's daemons are reaped by the next one.
 """
 
@@ -36,11 +41,28 @@ from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.process import Daemon, StartupError, free_port, wait_until
 from cerise.devenv.system import require_programs
 
-NAME = "cerise-node"
-BRIDGE = "cerise0"
-POD_CIDR = "10.244.0.0/24"
-ADDRESS = "10.244.0.1"
-"""The node's address: the pods' gateway on the bridge, which the host answers on."""
+
+@dataclass(frozen=True)
+class Place:
+    """Where a node sits on this host: its name, its pods' bridge and subnet, and its address
+    (the pods' gateway on the bridge, which the host answers on)."""
+
+    name: str
+    component: str
+    """Its state directory's component name (cerise/devenv/statedir.py)."""
+    bridge: str
+    pod_cidr: str
+    address: str
+
+
+FIRST = Place("cerise-node", "node", "cerise0", "10.244.0.0/24", "10.244.0.1")
+SECOND = Place("cerise-node-2", "node2", "cerise1", "10.244.1.0/24", "10.244.1.1")
+PLACES = (FIRST, SECOND)
+NAME = FIRST.name
+ADDRESS = FIRST.address
+"""The first node's address, where host daemons that pods use listen (the DNS server, the
+test sshd); pods of the second node reach it through the host."""
+CLUSTER_CIDR = "10.244.0.0/16"
 STORAGE_CLASS = "cerise-local"
 VOLUMES = 8
 """Local PersistentVolumes made at start (each claim binds one; a released one is not reused)."""
@@ -60,10 +82,16 @@ class Node:
     """A running node; `stop` removes its pods, then its daemons, mounts and network."""
 
     plane: ControlPlane
+    place: Place
     state: statedir.StateDir
     socket: Path
     daemons: list[Daemon] = field(default_factory=list)
     started_in: float = 0.0
+
+    @property
+    def first(self) -> bool:
+        """Whether this node runs the cluster-wide parts (DNS, kube-proxy, controllers)."""
+        return self.place == FIRST
 
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run containerd's `ctr` against this node's containerd, in Kubernetes' namespace."""
@@ -81,24 +109,43 @@ class Node:
         """Give an imported image another name (a "new" image for a rollout)."""
         self.ctr("images", "tag", "--force", source, target)
 
+    def signal(self, signum: int, *, pods: bool = False) -> None:
+        """Send `signum` to the kubelet; with `pods`, to containerd and every process of the
+        node's containers too. SIGSTOP with `pods` is a node that hangs or loses its network
+        (nothing on it runs or answers); SIGSTOP alone is a kubelet stopped while its pods
+        run on; SIGCONT brings either back."""
+        pids = [d.pid for d in self.daemons if d.name == "kubelet"]
+        if pods:
+            pids += [d.pid for d in self.daemons if d.name == "containerd"]
+            pids += [pid for shim in _shims(self.socket) for pid in [shim, *_descendants(shim)]]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def stop(self) -> None:
-        """Stop making pods, delete them and wait for the kubelet to stop them, then stop
-        everything else."""
-        makers = [d for d in self.daemons if d.name in WORKLOAD_DAEMONS]
-        for daemon in makers:
-            daemon.stop()
+        """Stop making pods (the first node) or placing them here (a joined one), delete
+        them and wait for the kubelet to stop them, then stop everything else."""
+        if self.first:
+            for daemon in (d for d in self.daemons if d.name in WORKLOAD_DAEMONS):
+                daemon.stop()
+        else:
+            self.plane.kubectl("cordon", self.place.name, check=False)
+        self.signal(signal.SIGCONT, pods=True)
         if any(d.name == "kubelet" and d.alive() for d in self.daemons):
             with contextlib.suppress(Exception):
-                _drain(self.plane)
+                _drain(self.plane, self.place.name)
         for daemon in reversed(self.daemons):
             daemon.stop()
-        _remove_service_rules(self.plane)
+        if self.first:
+            _remove_service_rules(self.plane)
         _kill_shims(self.socket)
         _unmount_below(self.state.path)
-        _remove_network()
-        self.plane.kubectl("delete", "node", NAME, "--ignore-not-found", check=False)
-        self.plane.kubectl("delete", "pv", "-l", VOLUME_LABEL, "--wait=false",
+        _remove_network(self.place)
+        self.plane.kubectl("delete", "node", self.place.name, "--ignore-not-found",
                            check=False)
+        if self.first:
+            self.plane.kubectl("delete", "pv", "-l", VOLUME_LABEL, "--wait=false",
+                               check=False)
         self.state.release()
 
 
@@ -113,32 +160,52 @@ def archive_names(archive: Path) -> list[str]:
 
 def start(plane: ControlPlane, *, pause: Path, images: Sequence[Path] = (),
           timeout: float = 120.0) -> Node:
-    """Start a node for `plane`, with `pause` as its sandbox image and `images` loaded."""
+    """Start the first node for `plane`, with `pause` as its sandbox image and `images`
+    loaded."""
     began = time.monotonic()
     require_programs("containerd", "ctr", "runc", "iptables", "ip", "dnsmasq",
                      str(CNI_BIN / "bridge"))
     for binary in ("kubelet", "kube-proxy", "kube-scheduler"):
         if not (plane.bindir / binary).is_file():
             raise StartupError(f"{plane.bindir} lacks {binary}: run tools/build-binaries.sh")
-    state = statedir.claim("node", exclusive=True)
-    # What a crashed run left beyond its daemons (no other node runs: the claim is exclusive).
+    state = statedir.claim(FIRST.component, exclusive=True)
+    # What a crashed run left beyond its daemons (no other node runs: the claim is exclusive,
+    # and a joined node's is reaped here, as it cannot outlive the first).
+    statedir.reap_stale(SECOND.component)
     _kill_shims(None)
     _remove_service_rules(plane)
-    _remove_network()
-    node = Node(plane=plane, state=state, socket=state.path / "containerd.sock")
+    for place in PLACES:
+        _remove_network(place)
+    node = Node(plane=plane, place=FIRST, state=state, socket=state.path / "containerd.sock")
     try:
-        _network()
+        _network(FIRST)
         _start_dns(node)
-        pause_name = archive_names(pause)[0]
-        _start_containerd(node, pause_name)
-        node.import_image(pause)
-        for archive in images:
-            node.import_image(archive)
+        _start_containerd(node, pause, images)
         _start_workload_controllers(node)
         _start_kubelet(node, timeout)
         _start_kube_proxy(node)
         _publish_api_server(plane)
         _storage(node)
+    except BaseException:
+        node.stop()
+        raise
+    node.started_in = time.monotonic() - began
+    return node
+
+
+def join(first: Node, *, pause: Path, images: Sequence[Path] = (),
+         timeout: float = 120.0) -> Node:
+    """Start a second node beside `first`, in the same cluster: its own containerd, kubelet,
+    bridge and pod subnet; the first node's DNS, kube-proxy and controllers serve it."""
+    began = time.monotonic()
+    state = statedir.claim(SECOND.component, exclusive=True)
+    _remove_network(SECOND)
+    node = Node(plane=first.plane, place=SECOND, state=state,
+                socket=state.path / "containerd.sock")
+    try:
+        _network(SECOND)
+        _start_containerd(node, pause, images)
+        _start_kubelet(node, timeout)
     except BaseException:
         node.stop()
         raise
@@ -152,30 +219,32 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 # -- network ---------------------------------------------------------------------------
 
-def _network() -> None:
+def _network(place: Place) -> None:
     """The pods' bridge with the node's address, made before any pod so that host daemons
-    can listen on the address from the start; the bridge plugin adopts it."""
-    _run("ip", "link", "add", BRIDGE, "type", "bridge")
-    _run("ip", "addr", "add", f"{ADDRESS}/24", "dev", BRIDGE)
-    _run("ip", "link", "set", BRIDGE, "up")
+    can listen on the address from the start; the bridge plugin adopts it. The host routes
+    between the nodes' bridges."""
+    _run("ip", "link", "add", place.bridge, "type", "bridge")
+    _run("ip", "addr", "add", f"{place.address}/24", "dev", place.bridge)
+    _run("ip", "link", "set", place.bridge, "up")
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
 
-def _remove_network() -> None:
-    if _run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
-        _run("ip", "link", "delete", BRIDGE)
+def _remove_network(place: Place) -> None:
+    if _run("ip", "link", "show", place.bridge, check=False).returncode == 0:
+        _run("ip", "link", "delete", place.bridge)
 
 
-def _cni_config(state: Path) -> Path:
+def _cni_config(state: Path, place: Place) -> Path:
     directory = state / "cni"
     directory.mkdir()
     (directory / "10-cerise.conflist").write_text(json.dumps({
         "cniVersion": "1.0.0",
         "name": "cerise",
         "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True,
+            {"type": "bridge", "bridge": place.bridge, "isGateway": True, "ipMasq": True,
              "hairpinMode": True,
-             "ipam": {"type": "host-local", "subnet": POD_CIDR, "gateway": ADDRESS,
+             "ipam": {"type": "host-local", "subnet": place.pod_cidr,
+                      "gateway": place.address,
                       "dataDir": str(state / "ipam"), "routes": [{"dst": "0.0.0.0/0"}]}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
@@ -198,8 +267,10 @@ def _start_dns(node: Node) -> None:
 
 # -- containerd --------------------------------------------------------------------------
 
-def _start_containerd(node: Node, pause_name: str) -> None:
+def _start_containerd(node: Node, pause: Path, images: Sequence[Path]) -> None:
+    """containerd with `pause` as its sandbox image and `images` imported."""
     state = node.state.path
+    pause_name = archive_names(pause)[0]
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     config = state / "containerd.toml"
     config.write_text(f"""\
@@ -222,29 +293,32 @@ state = "{state / 'containerd-state'}"
       runtime_type = "io.containerd.runc.v2"
   [{cri}.cni]
     bin_dir = "{CNI_BIN}"
-    conf_dir = "{_cni_config(state)}"
+    conf_dir = "{_cni_config(state, node.place)}"
 """)
     daemon = node.state.start(Daemon(
         "containerd", ["containerd", "--config", str(config)], log=state / "containerd.log"))
     node.daemons.append(daemon)
     daemon.wait_ready(lambda: _run("ctr", "--address", str(node.socket), "version",
                                    check=False).returncode == 0)
+    for archive in (pause, *images):
+        node.import_image(archive)
 
 
 def _kill_shims(socket: Path | None) -> None:
     """Kill the runc shims of this node's containerd (of any node's when `socket` is None,
     for what a crashed run left) and every process of their containers: a stopped kubelet
     or containerd leaves them running."""
-    marker = str(socket) if socket is not None else str(statedir.DEFAULT_BASE / "node-")
-    for pid in _pids():
-        cmdline = _cmdline(pid)
-        if not cmdline or Path(cmdline[0]).name != SHIM or marker not in " ".join(cmdline):
-            continue
-        for child in _descendants(pid):
+    for shim in _shims(socket):
+        for pid in [*_descendants(shim), shim]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+
+
+def _shims(socket: Path | None) -> list[int]:
+    """The runc shims of the containerd at `socket` (of every node's when None)."""
+    marker = str(socket) if socket is not None else f"{statedir.DEFAULT_BASE}/node"
+    return [pid for pid in _pids() if (cmdline := _cmdline(pid))
+            and Path(cmdline[0]).name == SHIM and marker in " ".join(cmdline)]
 
 
 def _pids() -> list[int]:
@@ -323,7 +397,7 @@ def _start_kubelet(node: Node, timeout: float) -> None:
         "cgroupsPerQOS": False,
         "enforceNodeAllocatable": [],
         "containerRuntimeEndpoint": f"unix://{node.socket}",
-        "address": ADDRESS,
+        "address": node.place.address,
         "port": free_port(),
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -334,7 +408,10 @@ def _start_kubelet(node: Node, timeout: float) -> None:
         "tlsCertFile": str(pki / "apiserver.crt"),
         "tlsPrivateKeyFile": str(pki / "apiserver.key"),
         "resolvConf": str(resolv),
+        # The first node's DNS server, for every node's pods.
         "clusterDNS": [ADDRESS],
+        # Each node's own: a kubelet removes the log directories of pods it does not run.
+        "podLogsDir": str(state / "pod-logs"),
         "clusterDomain": DOMAIN,
         "failSwapOn": False,
         "serializeImagePulls": False,
@@ -346,17 +423,18 @@ def _start_kubelet(node: Node, timeout: float) -> None:
     kubelet = node.state.start(Daemon("kubelet", [
         str(plane.bindir / "kubelet"), f"--config={config}",
         f"--kubeconfig={plane.kubeconfig}", f"--root-dir={state / 'kubelet'}",
-        f"--hostname-override={NAME}", f"--node-ip={ADDRESS}", "--v=1",
+        f"--hostname-override={node.place.name}", f"--node-ip={node.place.address}",
+        "--v=1",
     ], log=state / "kubelet.log"))
     node.daemons.append(kubelet)
     kubelet.wait_ready(lambda: httpx.get(
         f"http://127.0.0.1:{healthz}/healthz", timeout=2).text == "ok", timeout=timeout)
-    wait_until(lambda: _node_ready(plane), timeout=timeout, what=f"node {NAME} Ready",
-               log=kubelet.log, alive=kubelet.alive)
+    wait_until(lambda: _node_ready(plane, node.place.name), timeout=timeout,
+               what=f"node {node.place.name} Ready", log=kubelet.log, alive=kubelet.alive)
 
 
-def _node_ready(plane: ControlPlane) -> bool:
-    out = plane.kubectl("get", "node", NAME, "-o",
+def _node_ready(plane: ControlPlane, name: str) -> bool:
+    out = plane.kubectl("get", "node", name, "-o",
                         "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
     return out.stdout == "True"
 
@@ -371,7 +449,8 @@ def _start_kube_proxy(node: Node) -> None:
         "clientConnection": {"kubeconfig": str(plane.kubeconfig)},
         "hostnameOverride": NAME,
         "mode": "iptables",
-        "clusterCIDR": POD_CIDR,
+        # One kube-proxy: the host's iptables rules serve every node's pods.
+        "clusterCIDR": CLUSTER_CIDR,
         "healthzBindAddress": f"127.0.0.1:{healthz}",
         "metricsBindAddress": f"127.0.0.1:{free_port()}",
         # Leave the host's conntrack table size alone (setting it needs a writable /proc/sys).
@@ -444,21 +523,23 @@ def _storage(node: Node) -> None:
             "metadata": {"name": f"{NAME}-v{index}", "labels": {VOLUME_LABEL: "true"}},
             "spec": {
                 "capacity": {"storage": "10Gi"},
-                # One node: every pod that mounts it shares it, as ReadWriteMany promises.
+                # One host: every pod that mounts it, on either node, shares the one
+                # directory, as ReadWriteMany promises.
                 "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": STORAGE_CLASS,
                 "local": {"path": str(path)},
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
-                    "key": "kubernetes.io/hostname", "operator": "In", "values": [NAME]}]}]}},
+                    "key": "kubernetes.io/hostname", "operator": "In",
+                    "values": [place.name for place in PLACES]}]}]}},
             },
         })
     node.plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
 
 
-def _drain(plane: ControlPlane) -> None:
-    """Delete every pod of the node and wait until the kubelet has stopped them all."""
-    selector = f"spec.nodeName={NAME}"
+def _drain(plane: ControlPlane, name: str) -> None:
+    """Delete every pod of node `name` and wait until its kubelet has stopped them all."""
+    selector = f"spec.nodeName={name}"
     plane.kubectl("delete", "pods", "-A", "--field-selector", selector, "--wait=false",
                   check=False)
     wait_until(lambda: not plane.kubectl("get", "pods", "-A", "--field-selector", selector,

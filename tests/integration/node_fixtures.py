@@ -48,6 +48,18 @@ def node(control_plane: ControlPlane, images: Images) -> Iterator[devenv_node.No
 
 
 @pytest.fixture(scope="session")
+def second_node(node: devenv_node.Node, images: Images) -> Iterator[devenv_node.Node]:
+    """A second node beside `node` (its own containerd, kubelet and pod subnet), with the
+    Cerise image loaded: for tests where one node is lost while the other runs on."""
+    joined = devenv_node.join(node, pause=images.pause, images=[images.cerise])
+    print(f"\nnode {devenv_node.SECOND.name} Ready in {joined.started_in:.1f} s")
+    try:
+        yield joined
+    finally:
+        joined.stop()
+
+
+@pytest.fixture(scope="session")
 def node_sshd(node: devenv_node.Node) -> Iterator[devenv_sshd.SshEndpoint]:
     """The test sshd on the node's address, where pods reach it."""
     server = devenv_sshd.start(listen=devenv_node.ADDRESS)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -34,11 +33,12 @@ from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
 from tests.integration.api_fixtures import poll_until
 from tests.integration.node_fixtures import Images, kubelet_log
-from tests.integration.test_helm import CHART, helm, values_file
+from tests.integration.test_helm import CHART, helm, helm_env, values_file
 from tests.integration.test_rest_cerise_client import SLEEP, WC
 from tests.integration.test_rest_wes import WC as WES_WC
 
 pytestmark = pytest.mark.integration
+__all__ = ["helm_env"]  # the fixture, shared with the chart's other tests
 
 CHART_IMAGE = "docker.io/library/cerise-k8s:{}".format(
     yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
@@ -54,14 +54,6 @@ def sleeping() -> int:
     """How many of the jobs' `sleep` processes run on the test host."""
     found = subprocess.run(["pgrep", "-f", f"^sleep {DELAY}$"], capture_output=True, text=True)
     return len(found.stdout.split())
-
-
-@pytest.fixture(scope="module")
-def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """helm's environment: its cache, config and data directories kept out of $HOME."""
-    home = tmp_path_factory.mktemp("helm-home")
-    return {**os.environ, "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
 
 
 def image_name(images: Images) -> str:
@@ -207,8 +199,9 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
 
 
 def ssh_values(sshd: SshEndpoint, images: Images, base: str, port: int,
-               tag: str | None = None) -> dict[str, Any]:
-    """Two ComputeResources on the test sshd, reached from the pod network."""
+               tag: str | None = None, names: tuple[str, ...] = ("alpha", "beta"),
+               ) -> dict[str, Any]:
+    """ComputeResources (two by default) on the test sshd, reached from the pod network."""
     repository, _, built_tag = image_name(images).rpartition(":")
 
     def resource(name: str) -> dict[str, Any]:
@@ -220,8 +213,8 @@ def ssh_values(sshd: SshEndpoint, images: Images, base: str, port: int,
                      "jobs": {"protocol": "ssh", "host": sshd.host, "port": sshd.port,
                               "scheduler": "none"}}}
 
-    return {"computeResources": [resource("alpha"), resource("beta")],
-            "defaultComputeResource": "alpha",
+    return {"computeResources": [resource(name) for name in names],
+            "defaultComputeResource": names[0],
             "image": {"repository": repository, "tag": tag or built_tag},
             "exchange": {"url": f"http://localhost:{port}/files"}}
 

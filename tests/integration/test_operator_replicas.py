@@ -145,14 +145,15 @@ class Tenure:
 
 
 async def follow_tenures(plane: ControlPlane, leases: int, *, then: Callable[[], None],
-                         until: Callable[[dict[str, str]], bool]) -> dict[str, list[Tenure]]:
+                         until: Callable[[dict[str, str]], bool],
+                         namespace: str = NAMESPACE) -> dict[str, list[Tenure]]:
     """Each resource's Lease tenures in the order a watch saw them (every record a Lease
     had), until `until` holds for the current holders; `then` runs, in a thread, once the
     watch has delivered all `leases` Leases. Times are the API server's records, so what
     is measured from them does not depend on how fast the test looks."""
     client = AsyncClient(config=kube_config(plane))
     events = cast(AsyncGenerator[tuple[str, Lease], None], client.watch(
-        Lease, namespace=NAMESPACE, labels={"cerise.dev/lease": "compute-resource"}))
+        Lease, namespace=namespace, labels={"cerise.dev/lease": "compute-resource"}))
     seen: dict[str, list[Tenure]] = {}
     acting: asyncio.Future[None] | None = None
     try:
@@ -181,10 +182,10 @@ async def follow_tenures(plane: ControlPlane, leases: int, *, then: Callable[[],
     return seen
 
 
-def transition_events(plane: ControlPlane, job: str) -> list[str]:
+def transition_events(plane: ControlPlane, job: str, namespace: str = NAMESPACE) -> list[str]:
     """The reasons of the job's Events, each as many times as it happened (a transition
     Event for each transition that landed)."""
-    return [e["reason"] for e in job_events(plane, NAMESPACE, job)
+    return [e["reason"] for e in job_events(plane, namespace, job)
             for _ in range(e.get("count") or 1)]
 
 
