@@ -96,6 +96,7 @@ async def resource(
 ) -> AsyncIterator[Resource]:
     """A ComputeResource (local, or ssh to the test sshd) with the example project installed."""
     suffix = uuid.uuid4().hex[:8]
+    objects: list[dict[str, Any]] = []
     if request.param == "local":
         remote: Remote = LocalRemote()
         base = str(tmp_path / "cerise")
@@ -107,7 +108,7 @@ async def resource(
     else:
         remote = ssh_remote(sshd)
         base = f"/home/{sshd.username}/.cerise-{suffix}"
-        apply(control_plane, namespace, {
+        objects.append({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
             "stringData": {"username": sshd.username,
                            "privateKey": sshd.client_key.read_text()}})
@@ -118,19 +119,20 @@ async def resource(
             "jobs": {"protocol": "ssh", "host": sshd.host, "port": sshd.port,
                      "scheduler": "none"},
         }
-    apply(control_plane, namespace, {"apiVersion": "cerise.dev/v1alpha1",
-                                     "kind": "ComputeResource",
-                                     "metadata": {"name": request.param}, "spec": spec})
-    await install_example(control_plane, namespace, request.param)
+    objects.append({"apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+                    "metadata": {"name": request.param}, "spec": spec})
+    await install_example(control_plane, namespace, request.param, *objects)
     try:
         yield Resource(namespace=namespace, name=request.param, base=base, remote=remote)
     finally:
         await remove(remote, base)
 
 
-async def install_example(plane: ControlPlane, namespace: str, resource: str) -> None:
-    """Have the operator install the example projects on `resource`; wait until it has."""
-    apply(plane, namespace, specialisations.example([resource]))
+async def install_example(plane: ControlPlane, namespace: str, resource: str,
+                          *first: dict[str, Any]) -> None:
+    """Have the operator install the example projects on `resource`; wait until it has.
+    The objects `first` are applied just before the Specialisation, in the same run."""
+    apply(plane, namespace, *first, specialisations.example([resource]))
     await watch_until(plane, Specialisation, namespace, "example", _installed, timeout=60,
                       what=f"the example Specialisation ready in {namespace}")
 

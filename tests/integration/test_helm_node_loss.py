@@ -73,6 +73,12 @@ def renewed(spec: dict[str, Any]) -> datetime.datetime:
     return datetime.datetime.fromisoformat(spec["renewTime"])
 
 
+def operator_logs(plane: ControlPlane, namespace: str, pods: dict[str, str]) -> str:
+    """The end of each operator pod's log, for a failure message."""
+    return "\n".join(f"--- {pod}:\n" + plane.kubectl(
+        "logs", "-n", namespace, pod, "--tail=80", check=False).stdout for pod in pods)
+
+
 def submissions(home: Path, base: str, job: dict[str, Any]) -> int:
     """How many times the job was submitted (`remote_id` gets a line at each submit)."""
     path = (home / f"{base}-{job['spec']['computeResource']}" / "jobs"
@@ -108,19 +114,27 @@ async def test_a_lost_node_is_taken_over_with_nothing_lost_or_done_twice(
         "spec": {"workflow": SLEEP, "input": {"delay": DELAY},
                  "computeResource": RESOURCES[i % len(RESOURCES)]}}
         for i, name in enumerate(names)))
-    for name in names:
-        await wait_for_job(plane, namespace, name, {"Running"} | FINAL, timeout=180)
+    try:
+        for name in names:
+            await wait_for_job(plane, namespace, name, {"Running"} | FINAL, timeout=180)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{operator_logs(plane, namespace, placed)}") from None
 
     # The kubelet stops: the replica's container runs on, and renews its Leases past their
     # duration; nothing is taken over.
     second_node.signal(signal.SIGSTOP)
     stopped = datetime.datetime.now(datetime.UTC)
     try:
-        poll_until(lambda: all(
-            holder(spec) == lost and renewed(spec) > stopped + datetime.timedelta(
-                seconds=LEASE_DURATION)
-            for resource, spec in leases(plane, namespace).items() if resource in held),
-            LEASE_DURATION + 20, f"{lost} renewing its Leases with its kubelet stopped")
+        try:
+            poll_until(lambda: all(
+                holder(spec) == lost and renewed(spec) > stopped + datetime.timedelta(
+                    seconds=LEASE_DURATION)
+                for resource, spec in leases(plane, namespace).items() if resource in held),
+                LEASE_DURATION + 20, f"{lost} renewing its Leases with its kubelet stopped")
+        except AssertionError as failed:
+            raise AssertionError(f"{failed} (kubelet stopped at {stopped}): "
+                                 f"{leases(plane, namespace)}\n"
+                                 f"{operator_logs(plane, namespace, placed)}") from None
 
         # The node hangs: the other replica takes over.
         seen = await follow_tenures(

@@ -63,17 +63,17 @@ async def scheduler_resource(
     suffix = uuid.uuid4().hex[:8]
     remote = ssh_remote(sshd)
     base = f"/home/{sshd.username}/.cerise-{suffix}"
-    apply(control_plane, namespace,
-          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
-           "stringData": {"username": sshd.username, "privateKey": sshd.client_key.read_text()}},
-          {"apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
-           "metadata": {"name": name},
-           "spec": {"credentialsSecret": "login", "hostKeys": [sshd.host_key],
-                    "refreshSeconds": 0.5,
-                    "files": {"protocol": "sftp", "host": sshd.host, "port": sshd.port,
-                              "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
-                    "jobs": jobs, **(spec or {})}})
-    await install_example(control_plane, namespace, name)
+    await install_example(
+        control_plane, namespace, name,
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "login"},
+         "stringData": {"username": sshd.username, "privateKey": sshd.client_key.read_text()}},
+        {"apiVersion": "cerise.dev/v1alpha1", "kind": "ComputeResource",
+         "metadata": {"name": name},
+         "spec": {"credentialsSecret": "login", "hostKeys": [sshd.host_key],
+                  "refreshSeconds": 0.5,
+                  "files": {"protocol": "sftp", "host": sshd.host, "port": sshd.port,
+                            "path": "/home/$CERISE_USERNAME/.cerise-" + suffix},
+                  "jobs": jobs, **(spec or {})}})
     try:
         yield Resource(namespace=namespace, name=name, base=base, remote=remote)
     finally:
