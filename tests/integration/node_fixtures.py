@@ -47,10 +47,11 @@ def node(control_plane: ControlPlane, images: Images) -> Iterator[devenv_node.No
         started.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def second_node(node: devenv_node.Node, images: Images) -> Iterator[devenv_node.Node]:
     """A second node beside `node` (its own containerd, kubelet and pod subnet), with the
-    Cerise image loaded: for tests where one node is lost while the other runs on."""
+    Cerise image loaded: for tests where one node is lost while the other runs on. Per
+    module, so that no later test's pods land where its images are not."""
     joined = devenv_node.join(node, pause=images.pause, images=[images.cerise])
     print(f"\nnode {devenv_node.SECOND.name} Ready in {joined.started_in:.1f} s")
     try:
