@@ -434,9 +434,11 @@ def _start_kubelet(node: Node, timeout: float) -> None:
 
 
 def _node_ready(plane: ControlPlane, name: str) -> bool:
-    out = plane.kubectl("get", "node", name, "-o",
-                        "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
-    return out.stdout == "True"
+    """Ready, and without taints: the node lifecycle controller removes the not-ready one
+    a few seconds after the kubelet reports Ready; until then pods are placed elsewhere."""
+    out = plane.kubectl("get", "node", name, "-o", "jsonpath={.status.conditions"
+                        "[?(@.type=='Ready')].status} {.spec.taints}", check=False)
+    return out.stdout.strip() == "True"
 
 
 def _start_kube_proxy(node: Node) -> None:

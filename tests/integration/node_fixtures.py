@@ -39,12 +39,8 @@ def node(control_plane: ControlPlane, images: Images) -> Iterator[devenv_node.No
     """A node of the session's control plane, with the Cerise image loaded."""
     if os.geteuid() != 0:
         pytest.fail("a node needs root (containerd, a bridge, iptables)")
-    started = devenv_node.start(control_plane, pause=images.pause, images=[images.cerise])
-    print(f"\nnode {devenv_node.NAME} Ready in {started.started_in:.1f} s")
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from _running(devenv_node.start(control_plane, pause=images.pause,
+                                          images=[images.cerise]))
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +48,16 @@ def second_node(node: devenv_node.Node, images: Images) -> Iterator[devenv_node.
     """A second node beside `node` (its own containerd, kubelet and pod subnet), with the
     Cerise image loaded: for tests where one node is lost while the other runs on. Per
     module, so that no later test's pods land where its images are not."""
-    joined = devenv_node.join(node, pause=images.pause, images=[images.cerise])
-    print(f"\nnode {devenv_node.SECOND.name} Ready in {joined.started_in:.1f} s")
+    yield from _running(devenv_node.join(node, pause=images.pause, images=[images.cerise]))
+
+
+def _running(started: devenv_node.Node) -> Iterator[devenv_node.Node]:
+    """A started node for a fixture's life, its start-up time printed; stopped after."""
+    print(f"\nnode {started.place.name} Ready in {started.started_in:.1f} s")
     try:
-        yield joined
+        yield started
     finally:
-        joined.stop()
+        started.stop()
 
 
 @pytest.fixture(scope="session")
