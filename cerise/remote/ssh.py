@@ -83,6 +83,10 @@ class SshTarget:
     host_keys: tuple[str, ...]
     max_sessions: int = 8
     connect_timeout: float = 20.0
+    sftp_timeout: float = 60.0
+    """Seconds within which the SFTP server must answer a small request (a read of a log,
+    a rename) or the start of its session; one that does not is stuck (it may be blocked
+    on a FIFO, or hung): its session is dropped, and the caller may try again."""
     accelerate: bool = True
     """Move large files with the OpenSSH client (`ssh`) when the logins allow it."""
     shared_idle: float = 60.0
@@ -312,8 +316,12 @@ class SshConnection:
         try:
             async with self._sftp_lock:  # concurrent first uses must share one session
                 if self._sftp is None or self._sftp[0] is not connection:
-                    self._sftp = (connection, await connection.start_sftp_client())
+                    async with asyncio.timeout(self.target.sftp_timeout):
+                        self._sftp = (connection, await connection.start_sftp_client())
                 return self._sftp
+        except TimeoutError:
+            raise RemoteUnavailable(f"{self.where()}: the SFTP session did not start within "
+                                    f"{self.target.sftp_timeout:g} s") from None
         except asyncssh.ChannelOpenError as error:
             if connection.is_closed():
                 raise await self.drop(connection, error) from None
@@ -321,6 +329,15 @@ class SshConnection:
                 f"{self.where()}: the server refused the file session: {error.reason}") from None
         except (OSError, asyncssh.Error) as error:
             raise await self.drop(connection, error) from None
+
+    def sftp_stuck(self, client: asyncssh.SFTPClient, remote: str) -> RemoteUnavailable:
+        """Drop the SFTP session `client`, which did not answer a request about `remote` in
+        time (the next use starts a new one, on the same connection); the error to raise."""
+        if self._sftp is not None and self._sftp[1] is client:
+            self._sftp = None
+        client.exit()
+        return RemoteUnavailable(f"{self.where()}: {remote}: the SFTP server did not answer "
+                                 f"within {self.target.sftp_timeout:g} s")
 
     async def sftp_failure(self, connection: asyncssh.SSHClientConnection,
                            error: asyncssh.Error | ConnectionError, remote: str) -> OSError:

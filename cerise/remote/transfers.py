@@ -60,12 +60,15 @@ class SshTransfers:
     async def read(self, remote: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         connection, client = await self._connection.sftp_session()
         try:
-            async with client.open(remote, "rb") as handle:
-                await handle.seek(offset)
-                data: bytes = await handle.read(limit)
-                return data
+            async with asyncio.timeout(self._connection.target.sftp_timeout):
+                async with client.open(remote, "rb") as handle:
+                    await handle.seek(offset)
+                    data: bytes = await handle.read(limit)
+                    return data
         except asyncssh.SFTPNoSuchFile:
             return b""
+        except TimeoutError:
+            raise self._connection.sftp_stuck(client, remote) from None
         except (asyncssh.Error, ConnectionError) as error:
             raise await self._connection.sftp_failure(connection, error, remote) from None
 
@@ -230,6 +233,9 @@ class SshTransfers:
         await self.upload(data, temporary, mode=mode)
         connection, client = await self._connection.sftp_session()
         try:
-            await client.posix_rename(temporary, remote)
+            async with asyncio.timeout(self._connection.target.sftp_timeout):
+                await client.posix_rename(temporary, remote)
+        except TimeoutError:
+            raise self._connection.sftp_stuck(client, remote) from None
         except (asyncssh.Error, ConnectionError) as error:
             raise await self._connection.sftp_failure(connection, error, remote) from None

@@ -73,10 +73,16 @@ def renewed(spec: dict[str, Any]) -> datetime.datetime:
     return datetime.datetime.fromisoformat(spec["renewTime"])
 
 
-def operator_logs(plane: ControlPlane, namespace: str, pods: dict[str, str]) -> str:
-    """The end of each operator pod's log, for a failure message."""
-    return "\n".join(f"--- {pod}:\n" + plane.kubectl(
-        "logs", "-n", namespace, pod, "--tail=80", check=False).stdout for pod in pods)
+def operator_logs(plane: ControlPlane, namespace: str, pods: dict[str, str],
+                  keep: Path) -> str:
+    """Each operator pod's log, kept whole in `keep`; their ends, for a failure message."""
+    ends = []
+    for pod in pods:
+        log = plane.kubectl("logs", "-n", namespace, pod, check=False).stdout
+        (keep / f"{pod}.log").write_text(log)
+        ends.append(f"--- {pod} (whole log: {keep / pod}.log):\n"
+                    + "\n".join(log.splitlines()[-60:]))
+    return "\n".join(ends)
 
 
 def submissions(home: Path, base: str, job: dict[str, Any]) -> int:
@@ -108,33 +114,43 @@ async def test_a_lost_node_is_taken_over_with_nothing_lost_or_done_twice(
     held = {resource for resource, spec in leases(plane, namespace).items()
             if holder(spec) == lost}
 
+    try:
+        await lose_a_node(plane, namespace, second_node, lost, other, held)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\nLeases: {leases(plane, namespace)}\n"
+                             f"{operator_logs(plane, namespace, placed, tmp_path)}") from None
+    home = HOME / node_sshd.username
+    jobs = json.loads(plane.kubectl("get", "workflowjobs", "-n", namespace, "-o",
+                                    "json").stdout)["items"]
+    assert {j["metadata"]["name"]: submissions(home, base, j) for j in jobs} == {
+        f"sleep-{i}": 1 for i in range(JOBS)}
+    uninstall_leaves_nothing(plane, helm_env, namespace)
+
+
+async def lose_a_node(plane: ControlPlane, namespace: str, second_node: devenv_node.Node,
+                      lost: str, other: str, held: set[str]) -> None:
+    """Jobs in flight; the kubelet of `lost`'s node stopped, then the whole node hung, and
+    back: `other` took `held` over, and every job ended once, in Success."""
     names = [f"sleep-{i}" for i in range(JOBS)]
     apply(plane, namespace, *({
         "apiVersion": "cerise.dev/v1alpha1", "kind": "WorkflowJob", "metadata": {"name": name},
         "spec": {"workflow": SLEEP, "input": {"delay": DELAY},
                  "computeResource": RESOURCES[i % len(RESOURCES)]}}
         for i, name in enumerate(names)))
-    try:
-        for name in names:
-            await wait_for_job(plane, namespace, name, {"Running"} | FINAL, timeout=180)
-    except AssertionError as failed:
-        raise AssertionError(f"{failed}\n{operator_logs(plane, namespace, placed)}") from None
+    for name in names:
+        await wait_for_job(plane, namespace, name, {"Running"} | FINAL, timeout=180)
 
     # The kubelet stops: the replica's container runs on, and renews its Leases past their
     # duration; nothing is taken over.
     second_node.signal(signal.SIGSTOP)
     stopped = datetime.datetime.now(datetime.UTC)
     try:
-        try:
-            poll_until(lambda: all(
-                holder(spec) == lost and renewed(spec) > stopped + datetime.timedelta(
-                    seconds=LEASE_DURATION)
-                for resource, spec in leases(plane, namespace).items() if resource in held),
-                LEASE_DURATION + 20, f"{lost} renewing its Leases with its kubelet stopped")
-        except AssertionError as failed:
-            raise AssertionError(f"{failed} (kubelet stopped at {stopped}): "
-                                 f"{leases(plane, namespace)}\n"
-                                 f"{operator_logs(plane, namespace, placed)}") from None
+        poll_until(lambda: all(
+            holder(spec) == lost and renewed(spec) > stopped + datetime.timedelta(
+                seconds=LEASE_DURATION)
+            for resource, spec in leases(plane, namespace).items() if resource in held),
+            LEASE_DURATION + 20,
+            f"{lost} renewing its Leases with its kubelet stopped (at {stopped})")
 
         # The node hangs: the other replica takes over.
         seen = await follow_tenures(
@@ -160,11 +176,7 @@ async def test_a_lost_node_is_taken_over_with_nothing_lost_or_done_twice(
     jobs = json.loads(plane.kubectl("get", "workflowjobs", "-n", namespace, "-o",
                                     "json").stdout)["items"]
     assert {j["metadata"]["name"]: j["status"]["phase"] for j in jobs} == {
-        name: "Success" for name in names}
-    home = HOME / node_sshd.username
-    assert {j["metadata"]["name"]: submissions(home, base, j) for j in jobs} == {
-        name: 1 for name in names}
+        name: "Success" for name in names}, leases(plane, namespace)
     for name in names:
         reasons = transition_events(plane, name, namespace)
         assert len(reasons) == len(set(reasons)), f"a transition of {name} landed twice: {reasons}"
-    uninstall_leaves_nothing(plane, helm_env, namespace)

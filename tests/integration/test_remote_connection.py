@@ -161,6 +161,32 @@ async def test_file_access_recovers_after_killed_sessions(
     assert await ssh.read(f"{base}/f") == b"kept"
 
 
+async def test_an_sftp_server_that_stops_answering_does_not_hold_the_resource_up(
+    sshd: SshEndpoint,
+) -> None:
+    """A read of a FIFO blocks the server's SFTP process for good (it answers requests one at
+    a time): the read fails as a passing outage within `sftp_timeout`, the commands go on,
+    and the next read gets a session of its own on the same connection."""
+    ssh = SshRemote(ssh_target(sshd, sftp_timeout=1.0))
+    try:
+        base = (await ssh.run("mktemp -d")).stdout.strip()
+        await ssh.write(f"{base}/f", b"kept")
+        await ssh.run(f"mkfifo {base}/fifo")
+        began = time.monotonic()
+        with pytest.raises(RemoteUnavailable, match="did not answer within 1 s"):
+            await ssh.read(f"{base}/fifo")
+        assert time.monotonic() - began < 5
+        assert (await ssh.run("echo still")).stdout == "still\n"
+        assert await ssh.read(f"{base}/f") == b"kept"
+        await ssh.write(f"{base}/g", b"written")
+        assert await ssh.read(f"{base}/g") == b"written"
+        assert ssh.connection.counters.connects == 1
+    finally:
+        # a writer opening the FIFO lets the blocked SFTP process go, and end
+        await ssh.run(f"timeout 5 sh -c ': > {base}/fifo'; rm -rf {base}")
+        await ssh.close()
+
+
 async def test_a_command_that_waited_for_a_channel_runs_on_the_new_connection(
     sshd: SshEndpoint,
 ) -> None:
