@@ -139,7 +139,6 @@ class Node:
         if self.first:
             _remove_service_rules(self.plane)
         _kill_shims(self.socket)
-        _unmount_below(self.state.path)
         _remove_network(self.place)
         self.plane.kubectl("delete", "node", self.place.name, "--ignore-not-found",
                            check=False)
@@ -348,14 +347,6 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def _unmount_below(path: Path) -> None:
-    """Unmount everything mounted below `path` (volumes, overlays, netns), deepest first."""
-    prefix = str(path) + "/"
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        _run("umount", "--lazy", point, check=False)
 
 
 # -- the Kubernetes parts ------------------------------------------------------------------

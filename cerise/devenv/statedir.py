@@ -3,8 +3,9 @@
 A state directory holds a lock file that the claiming process keeps locked (`flock`) for as
 long as it lives, plus the pid and start time of every daemon started for it. When a later
 run finds a directory of the same component whose lock it can take, the owner is gone: the
-daemons recorded there are killed and the directory is removed. A directory still locked
-belongs to a live run and is left alone.
+daemons recorded there are killed and the directory is removed, after whatever is mounted
+below it (a kubelet's volumes, overlays and network namespaces), which would otherwise keep
+it there for good. A directory still locked belongs to a live run and is left alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import fcntl
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +45,8 @@ class StateDir:
         return daemon
 
     def release(self) -> None:
-        """Remove the directory and drop the lock."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the directory (unmounting what is mounted below it) and drop the lock."""
+        remove(self.path)
         os.close(self.lock_fd)
 
 
@@ -95,9 +97,19 @@ def reap_stale(component: str, *, base: Path = DEFAULT_BASE) -> list[Path]:
                     kill_group_if_same(int(pid), started)
                 case _:  # the daemon had already exited when it was recorded
                     pass
-        shutil.rmtree(path, ignore_errors=True)
+        remove(path)
         os.close(fd)
     return live
+
+
+def remove(path: Path) -> None:
+    """Unmount everything mounted below `path`, deepest first, then remove it."""
+    prefix = str(path) + "/"
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False,
+                       timeout=60)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def kill_group_if_same(pid: int, started: str) -> None:
