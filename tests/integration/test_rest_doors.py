@@ -24,6 +24,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from tests.integration import web
 from tests.integration.api_fixtures import Api, poll_until
 from tests.integration.test_dashboard import CHROMEDRIVER, CHROMIUM, FLAGS
+from tests.integration.test_operator_jobs import unique_delay
 from tests.integration.test_rest_cerise_client import SLEEP, sleeping
 from tests.integration.test_rest_metrics import scrape, value
 
@@ -94,13 +95,21 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def victim(single_user_api: Api) -> Iterator[str]:
+def victim_delay() -> int:
+    """How long the victim sleeps: a number of its own, so that its `sleep` process is told
+    apart from another test's victim's (on another worker)."""
+    return unique_delay()
+
+
+@pytest.fixture
+def victim(single_user_api: Api, victim_delay: int) -> Iterator[str]:
     """A running job (a sleep) that a page must not be able to cancel or delete."""
     answer = httpx.post(f"{single_user_api.url}/jobs", json={
-        "name": "victim", "workflow": SLEEP.decode(), "input": {"delay": 731}}, timeout=30)
+        "name": "victim", "workflow": SLEEP.decode(), "input": {"delay": victim_delay}},
+        timeout=30)
     assert answer.status_code == 201, answer.text
     job_id: str = answer.json()["id"]
-    poll_until(lambda: sleeping(731), 60, "the victim job running")
+    poll_until(lambda: sleeping(victim_delay), 60, "the victim job running")
     yield job_id
     httpx.delete(f"{single_user_api.url}/jobs/{job_id}", timeout=30)
 
@@ -111,7 +120,7 @@ def jobs(api: Api) -> list[dict[str, Any]]:
 
 
 def test_a_page_of_another_origin_cannot_submit_cancel_or_delete(
-    single_user_api: Api, browser: webdriver.Chrome, victim: str,
+    single_user_api: Api, browser: webdriver.Chrome, victim: str, victim_delay: int,
 ) -> None:
     marker = f"csrf-{uuid.uuid4().hex[:8]}"
     # The text/plain form body reads `{"name": "<marker>-form", "workflow": …, "x": "="}`.
@@ -132,7 +141,7 @@ def test_a_page_of_another_origin_cannot_submit_cancel_or_delete(
     assert title == "done sent,sent,sent,sent,sent,blocked"  # DELETE needs CORS: never sent
     assert not [job for job in jobs(single_user_api) if marker in job["name"]]
     assert httpx.get(f"{single_user_api.url}/jobs/{victim}").json()["state"] == "Running"
-    assert sleeping(731)
+    assert sleeping(victim_delay)
     # The requests did arrive, and the service itself refused them.
     refused = value(after, "cerise_api_requests_total", method="POST", route="unmatched",
                     status="403") - value(before, "cerise_api_requests_total", method="POST",
