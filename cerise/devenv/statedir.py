@@ -46,7 +46,7 @@ class StateDir:
 
     def release(self) -> None:
         """Remove the directory (unmounting what is mounted below it) and drop the lock."""
-        remove(self.path)
+        _remove(self.path)
         os.close(self.lock_fd)
 
 
@@ -97,12 +97,12 @@ def reap_stale(component: str, *, base: Path = DEFAULT_BASE) -> list[Path]:
                     kill_group_if_same(int(pid), started)
                 case _:  # the daemon had already exited when it was recorded
                     pass
-        remove(path)
+        _remove(path)
         os.close(fd)
     return live
 
 
-def remove(path: Path) -> None:
+def _remove(path: Path) -> None:
     """Unmount everything mounted below `path`, deepest first, then remove it."""
     prefix = str(path) + "/"
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]

@@ -41,7 +41,13 @@ from tests.integration.test_helm_node import (
     wait_specialisation,
 )
 from tests.integration.test_operator_jobs import FINAL, SLEEP
-from tests.integration.test_operator_replicas import follow_tenures, transition_events
+from tests.integration.test_operator_replicas import (
+    follow_tenures,
+    holder,
+    leases,
+    submissions,
+    transition_events,
+)
 
 pytestmark = pytest.mark.integration
 __all__ = ["helm_env"]  # the fixture, shared with the chart's other tests
@@ -53,20 +59,6 @@ DELAY = 30
 takeover, short enough that some end while their holder hangs."""
 LEASE_DURATION = 15
 """The chart's default (the operator's CERISE_LEASE_DURATION)."""
-
-
-def leases(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
-    """Resource → its Lease's spec."""
-    found = json.loads(plane.kubectl(
-        "get", "leases", "-n", namespace, "-l", "cerise.dev/lease=compute-resource",
-        "-o", "json").stdout)["items"]
-    return {lease["metadata"]["annotations"]["cerise.dev/subject"]: lease["spec"]
-            for lease in found}
-
-
-def holder(spec: dict[str, Any]) -> str:
-    """The pod holding a Lease (its identity without the random suffix); "" for none."""
-    return str(spec.get("holderIdentity") or "").rsplit("-", 1)[0]
 
 
 def renewed(spec: dict[str, Any]) -> datetime.datetime:
@@ -83,13 +75,6 @@ def operator_logs(plane: ControlPlane, namespace: str, pods: dict[str, str],
         ends.append(f"--- {pod} (whole log: {keep / pod}.log):\n"
                     + "\n".join(log.splitlines()[-60:]))
     return "\n".join(ends)
-
-
-def submissions(home: Path, base: str, job: dict[str, Any]) -> int:
-    """How many times the job was submitted (`remote_id` gets a line at each submit)."""
-    path = (home / f"{base}-{job['spec']['computeResource']}" / "jobs"
-            / job["metadata"]["uid"] / "remote_id")
-    return len(path.read_text().splitlines())
 
 
 async def test_a_lost_node_is_taken_over_with_nothing_lost_or_done_twice(
@@ -122,7 +107,9 @@ async def test_a_lost_node_is_taken_over_with_nothing_lost_or_done_twice(
     home = HOME / node_sshd.username
     jobs = json.loads(plane.kubectl("get", "workflowjobs", "-n", namespace, "-o",
                                     "json").stdout)["items"]
-    assert {j["metadata"]["name"]: submissions(home, base, j) for j in jobs} == {
+    assert {j["metadata"]["name"]:
+            submissions(home / f"{base}-{j['spec']['computeResource']}", j)
+            for j in jobs} == {
         f"sleep-{i}": 1 for i in range(JOBS)}
     uninstall_leaves_nothing(plane, helm_env, namespace)
 

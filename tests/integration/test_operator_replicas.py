@@ -67,18 +67,27 @@ class Replicas:
 
     def holders(self) -> dict[str, str]:
         """Resource → the replica name (identity without its random suffix) holding it."""
-        found = json.loads(self.plane.kubectl(
-            "get", "leases", "-n", NAMESPACE, "-l", "cerise.dev/lease=compute-resource",
-            "-o", "json").stdout)["items"]
-        return {lease["metadata"]["annotations"]["cerise.dev/subject"]:
-                (lease["spec"].get("holderIdentity") or "").rsplit("-", 1)[0]
-                for lease in found}
+        return {resource: holder(spec) for resource, spec in leases(self.plane).items()}
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for holder in self.holders().values():
             counts[holder] = counts.get(holder, 0) + 1
         return counts
+
+
+def leases(plane: ControlPlane, namespace: str = NAMESPACE) -> dict[str, dict[str, Any]]:
+    """Resource → the spec of its Lease."""
+    found = json.loads(plane.kubectl(
+        "get", "leases", "-n", namespace, "-l", "cerise.dev/lease=compute-resource",
+        "-o", "json").stdout)["items"]
+    return {lease["metadata"]["annotations"]["cerise.dev/subject"]: lease["spec"]
+            for lease in found}
+
+
+def holder(spec: dict[str, Any]) -> str:
+    """The replica holding a Lease: its identity without the random suffix ("" for none)."""
+    return str(spec.get("holderIdentity") or "").rsplit("-", 1)[0]
 
 
 @pytest.fixture
@@ -127,10 +136,10 @@ def jobs(plane: ControlPlane) -> list[dict[str, Any]]:
     return items
 
 
-def submissions(replicas: Replicas, job: dict[str, Any]) -> int:
-    """How many times the job was submitted (`remote_id` gets a line at each submit)."""
-    path = (replicas.work / job["spec"]["computeResource"] / "jobs" / job["metadata"]["uid"]
-            / "remote_id")
+def submissions(files: Path, job: dict[str, Any]) -> int:
+    """How many times the job was submitted, given its resource's files directory (its
+    `remote_id` gets a line at each submit)."""
+    path = files / "jobs" / job["metadata"]["uid"] / "remote_id"
     return len(path.read_text().splitlines())
 
 
@@ -208,7 +217,9 @@ async def test_a_killed_replica_is_taken_over_and_a_joining_one_gets_its_share(
     finished = jobs(replicas.plane)
     assert {job["metadata"]["name"]: job["status"]["phase"] for job in finished} == {
         name: "Success" for name in names}
-    assert {job["metadata"]["name"]: submissions(replicas, job) for job in finished} == {
+    assert {job["metadata"]["name"]:
+            submissions(replicas.work / job["spec"]["computeResource"], job)
+            for job in finished} == {
         name: 1 for name in names}
     # from a's last renewal: the Lease duration (5 s), and b's next look (1 s)
     assert {resource: [tenure.holder for tenure in seen[resource][-2:]]
@@ -254,7 +265,7 @@ async def test_a_paused_holder_writes_nothing_after_the_takeover(replicas: Repli
     [job] = jobs(replicas.plane)
     assert job["status"]["phase"] == "Success"
     assert job["status"]["fence"]["holder"].startswith(f"{other}-")
-    assert submissions(replicas, job) == 1
+    assert submissions(replicas.work / "r0", job) == 1
     reasons = transition_events(replicas.plane, name)
     assert len(reasons) == len(set(reasons)), f"a transition landed twice: {reasons}"
 

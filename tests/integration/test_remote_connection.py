@@ -187,6 +187,32 @@ async def test_an_sftp_server_that_stops_answering_does_not_hold_the_resource_up
         await ssh.close()
 
 
+async def test_reads_queued_behind_a_stuck_sftp_server_leave_the_connection_alone(
+    sshd: SshEndpoint,
+) -> None:
+    """Reads waiting behind the stuck one end with it, as passing outages; the shared
+    connection stays, and a command running on it meanwhile finishes."""
+    ssh = SshRemote(ssh_target(sshd, sftp_timeout=1.0))
+    try:
+        base = (await ssh.run("mktemp -d")).stdout.strip()
+        await ssh.write(f"{base}/f", b"kept")
+        await ssh.run(f"mkfifo {base}/fifo")
+        running = asyncio.ensure_future(ssh.run("sleep 3; echo done"))
+        stuck = asyncio.ensure_future(ssh.read(f"{base}/fifo"))
+        await asyncio.sleep(0.2)  # the FIFO's open first: the server is blocked in it
+        queued = await asyncio.gather(*(ssh.read(f"{base}/f") for _ in range(3)),
+                                      return_exceptions=True)
+        assert all(isinstance(each, RemoteUnavailable) for each in queued), queued
+        with pytest.raises(RemoteUnavailable):
+            await stuck
+        assert (await running).stdout == "done\n"
+        assert await ssh.read(f"{base}/f") == b"kept"
+        assert ssh.connection.counters.connects == 1
+    finally:
+        await ssh.run(f"timeout 5 sh -c ': > {base}/fifo'; rm -rf {base}")
+        await ssh.close()
+
+
 async def test_a_command_that_waited_for_a_channel_runs_on_the_new_connection(
     sshd: SshEndpoint,
 ) -> None:
