@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncssh
@@ -161,56 +161,57 @@ async def test_file_access_recovers_after_killed_sessions(
     assert await ssh.read(f"{base}/f") == b"kept"
 
 
+@pytest.fixture
+async def with_fifo(sshd: SshEndpoint) -> AsyncIterator[tuple[SshRemote, str]]:
+    """A connection whose SFTP requests must be answered within 1 s, and a directory on the
+    server holding a file `f` ("kept") and a FIFO `fifo`."""
+    ssh = SshRemote(ssh_target(sshd, sftp_timeout=1.0))
+    base = (await ssh.run("mktemp -d")).stdout.strip()
+    try:
+        await ssh.write(f"{base}/f", b"kept")
+        await ssh.run(f"mkfifo {base}/fifo")
+        yield ssh, base
+    finally:
+        # a writer opening the FIFO lets a blocked SFTP process go, and end
+        await ssh.run(f"timeout 5 sh -c ': > {base}/fifo'; rm -rf {base}")
+        await ssh.close()
+
+
 async def test_an_sftp_server_that_stops_answering_does_not_hold_the_resource_up(
-    sshd: SshEndpoint,
+    with_fifo: tuple[SshRemote, str],
 ) -> None:
     """A read of a FIFO blocks the server's SFTP process for good (it answers requests one at
     a time): the read fails as a passing outage within `sftp_timeout`, the commands go on,
     and the next read gets a session of its own on the same connection."""
-    ssh = SshRemote(ssh_target(sshd, sftp_timeout=1.0))
-    try:
-        base = (await ssh.run("mktemp -d")).stdout.strip()
-        await ssh.write(f"{base}/f", b"kept")
-        await ssh.run(f"mkfifo {base}/fifo")
-        began = time.monotonic()
-        with pytest.raises(RemoteUnavailable, match="did not answer within 1 s"):
-            await ssh.read(f"{base}/fifo")
-        assert time.monotonic() - began < 5
-        assert (await ssh.run("echo still")).stdout == "still\n"
-        assert await ssh.read(f"{base}/f") == b"kept"
-        await ssh.write(f"{base}/g", b"written")
-        assert await ssh.read(f"{base}/g") == b"written"
-        assert ssh.connection.counters.connects == 1
-    finally:
-        # a writer opening the FIFO lets the blocked SFTP process go, and end
-        await ssh.run(f"timeout 5 sh -c ': > {base}/fifo'; rm -rf {base}")
-        await ssh.close()
+    ssh, base = with_fifo
+    began = time.monotonic()
+    with pytest.raises(RemoteUnavailable, match="did not answer within 1 s"):
+        await ssh.read(f"{base}/fifo")
+    assert time.monotonic() - began < 5
+    assert (await ssh.run("echo still")).stdout == "still\n"
+    assert await ssh.read(f"{base}/f") == b"kept"
+    await ssh.write(f"{base}/g", b"written")
+    assert await ssh.read(f"{base}/g") == b"written"
+    assert ssh.connection.counters.connects == 1
 
 
 async def test_reads_queued_behind_a_stuck_sftp_server_leave_the_connection_alone(
-    sshd: SshEndpoint,
+    with_fifo: tuple[SshRemote, str],
 ) -> None:
     """Reads waiting behind the stuck one end with it, as passing outages; the shared
     connection stays, and a command running on it meanwhile finishes."""
-    ssh = SshRemote(ssh_target(sshd, sftp_timeout=1.0))
-    try:
-        base = (await ssh.run("mktemp -d")).stdout.strip()
-        await ssh.write(f"{base}/f", b"kept")
-        await ssh.run(f"mkfifo {base}/fifo")
-        running = asyncio.ensure_future(ssh.run("sleep 3; echo done"))
-        stuck = asyncio.ensure_future(ssh.read(f"{base}/fifo"))
-        await asyncio.sleep(0.2)  # the FIFO's open first: the server is blocked in it
-        queued = await asyncio.gather(*(ssh.read(f"{base}/f") for _ in range(3)),
-                                      return_exceptions=True)
-        assert all(isinstance(each, RemoteUnavailable) for each in queued), queued
-        with pytest.raises(RemoteUnavailable):
-            await stuck
-        assert (await running).stdout == "done\n"
-        assert await ssh.read(f"{base}/f") == b"kept"
-        assert ssh.connection.counters.connects == 1
-    finally:
-        await ssh.run(f"timeout 5 sh -c ': > {base}/fifo'; rm -rf {base}")
-        await ssh.close()
+    ssh, base = with_fifo
+    running = asyncio.ensure_future(ssh.run("sleep 3; echo done"))
+    stuck = asyncio.ensure_future(ssh.read(f"{base}/fifo"))
+    await asyncio.sleep(0.2)  # the FIFO's open first: the server is blocked in it
+    queued = await asyncio.gather(*(ssh.read(f"{base}/f") for _ in range(3)),
+                                  return_exceptions=True)
+    assert all(isinstance(each, RemoteUnavailable) for each in queued), queued
+    with pytest.raises(RemoteUnavailable):
+        await stuck
+    assert (await running).stdout == "done\n"
+    assert await ssh.read(f"{base}/f") == b"kept"
+    assert ssh.connection.counters.connects == 1
 
 
 async def test_a_command_that_waited_for_a_channel_runs_on_the_new_connection(
