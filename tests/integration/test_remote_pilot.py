@@ -229,8 +229,11 @@ async def test_a_run_longer_than_the_time_left_stays_queued(pilot: Pilot) -> Non
 async def test_an_idle_allocation_ends_itself(pilot: Pilot) -> None:
     run = await pilot.run("exit 0")
     allocation = await pilot.allocate(AgentSettings(cores=1, time_limit=600, idle=2))
-    seen = await pilot.until([run], lambda seen: seen.allocations[allocation.key].gone,
-                             "the allocation gone")
+    # Until its exit code is read: a poll may see it leave the queue just after it read the
+    # markers, and say VANISHED once (`cerise.remote.schedulers`: the next poll finds it).
+    seen = await pilot.until([run], lambda seen: (observed := seen.allocations[
+        allocation.key].observation) is not None and observed.state is RemoteState.DONE,
+        "the allocation ended with its exit code")
     assert seen.runs[run.key].verdict is RunVerdict.DONE
     ended = seen.allocations[allocation.key]
     assert ended.ended is EndReason.IDLE
