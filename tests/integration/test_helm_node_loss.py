@@ -85,8 +85,15 @@ async def test_a_lost_node_is_taken_over_with_nothing_lost_or_done_twice(
     plane = control_plane
     base = f".cerise-{uuid.uuid4().hex[:6]}"
     values = ssh_values(node_sshd, images, base, free_local_port(), names=RESOURCES)
-    # ReadWriteMany: the chart spreads the replicas over the nodes
+    # ReadWriteMany, so that the replicas may run on different nodes. The chart's default
+    # spread is a preference, which the scheduler's scores may outweigh (both replicas once
+    # went to the second node); a site that counts on surviving a node requires it, as here.
     values["exchange"]["persistence"] = {"accessModes": ["ReadWriteMany"]}
+    values.setdefault("operator", {})["affinity"] = {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [{
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "rel",
+                                              "app.kubernetes.io/component": "operator"}}}]}}
     install(plane, helm_env, node, namespace, "-f", str(values_file(tmp_path, values)))
     placed = {pod["metadata"]["name"]: pod["spec"]["nodeName"]
               for pod in ready_pods(plane, namespace)["operator"]}
