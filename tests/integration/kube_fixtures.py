@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -57,6 +58,23 @@ def kube_config(plane: ControlPlane, user: str = "admin") -> SingleConfig:
     config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name=user)
     assert config is not None, f"no context {user} in {plane.kubeconfig}"
     return config
+
+
+def admin_client(plane: ControlPlane) -> Client:
+    """A synchronous admin client of `plane`, one per plane for the session (a `kubectl` run
+    costs about 90 ms of CPU, and the API server a TLS handshake and discovery)."""
+    client = _ADMINS.get(plane.kubeconfig)
+    if client is None:
+        client = _ADMINS[plane.kubeconfig] = Client(config=kube_config(plane))
+    return client
+
+
+_ADMINS: dict[Path, Client] = {}
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A lightkube object as the JSON `kubectl get -o json` prints."""
+    return cast(dict[str, Any], obj.to_dict())
 
 
 @pytest.fixture

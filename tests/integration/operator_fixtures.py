@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from lightkube import codecs
+from lightkube.core.resource import NamespacedResource
 
 from cerise.devenv import specialisations
 from cerise.devenv.controlplane import ControlPlane
@@ -22,7 +23,7 @@ from cerise.kube.jobs import Specialisation, WorkflowJob
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.local import LocalRemote
 from cerise.remote.protocol import Remote
-from tests.integration.kube_fixtures import watch_until
+from tests.integration.kube_fixtures import admin_client, watch_until
 from tests.integration.remote_fixtures import ssh_remote
 
 API_PORT = free_port()
@@ -84,9 +85,12 @@ class Resource:
 
 
 def apply(plane: ControlPlane, namespace: str, *bodies: dict[str, Any]) -> None:
-    """kubectl apply the objects in `namespace`, in order, with one `kubectl` run."""
-    plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": list(bodies)}))
+    """Apply the objects in `namespace`, in order, as the admin (server-side apply, over
+    one client per control plane: a `kubectl` run costs about 90 ms of CPU)."""
+    client = admin_client(plane)
+    for body in bodies:
+        obj = codecs.from_dict({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+        client.apply(cast(NamespacedResource, obj), field_manager="tests", force=True)
 
 
 @pytest.fixture(params=["local", "ssh"])

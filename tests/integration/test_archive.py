@@ -28,8 +28,9 @@ from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
+from cerise.kube.jobs import WorkflowJob
 from tests.integration.api_fixtures import Api, poll_until
-from tests.integration.kube_fixtures import TENANTS
+from tests.integration.kube_fixtures import TENANTS, admin_client, as_dict
 from tests.integration.operator_fixtures import EXCHANGE_URL, apply
 
 pytestmark = pytest.mark.integration
@@ -97,9 +98,7 @@ def archived_rows(db: Postgres, namespace: str) -> list[tuple[str, str, str]]:
 
 
 def live_jobs(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = json.loads(
-        plane.kubectl("get", "wfj", "-n", namespace, "-o", "json").stdout)["items"]
-    return found
+    return [as_dict(job) for job in admin_client(plane).list(WorkflowJob, namespace=namespace)]
 
 
 def wes_client(api: Api, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,18 +4,20 @@ the resource's status and an Event say what is wrong while it lasts, polling res
 from __future__ import annotations
 
 import asyncio
-import json
 import shlex
 import uuid
 from typing import Any
 
 import pytest
+from lightkube.resources.core_v1 import Event
 
 from cerise.devenv import slurm as devenv_slurm
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
+from cerise.kube.jobs import ComputeResource
 from tests.integration.api_fixtures import poll_until
+from tests.integration.kube_fixtures import admin_client, as_dict
 from tests.integration.operator_fixtures import wait_for_job
 from tests.integration.remote_fixtures import ssh_remote
 from tests.integration.test_operator_batch import scheduler_resource
@@ -29,8 +31,8 @@ an outage longer than it would have failed jobs had it been taken for their end.
 
 
 def resource_status(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    result = plane.kubectl("get", "cres", name, "-n", namespace, "-o", "json")
-    status: dict[str, Any] = json.loads(result.stdout).get("status", {})
+    found = admin_client(plane).get(ComputeResource, name, namespace=namespace)
+    status: dict[str, Any] = as_dict(found).get("status", {})
     return status
 
 
@@ -39,10 +41,8 @@ def ready(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def events(plane: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
-    result = plane.kubectl("get", "events", "-n", namespace, "-o", "json",
-                           "--field-selector", f"involvedObject.name={name}")
-    found: list[dict[str, Any]] = json.loads(result.stdout)["items"]
-    return found
+    return [as_dict(event) for event in admin_client(plane).list(
+        Event, namespace=namespace, fields={"involvedObject.name": name})]
 
 
 BROKEN_SQUEUE = """#!/bin/sh

@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
+from cerise.kube.jobs import ComputeResource
+from tests.integration.kube_fixtures import admin_client, as_dict
 from tests.integration.operator_fixtures import METRICS_URL, Resource, apply, wait_for_job
 from tests.integration.test_operator_batch import scheduler_resource
 from tests.integration.test_operator_jobs import FINAL, HOSTNAME, SLEEP, published, stopped
@@ -40,8 +42,9 @@ async def pilot_resource(
 
 
 def resource_status(plane: ControlPlane, resource: Resource) -> dict[str, Any]:
-    result = plane.kubectl("get", "cres", resource.name, "-n", resource.namespace, "-o", "json")
-    status: dict[str, Any] = json.loads(result.stdout).get("status", {})
+    found = admin_client(plane).get(ComputeResource, resource.name,
+                                    namespace=resource.namespace)
+    status: dict[str, Any] = as_dict(found).get("status", {})
     return status
 
 

@@ -10,14 +10,17 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 
+from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.operator import OperatorProcess
 from cerise.kube.jobs import WorkflowJob
 from cerise.operator.progress import ProgressWriter
+from tests.integration.operator_fixtures import wait_for_job
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_failed_progress_write_is_written_again_at_the_close(
-    kube: AsyncClient, namespace: str,
+    kube: AsyncClient, namespace: str, control_plane: ControlPlane, operator: OperatorProcess,
 ) -> None:
     failed = asyncio.Event()
     noticed = _Noticed(failed)
@@ -31,6 +34,8 @@ async def test_a_failed_progress_write_is_written_again_at_the_close(
             await kube.create(WorkflowJob(
                 metadata=ObjectMeta(name="late", namespace=namespace),
                 spec={"workflow": "x.cwl", "computeResource": "none"}))
+            # the operator's first write sets the whole status: the close comes after it
+            await wait_for_job(control_plane, namespace, "late", {"Submitted"})
     finally:
         logger.removeHandler(noticed)
     job = await kube.get(WorkflowJob, "late", namespace=namespace)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 from typing import Any
 
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
+from cerise.kube.jobs import WorkflowJob
+from tests.integration.kube_fixtures import admin_client, as_dict
 from tests.integration.operator_fixtures import apply
 from tests.integration.test_operator_batch import scheduler_resource
 from tests.integration.test_operator_jobs import HOSTNAME
@@ -23,9 +24,7 @@ PER_MINUTE = 5
 
 
 def jobs(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    result = plane.kubectl("get", "wfj", "-n", namespace, "-o", "json")
-    found: list[dict[str, Any]] = json.loads(result.stdout)["items"]
-    return found
+    return [as_dict(job) for job in admin_client(plane).list(WorkflowJob, namespace=namespace)]
 
 
 async def test_the_submission_cap_holds_under_200_waiting_runs(
