@@ -91,8 +91,8 @@ def _children(name: str | None = None) -> set[int]:
     return found
 
 
-def _kill_sessions(port: int, clients: set[int]) -> int:
-    """SIGKILL the sshd processes serving the connections of `clients` to `port`; how many."""
+def _sessions(port: int, clients: set[int]) -> set[int]:
+    """The sshd processes serving the connections of `clients` to `port`."""
     listing = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True,
                              text=True, check=True).stdout
     ours, servers = set(), {}
@@ -104,29 +104,36 @@ def _kill_sessions(port: int, clients: set[int]) -> int:
             ours.add(local[1])
         if local[1] == str(port):
             servers[peer[1]] = pids
-    doomed = {pid for client_port in ours for pid in servers.get(client_port, ())}
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return len(doomed)
+    return {pid for client_port in ours for pid in servers.get(client_port, ())}
 
 
 class Cutter:
-    """A progress callback that kills sshd sessions once `CUT_AT` bytes have moved."""
+    """A progress callback that kills sshd sessions once `CUT_AT` bytes have moved. The
+    sessions are looked up at the first bytes moved, so that the cut itself is only a
+    signal: a lookup at `CUT_AT` (an `ss` run) once took longer on a loaded machine than the
+    rest of the transfer, which then ended before the cut."""
 
     def __init__(self, sshd: SshEndpoint, clients: Callable[[], set[int]]) -> None:
         self.moved = 0
+        self._moving = asyncio.Event()
         self._reached = asyncio.Event()
         self._task = asyncio.ensure_future(self._cut(sshd.port, clients))
 
     def __call__(self, moved: int) -> None:
         self.moved += moved
+        if self.moved > 0:
+            self._moving.set()
         if self.moved >= CUT_AT:
             self._reached.set()
 
     async def _cut(self, port: int, clients: Callable[[], set[int]]) -> int:
+        await self._moving.wait()
+        sessions = await asyncio.to_thread(_sessions, port, clients())
         await self._reached.wait()
-        return await asyncio.to_thread(_kill_sessions, port, clients())
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(sessions)
 
     async def killed(self) -> int:
         """How many sshd processes were killed (waits for the cut)."""
