@@ -86,8 +86,10 @@ async def test_a_status_command_that_fails_for_many_refreshes_fails_no_job(
         assert condition["reason"] == "SchedulerUnavailable"
         if failure == "fails":
             assert "Unable to contact slurm controller" in condition["message"]
-        assert any(e["type"] == "Warning" and e["reason"] == "SchedulerUnavailable"
-                   for e in events(control_plane, namespace, resource.name))
+        # the Event follows the status write
+        poll_until(lambda: any(e["type"] == "Warning" and e["reason"] == "SchedulerUnavailable"
+                               for e in events(control_plane, namespace, resource.name)),
+                   timeout=10, what="a Warning Event SchedulerUnavailable")
         # Outlast the sleep and the grace a vanished job gets, with the status still broken.
         while loop.time() - broken_at < 6 + VANISH_GRACE + 2:
             job = await wait_for_job(control_plane, namespace, name, {"Running"}, timeout=5)
@@ -102,8 +104,9 @@ async def test_a_status_command_that_fails_for_many_refreshes_fails_no_job(
         poll_until(lambda: ready(resource_status(
             control_plane, namespace, resource.name)).get("status") == "True",
             timeout=30, what="the resource becoming Ready again")
-        assert any(e["reason"] == "Ready" for e in
-                   events(control_plane, namespace, resource.name))
+        poll_until(lambda: any(e["reason"] == "Ready" for e in
+                               events(control_plane, namespace, resource.name)),
+                   timeout=10, what="an Event Ready")
     await remote.run(f"rm -rf {shlex.quote(folder)}")
 
 

@@ -123,8 +123,10 @@ async def test_runs_of_an_allocation_killed_under_them_run_again_in_another(
     for n in range(2):
         await wait_for_job(control_plane, pilot_resource.namespace, f"run-{n}", {"Running"},
                            timeout=120)
+    await until(lambda: [a["state"] for a in resource_status(
+        control_plane, pilot_resource).get("allocations", [])] == ["Running"], 30,
+        "one Running allocation in the resource's status")
     first = resource_status(control_plane, pilot_resource)["allocations"]
-    assert [a["state"] for a in first] == ["Running"]
     environment = " ".join(f"{k}={shlex.quote(v)}" for k, v in slurm.environment)
     killed = await pilot_resource.remote.run(f"{environment} scancel {first[0]['id']}")
     assert killed.exit_status == 0, killed.stderr
