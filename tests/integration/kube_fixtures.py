@@ -89,11 +89,12 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
 
 @pytest.fixture(scope="session")
 def session_kube(control_plane: ControlPlane) -> Iterator[Client]:
-    """An admin API client for the session's fixtures (cheaper than a `kubectl` run)."""
-    client = Client(config=kube_config(control_plane))
+    """The session plane's admin API client (`admin_client`), for the session's fixtures."""
+    client = admin_client(control_plane)
     try:
         yield client
     finally:
+        _ADMINS.pop(control_plane.kubeconfig, None)
         client.close()
 
 

@@ -128,7 +128,7 @@ class Cutter:
 
     async def _cut(self, port: int, clients: Callable[[], set[int]]) -> int:
         await self._moving.wait()
-        sessions = await asyncio.to_thread(_sessions, port, clients())
+        sessions = await asyncio.to_thread(lambda: _sessions(port, clients()))
         await self._reached.wait()
         for pid in sessions:
             with contextlib.suppress(ProcessLookupError):
