@@ -18,7 +18,6 @@ from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
-from cerise.devenv.up import DEV_LEASE_TIMINGS
 from cerise.kube.jobs import Specialisation, WorkflowJob
 from cerise.remote.failures import RemoteUnavailable
 from cerise.remote.local import LocalRemote
@@ -66,9 +65,10 @@ def operator(
                    "CERISE_CALLBACK_MAX_RETRY_SECONDS": "1",
                    # the tests' web servers (tests/integration/web.py) are on the loopback,
                    # which the web fence refuses unless allowed
-                   "CERISE_WEB_ALLOW": "127.0.0.1",
-                   # a killed and restarted operator takes its resources back sooner
-                   **DEV_LEASE_TIMINGS})
+                   "CERISE_WEB_ALLOW": "127.0.0.1"})
+    # The Lease timings are the chart's (15, 10 and 2 s): with `./dev up`'s 5, 3 and 1 s, the
+    # session operators on four busy workers stalled past the renew deadline and stopped
+    # their resources' work; a killed one's successor waits out the 15 s instead.
     process.start()
     yield process
     process.stop()

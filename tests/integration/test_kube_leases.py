@@ -140,8 +140,12 @@ async def test_a_replica_that_stops_renewing_is_taken_over_after_the_lease_durat
 ) -> None:
     a, b = keepers(processes, namespace)
     keys = await resources(kube, namespace)
-    before = await tick_until([a, b], keys, even)
-    silent_since = time.monotonic()  # a's last tick ended: from now on it never renews
+    await tick_until([a, b], keys, even)
+    # a's last tick: b sees its renewal at or after this moment (b's clock, not the end of
+    # the round, is what the lease duration is counted from), and a never renews again
+    silent_since = time.monotonic()
+    before = [await keeper.tick(keys) for keeper in (a, b)]
+    assert even(before)
     after = await tick_until([b], keys, lambda held: len(held[0]) == 8)
     took = time.monotonic() - silent_since
     assert took >= TIMINGS.duration, f"taken over after {took:.1f} s, before the lease expired"
