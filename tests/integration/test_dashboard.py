@@ -213,8 +213,10 @@ def test_a_job_page_shows_steps_log_and_outputs(
     cost = page.find_element(By.CSS_SELECTOR, "[data-cost]").text
     assert cost.startswith("Cost") and "core-hours (jobscript)" in cost, cost
     raw = page.find_element(By.LINK_TEXT, "Raw log").get_attribute("href")
-    shown = page.find_element(By.ID, "log").text
-    assert httpx.get(str(raw)).text.strip().endswith(shown.strip().splitlines()[-1])
+    last = httpx.get(str(raw)).text.strip().splitlines()[-1]
+    # the page reads the log twice more after the final state, for lines written just after it
+    wait(page, lambda d: d.find_element(By.ID, "log").text.strip().endswith(last),
+         f"the page's log ending as the raw log does ({last!r})")
     screenshot(page, screenshots, "job", capsys)
 
 
