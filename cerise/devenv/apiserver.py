@@ -7,8 +7,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from cerise.devenv.process import Daemon
 
 IDENTITY = ("cerise-apiserver", ("cerise:apiservers",))
@@ -46,9 +44,7 @@ class ApiserverProcess:
         self.daemon = Daemon(f"cerise apiserver ({self.auth}, port {self.port})", [
             sys.executable, "-m", "cerise.apiserver", "--host", self.host,
             "--port", str(self.port)], log=self.log, env=env).start()
-        self.daemon.wait_ready(
-            lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
-            timeout=timeout)
+        self.daemon.wait_answering(f"{self.url}/healthz", timeout=timeout)
 
     def stop(self) -> None:
         """A clean shutdown."""

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import yaml
 
 from cerise.devenv import pki as pki_module
@@ -128,11 +127,6 @@ def _kubeconfig(
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _ready(url: str, ca: Path) -> bool:
-    response = httpx.get(url, verify=ssl.create_default_context(cafile=ca), timeout=2.0)
-    return response.status_code == 200
-
-
 def start(
     workdir: Path,
     *,
@@ -178,7 +172,7 @@ def start(
             "--log-level", "warn",
         ], log=workdir / "etcd.log").start()
         plane.daemons.append(etcd)
-        etcd.wait_ready(lambda: "true" in httpx.get(f"{etcd_url}/health", timeout=2).text)
+        etcd.wait_answering(f"{etcd_url}/health", lambda answer: "true" in answer.text)
 
         apiserver = Daemon("kube-apiserver", [
             str(bindir / "kube-apiserver"),
@@ -204,7 +198,9 @@ def start(
             "--endpoint-reconciler-type=none", "--profiling=false",
         ], log=workdir / "kube-apiserver.log").start()
         plane.daemons.append(apiserver)
-        apiserver.wait_ready(lambda: _ready(f"{api_url}/readyz", pki.ca.cert), timeout=timeout)
+        apiserver.wait_answering(f"{api_url}/readyz",
+                                 verify=ssl.create_default_context(cafile=pki.ca.cert),
+                                 timeout=timeout)
         wait_until(
             lambda: plane.kubectl("get", "namespace", "default", check=False).returncode == 0,
             timeout=timeout, what="kube-apiserver (namespace default)",

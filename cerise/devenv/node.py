@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import yaml
 
 from cerise.devenv import statedir
@@ -418,8 +417,8 @@ def _start_kubelet(node: Node, timeout: float) -> None:
         "--v=1",
     ], log=state / "kubelet.log"))
     node.daemons.append(kubelet)
-    kubelet.wait_ready(lambda: httpx.get(
-        f"http://127.0.0.1:{healthz}/healthz", timeout=2).text == "ok", timeout=timeout)
+    kubelet.wait_answering(f"http://127.0.0.1:{healthz}/healthz",
+                           lambda answer: answer.text == "ok", timeout=timeout)
     wait_until(lambda: _node_ready(plane, node.place.name), timeout=timeout,
                what=f"node {node.place.name} Ready", log=kubelet.log, alive=kubelet.alive)
 
@@ -456,8 +455,7 @@ def _start_kube_proxy(node: Node) -> None:
         str(plane.bindir / "kube-proxy"), f"--config={config}",
     ], log=state / "kube-proxy.log"))
     node.daemons.append(proxy)
-    proxy.wait_ready(lambda: httpx.get(
-        f"http://127.0.0.1:{healthz}/healthz", timeout=2).status_code == 200)
+    proxy.wait_answering(f"http://127.0.0.1:{healthz}/healthz")
 
 
 def _remove_service_rules(plane: ControlPlane) -> None:

@@ -7,8 +7,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from cerise.devenv.process import Daemon, free_port
 
 IDENTITY = ("cerise-operator", ("cerise:operators",))
@@ -47,10 +45,7 @@ class OperatorProcess:
             sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
             f"--liveness={self.health_url}", "-m", "cerise.operator.handlers",
         ], log=self.log, env=env).start()
-        self.daemon.wait_ready(
-            lambda: httpx.get(self.health_url, timeout=1).status_code == 200,
-            timeout=timeout,
-        )
+        self.daemon.wait_answering(self.health_url, timeout=timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

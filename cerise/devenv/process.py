@@ -8,12 +8,15 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 
 class StartupError(RuntimeError):
@@ -138,6 +141,16 @@ class Daemon:
     def wait_ready(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
         """Poll `condition` until it holds, failing fast if the process dies."""
         wait_until(condition, timeout=timeout, what=self.name, log=self.log, alive=self.alive)
+
+    def wait_answering(
+        self, url: str, accept: Callable[[httpx.Response], bool] = lambda answer: answer.is_success,
+        *, verify: ssl.SSLContext | bool = True, timeout: float = 60.0,
+    ) -> None:
+        """Poll `url` until `accept` holds of the answer, failing fast if the process dies.
+        One HTTP client for all the polls: a client of its own for each would cost 20 ms of
+        CPU to build its TLS context, ten times a second, beside the process starting up."""
+        with httpx.Client(verify=verify, timeout=2.0) as client:
+            self.wait_ready(lambda: accept(client.get(url)), timeout=timeout)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL after `grace` seconds."""

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cerise.devenv import specialisations
@@ -23,6 +22,7 @@ from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port, wait_until
+from tests.integration import http_calls
 from tests.integration.operator_fixtures import API_PORT, EXCHANGE_URL, apply
 
 SINGLE = "single-user"
@@ -87,7 +87,7 @@ def poll_until(condition: Callable[[], bool], timeout: float = 60.0, what: str =
 
 
 def _resource_known(url: str) -> bool:
-    info = httpx.get(f"{url}/ga4gh/wes/v1/service-info", timeout=5).json()
+    info = http_calls.get(f"{url}/ga4gh/wes/v1/service-info", timeout=5).json()
     return bool(info["default_workflow_engine_parameters"][0]["default_value"] == "local")
 
 

@@ -29,6 +29,7 @@ from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
 from cerise.kube.jobs import WorkflowJob
+from tests.integration import http_calls
 from tests.integration.api_fixtures import Api, poll_until
 from tests.integration.kube_fixtures import TENANTS, admin_client, as_dict
 from tests.integration.operator_fixtures import EXCHANGE_URL, apply
@@ -145,18 +146,18 @@ def test_a_finished_job_is_archived_pruned_and_still_served_by_every_door(
     assert "Final process status is success" in again.log
     assert job.id in [found.id for found in service.list_jobs()]
     # the jobs API
-    listed = {found["id"]: found["state"] for found in httpx.get(f"{api.url}/jobs").json()}
+    listed = {found["id"]: found["state"] for found in http_calls.get(f"{api.url}/jobs").json()}
     assert listed[job.id] == "Success"
-    assert httpx.get(f"{api.url}/jobs/{job.id}").json()["state"] == "Success"
-    assert "Final process status is success" in httpx.get(f"{api.url}/jobs/{job.id}/log").text
+    assert http_calls.get(f"{api.url}/jobs/{job.id}").json()["state"] == "Success"
+    assert "Final process status is success" in http_calls.get(f"{api.url}/jobs/{job.id}/log").text
     # WES, and the published wes-client
     wes = f"{api.url}/ga4gh/wes/v1"
-    runs = {run["run_id"]: run["state"] for run in httpx.get(f"{wes}/runs").json()["runs"]}
+    runs = {run["run_id"]: run["state"] for run in http_calls.get(f"{wes}/runs").json()["runs"]}
     assert runs[job.id] == "COMPLETE"
-    run = httpx.get(f"{wes}/runs/{job.id}").json()
+    run = http_calls.get(f"{wes}/runs/{job.id}").json()
     assert run["state"] == "COMPLETE" and run["outputs"]["output"]["location"]
-    assert httpx.get(f"{wes}/runs/{job.id}/status").json()["state"] == "COMPLETE"
-    assert [task["name"] for task in httpx.get(f"{wes}/runs/{job.id}/tasks").json()[
+    assert http_calls.get(f"{wes}/runs/{job.id}/status").json()["state"] == "COMPLETE"
+    assert [task["name"] for task in http_calls.get(f"{wes}/runs/{job.id}/tasks").json()[
         "task_logs"]] == ["wc"]
     listed_by_client = json.loads(wes_client(api, "--list").stdout)
     assert job.id in [found["run_id"] for found in listed_by_client["runs"]]
@@ -167,8 +168,8 @@ def test_a_finished_job_is_archived_pruned_and_still_served_by_every_door(
     shown = json.loads(cli(api, "list", "--json").stdout)
     assert {"id": job.id, "state": "Success"}.items() <= next(
         found for found in shown if found["id"] == job.id).items()
-    assert job.id in httpx.get(f"{api.url}/ui/fragments/jobs").text
-    assert "Success" in httpx.get(f"{api.url}/ui/fragments/jobs/{job.id}").text
+    assert job.id in http_calls.get(f"{api.url}/ui/fragments/jobs").text
+    assert "Success" in http_calls.get(f"{api.url}/ui/fragments/jobs/{job.id}").text
 
     # deleting an archived job removes its row and its files
     outputs = api.exchange_dir / "output" / row_uid
@@ -179,7 +180,7 @@ def test_a_finished_job_is_archived_pruned_and_still_served_by_every_door(
         service.get_job_by_id(job.id)
     assert archived_rows(archive_db, namespace) == []
     assert not outputs.exists() and not log.exists()
-    assert httpx.get(f"{wes}/runs/{job.id}").status_code == 404
+    assert http_calls.get(f"{wes}/runs/{job.id}").status_code == 404
 
 
 def test_kill_9_during_archiving_loses_none_and_archives_none_twice(
@@ -265,7 +266,8 @@ def test_tenants_see_only_their_own_archived_jobs(
 
 
 def archive_condition(operator: OperatorProcess) -> dict[str, Any]:
-    found: dict[str, Any] = httpx.get(operator.health_url, timeout=5).json().get("archive") or {}
+    answer = http_calls.get(operator.health_url, timeout=5)
+    found: dict[str, Any] = answer.json().get("archive") or {}
     return found
 
 
@@ -276,7 +278,7 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
     api, namespace = archiving.api, archiving.namespace
     poll_until(lambda: archive_condition(operator).get("status") == "True", 30,
                "the archive reached")
-    earlier = httpx.post(f"{api.url}/jobs", json={"name": "earlier", "workflow": NOT_CWL})
+    earlier = http_calls.post(f"{api.url}/jobs", json={"name": "earlier", "workflow": NOT_CWL})
     earlier_id = earlier.json()["id"]
     poll_until(lambda: earlier_id in [row[1] for row in archived_rows(archive_db, namespace)]
                and earlier_id not in [j["metadata"]["name"]
@@ -288,16 +290,16 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
                    "the operator noticing the archive is down")
         assert "archive" in archive_condition(operator)["message"]
         # the apiserver: an archived job is late, not lost; lists hold the live jobs
-        late = httpx.get(f"{api.url}/jobs/{earlier_id}")
+        late = http_calls.get(f"{api.url}/jobs/{earlier_id}")
         assert late.status_code == 503 and "try again" in late.json()["detail"]
-        assert httpx.get(f"{api.url}/ga4gh/wes/v1/runs/{earlier_id}").status_code == 503
+        assert http_calls.get(f"{api.url}/ga4gh/wes/v1/runs/{earlier_id}").status_code == 503
         (api.exchange_dir / "input" / "down.txt").write_text("a b c\n")
-        created = httpx.post(f"{api.url}/jobs", json={
+        created = http_calls.post(f"{api.url}/jobs", json={
             "name": "while the archive is down", "workflow": WC,
             "input": {"file": {"class": "File", "location": f"{EXCHANGE_URL}/input/down.txt"}}})
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
-        poll_until(lambda: httpx.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success",
+        poll_until(lambda: http_calls.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success",
                    60, "the job ending while the archive is down")
 
         def told() -> bool:
@@ -307,7 +309,7 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
             return any(event["reason"] == "ArchiveUnavailable" for event in events)
         poll_until(told, 30, "an ArchiveUnavailable Event on the resource")
         assert job_id in [j["metadata"]["name"] for j in live_jobs(control_plane, namespace)]
-        assert job_id in [job["id"] for job in httpx.get(f"{api.url}/jobs").json()]
+        assert job_id in [job["id"] for job in http_calls.get(f"{api.url}/jobs").json()]
     finally:
         archive_db.start()
     poll_until(lambda: archive_condition(operator).get("status") == "True", 60,
@@ -317,10 +319,10 @@ def test_with_the_archive_down_live_work_goes_on_and_archiving_resumes(
                                   for j in live_jobs(control_plane, namespace)],
                60, "the job archived once the archive is back")
     # the apiserver answers again once its own pause after a failure is over
-    poll_until(lambda: httpx.get(f"{api.url}/jobs/{job_id}").status_code == 200, 10,
+    poll_until(lambda: http_calls.get(f"{api.url}/jobs/{job_id}").status_code == 200, 10,
                "the apiserver reading the archive again")
-    assert httpx.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success"
-    assert httpx.get(f"{api.url}/jobs/{earlier_id}").json()["state"] == "PermanentFailure"
+    assert http_calls.get(f"{api.url}/jobs/{job_id}").json()["state"] == "Success"
+    assert http_calls.get(f"{api.url}/jobs/{earlier_id}").json()["state"] == "PermanentFailure"
 
 
 def test_an_archived_job_goes_with_its_files_when_its_retention_ends(

@@ -11,10 +11,10 @@ from functools import partial
 from pathlib import Path
 
 import cerise_client
-import httpx
 import pytest
 
 from cerise.devenv.controlplane import ControlPlane
+from tests.integration import http_calls
 from tests.integration.api_fixtures import SINGLE, Api, poll_until
 from tests.integration.operator_fixtures import EXCHANGE_URL, apply
 from tests.integration.test_rest_wes import wes_client
@@ -89,7 +89,7 @@ def test_the_published_wes_client_runs_every_version(
 
     assert done.returncode == 0, done.stderr
     outputs = json.loads(done.stdout)
-    assert httpx.get(outputs["counts"]["location"]).text.split()[:3] == COUNTS
+    assert http_calls.get(outputs["counts"]["location"]).text.split()[:3] == COUNTS
 
 
 def test_workflow_jobs_applied_with_kubectl_run_every_version(
@@ -118,4 +118,4 @@ def test_workflow_jobs_applied_with_kubectl_run_every_version(
                                                "json").stdout)
         assert job["status"]["phase"] == "Success", (version, job["status"])
         location = job["status"]["output"]["counts"]["location"]
-        assert httpx.get(location).text.split()[:3] == COUNTS, version
+        assert http_calls.get(location).text.split()[:3] == COUNTS, version

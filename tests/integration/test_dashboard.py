@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -26,6 +25,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from cerise.devenv.controlplane import ControlPlane
+from tests.integration import http_calls
 from tests.integration.api_fixtures import Api, poll_until
 from tests.integration.test_rest_cerise_client import SLEEP, WC, sleeping
 
@@ -124,7 +124,7 @@ def follow(driver: webdriver.Chrome, link_id: str) -> None:
 
 def submit(api: Api, workflow: str | bytes, input_object: dict[str, object],
            name: str) -> str:
-    answer = httpx.post(f"{api.url}/jobs", json={
+    answer = http_calls.post(f"{api.url}/jobs", json={
         "name": name, "workflow": workflow if isinstance(workflow, str) else workflow.decode(),
         "input": input_object}, timeout=30)
     assert answer.status_code == 201, answer.text
@@ -134,8 +134,8 @@ def submit(api: Api, workflow: str | bytes, input_object: dict[str, object],
 
 def upload(api: Api, name: str, content: bytes) -> str:
     folder = f"{api.url}/files/input/dashboard-{uuid.uuid4().hex[:8]}"
-    assert httpx.request("MKCOL", f"{folder}/").status_code == 201
-    assert httpx.put(f"{folder}/{name}", content=content).status_code == 201
+    assert http_calls.request("MKCOL", f"{folder}/").status_code == 201
+    assert http_calls.put(f"{folder}/{name}", content=content).status_code == 201
     return f"{folder}/{name}"
 
 
@@ -149,7 +149,7 @@ def job_state(driver: webdriver.Chrome) -> str:
 
 
 def rest_state(api: Api, job_id: str) -> str:
-    state: str = httpx.get(f"{api.url}/jobs/{job_id}", timeout=10).json()["state"]
+    state: str = http_calls.get(f"{api.url}/jobs/{job_id}", timeout=10).json()["state"]
     return state
 
 
@@ -186,7 +186,7 @@ def test_submitted_jobs_appear_and_end(
         By.CSS_SELECTOR, f'tr[data-job-id="{running}"] .seg.tone-running'), "a step running")
     assert "Running" in text(page, f'tr[data-job-id="{running}"]')
     screenshot(page, screenshots, "jobs", capsys)
-    assert httpx.post(f"{single_user_api.url}/jobs/{running}/cancel").status_code == 200
+    assert http_calls.post(f"{single_user_api.url}/jobs/{running}/cancel").status_code == 200
     poll_until(lambda: not sleeping(delay), 20, "the runner stopping")
 
 
@@ -209,11 +209,11 @@ def test_a_job_page_shows_steps_log_and_outputs(
          "the log's last lines")
     link = page.find_element(By.CSS_SELECTOR, 'a[data-output="output"]')
     assert link.text == "output.txt"
-    assert httpx.get(str(link.get_attribute("href"))).text.split()[:3] == ["2", "6", "31"]
+    assert http_calls.get(str(link.get_attribute("href"))).text.split()[:3] == ["2", "6", "31"]
     cost = page.find_element(By.CSS_SELECTOR, "[data-cost]").text
     assert cost.startswith("Cost") and "core-hours (jobscript)" in cost, cost
     raw = page.find_element(By.LINK_TEXT, "Raw log").get_attribute("href")
-    last = httpx.get(str(raw)).text.strip().splitlines()[-1]
+    last = http_calls.get(str(raw)).text.strip().splitlines()[-1]
     # the page reads the log twice more after the final state, for lines written just after it
     wait(page, lambda d: d.find_element(By.ID, "log").text.strip().endswith(last),
          f"the page's log ending as the raw log does ({last!r})")
@@ -244,7 +244,7 @@ def test_a_running_job_is_followed_and_cancelled_from_its_page(
 
 
 def test_the_dashboard_is_not_in_the_openapi_document(single_user_api: Api) -> None:
-    paths = httpx.get(f"{single_user_api.url}/openapi.json").json()["paths"]
+    paths = http_calls.get(f"{single_user_api.url}/openapi.json").json()["paths"]
     assert "/jobs" in paths
     assert "/" not in paths
     assert "/ns/{namespace}/" not in paths
@@ -253,7 +253,7 @@ def test_the_dashboard_is_not_in_the_openapi_document(single_user_api: Api) -> N
 
 def test_unchanged_fragments_are_not_sent_again(single_user_api: Api) -> None:
     url = f"{single_user_api.url}/ui/fragments/jobs"
-    first = httpx.get(url)
+    first = http_calls.get(url)
     assert first.status_code == 200
     assert "Content-Security-Policy" in first.headers
     tags: list[str] = []
@@ -261,13 +261,13 @@ def test_unchanged_fragments_are_not_sent_again(single_user_api: Api) -> None:
     def unchanged() -> bool:
         """Asked again with the ETag just given, 304; other tests' jobs in the namespace
         may change in between, so a fresh tag is taken each time."""
-        tags.append(httpx.get(url).headers["ETag"])
-        return httpx.get(url, headers={"If-None-Match": tags[-1]}).status_code == 304
+        tags.append(http_calls.get(url).headers["ETag"])
+        return http_calls.get(url, headers={"If-None-Match": tags[-1]}).status_code == 304
 
     poll_until(unchanged, 30, "an unchanged table answered 304")
     tag = tags[-1]
     job_id = submit(single_user_api, NOT_INSTALLED, {}, "a change")
-    changed = httpx.get(url, headers={"If-None-Match": tag})
+    changed = http_calls.get(url, headers={"If-None-Match": tag})
     assert changed.status_code == 200
     assert job_id in changed.text
     assert changed.headers["ETag"] != tag
@@ -283,7 +283,7 @@ def test_a_job_is_deleted_from_its_page(page: webdriver.Chrome, single_user_api:
     wait(page, lambda d: d.current_url == f"{single_user_api.url}/", "the jobs list")
     wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-job-id]"), "the table")
     assert not page.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')
-    assert httpx.get(f"{single_user_api.url}/jobs/{job_id}").status_code == 404
+    assert http_calls.get(f"{single_user_api.url}/jobs/{job_id}").status_code == 404
 
 
 def test_cluster_mode_shows_jobs_only_to_who_may_read_them(
@@ -296,12 +296,12 @@ def test_cluster_mode_shows_jobs_only_to_who_may_read_them(
         "spec": {"files": {"protocol": "local", "path": "/tmp/cerise-team-a"},
                  "jobs": {"protocol": "local", "scheduler": "none"}}}))
     alice, bob = (control_plane.identities[user].token for user in ("alice", "bob"))
-    created = httpx.post(f"{cluster_api.url}/ns/team-a/jobs", json={
+    created = http_calls.post(f"{cluster_api.url}/ns/team-a/jobs", json={
         "name": "alice's secret job", "workflow": NOT_INSTALLED},
         headers={"Authorization": f"Bearer {alice}"}, timeout=30)
     assert created.status_code == 201, created.text
     job_id = created.json()["id"]
-    assert httpx.get(f"{cluster_api.url}/ns/team-a/ui/fragments/jobs").status_code == 401
+    assert http_calls.get(f"{cluster_api.url}/ns/team-a/ui/fragments/jobs").status_code == 401
 
     def sign_in(token: str) -> None:
         page.get(f"{cluster_api.url}/ns/team-a/")

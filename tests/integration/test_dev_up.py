@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cerise.devenv import controlplane
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.process import free_port
+from tests.integration import http_calls
 from tests.integration.api_fixtures import poll_until
 
 pytestmark = pytest.mark.integration
@@ -110,10 +110,10 @@ def test_the_local_service_keeps_its_jobs_and_restarts_what_dies(
     with dev_up(state, port) as first:
         pids = first.wait_for(r"operator pid (\d+), apiserver pid (\d+)")
         first.wait_for("Press Ctrl-C")
-        job = httpx.post(f"{url}/jobs", json={"name": "count", "workflow": WC, "input": {
+        job = http_calls.post(f"{url}/jobs", json={"name": "count", "workflow": WC, "input": {
             "file": {"class": "File",
                      "location": f"{url}/files/input/count-words/hello.txt"}}}).json()
-        poll_until(lambda: httpx.get(f"{url}/jobs/{job['id']}").json()["state"] == "Success",
+        poll_until(lambda: http_calls.get(f"{url}/jobs/{job['id']}").json()["state"] == "Success",
                    what="the job succeeding")
         os.kill(int(pids[1]), signal.SIGKILL)
         first.wait_for("the operator exited")
@@ -126,7 +126,7 @@ def test_the_local_service_keeps_its_jobs_and_restarts_what_dies(
     with dev_up(state, port) as second:
         second.wait_for("with the jobs of the last run")
         second.wait_for("Press Ctrl-C")
-        listed = {found["id"]: found["state"] for found in httpx.get(f"{url}/jobs").json()}
+        listed = {found["id"]: found["state"] for found in http_calls.get(f"{url}/jobs").json()}
         assert listed.get(job["id"]) == "Success"
         second.process.send_signal(signal.SIGINT)
         assert second.process.wait(timeout=90) == 0
@@ -146,10 +146,10 @@ def test_use_cluster_runs_the_service_against_the_cluster_of_kubeconfig(
             running.wait_for("Kubernetes: +the cluster of KUBECONFIG")
             pids = running.wait_for(r"operator pid (\d+), apiserver pid (\d+)")
             running.wait_for("Press Ctrl-C")
-            job = httpx.post(f"{url}/jobs", json={"name": "count", "workflow": WC, "input": {
+            job = http_calls.post(f"{url}/jobs", json={"name": "count", "workflow": WC, "input": {
                 "file": {"class": "File",
                          "location": f"{url}/files/input/count-words/hello.txt"}}}).json()
-            poll_until(lambda: httpx.get(f"{url}/jobs/{job['id']}").json()["state"]
+            poll_until(lambda: http_calls.get(f"{url}/jobs/{job['id']}").json()["state"]
                        == "Success", what="the job succeeding")
             phases = cluster.kubectl("get", "wfj", "-n", "default", "-o",
                                      "jsonpath={.items[*].status.phase}").stdout.split()

@@ -31,6 +31,7 @@ from cerise.devenv import node as devenv_node
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
+from tests.integration import http_calls
 from tests.integration.api_fixtures import poll_until
 from tests.integration.node_fixtures import Images, kubelet_log
 from tests.integration.test_helm import CHART, helm, helm_env, values_file
@@ -110,7 +111,7 @@ def wait_specialisation(plane: ControlPlane, namespace: str, name: str) -> dict[
 def answers(url: str) -> bool:
     """Whether `url` answers 200 (False while nothing listens yet)."""
     try:
-        return httpx.get(url, timeout=5).status_code == 200
+        return http_calls.get(url, timeout=5).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -189,11 +190,11 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
     url = service_url(control_plane, namespace)
     # A client in the cluster names the Service; its cluster address alone is not a name of
     # the service's own, and DNS-rebinding-safe Host checking refuses it.
-    assert httpx.get(f"{url}/", timeout=10).status_code == 400
+    assert http_calls.get(f"{url}/", timeout=10).status_code == 400
     named = {"Host": f"rel-cerise.{namespace}.svc:29593"}
-    page = httpx.get(f"{url}/", headers=named, timeout=10)
+    page = http_calls.get(f"{url}/", headers=named, timeout=10)
     assert page.status_code == 200 and "<title>" in page.text
-    listed = httpx.get(f"{url}/ui/fragments/jobs", headers=named, timeout=10)
+    listed = http_calls.get(f"{url}/ui/fragments/jobs", headers=named, timeout=10)
     assert listed.status_code == 200 and "wc-" in listed.text
     uninstall_leaves_nothing(control_plane, helm_env, namespace)
 
@@ -262,7 +263,7 @@ def test_two_ssh_resources_survive_an_upgrade_and_uninstall(
         done = wes_client(port, f"--attachments=file://{tmp_path / 'words.txt'}",
                           str(tmp_path / "wc.cwl"), str(tmp_path / "job.json"))
         assert done.returncode == 0, done.stderr
-        counts = httpx.get(json.loads(done.stdout)["counts"]["location"]).text.split()
+        counts = http_calls.get(json.loads(done.stdout)["counts"]["location"]).text.split()
         assert counts[:3] == ["2", "3", "14"]
 
         service = cerise_client.Service("http://localhost", port)

@@ -12,14 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.process import free_port
 from cerise.kube.jobs import WorkflowJob
-from tests.integration import web
+from tests.integration import http_calls, web
 from tests.integration.api_fixtures import SINGLE, Api, poll_until
 from tests.integration.kube_fixtures import watch_until
 from tests.integration.operator_fixtures import Resource, apply
@@ -138,11 +137,11 @@ def test_every_door_takes_a_callback_url_and_refuses_a_bad_one(
 ) -> None:
     api = single_user_api.url
     with web.receiving() as (url, posts):
-        created = httpx.post(f"{api}/jobs", json={"workflow": NOTHING, "callback_url": url},
-                             timeout=30)
+        created = http_calls.post(f"{api}/jobs", json={"workflow": NOTHING, "callback_url": url},
+                                  timeout=30)
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
-        run = httpx.post(f"{api}/ga4gh/wes/v1/runs", files={
+        run = http_calls.post(f"{api}/ga4gh/wes/v1/runs", files={
             "workflow_url": (None, "nothing.cwl"), "workflow_params": (None, "{}"),
             "workflow_engine_parameters": (None, json.dumps({"callback_url": f"{url}/wes"})),
             "workflow_attachment": ("nothing.cwl", NOTHING.encode())}, timeout=30)
@@ -160,15 +159,15 @@ def test_every_door_takes_a_callback_url_and_refuses_a_bad_one(
     by_path = {post.path: json.loads(post.body) for post in posts}
     assert (by_path["/"]["id"], by_path["/"]["state"]) == (job_id, "Success")
     assert by_path["/wes"]["id"] == run_id and by_path["/cli"]["id"] == cli_id
-    logged = httpx.get(f"{api}/ga4gh/wes/v1/runs/{run_id}", timeout=30).json()
+    logged = http_calls.get(f"{api}/ga4gh/wes/v1/runs/{run_id}", timeout=30).json()
     assert logged["request"]["workflow_engine_parameters"]["callback_url"] == f"{url}/wes"
 
-    bad = httpx.post(f"{api}/jobs", json={"workflow": NOTHING,
+    bad = http_calls.post(f"{api}/jobs", json={"workflow": NOTHING,
                                           "callback_url": "ftp://portal.example.org/x"},
                      timeout=30)
     assert bad.status_code == 400
     assert "must be an http:// or https:// URL" in bad.json()["detail"]
-    bad_run = httpx.post(f"{api}/ga4gh/wes/v1/runs", files={
+    bad_run = http_calls.post(f"{api}/ga4gh/wes/v1/runs", files={
         "workflow_url": (None, "https://example.org/wf.cwl"), "workflow_params": (None, "{}"),
         "workflow_engine_parameters": (None, json.dumps(
             {"callback_url": "https://user:pw@portal.example.org/x"}))}, timeout=30)

@@ -20,6 +20,7 @@ from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import IDENTITY, OperatorProcess
 from cerise.devenv.process import free_port
 from cerise.remote.local import LocalRemote
+from tests.integration import http_calls
 from tests.integration.api_fixtures import poll_until
 from tests.integration.operator_fixtures import Resource, apply, install_example, wait_for_job
 from tests.integration.test_operator_jobs import FINAL, HOSTNAME, submit
@@ -39,7 +40,7 @@ class Stack:
     resource: Resource
 
     def health(self) -> httpx.Response:
-        return httpx.get(self.operator.health_url, timeout=5)
+        return http_calls.get(self.operator.health_url, timeout=5)
 
 
 @pytest.fixture(scope="module")

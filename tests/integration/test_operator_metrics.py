@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,6 +19,7 @@ from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from cerise.remote.ssh_remote import SshRemote
+from tests.integration import http_calls
 from tests.integration.operator_fixtures import (
     METRICS_URL,
     Resource,
@@ -60,7 +60,7 @@ REFUSED = workflow(
 
 
 def scrape() -> Samples:
-    text = httpx.get(METRICS_URL, timeout=10).text
+    text = http_calls.get(METRICS_URL, timeout=10).text
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 

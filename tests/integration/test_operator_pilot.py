@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,6 +17,7 @@ from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.operator import OperatorProcess
 from cerise.devenv.sshd import SshEndpoint
 from cerise.kube.jobs import ComputeResource
+from tests.integration import http_calls
 from tests.integration.kube_fixtures import admin_client, as_dict
 from tests.integration.operator_fixtures import METRICS_URL, Resource, apply, wait_for_job
 from tests.integration.test_operator_batch import scheduler_resource
@@ -50,7 +50,7 @@ def resource_status(plane: ControlPlane, resource: Resource) -> dict[str, Any]:
 
 def submits(resource: Resource) -> float:
     """Batch jobs the operator submitted to the scheduler for `resource`."""
-    text = httpx.get(METRICS_URL, timeout=10).text
+    text = http_calls.get(METRICS_URL, timeout=10).text
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples
                if sample.name == "cerise_operator_scheduler_commands_total"

@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import cerise_client
-import httpx
 import pytest
 
+from tests.integration import http_calls
 from tests.integration.api_fixtures import Api, poll_until
 
 pytestmark = pytest.mark.integration
@@ -169,6 +169,7 @@ def test_outputs_are_gone_once_the_job_is_deleted(
     output = job.outputs["output"]
     assert output.text == "a\n" or output.text.split()[0] == "1"
     service.destroy_job(job)
-    poll_until(lambda: httpx.get(output._uri).status_code == 404, 20, "the output disappearing")
+    poll_until(lambda: http_calls.get(output._uri).status_code == 404, 20,
+               "the output disappearing")
     with pytest.raises(cerise_client.MissingOutput):
         output.text  # noqa: B018 — reading it is the test

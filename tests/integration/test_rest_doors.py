@@ -15,13 +15,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.integration import web
+from tests.integration import http_calls, web
 from tests.integration.api_fixtures import Api, poll_until
 from tests.integration.test_dashboard import CHROMEDRIVER, CHROMIUM, FLAGS
 from tests.integration.test_operator_jobs import unique_delay
@@ -104,18 +103,18 @@ def victim_delay() -> int:
 @pytest.fixture
 def victim(single_user_api: Api, victim_delay: int) -> Iterator[str]:
     """A running job (a sleep) that a page must not be able to cancel or delete."""
-    answer = httpx.post(f"{single_user_api.url}/jobs", json={
+    answer = http_calls.post(f"{single_user_api.url}/jobs", json={
         "name": "victim", "workflow": SLEEP.decode(), "input": {"delay": victim_delay}},
         timeout=30)
     assert answer.status_code == 201, answer.text
     job_id: str = answer.json()["id"]
     poll_until(lambda: sleeping(victim_delay), 60, "the victim job running")
     yield job_id
-    httpx.delete(f"{single_user_api.url}/jobs/{job_id}", timeout=30)
+    http_calls.delete(f"{single_user_api.url}/jobs/{job_id}", timeout=30)
 
 
 def jobs(api: Api) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = httpx.get(f"{api.url}/jobs", timeout=30).json()
+    found: list[dict[str, Any]] = http_calls.get(f"{api.url}/jobs", timeout=30).json()
     return found
 
 
@@ -140,7 +139,7 @@ def test_a_page_of_another_origin_cannot_submit_cancel_or_delete(
 
     assert title == "done sent,sent,sent,sent,sent,blocked"  # DELETE needs CORS: never sent
     assert not [job for job in jobs(single_user_api) if marker in job["name"]]
-    assert httpx.get(f"{single_user_api.url}/jobs/{victim}").json()["state"] == "Running"
+    assert http_calls.get(f"{single_user_api.url}/jobs/{victim}").json()["state"] == "Running"
     assert sleeping(victim_delay)
     # The requests did arrive, and the service itself refused them.
     refused = value(after, "cerise_api_requests_total", method="POST", route="unmatched",
@@ -151,19 +150,19 @@ def test_a_page_of_another_origin_cannot_submit_cancel_or_delete(
 
 def test_the_users_own_clients_still_change_state(single_user_api: Api, victim: str) -> None:
     """No Origin (cerise-client, wes-client, curl), or the service's own (the dashboard)."""
-    own = httpx.post(f"{single_user_api.url}/jobs/{victim}/cancel",
-                     headers={"Origin": single_user_api.url, "Sec-Fetch-Site": "same-origin"},
-                     timeout=30)
+    own = http_calls.post(f"{single_user_api.url}/jobs/{victim}/cancel",
+                          headers={"Origin": single_user_api.url, "Sec-Fetch-Site": "same-origin"},
+                          timeout=30)
     assert own.status_code == 200, own.text
-    poll_until(lambda: httpx.get(f"{single_user_api.url}/jobs/{victim}").json()["state"]
+    poll_until(lambda: http_calls.get(f"{single_user_api.url}/jobs/{victim}").json()["state"]
                == "Cancelled", 60, "the victim cancelled")
 
 
 def test_a_job_must_be_sent_as_json(single_user_api: Api) -> None:
     body = json.dumps({"name": "not-json", "workflow": WORKFLOW})
     for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""):
-        answer = httpx.post(f"{single_user_api.url}/jobs", content=body,
-                            headers={"Content-Type": kind} if kind else {}, timeout=30)
+        answer = http_calls.post(f"{single_user_api.url}/jobs", content=body,
+                                 headers={"Content-Type": kind} if kind else {}, timeout=30)
         assert answer.status_code == 415, (kind, answer.text)
         assert "Content-Type: application/json" in answer.json()["detail"]
     assert not [job for job in jobs(single_user_api) if job["name"] == "not-json"]
@@ -181,25 +180,25 @@ def test_a_rebound_name_reaches_nothing(single_user_api: Api,
 @pytest.mark.parametrize("method", ["GET", "PROPFIND", "DELETE", "POST"])
 def test_a_foreign_host_header_is_refused(single_user_api: Api, method: str) -> None:
     for path in ("/jobs", "/files/input/", "/ga4gh/wes/v1/runs", "/ui/fragments/jobs"):
-        answer = httpx.request(method, f"{single_user_api.url}{path}",
-                               headers={"Host": "evil.example.com"}, timeout=30)
+        answer = http_calls.request(method, f"{single_user_api.url}{path}",
+                                    headers={"Host": "evil.example.com"}, timeout=30)
         assert answer.status_code == 400, (method, path, answer.text)
-    assert httpx.get(f"{single_user_api.url}/healthz", headers={"Host": "10.1.2.3"}).is_success
+    assert http_calls.get(f"{single_user_api.url}/healthz", headers={"Host": "10.1.2.3"}).is_success
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]"])
 def test_loopback_names_are_served(single_user_api: Api, host: str) -> None:
     port = single_user_api.url.rsplit(":", 1)[1]
-    answer = httpx.get(f"{single_user_api.url}/jobs", headers={"Host": f"{host}:{port}"})
+    answer = http_calls.get(f"{single_user_api.url}/jobs", headers={"Host": f"{host}:{port}"})
     assert answer.status_code == 200
 
 
 def test_forwarded_headers_from_strangers_are_ignored(single_user_api: Api) -> None:
-    answer = httpx.post(f"{single_user_api.url}/jobs", json={
+    answer = http_calls.post(f"{single_user_api.url}/jobs", json={
         "name": "forwarded", "workflow": WORKFLOW}, timeout=30, headers={
         "X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "https"})
     assert answer.status_code == 201, answer.text
     job = answer.json()
     assert job["log"] == f"{single_user_api.url}/jobs/{job['id']}/log"
     assert answer.headers["Location"] == f"{single_user_api.url}/jobs/{job['id']}"
-    httpx.delete(f"{single_user_api.url}/jobs/{job['id']}", timeout=30)
+    http_calls.delete(f"{single_user_api.url}/jobs/{job['id']}", timeout=30)

@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote
 import httpx
 import pytest
 
+from tests.integration import http_calls
 from tests.integration.api_fixtures import Api
 
 pytestmark = pytest.mark.integration
@@ -67,13 +68,13 @@ def test_odd_names_upload_list_stage_and_come_back_unchanged(single_user_api: Ap
         job = finished(api, answer.json()["id"])
         assert job["state"] == "Success", api.get(f"/jobs/{job['id']}/log").text[-3000:]
 
-        counts = httpx.get(job["output"]["counts"]["location"], timeout=30).text
+        counts = http_calls.get(job["output"]["counts"]["location"], timeout=30).text
         assert counts.split()[:3] == ["1", "2", "8"]
         results = job["output"]["results"]
         got = {}
         for entry in results["listing"]:
             assert entry["class"] == "File"
-            got[entry["basename"]] = httpx.get(entry["location"], timeout=30).content
+            got[entry["basename"]] = http_calls.get(entry["location"], timeout=30).content
             assert unquote(entry["location"].rsplit("/", 1)[1]) == entry["basename"]
         assert got == {name: content(name) for name in ODD_NAMES}
         where = results["location"].removeprefix(single_user_api.url)

@@ -17,6 +17,7 @@ from cerise.devenv.apiserver import IDENTITY, ApiserverProcess
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.process import free_port
 from cerise.kube import access
+from tests.integration import http_calls
 from tests.integration.api_fixtures import SINGLE, Api, poll_until
 from tests.integration.test_rest_metrics import scrape, value
 
@@ -76,8 +77,8 @@ def test_uploads_over_the_cap_or_the_quota_are_refused_leaving_nothing(small_api
 def test_deeply_nested_json_is_a_400(single_user_api: Api, levels: int) -> None:
     deep = "[" * levels + "]" * levels
     body = f'{{"workflow": "x", "input": {{"deep": {deep}}}}}'
-    answer = httpx.post(f"{single_user_api.url}/jobs", content=body, timeout=30,
-                        headers={"Content-Type": "application/json"})
+    answer = http_calls.post(f"{single_user_api.url}/jobs", content=body, timeout=30,
+                             headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text[:300]
     assert answer.json()["detail"] == "the request body nests arrays and objects more than 64 deep"
 
@@ -88,7 +89,7 @@ def test_unknown_methods_count_as_other(single_user_api: Api) -> None:
     before = scrape(single_user_api)
     methods = ["LOCK", "COPY", "PURGE", f"X-{uuid.uuid4().hex[:8].upper()}"]
     for method in methods:
-        assert httpx.request(method, f"{single_user_api.url}/jobs").status_code in (400, 405)
+        assert http_calls.request(method, f"{single_user_api.url}/jobs").status_code in (400, 405)
     after = scrape(single_user_api)
     labels = {dict(key[1]).get("method") for key in after}
     assert not labels & set(methods)
@@ -133,17 +134,17 @@ def test_bogus_tokens_do_not_become_a_burst_of_access_reviews(
     assert statuses.count(429) > 0
     assert made <= access.REVIEW_BURST + access.REVIEWS_PER_SECOND * elapsed + 1
     alice = {"Authorization": f"Bearer {control_plane.identities['alice'].token}"}
-    poll_until(lambda: httpx.get(jobs, headers=alice, timeout=30).status_code == 200, 10,
+    poll_until(lambda: http_calls.get(jobs, headers=alice, timeout=30).status_code == 200, 10,
                "alice served again once the burst is over")
 
 
 def test_cluster_metrics_are_not_on_the_tenants_port(cluster_api: Api,
                                                      control_plane: ControlPlane) -> None:
     alice = {"Authorization": f"Bearer {control_plane.identities['alice'].token}"}
-    assert httpx.get(f"{cluster_api.url}/metrics", headers=alice).status_code == 404
-    assert httpx.get(f"{cluster_api.url}/ns/team-a/metrics", headers=alice).status_code == 404
+    assert http_calls.get(f"{cluster_api.url}/metrics", headers=alice).status_code == 404
+    assert http_calls.get(f"{cluster_api.url}/ns/team-a/metrics", headers=alice).status_code == 404
     port = cluster_api.process.extra_env["CERISE_METRICS_PORT"]
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+    metrics = http_calls.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
     assert metrics.status_code == 200
     assert "cerise_api_requests_total" in metrics.text
 
@@ -154,7 +155,7 @@ def test_a_submitted_input_object_of_sane_depth_still_works(single_user_api: Api
         record = {"nested": record}
     workflow = json.dumps({"cwlVersion": "v1.2", "class": "Workflow", "inputs": {},
                            "outputs": {}, "steps": {}})
-    answer = httpx.post(f"{single_user_api.url}/jobs", timeout=30,
-                        json={"workflow": workflow, "input": {"extra": record}})
+    answer = http_calls.post(f"{single_user_api.url}/jobs", timeout=30,
+                             json={"workflow": workflow, "input": {"extra": record}})
     assert answer.status_code == 201, answer.text
-    httpx.delete(f"{single_user_api.url}/jobs/{answer.json()['id']}", timeout=30)
+    http_calls.delete(f"{single_user_api.url}/jobs/{answer.json()['id']}", timeout=30)

@@ -20,6 +20,7 @@ from cerise.devenv.apiserver import IDENTITY, ApiserverProcess
 from cerise.devenv.controlplane import ControlPlane
 from cerise.devenv.postgres import Postgres
 from cerise.devenv.process import free_port
+from tests.integration import http_calls
 from tests.integration.operator_fixtures import EXCHANGE_URL
 
 pytestmark = pytest.mark.integration
@@ -132,7 +133,7 @@ def test_pages_walk_every_job_exactly_once(listing: Listing, size: int) -> None:
     seen: list[str] = []
     url: str | None = f"{listing.url}/jobs?page_size={size}"
     while url is not None:
-        response = httpx.get(url, timeout=30)
+        response = http_calls.get(url, timeout=30)
         assert response.status_code == 200, response.text
         page = response.json()
         assert 0 < len(page) <= size
@@ -143,10 +144,10 @@ def test_pages_walk_every_job_exactly_once(listing: Listing, size: int) -> None:
 
 
 def test_a_token_alone_pages_by_100_and_a_bad_token_is_refused(listing: Listing) -> None:
-    first = httpx.get(f"{listing.url}/jobs?page_size=5")
+    first = http_calls.get(f"{listing.url}/jobs?page_size=5")
     assert [job["id"] for job in first.json()] == listing.ids[:5]
-    following = httpx.get(first.links["next"]["url"].replace("page_size=5&", ""))
+    following = http_calls.get(first.links["next"]["url"].replace("page_size=5&", ""))
     assert [job["id"] for job in following.json()] == listing.ids[5:105]
-    refused = httpx.get(f"{listing.url}/jobs?page_token=bm90IGEgdG9rZW4")
+    refused = http_calls.get(f"{listing.url}/jobs?page_token=bm90IGEgdG9rZW4")
     assert refused.status_code == 400
     assert "page_token is not one this service gave out" in refused.text

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration import http_calls
 from tests.integration.api_fixtures import Api
 
 pytestmark = pytest.mark.integration
@@ -17,7 +18,7 @@ WORKFLOW = json.dumps({"cwlVersion": "v1.2", "class": "Workflow", "inputs": {}, 
 
 
 def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{api.url}/metrics").text
+    text = http_calls.get(f"{api.url}/metrics").text
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from cerise.devenv.controlplane import ControlPlane
+from tests.integration import http_calls
 from tests.integration.api_fixtures import Api
 from tests.integration.kube_fixtures import TENANTS
 
@@ -34,10 +35,10 @@ def tenants(control_plane: ControlPlane, cluster_api: Api) -> dict[str, httpx.Cl
 def test_no_token_no_service(cluster_api: Api) -> None:
     for path in ("/ns/team-a/jobs", "/ns/team-a/ga4gh/wes/v1/runs", "/ns/team-a/files/input/",
                  "/jobs"):
-        answer = httpx.get(f"{cluster_api.url}{path}")
+        answer = http_calls.get(f"{cluster_api.url}{path}")
         assert answer.status_code == 401, path
-    wrong = httpx.get(f"{cluster_api.url}/ns/team-a/jobs",
-                      headers={"Authorization": "Bearer not-a-token"})
+    wrong = http_calls.get(f"{cluster_api.url}/ns/team-a/jobs",
+                           headers={"Authorization": "Bearer not-a-token"})
     assert wrong.status_code == 401
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from cerise.devenv.controlplane import ControlPlane
+from tests.integration import http_calls
 from tests.integration.api_fixtures import SINGLE, Api, poll_until
 
 pytestmark = pytest.mark.integration
@@ -41,13 +42,13 @@ def wes_client(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def state(api: Api, run_id: str) -> str:
-    found: str = httpx.get(f"{api.url}/ga4gh/wes/v1/runs/{run_id}/status").json()["state"]
+    found: str = http_calls.get(f"{api.url}/ga4gh/wes/v1/runs/{run_id}/status").json()["state"]
     return found
 
 
 def post_run(api: Api, workflow: dict[str, Any], params: dict[str, Any],
              **fields: str) -> httpx.Response:
-    return httpx.post(f"{api.url}/ga4gh/wes/v1/runs", data={
+    return http_calls.post(f"{api.url}/ga4gh/wes/v1/runs", data={
         "workflow_url": "main.cwl", "workflow_type": "CWL", "workflow_type_version": "v1.2",
         "workflow_params": json.dumps(params), **fields},
         files=[("workflow_attachment", ("main.cwl", json.dumps(workflow).encode()))])
@@ -64,7 +65,7 @@ def test_wes_client_runs_a_workflow_with_an_attachment(
                       str(tmp_path / "wc.cwl"), str(tmp_path / "job.json"))
     assert done.returncode == 0, done.stderr
     outputs = json.loads(done.stdout)
-    counts = httpx.get(outputs["counts"]["location"]).text.split()
+    counts = http_calls.get(outputs["counts"]["location"]).text.split()
     assert counts[:3] == ["2", "3", "14"]
     listed = json.loads(wes_client(single_user_api, "--list").stdout)
     assert listed["runs"] and all("run_id" in run for run in listed["runs"])
@@ -72,7 +73,7 @@ def test_wes_client_runs_a_workflow_with_an_attachment(
 
 def test_a_run_log_shows_request_outputs_and_logs(single_user_api: Api) -> None:
     params = {"file": {"class": "File", "location": "words.txt"}}
-    response = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs", data={
+    response = http_calls.post(f"{single_user_api.url}/ga4gh/wes/v1/runs", data={
         "workflow_url": "flows/main.cwl", "workflow_type": "CWL",
         "workflow_type_version": "v1.2", "workflow_params": json.dumps(params),
         "tags": json.dumps({"project": "demo"})},
@@ -81,25 +82,25 @@ def test_a_run_log_shows_request_outputs_and_logs(single_user_api: Api) -> None:
     assert response.status_code == 200, response.text
     run_id = response.json()["run_id"]
     poll_until(lambda: state(single_user_api, run_id) == "COMPLETE", what="the run completing")
-    run = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}").json()
+    run = http_calls.get(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}").json()
     assert run["request"]["workflow_params"] == params
     assert run["request"]["tags"] == {"project": "demo"}
     # the second step counts the first's one-line output: "1 3 6 <path>"
-    assert httpx.get(run["outputs"]["counts"]["location"]).text.split()[:2] == ["1", "4"]
-    assert "Final process status is success" in httpx.get(run["run_log"]["stderr"]).text
+    assert http_calls.get(run["outputs"]["counts"]["location"]).text.split()[:2] == ["1", "4"]
+    assert "Final process status is success" in http_calls.get(run["run_log"]["stderr"]).text
     assert run["run_log"]["exit_code"] == 0
     cost = run["run_log"]["accounting"]
     assert cost["source"] == "jobscript" and cost["coreHours"] > 0, cost
     assert any(line.startswith("accounting: elapsed ") and "core-hours" in line
                for line in run["run_log"]["system_logs"]), run["run_log"]
-    tasks = httpx.get(run["task_logs_url"]).json()
+    tasks = http_calls.get(run["task_logs_url"]).json()
     assert [task["name"] for task in tasks["task_logs"]] == ["first", "second"]
     assert all(task["end_time"] for task in tasks["task_logs"])
-    one = httpx.get(f"{run['task_logs_url']}/first").json()
+    one = http_calls.get(f"{run['task_logs_url']}/first").json()
     assert one["id"] == "first" and one["exit_code"] == 0
-    every = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs").json()["runs"]
-    summary = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs",
-                        params={"page_size": 1}).json()
+    every = http_calls.get(f"{single_user_api.url}/ga4gh/wes/v1/runs").json()["runs"]
+    summary = http_calls.get(f"{single_user_api.url}/ga4gh/wes/v1/runs",
+                             params={"page_size": 1}).json()
     # a next page exactly when other tests' runs are there too
     assert len(summary["runs"]) == 1 and bool(summary["next_page_token"]) == (len(every) > 1)
 
@@ -114,7 +115,7 @@ def test_cancel_through_wes_stops_the_run(single_user_api: Api) -> None:
                                    capture_output=True, text=True).stdout.strip())
 
     poll_until(sleeping, what="the runner starting")
-    cancelled = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}/cancel")
+    cancelled = http_calls.post(f"{single_user_api.url}/ga4gh/wes/v1/runs/{run_id}/cancel")
     assert cancelled.json() == {"run_id": run_id}
     poll_until(lambda: state(single_user_api, run_id) == "CANCELED", what="CANCELED")
     poll_until(lambda: not sleeping(), 10, "the runner stopping")
@@ -122,22 +123,22 @@ def test_cancel_through_wes_stops_the_run(single_user_api: Api) -> None:
 
 def test_service_info_and_errors(single_user_api: Api) -> None:
     wes = f"{single_user_api.url}/ga4gh/wes/v1"
-    info = httpx.get(f"{wes}/service-info").json()
+    info = http_calls.get(f"{wes}/service-info").json()
     assert info["type"] == {"group": "org.ga4gh", "artifact": "wes", "version": "1.1.0"}
     assert info["workflow_type_versions"]["CWL"]["workflow_type_version"] == [
         "v1.0", "v1.1", "v1.2"]
     assert set(info["system_state_counts"]) >= {"QUEUED", "RUNNING", "COMPLETE"}
-    missing = httpx.get(f"{wes}/runs/no-such-run")
+    missing = http_calls.get(f"{wes}/runs/no-such-run")
     assert missing.status_code == 404
     assert missing.json()["status_code"] == 404 and "no-such-run" in missing.json()["msg"]
     unknown = post_run(single_user_api, WC, {},
                        workflow_engine_parameters=json.dumps({"nodes": 4}))
     assert unknown.status_code == 400 and "nodes" in unknown.json()["msg"]
-    escaping = httpx.post(f"{wes}/runs", data={"workflow_url": "../main.cwl",
+    escaping = http_calls.post(f"{wes}/runs", data={"workflow_url": "../main.cwl",
                                                 "workflow_params": "{}"},
                           files=[("workflow_attachment", ("../main.cwl", b"{}"))])
     assert escaping.status_code == 400 and "'..'" in escaping.json()["msg"]
-    assert httpx.get(f"{wes}/runs", params={"page_token": "garbage"}).status_code == 400
+    assert http_calls.get(f"{wes}/runs", params={"page_token": "garbage"}).status_code == 400
 
 
 def test_a_run_without_workflow_params_is_refused(single_user_api: Api) -> None:
@@ -145,12 +146,12 @@ def test_a_run_without_workflow_params_is_refused(single_user_api: Api) -> None:
     sends."""
     marker = f"no-params-{uuid.uuid4().hex[:8]}"
     for fields in ({}, {"workflow_params": ""}, {"workflow_params": "  "}):
-        answer = httpx.post(f"{single_user_api.url}/ga4gh/wes/v1/runs", data={
+        answer = http_calls.post(f"{single_user_api.url}/ga4gh/wes/v1/runs", data={
             "workflow_url": f"{marker}.cwl", "workflow_type": "CWL", **fields},
             files=[("workflow_attachment", (f"{marker}.cwl", json.dumps(SLEEP).encode()))])
         assert answer.status_code == 400, answer.text
         assert answer.json()["msg"].startswith("workflow_params is missing")
-    runs = httpx.get(f"{single_user_api.url}/ga4gh/wes/v1/runs").json()["runs"]
+    runs = http_calls.get(f"{single_user_api.url}/ga4gh/wes/v1/runs").json()["runs"]
     assert not [run for run in runs if run["run_id"].startswith(marker)]
     deep = post_run(single_user_api, WC, {}, workflow_params="[" * 100_000 + "]" * 100_000)
     assert deep.status_code == 400, deep.text
@@ -169,7 +170,7 @@ def test_a_run_and_a_job_may_carry_their_own_retry_settings(
                    workflow_engine_parameters=json.dumps({"retry": retry}))
     assert run.status_code == 200, run.text
     assert stored(run.json()["run_id"]) == retry
-    job = httpx.post(f"{single_user_api.url}/jobs", json={
+    job = http_calls.post(f"{single_user_api.url}/jobs", json={
         "workflow": json.dumps(SLEEP), "input": {"delay": 1}, "retry": retry})
     assert job.status_code == 201, job.text
     assert stored(job.json()["id"]) == retry
