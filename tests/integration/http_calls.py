@@ -9,15 +9,13 @@ from typing import Any
 
 import httpx
 
-from tests.integration import http_calls
-
 TLS = ssl.create_default_context()
 
 
 def request(method: str, url: str, **options: Any) -> httpx.Response:
     """`httpx.request`, verifying with `TLS` unless told otherwise."""
     options.setdefault("verify", TLS)
-    return http_calls.request(method, url, **options)
+    return httpx.request(method, url, **options)
 
 
 def get(url: str, **options: Any) -> httpx.Response:

@@ -57,10 +57,17 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 def kube_config(plane: ControlPlane, user: str = "admin") -> SingleConfig:
-    """The lightkube configuration of one kubeconfig context."""
-    config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name=user)
-    assert config is not None, f"no context {user} in {plane.kubeconfig}"
+    """The lightkube configuration of one kubeconfig context (read once: every watch makes
+    a client from it)."""
+    config = _CONFIGS.get((plane.kubeconfig, user))
+    if config is None:
+        config = KubeConfig.from_file(str(plane.kubeconfig)).get(context_name=user)
+        assert config is not None, f"no context {user} in {plane.kubeconfig}"
+        _CONFIGS[(plane.kubeconfig, user)] = config
     return config
+
+
+_CONFIGS: dict[tuple[Path, str], SingleConfig] = {}
 
 
 def admin_client(plane: ControlPlane) -> Client:
