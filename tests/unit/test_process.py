@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,21 @@ def test_a_daemon_that_never_gets_ready_times_out(tmp_path: Path) -> None:
     finally:
         daemon.stop()
     assert not daemon.alive()
+
+
+def test_a_daemon_is_ready_when_its_url_answers_as_asked(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "health").write_text("ok")
+    daemon = Daemon("web", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                            "--directory", str(tmp_path), str(port)],
+                    log=tmp_path / "web.log").start()
+    try:
+        daemon.wait_answering(f"http://127.0.0.1:{port}/health",
+                              lambda answer: answer.text == "ok", timeout=30)
+        with pytest.raises(StartupError, match=r"web not ready after 0\.5 s"):
+            daemon.wait_answering(f"http://127.0.0.1:{port}/missing", timeout=0.5)
+    finally:
+        daemon.stop()
 
 
 def test_stop_kills_a_daemon_that_ignores_sigterm(tmp_path: Path) -> None:
