@@ -18,7 +18,6 @@ from cerise.devenv.operator import IDENTITY
 from cerise.kube import jobs
 from cerise.kube.jobs import TransitionConflict, WorkflowJob
 from cerise.model.states import IllegalTransition, Phase
-from tests.integration import http_calls
 from tests.integration.kube_fixtures import kube_config
 
 pytestmark = pytest.mark.integration
@@ -179,8 +178,8 @@ def api(plane: ControlPlane, user: str, method: str, path: str,
         headers["Content-Type"] = ("application/merge-patch+json" if method == "PATCH"
                                    else "application/json")
         content = json.dumps(body)
-    return http_calls.request(method, f"{plane.api_url}{path}", headers=headers, content=content,
-                              verify=ssl.create_default_context(cafile=plane.ca_cert), timeout=10)
+    return httpx.request(method, f"{plane.api_url}{path}", headers=headers, content=content,
+                         verify=ssl.create_default_context(cafile=plane.ca_cert), timeout=10)
 
 
 def jobs_path(namespace: str, name: str = "") -> str:
