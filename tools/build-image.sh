@@ -92,11 +92,13 @@ cerise_image() {
         log "building $tag on $base"
         began=$(date +%s)
         # The host's CA bundle: pip inside the build reaches PyPI through an authority
-        # that only the host's bundle names. --no-cache: this podman's layer cache keys a
-        # RUN step by its text and parent only, not by what it bind-mounts from the build
-        # stage, so a cached final stage would install the previous wheels.
-        podman build --no-cache --network host --build-arg "BASE=$base" \
-            -v /etc/ssl/certs:/etc/ssl/certs:ro -t "$tag" "$REPO" >&2
+        # that only the host's bundle names. podman's layer cache keys a COPY by what it
+        # copies, so a change of cerise/ rebuilds only the package's own layers. The build
+        # stage is tagged too, or the prune below would drop its cached layers.
+        local build=(podman build --network host --build-arg "BASE=$base"
+                     -v /etc/ssl/certs:/etc/ssl/certs:ro)
+        "${build[@]}" -t "$tag" "$REPO" >&2
+        "${build[@]}" --target build -t localhost/cerise-k8s-build:latest "$REPO" >&2
         log "built $tag in $(($(date +%s) - began)) s"
     fi
     log "$tag: $(podman image inspect --format '{{.Size}}' "$tag" \
