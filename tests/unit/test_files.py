@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -256,6 +257,67 @@ def test_outputs_answer_404_once_their_job_is_deleted(client: TestClient, root: 
     (root / "output" / UID).rmdir()
     assert client.get(url).status_code == 404
     assert client.get(url).json() == {"detail": f"'output/{UID}/result.txt' does not exist"}
+
+
+def test_an_output_deleted_while_its_get_is_answered_is_404_not_a_cut_off_body(
+    client: TestClient, root: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job is deleted between the GET's lookup and its answer (the race a client polling
+    for the output's removal hits): a clear 404, not headers and then a closed connection."""
+    output = root / "output" / UID / "result.txt"
+    look_up = files._resources
+
+    def then_deleted(*args: Any, **kwargs: Any) -> Any:
+        found = look_up(*args, **kwargs)
+        output.unlink()
+        return found
+
+    monkeypatch.setattr(files, "_resources", then_deleted)
+    answer = client.get(f"/files/output/{UID}/result.txt")
+    assert answer.status_code == 404
+    assert answer.json() == {"detail": f"'output/{UID}/result.txt' does not exist"}
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_file_deleted_or_replaced_once_opened_is_sent_whole_as_opened(
+    client: TestClient, root: Path, monkeypatch: pytest.MonkeyPatch, replace: bool,
+) -> None:
+    """Deleted or replaced after the answer opened it, a file is still sent whole, with the
+    length and ETag of what is sent; the descriptor is closed afterwards."""
+    output = root / "output" / UID / "result.txt"
+    output.write_bytes(b"x" * (3 * files.CHUNK + 5))
+    opened: list[int] = []
+    open_file = files._open
+
+    def then_changed(path: Path) -> tuple[int, os.stat_result] | None:
+        found = open_file(path)
+        assert found is not None
+        opened.append(found[0])
+        output.unlink()
+        if replace:
+            output.write_bytes(b"new\n")
+        return found
+
+    monkeypatch.setattr(files, "_open", then_changed)
+    answer = client.get(f"/files/output/{UID}/result.txt")
+    assert answer.status_code == 200
+    assert answer.content == b"x" * (3 * files.CHUNK + 5)
+    assert answer.headers["content-length"] == str(3 * files.CHUNK + 5)
+    assert answer.headers["etag"].endswith(f"-{3 * files.CHUNK + 5:x}\"")
+    with pytest.raises(OSError):
+        os.fstat(opened[0])
+    monkeypatch.setattr(files, "_open", open_file)
+    if replace:
+        assert client.get(f"/files/output/{UID}/result.txt").content == b"new\n"
+    else:
+        assert client.get(f"/files/output/{UID}/result.txt").status_code == 404
+
+
+def test_a_range_of_a_file_is_sent(client: TestClient, root: Path) -> None:
+    (root / "output" / UID / "result.txt").write_bytes(b"0123456789")
+    answer = client.get(f"/files/output/{UID}/result.txt", headers={"Range": "bytes=2-5"})
+    assert (answer.status_code, answer.content) == (206, b"2345")
+    assert answer.headers["content-range"] == "bytes 2-5/10"
 
 
 @pytest.mark.parametrize("path", [

@@ -40,7 +40,7 @@ import secrets
 import shutil
 import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -51,6 +51,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from cerise.apiserver import errors, metrics
 from cerise.apiserver.tenancy import ReadTenant, Tenant, WriteTenant
@@ -126,12 +127,14 @@ async def get_file(request: Request, tenant: ReadTenant) -> Response:
         raise errors.NotFound(f"{_show(segments)} does not exist")
     real, resources = found
     if not resources[0].collection:
-        status = resources[0].status
-        response = FileResponse(real, stat_result=status,
-                                headers={"ETag": _etag(status), **SAFE_HEADERS})
-        response.chunk_size = CHUNK  # fewer thread hand-offs than starlette's 64 KiB
+        with _os_errors():
+            opened = await asyncio.to_thread(_open, real)
+        if opened is None:  # deleted (its job was) or replaced since it was looked up
+            raise errors.NotFound(f"{_show(segments)} does not exist")
+        response = _OpenFileResponse(*opened, media_type=mimetypes.guess_type(real.name)[0],
+                                     headers=SAFE_HEADERS)
         if request.method == "GET":
-            metrics.EXCHANGE_BYTES.labels("out").inc(status.st_size)
+            metrics.EXCHANGE_BYTES.labels("out").inc(opened[1].st_size)
         return response
     listing = "".join(f"{quote(_name(item), safe=LISTING_SAFE + '/')}\n"
                       for item in resources[1:])
@@ -246,6 +249,41 @@ def _resources(
                 if member_status is not None:
                     found.append(_Resource((*segments, name), member_status))
     return real, found
+
+
+def _open(path: Path) -> tuple[int, os.stat_result] | None:
+    """A descriptor of the regular file at `path` and its status; None if it is gone or is
+    no longer a regular file (non-blocking: a pipe put in its place cannot hold the open)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        return None
+    return descriptor, status
+
+
+class _OpenFileResponse(FileResponse):
+    """A file sent from the descriptor opened while answering, not reopened by its name:
+    a file deleted or replaced meanwhile (its job deleted, an input uploaded again) is sent
+    whole as it was opened, never as headers followed by a cut-off body. Starlette reads it
+    through the descriptor's /proc/self/fd link, which keeps its ranges and HEAD."""
+
+    def __init__(self, descriptor: int, status: os.stat_result, media_type: str | None,
+                 headers: Mapping[str, str]) -> None:
+        super().__init__(f"/proc/self/fd/{descriptor}", stat_result=status,
+                         media_type=media_type or "text/plain",
+                         headers={"ETag": _etag(status), **headers})
+        self.descriptor = descriptor
+        self.chunk_size = CHUNK  # fewer thread hand-offs than starlette's 64 KiB
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            os.close(self.descriptor)
 
 
 def _status(path: Path) -> os.stat_result | None:
