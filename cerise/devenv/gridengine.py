@@ -183,6 +183,9 @@ _LIMITS = ("rt", "cpu", "fsize", "data", "stack", "core", "rss", "vmem")
 FAST_SCHEDULER = {"schedule_interval": "0:0:1", "flush_submit_sec": "1", "flush_finish_sec": "1"}
 """The default interval is 15 s, which a job would sit out in `qw`."""
 
+EXECD_RECEIVE = 60.0
+"""Seconds sge_execd waits for the qmaster's answer to its registration."""
+
 FAST_REPORTS = {"load_report_time": "00:00:05"}
 """The execution daemon hears of a rescheduled job (`qmod -rj`) at its next load report, and
 the rerun starts a report later: with the default 40 s, up to 80 s each."""
@@ -224,12 +227,18 @@ def start(*, queue_name: str = "all.q", pe: str = "smp", timeout: float = 60.0) 
 def start_qmaster(
     cell: GridEngineCell, *, timeout: float = 60.0, state: statedir.StateDir | None = None
 ) -> None:
-    """Start sge_qmaster (again); return once it answers. The cell's `stop` ends it,
-    whichever start it came from."""
+    """Start sge_qmaster (again); return once it answers and, where sge_execd runs, once
+    that has registered again (its queue reports load), as an outage's end would be seen.
+    The cell's `stop` ends it, whichever start it came from."""
     assert cell.state is not None, "the cell was not started by `start`"
     claimed = state or statedir.StateDir(path=cell.state, lock_fd=-1)  # records its pid only
     qmaster = claimed.start(_daemon("sge_qmaster", cell, cell.state))
     qmaster.wait_ready(lambda: _qconf(cell, "-sh").returncode == 0, timeout=timeout)
+    if _running(_pid_files(cell)["sge_execd"], "sge_execd") is not None:
+        # a registration it tried while the qmaster was down waits out a 60 s receive
+        # timeout first; a job sent to it meanwhile stays in `t`
+        wait_until(lambda: queue_available(cell), timeout=timeout + EXECD_RECEIVE,
+                   what="sge_execd registering again", alive=qmaster.alive, interval=0.5)
 
 
 def stop_qmaster(cell: GridEngineCell, grace: float = 30.0) -> None:

@@ -22,8 +22,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-
 from cerise.devenv.process import Daemon, StartupError, free_port
 from cerise.devenv.system import INSTALL_HINT
 
@@ -77,6 +75,10 @@ class Postgres:
         self.daemon.stop(grace=5)
 
     def _create_database(self) -> bool:
+        # imported here: the `cerise` command imports this module for `cerise dev up`, and
+        # psycopg would add a fifth to the start of every other command
+        import psycopg
+
         with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True,
                              connect_timeout=2) as connection:
             found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s",
