@@ -7,7 +7,6 @@ Grid Engine job rescheduled by `qmod -rj` (run under `flock /tmp/gridengine.lock
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import subprocess
 import uuid
@@ -136,7 +135,7 @@ async def test_a_grid_engine_job_rescheduled_runs_again_and_ends_as_its_rerun(
         remote_id = running["status"]["remoteJobId"]
         rescheduled = await asyncio.to_thread(  # as the cell's manager, as an admin would
             subprocess.run, ["qmod", "-rj", remote_id],
-            env={**os.environ, **dict(gridengine.environment)}, capture_output=True, text=True,
+            env=gridengine.client_env(), capture_output=True, text=True,
             timeout=60, check=False)
         assert rescheduled.returncode == 0, rescheduled.stderr
         job = await wait_for_status(
