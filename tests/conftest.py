@@ -1,7 +1,7 @@
 """Shared pytest configuration: the session fixtures of the real test environment, and the
 order and grouping of the tests.
 
-Under pytest-xdist (`./dev test` runs the integration tests on four workers with
+Under pytest-xdist (`./dev test` runs the integration tests on five workers with
 `--dist loadgroup`) every worker starts its own session fixtures: control plane, operator,
 apiservers, sshd and Slurm, on free ports with private state directories. Grid Engine is one
 installation for the whole host, so every test that uses it goes to one worker.
