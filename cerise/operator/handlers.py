@@ -135,13 +135,14 @@ async def specialisation_event(type: str | None, body: kopf.Body, **_: Any) -> N
 
 
 @kopf.on.event(GROUP, VERSION, "computeresources")
-async def resource_event(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
-    """Which ComputeResources exist, for sharing them out; a deleted one's worker, dead or
-    not, is no longer missed."""
+async def resource_event(type: str | None, namespace: str | None, name: str, spec: kopf.Spec,
+                         **_: Any) -> None:
+    """Which ComputeResources exist, for sharing them out, and their specs, for the sweeps; a
+    deleted one's worker, dead or not, is no longer missed."""
     _health.contact()
     assert namespace is not None, "ComputeResources are namespaced"
     state = registry()
-    if state.resource_event(type, namespace, name) and state.sharing is not None:
+    if state.resource_event(type, namespace, name, dict(spec)) and state.sharing is not None:
         state.sharing.poke()
     if type == "DELETED":
         _health.running(_worker_task(namespace, name))

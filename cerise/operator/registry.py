@@ -15,7 +15,7 @@ import datetime
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -68,8 +68,11 @@ class Registry:
     """The file exchange; a namespace's own when its URL names ``{namespace}``."""
     sharing: Sharing | None = None
     """This replica's share of the resources; None: it works alone, for every resource."""
-    resources: set[ResourceKey] = field(default_factory=set)
-    """The ComputeResources that exist."""
+    resources: dict[ResourceKey, Mapping[str, Any]] = field(default_factory=dict)
+    """The ComputeResources that exist, with their spec as the watch last showed it."""
+    absent: set[ResourceKey] = field(default_factory=set)
+    """ComputeResources known to be gone: deleted while watched, or found missing by a read
+    (deleted before this replica started); not read again unless the watch shows them."""
     jobs: dict[str, Body] = field(default_factory=dict)
     phases: collections.Counter[tuple[str, str, str | None]] = field(
         default_factory=collections.Counter)
@@ -177,14 +180,18 @@ class Registry:
             if namespace == body["metadata"]["namespace"]:
                 worker.wake.set()
 
-    def resource_event(self, event_type: str | None, namespace: str, name: str) -> bool:
-        """Record that a ComputeResource exists, or no longer does; whether that is news."""
+    def resource_event(self, event_type: str | None, namespace: str, name: str,
+                       spec: Mapping[str, Any]) -> bool:
+        """Record that a ComputeResource exists with `spec`, or no longer does; whether its
+        existence is news."""
         key = (namespace, name)
         known = key in self.resources
         if event_type == "DELETED":
-            self.resources.discard(key)
+            self.resources.pop(key, None)
+            self.absent.add(key)
         else:
-            self.resources.add(key)
+            self.resources[key] = spec
+            self.absent.discard(key)
         return known != (key in self.resources)
 
     def shared_resources(self) -> list[leases.ResourceKey]:

@@ -88,6 +88,14 @@ class Source(Protocol):
     @property
     def workers(self) -> Mapping[ResourceKey, _Worker]: ...
 
+    @property
+    def resources(self) -> Mapping[ResourceKey, Mapping[str, Any]]:
+        """The specs of the ComputeResources that exist, from the watch."""
+
+    @property
+    def absent(self) -> set[ResourceKey]:
+        """ComputeResources known to be gone (a read that finds one missing adds it)."""
+
 
 class Sweeper:
     """Sweeps the jobs of `source` (the registry, read anew each time) by `config`."""
@@ -158,23 +166,30 @@ async def durations(
     source: Source, keys: Iterable[ResourceKey], default: float | None, duration: Duration,
 ) -> dict[ResourceKey, float | None]:
     """The `duration` of each resource's jobs (their retention, or how long before they
-    are archived). A resource without a worker now (being restarted, broken, or deleted) is
-    read from the API, so that a resource's own longer duration is never replaced by the
-    default while its worker is away."""
+    are archived). A resource without a worker here (being restarted, broken, or another
+    replica's) has the spec the watch last showed, so that its own longer duration is never
+    replaced by the default while its worker is away. One the watch has not shown is read
+    from the API once; a gone one has the default (archived jobs outlive their resource:
+    reading each such resource at every sweep came to most of the operator's reads)."""
     found: dict[ResourceKey, float | None] = {}
     for key in keys:
         worker = source.workers.get(key)
         if worker is not None:
             own = duration.of_spec(worker.spec)
         else:
-            try:
-                body = await objects.get_resource(source.kube, *key)
-            except ApiError as error:
-                logger.warning("ComputeResource %s/%s not read; its jobs are kept for now: %s",
-                               *key, error.status.message or error.status.code)
-                found[key] = None
-                continue
-            text = ((body or {}).get("spec") or {}).get(duration.field)
+            spec = source.resources.get(key)
+            if spec is None and key not in source.absent:
+                try:
+                    body = await objects.get_resource(source.kube, *key)
+                except ApiError as error:
+                    logger.warning("ComputeResource %s/%s not read; its jobs are kept for now:"
+                                   " %s", *key, error.status.message or error.status.code)
+                    found[key] = None
+                    continue
+                if body is None:
+                    source.absent.add(key)
+                spec = (body or {}).get("spec")
+            text = (spec or {}).get(duration.field)
             try:
                 own = retention.parse_retention(str(text)) if text is not None else None
             except ValueError:

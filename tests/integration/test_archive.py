@@ -347,6 +347,40 @@ def test_an_archived_job_goes_with_its_files_when_its_retention_ends(
     assert not log.exists()
 
 
+def _not_found_reads(plane: ControlPlane) -> float:
+    """How many reads of a ComputeResource the API server has answered 404 so far."""
+    metrics = plane.kubectl("get", "--raw", "/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("apiserver_request_total{")
+               and all(label in line for label in (
+                   'code="404"', 'resource="computeresources"', 'verb="GET"')))
+
+
+def test_a_deleted_resource_with_archived_jobs_is_not_read_at_every_sweep(
+    control_plane: ControlPlane, operator: OperatorProcess, archive_db: Postgres,
+    namespace: str, tmp_path: Path,
+) -> None:
+    # Archived jobs outlive their resource (here for ever: the operator has no
+    # CERISE_JOB_RETENTION), and the sweeps look up each archived job's resource.
+    for name in ("gone", "kept"):
+        apply(control_plane, namespace, resource(name, str(tmp_path / name), "0"))
+
+    def archive(job: str, on: str) -> None:
+        admin_client(control_plane).create(WorkflowJob.from_dict({
+            "metadata": {"name": job, "namespace": namespace},
+            "spec": {"computeResource": on, "workflow": NOT_CWL}}))
+        poll_until(lambda: job in [row[1] for row in archived_rows(archive_db, namespace)]
+                   and job not in [j["metadata"]["name"] for j in live_jobs(
+                       control_plane, namespace)], 30, f"job {job} archived")
+
+    archive("first", "gone")
+    control_plane.kubectl("delete", "computeresource", "gone", "-n", namespace)
+    archive("second", "kept")  # sweeps are sequential: the one that archived this ended,
+    reads = _not_found_reads(control_plane)
+    archive("third", "kept")  # and so did every sweep up to this one's
+    assert _not_found_reads(control_plane) == reads, "the gone resource was read again"
+
+
 async def test_after_a_restart_of_the_archive_the_first_request_is_answered(
     archive_db: Postgres,
 ) -> None:

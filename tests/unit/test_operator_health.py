@@ -141,7 +141,8 @@ async def test_a_dead_worker_fails_the_probe_until_it_runs_again_or_is_deleted(
     assert _handler(handlers.operator_health)()["apiSilentSeconds"] >= 0
     with pytest.raises(RuntimeError):
         await _run_worker(_Registry(RuntimeError("a bug")))
-    await _handler(handlers.resource_event)(type="DELETED", namespace="ns", name="hpc")
+    await _handler(handlers.resource_event)(type="DELETED", namespace="ns", name="hpc",
+                                            spec={})
     _handler(handlers.operator_health)()
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from lightkube import AsyncClient
 
 from cerise.model import compute
 from cerise.model.compute import InvalidResource
+from cerise.model.exchange import Layout
 from cerise.model.retention import expired, finished_at, parse_retention
-from cerise.operator.retention import Settings, settings
+from cerise.operator.registry import Registry
+from cerise.operator.retention import RETENTION, Settings, durations, settings
 
 NOW = datetime.datetime(2025, 6, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -95,3 +99,20 @@ def test_operator_settings_from_its_environment() -> None:
                          ({"CERISE_RETENTION_BATCH": "2.5"}, "whole number")]:
         with pytest.raises(ValueError, match=message):
             settings(bad)
+
+
+async def test_a_resource_without_a_worker_here_keeps_its_own_retention_unread(
+        tmp_path: Path) -> None:
+    # No API client: a read would fail the test. The watch showed "theirs" (another
+    # replica's) and the deletion of "gone"; both are answered from what it showed.
+    registry = Registry(kube=cast(AsyncClient, None),
+                        exchange=Layout(root=tmp_path, url="http://localhost/files"))
+    registry.resource_event("ADDED", "ns", "theirs", {"jobRetention": "2h"})
+    registry.resource_event("ADDED", "ns", "gone", {"jobRetention": "2h"})
+    registry.resource_event("DELETED", "ns", "gone", {"jobRetention": "2h"})
+    for _ in range(3):  # every sweep
+        found = await durations(registry, [("ns", "theirs"), ("ns", "gone")], 60.0, RETENTION)
+        assert found == {("ns", "theirs"): 7200.0, ("ns", "gone"): 60.0}
+    registry.resource_event("ADDED", "ns", "gone", {})  # made again, saying nothing
+    assert await durations(registry, [("ns", "gone")], 60.0, RETENTION) == {("ns", "gone"): 60.0}
+    assert not registry.absent

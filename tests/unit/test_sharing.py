@@ -71,7 +71,7 @@ def registry(tmp_path: Path) -> Registry:
                              resources=lambda: [], first=lambda _: 0)
     made = Registry(kube=cast(AsyncClient, None), sharing=shares,
                     exchange=Layout(root=tmp_path, url="http://localhost/files"))
-    made.resource_event(None, "ns", "hpc")
+    made.resource_event(None, "ns", "hpc", {})
     return made
 
 
@@ -102,7 +102,7 @@ async def test_a_job_of_a_resource_held_here_or_gone_is_cleaned_up_here(
 async def test_a_replica_sweeps_the_jobs_of_its_own_resources_and_of_gone_ones(
         registry: Registry) -> None:
     assert registry.sharing is not None
-    registry.resource_event(None, "ns", "theirs")
+    registry.resource_event(None, "ns", "theirs", {})
     registry.sharing.held[ResourceKey("ns", "hpc")] = FencingToken(Identity("me"), 1)
     for uid, resource in (("a", "hpc"), ("b", "theirs"), ("c", "gone")):
         await registry.job_event("ADDED", {**body(resource), "metadata": {
