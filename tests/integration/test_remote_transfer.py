@@ -108,36 +108,42 @@ def _sessions(port: int, clients: set[int]) -> set[int]:
 
 
 class Cutter:
-    """A progress callback that kills sshd sessions once `CUT_AT` bytes have moved. The
-    sessions are looked up at the first bytes moved, so that the cut itself is only a
-    signal: a lookup at `CUT_AT` (an `ss` run) once took longer on a loaded machine than the
-    rest of the transfer, which then ended before the cut."""
+    """A progress callback that kills the sshd sessions serving a transfer once `CUT_AT`
+    bytes have moved. It looks the sessions up (an `ss` run) at the first bytes moved, with
+    the transfer held still meanwhile: the event loop is busy in the callback, and any `ssh`
+    child is stopped. It kills them in the callback that sees `CUT_AT`. A lookup beside the
+    transfer once took longer on a loaded machine than the rest of the transfer, which then
+    ended before the cut."""
 
     def __init__(self, sshd: SshEndpoint, clients: Callable[[], set[int]]) -> None:
         self.moved = 0
-        self._moving = asyncio.Event()
-        self._reached = asyncio.Event()
-        self._task = asyncio.ensure_future(self._cut(sshd.port, clients))
+        self._port, self._clients = sshd.port, clients
+        self._sessions: set[int] | None = None
+        self._killed: int | None = None
 
     def __call__(self, moved: int) -> None:
         self.moved += moved
-        if self.moved > 0:
-            self._moving.set()
-        if self.moved >= CUT_AT:
-            self._reached.set()
+        if self._sessions is None and self.moved > 0:
+            children = _children("ssh")
+            _signal(children, signal.SIGSTOP)
+            try:
+                self._sessions = _sessions(self._port, self._clients())
+            finally:
+                _signal(children, signal.SIGCONT)
+        if self._killed is None and self.moved >= CUT_AT:
+            _signal(self._sessions or set(), signal.SIGKILL)
+            self._killed = len(self._sessions or ())
 
-    async def _cut(self, port: int, clients: Callable[[], set[int]]) -> int:
-        await self._moving.wait()
-        sessions = await asyncio.to_thread(lambda: _sessions(port, clients()))
-        await self._reached.wait()
-        for pid in sessions:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return len(sessions)
+    def killed(self) -> int:
+        """How many sshd processes were killed."""
+        assert self._killed is not None, "the transfer ended before the cut"
+        return self._killed
 
-    async def killed(self) -> int:
-        """How many sshd processes were killed (waits for the cut)."""
-        return await asyncio.wait_for(self._task, 30)
+
+def _signal(pids: set[int], number: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
 
 
 def _everyone() -> set[int]:
@@ -273,7 +279,7 @@ async def test_an_upload_cut_off_resumes_from_the_bytes_already_there(
         cutter = Cutter(sshd, _everyone)
         with pytest.raises(RemoteUnavailable, match="connection lost"):
             await remote.upload(big, target, progress=cutter)
-        assert await cutter.killed() > 0
+        assert cutter.killed() > 0
         assert len(await _listing(remote, remote_dir)) == 1  # the partial file, hidden
         calls: list[int] = []
         sent = await remote.upload(big, target, progress=calls.append)
@@ -295,7 +301,7 @@ async def test_only_the_blocks_that_match_are_kept(
         cutter = Cutter(sshd, _everyone)
         with pytest.raises(RemoteUnavailable):
             await remote.upload(big, target, progress=cutter)
-        await cutter.killed()
+        cutter.killed()
         [partial] = await _listing(remote, remote_dir)
         # the second block of what arrived is damaged: only the first one is kept
         damage = (f"head -c {BLOCK} /dev/zero | dd of={shlex.quote(f'{remote_dir}/{partial}')} "
@@ -319,7 +325,7 @@ async def test_a_new_version_of_the_source_starts_afresh(
         cutter = Cutter(sshd, _everyone)
         with pytest.raises(RemoteUnavailable):
             await remote.upload(source, target, progress=cutter)
-        await cutter.killed()
+        cutter.killed()
         await asyncio.to_thread(_write_head, source, source, 7, b"changed")  # same size
         assert await remote.upload(source, target) == 96 * MIB
         assert await _remote_sha256(remote, target) == _sha256(source)
@@ -336,7 +342,7 @@ async def test_an_ssh_child_cut_off_is_carried_on_by_asyncssh(
     try:
         cutter = Cutter(sshd, lambda: _children("ssh"))  # the child's session only
         sent = await remote.upload(big, target, progress=cutter)
-        assert await cutter.killed() > 0
+        assert cutter.killed() > 0
         assert await _remote_sha256(remote, target) == _sha256(big)
         assert await _listing(remote, remote_dir) == ["big.bin"]
     finally:
@@ -359,7 +365,7 @@ async def test_a_download_whose_ssh_child_is_cut_off_is_carried_on_by_asyncssh(
         await remote.upload(big, f"{remote_dir}/big.bin")
         cutter = Cutter(sshd, lambda: _children("ssh"))  # the children's connection only
         received = await remote.download(f"{remote_dir}/big.bin", local, progress=cutter)
-        assert await cutter.killed() > 0
+        assert cutter.killed() > 0
     finally:
         await remote.close()
     assert _sha256(local) == _sha256(big)
@@ -381,7 +387,7 @@ async def test_a_download_cut_off_resumes_from_the_bytes_already_there(
         cutter = Cutter(sshd, _everyone)
         with pytest.raises(RemoteUnavailable, match="connection lost"):
             await remote.download(source, local, progress=cutter)
-        assert await cutter.killed() > 0
+        assert cutter.killed() > 0
         [partial] = os.listdir(local.parent)
         assert partial.startswith(".big.bin.") and partial.endswith(".partial")
         calls: list[int] = []
