@@ -2,10 +2,11 @@
 # The one image of Cerise on Kubernetes. The Helm chart (helm/cerise) runs it as
 #   the operator:  kopf run --standalone --namespace=<ns> -m cerise.operator.handlers
 #   the apiserver: python -m cerise.apiserver --host=0.0.0.0   (the default command)
-# It holds the cerise-k8s package (built as a wheel from this repository), cwltool in a
-# virtualenv of its own (the runner of `local` compute resources, which run jobs inside the
-# operator's pod), and the example specialisation at /opt/cerise/specialisations/example
-# (the path the chart's default values name).
+# It holds the cerise-k8s package (built as a wheel from this repository) in a virtualenv
+# with cwltool pinned at the test hosts' version (the package's workflow checks use it, and
+# it is the runner of `local` compute resources, which run jobs inside the operator's pod),
+# and the example specialisation at /opt/cerise/specialisations/example (the path the
+# chart's default values name).
 #
 # Built with BuildKit (or podman/buildah), from the public Python image by default:
 #   docker build -t <registry>/cerise-k8s:0.1.0 .
@@ -15,28 +16,26 @@
 # See docs/helm.md.
 ARG BASE=python:3.11.13-slim-bookworm
 
-# Build stage: the two virtualenvs, in layers ordered by how often they change, so that a
-# layer cache (BuildKit's or podman's) rebuilds only what a change touches: the runner
-# (keyed by its version), the package's dependencies (keyed by pyproject.toml), then the
-# package itself (keyed by its source).
+# Build stage: the virtualenv, in layers ordered by how often they change, so that a layer
+# cache (BuildKit's or podman's) rebuilds only what a change touches: the package's
+# dependencies with the runner's version (keyed by pyproject.toml and that version), then
+# the package itself (keyed by its source).
 FROM ${BASE} AS build
 ARG CWLTOOL_VERSION=3.3.20260925135507
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/cwltool \
- && /opt/cwltool/bin/pip install "cwltool==${CWLTOOL_VERSION}"
 WORKDIR /src
 COPY pyproject.toml ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > requirements.txt \
  && python -m venv /opt/cerise/venv \
- && /opt/cerise/venv/bin/pip install -r requirements.txt
+ && /opt/cerise/venv/bin/pip install -r requirements.txt "cwltool==${CWLTOOL_VERSION}"
 COPY README.md ./
 COPY cerise ./cerise
 RUN /opt/cerise/venv/bin/pip install --no-deps .
 
-# Final stage: the same slim base with the two virtualenvs copied in (same paths, same
-# python), no compilers, no build files left behind, a non-root user.
+# Final stage: the same slim base with the virtualenv copied in (same path, same python),
+# no compilers, no build files left behind, a non-root user.
 # (Debian's package versions below are bookworm's; bump them with the base image.)
 FROM ${BASE}
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -50,9 +49,7 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 cerise \
  && useradd --system --uid 10001 --gid cerise --home-dir /home/cerise --create-home \
         --shell /usr/sbin/nologin cerise \
- && install -d -o cerise -g cerise /var/lib/cerise \
- && ln -s /opt/cwltool/bin/cwltool /usr/local/bin/cwltool
-COPY --from=build /opt/cwltool /opt/cwltool
+ && install -d -o cerise -g cerise /var/lib/cerise
 COPY --from=build /opt/cerise/venv /opt/cerise/venv
 COPY specialisations/example /opt/cerise/specialisations/example
 ENV PATH=/opt/cerise/venv/bin:$PATH \

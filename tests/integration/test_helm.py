@@ -785,10 +785,11 @@ def test_dockerfile_lints_clean() -> None:
 
 def test_dockerfile_fits_the_chart() -> None:
     """Pinned slim base (by default: tools/build-image.sh passes its local one), the
-    virtualenvs built in one stage (the package last, so that a change of its code leaves
-    the dependencies' layer cached) and copied to the same paths in another, a non-root
-    user, the example specialisation where the chart's defaults look for it, the runner's
-    version as the test hosts have it, and a build context of what the build copies."""
+    virtualenv built in one stage (the package last, so that a change of its code leaves
+    the dependencies' layer cached) and copied to the same path in another, a non-root
+    user, the example specialisation where the chart's defaults look for it, the one
+    cwltool (the checks' and the runner's) at the version the test hosts have, and a build
+    context of what the build copies."""
     text = DOCKERFILE.read_text()
     assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == ["${BASE}", "${BASE}"]
     [base] = re.findall(r"^ARG BASE=(\S+)", text, re.MULTILINE)
@@ -800,7 +801,9 @@ def test_dockerfile_fits_the_chart() -> None:
     assert steps[-1].endswith("pip install --no-deps ."), "the package is the last layer"
     assert "pip install" not in final
     assert re.findall(r"^COPY --from=build (\S+) (\S+)$", final, re.MULTILINE) == [
-        ("/opt/cwltool", "/opt/cwltool"), ("/opt/cerise/venv", "/opt/cerise/venv")]
+        ("/opt/cerise/venv", "/opt/cerise/venv")]
+    assert re.findall(r"pip install (.*)", build) == [
+        '-r requirements.txt "cwltool==${CWLTOOL_VERSION}"', "--no-deps ."]
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     values = yaml.safe_load((CHART / "values.yaml").read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from cerise.devenv import node as devenv_node
-from cerise.devenv.controlplane import ControlPlane
+from cerise.devenv.controlplane import REPO, ControlPlane
 from cerise.devenv.process import free_port
 from cerise.devenv.sshd import SshEndpoint
 from tests.integration import http_calls
@@ -153,8 +154,9 @@ def uninstall_leaves_nothing(plane: ControlPlane, env: dict[str, str], namespace
     assert f"{namespace}-rel-cerise" not in cluster_wide
 
 
-def run_wc(port: int, tmp_path: Path) -> None:
-    """The published cerise-client runs the word count to Success and downloads its output."""
+def run_wc(port: int, tmp_path: Path) -> str:
+    """The published cerise-client runs the word count to Success and downloads its output;
+    the job's log."""
     service = cerise_client.Service("http://localhost", port)
     source = tmp_path / "words.txt"
     source.write_text("one two three\nfour five\n")
@@ -167,6 +169,7 @@ def run_wc(port: int, tmp_path: Path) -> None:
     saved = tmp_path / "saved.txt"
     job.outputs["output"].save_as(str(saved))
     assert saved.read_text().split()[:3] == ["2", "5", "24"]
+    return str(job.log)
 
 
 def test_default_values_run_jobs_and_uninstall_cleanly(
@@ -185,8 +188,11 @@ def test_default_values_run_jobs_and_uninstall_cleanly(
     wait_specialisation(control_plane, namespace, "rel")
     # The default exchange URL is http://localhost:29593/files: port-forward to that port.
     with port_forward(control_plane, namespace, 29593) as port:
-        run_wc(port, tmp_path)
+        log = run_wc(port, tmp_path)
     print(f"\nhelm install to a first job's Success in {time.monotonic() - began:.1f} s")
+    # the runner in the pod: the image's one cwltool, at the version the Dockerfile pins
+    [pinned] = re.findall(r"CWLTOOL_VERSION=(\S+)", (REPO / "Dockerfile").read_text())
+    assert f"/opt/cerise/venv/bin/cwltool {pinned}" in log, log[:500]
     url = service_url(control_plane, namespace)
     # A client in the cluster names the Service; its cluster address alone is not a name of
     # the service's own, and DNS-rebinding-safe Host checking refuses it.
