@@ -18,6 +18,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Pod
+from prometheus_client.parser import text_string_to_metric_families
 
 from cerise.devenv import apiserver as apiserver_process
 from cerise.devenv import controlplane
@@ -148,3 +149,12 @@ async def watch_until(
         await events.aclose()
         await client.close()
     raise AssertionError(f"{what} not within {timeout:g} s: {seen.get('status')}")
+
+
+def api_requests(plane: ControlPlane, **labels: str) -> float:
+    """How many requests the API server has answered so far with these labels of its
+    `apiserver_request_total` (e.g. verb="LIST", resource="leases")."""
+    text = plane.kubectl("get", "--raw", "/metrics").stdout
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == "apiserver_request_total"
+               and all(sample.labels.get(name) == value for name, value in labels.items()))

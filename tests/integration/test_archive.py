@@ -31,7 +31,7 @@ from cerise.devenv.process import free_port
 from cerise.kube.jobs import WorkflowJob
 from tests.integration import http_calls
 from tests.integration.api_fixtures import Api, poll_until
-from tests.integration.kube_fixtures import TENANTS, admin_client, as_dict
+from tests.integration.kube_fixtures import TENANTS, admin_client, api_requests, as_dict
 from tests.integration.operator_fixtures import EXCHANGE_URL, apply
 
 pytestmark = pytest.mark.integration
@@ -347,15 +347,6 @@ def test_an_archived_job_goes_with_its_files_when_its_retention_ends(
     assert not log.exists()
 
 
-def _not_found_reads(plane: ControlPlane) -> float:
-    """How many reads of a ComputeResource the API server has answered 404 so far."""
-    metrics = plane.kubectl("get", "--raw", "/metrics").stdout
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("apiserver_request_total{")
-               and all(label in line for label in (
-                   'code="404"', 'resource="computeresources"', 'verb="GET"')))
-
-
 def test_a_deleted_resource_with_archived_jobs_is_not_read_at_every_sweep(
     control_plane: ControlPlane, operator: OperatorProcess, archive_db: Postgres,
     namespace: str, tmp_path: Path,
@@ -376,9 +367,10 @@ def test_a_deleted_resource_with_archived_jobs_is_not_read_at_every_sweep(
     archive("first", "gone")
     control_plane.kubectl("delete", "computeresource", "gone", "-n", namespace)
     archive("second", "kept")  # sweeps are sequential: the one that archived this ended,
-    reads = _not_found_reads(control_plane)
+    gone_reads = {"verb": "GET", "resource": "computeresources", "code": "404"}
+    reads = api_requests(control_plane, **gone_reads)
     archive("third", "kept")  # and so did every sweep up to this one's
-    assert _not_found_reads(control_plane) == reads, "the gone resource was read again"
+    assert api_requests(control_plane, **gone_reads) == reads, "the gone resource was read again"
 
 
 async def test_after_a_restart_of_the_archive_the_first_request_is_answered(

@@ -39,7 +39,7 @@ from cerise.model.leases import FencingToken, Identity
 from cerise.model.states import Phase
 from cerise.operator.transitions import Transitions
 from tests.integration.api_fixtures import poll_until
-from tests.integration.kube_fixtures import kube_config
+from tests.integration.kube_fixtures import api_requests, kube_config
 from tests.integration.operator_fixtures import apply, wait_for_job
 from tests.integration.test_operator_jobs import FINAL, SLEEP, job_events
 
@@ -330,16 +330,6 @@ async def submitted(kube: AsyncClient, namespace: str, name: str) -> dict[str, A
     raise AssertionError("the job never had its first phase")
 
 
-def lease_lists(plane: ControlPlane) -> int:
-    """How many LIST requests for Leases the API server has served (its own counter)."""
-    total = 0
-    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        if line.startswith("apiserver_request_total{") and 'resource="leases"' in line \
-                and 'verb="LIST"' in line:
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
-
-
 def renew_time(plane: ControlPlane, resource: str) -> str:
     """The resource's Lease's last renewal (a GET of the one Lease, not a LIST)."""
     return plane.kubectl("get", "lease", f"cerise-resource-{resource}", "-n", NAMESPACE,
@@ -353,7 +343,7 @@ def test_the_replicas_follow_the_leases_by_a_watch_not_a_list_per_tick(
     make_resources(replicas, 2)
     poll_until(lambda: replicas.counts() == {"a": 1, "b": 1}, timeout=60,
                what="the two resources shared one and one")
-    before = lease_lists(replicas.plane)
+    before = api_requests(replicas.plane, verb="LIST", resource="leases")
     renewals = [renew_time(replicas.plane, "r0")]
 
     def renewed() -> bool:
@@ -362,7 +352,7 @@ def test_the_replicas_follow_the_leases_by_a_watch_not_a_list_per_tick(
         return len(renewals) > 5
 
     poll_until(renewed, timeout=30, what="five renewals of r0's Lease")
-    listed = lease_lists(replicas.plane) - before
+    listed = api_requests(replicas.plane, verb="LIST", resource="leases") - before
     assert listed == 0, f"the replicas listed the Leases {listed} times over five renewals"
 
 
