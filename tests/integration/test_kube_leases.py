@@ -141,6 +141,10 @@ async def test_a_replica_that_stops_renewing_is_taken_over_after_the_lease_durat
     a, b = keepers(processes, namespace)
     keys = await resources(kube, namespace)
     await tick_until([a, b], keys, even)
+    # A replica renews a Lease only once its last renewal is a retry period old: a round
+    # right after the one that shared them out would renew nothing, and b may have seen a's
+    # takes (which its duration is then counted from) before `silent_since`.
+    await asyncio.sleep(TIMINGS.retry)
     # a's last tick: b sees its renewal at or after this moment (b's clock, not the end of
     # the round, is what the lease duration is counted from), and a never renews again
     silent_since = time.monotonic()
