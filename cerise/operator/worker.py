@@ -33,6 +33,7 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
+from cerise.kube import contact
 from cerise.kube import jobs as kube_jobs
 from cerise.model import cwl, decisions
 from cerise.model.compute import ResourceSpec
@@ -151,6 +152,8 @@ class ResourceWorker:
         """When the remote jobs were last polled (monotonic seconds)."""
         self._polling = False
         """Whether the last tick found jobs (or allocations) on the resource to poll."""
+        self._api_down = False
+        """Whether the last tick failed for want of an answer from the Kubernetes API."""
         self._probe_due = False
         """A job's work lost the connection: the resource itself is probed at the next tick
         (its status says what the resource does, not what one job met)."""
@@ -193,7 +196,16 @@ class ResourceWorker:
                                           f"{self._generation()}); restarting its worker")
                 await self._check_credentials()
                 began = time.monotonic()
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception as error:
+                    if not contact.unavailable(error):
+                        raise
+                    # What the tick did not write, the next one decides again from the
+                    # watched jobs (each phase change is a compare-and-swap).
+                    self._api_failed(error)
+                else:
+                    self._api_failed(None)
                 self._tick_seconds = time.monotonic() - began
         finally:
             watching.cancel()
@@ -203,6 +215,18 @@ class ResourceWorker:
             await self.callbacks.close()
             await self.installer.close()
             await self.remote.close()
+
+    def _api_failed(self, error: Exception | None) -> None:
+        """Log the first tick the Kubernetes API failed, and the first that it served again
+        (a stopped or overloaded API server fails every tick meanwhile)."""
+        if error is not None and not self._api_down:
+            logger.warning("resource %s/%s: the Kubernetes API did not answer (%s: %s); "
+                           "trying again at the next tick", self.namespace, self.name,
+                           type(error).__name__, error)
+        elif error is None and self._api_down:
+            logger.info("resource %s/%s: the Kubernetes API answers again", self.namespace,
+                        self.name)
+        self._api_down = error is not None
 
     def _poll_now(self) -> None:
         """A run ended (`end_watch`): poll at once, not at the refresh. Such a tick is a

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from cerise.remote.local import LocalRemote
 from tests.integration import http_calls
 from tests.integration.api_fixtures import poll_until
 from tests.integration.operator_fixtures import Resource, apply, install_example, wait_for_job
-from tests.integration.test_operator_jobs import FINAL, HOSTNAME, submit
+from tests.integration.test_operator_jobs import FINAL, HOSTNAME, SLEEP, submit
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +90,34 @@ async def test_health_fails_while_the_kubernetes_api_is_down_and_recovers(stack:
     name = submit(stack.plane, stack.resource, HOSTNAME, name="after-the-outage")
     job = await wait_for_job(stack.plane, "default", name, FINAL, timeout=120)
     assert job["status"]["phase"] == "Success", json.dumps(job["status"])
+
+
+async def test_a_run_that_ends_while_the_kubernetes_api_is_down_is_finished_when_it_is_back(
+    stack: Stack,
+) -> None:
+    """The worker's status write fails while the API server is stopped: the next tick tries
+    again, and the job ends as soon as the API answers; the worker is not ended with a
+    traceback and started again a minute later (kopf's back-off for a failed daemon)."""
+    await install_example(stack.plane, "default", "local")
+    name = submit(stack.plane, stack.resource, SLEEP, {"delay": 3}, name="through-an-outage")
+    job = await wait_for_job(stack.plane, "default", name, {"Running"} | FINAL)
+    assert job["status"]["phase"] == "Running", json.dumps(job["status"])
+    exit_code = Path(stack.resource.base) / "jobs" / job["metadata"]["uid"] / "exit_code"
+    apiserver = stack.plane.daemon("kube-apiserver")
+    apiserver.stop()
+    try:
+        poll_until(exit_code.exists, timeout=60, what="the run ending")
+        poll_until(lambda: any(line in stack.operator.log.read_text() for line in (
+            "the Kubernetes API did not answer", "Daemon 'resource_worker' failed")),
+            timeout=30, what="the worker failing to write the job's end")
+    finally:
+        apiserver.start()
+    poll_until(lambda: stack.plane.kubectl("get", "--raw", "/readyz", check=False).returncode
+               == 0, timeout=60, what="the API server answering again")
+    back = time.monotonic()
+    job = await wait_for_job(stack.plane, "default", name, FINAL, timeout=120)
+    assert job["status"]["phase"] == "Success", json.dumps(job["status"])
+    assert time.monotonic() - back < 30, "the job ended a back-off after the API came back"
+    log = stack.operator.log.read_text()
+    assert "Daemon 'resource_worker' failed" not in log, log[-3000:]
+    assert "the Kubernetes API answers again" in log
