@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,6 +220,34 @@ def test_a_running_local_job_with_a_long_path_is_seen_whatever_the_terminal_widt
     finally:
         process.kill()
         process.wait()
+
+
+def test_local_jobs_are_looked_up_by_bash_alone_and_odd_command_lines_are_read(
+    tmp_path: Path,
+) -> None:
+    # `ps -p` read four /proc files of every process on the host to print a few: bash reads
+    # the jobs' command lines itself, so no program is started (PATH is empty here).
+    files = JobFiles(str(tmp_path / "a b'$(c)" / "job"))
+    Path(files.job_dir).mkdir(parents=True)
+    Path(files.script).write_text("sleep 30\n")
+    ours = subprocess.Popen(["setsid", "bash", files.script])
+    # a PID reused by another program, with a newline in its arguments
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "a\nb"])
+    try:
+        jobs = [JobRef("ours", files, str(ours.pid)), JobRef("other", files, str(other.pid)),
+                JobRef("gone", files, "999999999")]
+        scheduler = DirectScheduler()
+        queue = subprocess.run(["/bin/bash", "-c", scheduler.queue_script(jobs)],
+                               capture_output=True, text=True, env={"PATH": ""}, check=True)
+        assert queue.stderr == ""
+        states = {key: entry.state for key, entry in scheduler.parse_queue(queue.stdout,
+                                                                          jobs).items()}
+        assert states == {"ours": QueueState.RUNNING, "other": QueueState.ABSENT,
+                          "gone": QueueState.ABSENT}
+    finally:
+        for process in (ours, other):
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize(
