@@ -44,13 +44,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     Put the tests that use Grid Engine, as a fixture or as the parameter that names the
     fixture they look up, and the API-server tests in one xdist group, and those of the test
-    node in another."""
+    node in another. A module marked `xdist_group` (one whose module fixture starts a control
+    plane of its own) keeps its tests on one worker, which starts that fixture once."""
     items.sort(key=lambda item: 0 if item.path.name.startswith("test_kube_") else 1)
     for item in items:
+        marked = item.get_closest_marker("xdist_group")
         # xdist hands out its biggest group first, then single tests: the API-server tests
         # join Grid Engine's group, which keeps its order, so that they run first on the
         # worker they share and no test of that worker has started its operator before.
-        if item.path.name.startswith("test_kube_") or _uses_grid_engine(item):
+        if marked is not None:
+            _join_group(item, str(marked.args[0]))
+        elif item.path.name.startswith("test_kube_") or _uses_grid_engine(item):
             _join_group(item, GRID_ENGINE)
         elif NODE in getattr(item, "fixturenames", ()):
             _join_group(item, NODE)
@@ -67,7 +71,8 @@ def _join_group(item: pytest.Item, group: str) -> None:
     """Mark `item` for the xdist group; give its node id the group suffix that `loadgroup`
     schedules by. pytest 9.2 derives the node id from a structured id, and xdist 3.8 still
     rewrites only the old string (pytest-xdist#1386: the group is silently lost)."""
-    item.add_marker(pytest.mark.xdist_group(group))
+    if item.get_closest_marker("xdist_group") is None:
+        item.add_marker(pytest.mark.xdist_group(group))
     if getattr(item.config.option, "loadgroup", False) and hasattr(item, "_id"):
         from _pytest.nodeid import NodeId  # only in pytest >= 9.2
 

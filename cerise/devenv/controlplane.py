@@ -127,6 +127,14 @@ def _kubeconfig(
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def _go_env() -> dict[str, str]:
+    """The Go daemons' environment: their collector runs a quarter as often (GOGC=400: a
+    heap may grow to five times what is live, not twice), which a local control plane's
+    memory affords. For the same requests (400 ConfigMaps created, each patched four
+    times; two runs each way) the API server took about 15 % less CPU, and etcd 12 %."""
+    return {**os.environ, "GOGC": "400"}
+
+
 def start(
     workdir: Path,
     *,
@@ -170,7 +178,7 @@ def start(
             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
             "--initial-cluster", f"cerise={peer_url}", "--unsafe-no-fsync",
             "--log-level", "warn",
-        ], log=workdir / "etcd.log").start()
+        ], log=workdir / "etcd.log", env=_go_env()).start()
         plane.daemons.append(etcd)
         etcd.wait_answering(f"{etcd_url}/health", lambda answer: "true" in answer.text)
 
@@ -196,7 +204,7 @@ def start(
             f"--kubelet-client-key={pki.admin.key}",
             "--allow-privileged=false",
             "--endpoint-reconciler-type=none", "--profiling=false",
-        ], log=workdir / "kube-apiserver.log").start()
+        ], log=workdir / "kube-apiserver.log", env=_go_env()).start()
         plane.daemons.append(apiserver)
         apiserver.wait_answering(f"{api_url}/readyz",
                                  verify=ssl.create_default_context(cafile=pki.ca.cert),
@@ -224,7 +232,7 @@ def _start_controller_manager(plane: ControlPlane, pki: pki_module.Pki, timeout:
         f"--service-account-private-key-file={pki.service_account_key}",
         f"--root-ca-file={pki.ca.cert}",
         "--use-service-account-credentials=false",
-    ], log=plane.workdir / "kube-controller-manager.log").start()
+    ], log=plane.workdir / "kube-controller-manager.log", env=_go_env()).start()
     plane.daemons.append(manager)
     # its service-account controller at work
     manager.wait_answering(f"{plane.api_url}/api/v1/namespaces/default/serviceaccounts/default",

@@ -27,7 +27,9 @@ from cerise.kube import cache
 from tests.integration.api_fixtures import poll_until
 from tests.unit.test_names import ACCEPTED, REFUSED
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # its module fixture's stack started once, on one worker
+              pytest.mark.xdist_group("rest-cache")]
 
 STALE = 2
 """CERISE_CACHE_STALE_SECONDS of the private apiserver."""

@@ -21,7 +21,9 @@ from tests.integration import http_calls
 from tests.integration.api_fixtures import SINGLE, Api, poll_until
 from tests.integration.test_rest_metrics import scrape, value
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # its module fixture's stack started once, on one worker
+              pytest.mark.xdist_group("rest-limits")]
 
 CAP, QUOTA = 64 << 10, 160 << 10
 """The per-file cap and the input/ quota of the small apiserver."""

@@ -23,7 +23,9 @@ from cerise.devenv.process import free_port
 from tests.integration import http_calls
 from tests.integration.operator_fixtures import EXCHANGE_URL
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # its module fixture's stack started once, on one worker
+              pytest.mark.xdist_group("rest-listing")]
 
 LIVE = 40
 EARLY = 2300
