@@ -53,6 +53,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         # join Grid Engine's group, which keeps its order, so that they run first on the
         # worker they share and no test of that worker has started its operator before.
         if marked is not None:
+            if _uses_grid_engine(item) or NODE in getattr(item, "fixturenames", ()):
+                raise pytest.UsageError(f"{item.nodeid}: a test of Grid Engine or of the test "
+                                        "node must be in that fixture's group, not its own")
             _join_group(item, str(marked.args[0]))
         elif item.path.name.startswith("test_kube_") or _uses_grid_engine(item):
             _join_group(item, GRID_ENGINE)

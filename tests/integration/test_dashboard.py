@@ -29,7 +29,9 @@ from tests.integration import http_calls
 from tests.integration.api_fixtures import Api, poll_until
 from tests.integration.test_rest_cerise_client import SLEEP, WC, sleeping
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # its module's browser started once, on one worker
+              pytest.mark.xdist_group("dashboard")]
 T = TypeVar("T")
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

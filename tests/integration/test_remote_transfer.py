@@ -26,7 +26,9 @@ from cerise.remote.ssh import SshCredentials
 from cerise.remote.ssh_remote import SshRemote
 from tests.integration.remote_fixtures import ssh_target
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # its 256 MiB file made once, on one worker
+              pytest.mark.xdist_group("remote-transfer")]
 
 MIB = 1 << 20
 SIZE = 256 * MIB

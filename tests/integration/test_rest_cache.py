@@ -28,7 +28,7 @@ from tests.integration.api_fixtures import poll_until
 from tests.unit.test_names import ACCEPTED, REFUSED
 
 pytestmark = [pytest.mark.integration,
-              # its module fixture's stack started once, on one worker
+              # its module fixture's processes started once, on one worker
               pytest.mark.xdist_group("rest-cache")]
 
 STALE = 2

@@ -27,7 +27,9 @@ from tests.integration.test_operator_jobs import unique_delay
 from tests.integration.test_rest_cerise_client import SLEEP, sleeping
 from tests.integration.test_rest_metrics import scrape, value
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              # its module's browser started once, on one worker
+              pytest.mark.xdist_group("rest-doors")]
 
 REBOUND = "rebound.test"
 """A foreign name the rebinding browser resolves to 127.0.0.1."""

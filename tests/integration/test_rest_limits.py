@@ -22,7 +22,7 @@ from tests.integration.api_fixtures import SINGLE, Api, poll_until
 from tests.integration.test_rest_metrics import scrape, value
 
 pytestmark = [pytest.mark.integration,
-              # its module fixture's stack started once, on one worker
+              # its module fixture's processes started once, on one worker
               pytest.mark.xdist_group("rest-limits")]
 
 CAP, QUOTA = 64 << 10, 160 << 10

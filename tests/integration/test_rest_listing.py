@@ -24,7 +24,7 @@ from tests.integration import http_calls
 from tests.integration.operator_fixtures import EXCHANGE_URL
 
 pytestmark = [pytest.mark.integration,
-              # its module fixture's stack started once, on one worker
+              # its module fixture's processes started once, on one worker
               pytest.mark.xdist_group("rest-listing")]
 
 LIVE = 40

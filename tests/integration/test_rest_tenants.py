@@ -13,7 +13,7 @@ from tests.integration.api_fixtures import Api
 from tests.integration.kube_fixtures import TENANTS
 
 pytestmark = [pytest.mark.integration,
-              # its module fixture's stack started once, on one worker
+              # its module fixture's processes started once, on one worker
               pytest.mark.xdist_group("rest-tenants")]
 
 WORKFLOW = json.dumps({"cwlVersion": "v1.2", "class": "Workflow", "inputs": {}, "outputs": {},
