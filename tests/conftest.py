@@ -36,31 +36,56 @@ NODE = "node"
 rules are the host's), and the xdist group of its tests."""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist hands out its units of work (groups, and single tests) in the order of the
+    items below, not the biggest group first: each worker's first unit must be the one that
+    needs a worker no test has started the session's operator on."""
+    config.option.loadscopereorder = False
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the API-server tests first: they write job phases themselves, and must not race
-    the session's operator, which the later tests start and which acts on every job. Each
-    xdist worker receives its tests in this order, so the rule holds per worker.
+    """Order and group the tests for xdist (`loadgroup`), where each worker runs the units
+    it receives in order.
 
-    Put the tests that use Grid Engine, as a fixture or as the parameter that names the
-    fixture they look up, and the API-server tests in one xdist group, and those of the test
-    node in another. A module marked `xdist_group` (one whose module fixture starts a control
-    plane of its own) keeps its tests on one worker, which starts that fixture once."""
-    items.sort(key=lambda item: 0 if item.path.name.startswith("test_kube_") else 1)
+    The tests of the test node form a group, handed out first: the chart's operators in its
+    pods must be the only ones acting on their jobs, and the session's operator, which
+    watches every namespace, is not started before them on their worker. The API-server tests
+    come next, first in Grid Engine's group (with every test that uses Grid Engine, as a
+    fixture or as the parameter that names the fixture it looks up), for the same reason:
+    they write job phases themselves. Then every module marked `xdist_group` (one whose
+    module fixture starts processes of its own), kept on one worker, which starts that
+    fixture once; then the single tests."""
+    items.sort(key=_rank)
     for item in items:
         marked = item.get_closest_marker("xdist_group")
-        # xdist hands out its biggest group first, then single tests: the API-server tests
-        # join Grid Engine's group, which keeps its order, so that they run first on the
-        # worker they share and no test of that worker has started its operator before.
         if marked is not None:
-            if _uses_grid_engine(item) or NODE in getattr(item, "fixturenames", ()):
+            if _uses_grid_engine(item) or _uses_node(item):
                 raise pytest.UsageError(f"{item.nodeid}: a test of Grid Engine or of the test "
                                         "node must be in that fixture's group, not its own")
             _join_group(item, str(marked.args[0]))
-        elif item.path.name.startswith("test_kube_") or _uses_grid_engine(item):
+        elif _is_api_server_test(item) or _uses_grid_engine(item):
             _join_group(item, GRID_ENGINE)
-        elif NODE in getattr(item, "fixturenames", ()):
+        elif _uses_node(item):
             _join_group(item, NODE)
+
+
+def _rank(item: pytest.Item) -> int:
+    if _uses_node(item):
+        return 0
+    if _is_api_server_test(item):
+        return 1
+    if _uses_grid_engine(item):
+        return 2
+    return 3 if item.get_closest_marker("xdist_group") is not None else 4
+
+
+def _is_api_server_test(item: pytest.Item) -> bool:
+    return item.path.name.startswith("test_kube_")
+
+
+def _uses_node(item: pytest.Item) -> bool:
+    return NODE in getattr(item, "fixturenames", ())
 
 
 def _uses_grid_engine(item: pytest.Item) -> bool:
