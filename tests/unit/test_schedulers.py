@@ -231,16 +231,19 @@ def test_local_jobs_are_looked_up_by_bash_alone_and_odd_command_lines_are_read(
     Path(files.job_dir).mkdir(parents=True)
     Path(files.script).write_text("sleep 30\n")
     ours = subprocess.Popen(["setsid", "bash", files.script])
-    # a PID reused by another program, with a newline in its arguments
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "a\nb"])
+    # a PID reused by another program, with line breaks of every kind in its arguments
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                              "a\nb\rc\u2028d\x0be\x0cf\x85g\x1ch"])
     try:
         jobs = [JobRef("ours", files, str(ours.pid)), JobRef("other", files, str(other.pid)),
                 JobRef("gone", files, "999999999")]
         scheduler = DirectScheduler()
+        # bytes, decoded as the connection does (text=True would turn \r into \n)
         queue = subprocess.run(["/bin/bash", "-c", scheduler.queue_script(jobs)],
-                               capture_output=True, text=True, env={"PATH": ""}, check=True)
-        assert queue.stderr == ""
-        states = {key: entry.state for key, entry in scheduler.parse_queue(queue.stdout,
+                               capture_output=True, env={"PATH": ""}, check=True)
+        assert queue.stderr == b""
+        output = queue.stdout.decode(errors="replace")
+        states = {key: entry.state for key, entry in scheduler.parse_queue(output,
                                                                           jobs).items()}
         assert states == {"ours": QueueState.RUNNING, "other": QueueState.ABSENT,
                           "gone": QueueState.ABSENT}

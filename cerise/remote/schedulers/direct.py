@@ -79,7 +79,10 @@ fi"""
 
     def parse_queue(self, output: str, jobs: Sequence[JobRef]) -> Mapping[str, QueueEntry]:
         commands: dict[str, str] = {}
-        for line in output.splitlines():
+        # Only newlines end a line (the script prints a job's own as spaces): a reused PID's
+        # arguments may hold U+2028, a form feed or a carriage return, which splitlines
+        # would cut at.
+        for line in output.split("\n"):
             if not line.strip():
                 continue
             match = PS_LINE.fullmatch(line)
